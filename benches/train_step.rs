@@ -1,0 +1,192 @@
+//! Training-step throughput of the paper's 8-layer MLP (SGD, SP, CE, batch 64, 784 -> n -> 10),
+//! widthlab vs PyTorch eager (benches/reference/mlp_step.py, run in the same invocation), and
+//! widthlab's achieved GFLOP/s vs the GFLOP/s of the step's own matrix products timed bare.
+//!
+//! Run: `cargo bench --bench train_step` (widths via `WIDTHLAB_BENCH_WIDTHS=64,256`; seconds
+//! per measurement via `WIDTHLAB_BENCH_SECONDS`, default 3). Results also go to
+//! `target/bench-results/train_step.json`. Timings are only comparable within one run: the
+//! two implementations are measured back to back per width, on the same threads.
+use std::process::Command;
+use std::time::Instant;
+
+use serde::Serialize;
+use tch::{Device, Kind, Tensor};
+use widthlab::loss::{Loss, LossKind};
+use widthlab::model::{Mlp, MlpConfig, Model};
+use widthlab::optim::{OptimConfig, Optimizer};
+use widthlab::param::Parameterization;
+
+const DEPTH: usize = 8;
+const D_IN: i64 = 784;
+const D_OUT: i64 = 10;
+const BATCH: i64 = 64;
+const N_DATA: i64 = 4096;
+
+/// (fan_in, fan_out) of every layer.
+fn shapes(n: i64) -> Vec<(i64, i64)> {
+    (0..DEPTH)
+        .map(|l| match l {
+            0 => (D_IN, n),
+            l if l + 1 == DEPTH => (n, D_OUT),
+            _ => (n, n),
+        })
+        .collect()
+}
+
+/// Floating-point operations of one step's matrix products: forward, weight gradient, and
+/// input gradient for every layer but the first (the data needs no gradient).
+fn step_flops(n: i64) -> f64 {
+    shapes(n)
+        .iter()
+        .enumerate()
+        .map(|(l, &(i, o))| {
+            let mm = 2.0 * (BATCH * i * o) as f64;
+            if l == 0 {
+                2.0 * mm
+            } else {
+                3.0 * mm
+            }
+        })
+        .sum()
+}
+
+/// Repeats `f` until `seconds` have passed (at least `min` times) after 2 warm-up calls;
+/// returns calls per second.
+fn rate(seconds: f64, min: usize, mut f: impl FnMut()) -> (f64, usize) {
+    f();
+    f();
+    let t0 = Instant::now();
+    let mut k = 0;
+    while k < min || t0.elapsed().as_secs_f64() < seconds {
+        f();
+        k += 1;
+    }
+    (k as f64 / t0.elapsed().as_secs_f64(), k)
+}
+
+fn widthlab_rate(n: i64, seconds: f64) -> (f64, usize) {
+    let cfg = MlpConfig { d_in: D_IN, d_out: D_OUT, width: n, depth: DEPTH, ..MlpConfig::default() };
+    let model = Mlp::new(&cfg, &Parameterization::sp(), 0, Device::Cpu).expect("model");
+    let mut opt = Optimizer::new(&OptimConfig::default(), 1e-3, model.params()).expect("optimizer");
+    let loss = Loss::new(LossKind::Ce);
+    let x_all = Tensor::randn([N_DATA, D_IN], (Kind::Float, Device::Cpu));
+    let y_all = Tensor::randint(D_OUT, [N_DATA], (Kind::Int64, Device::Cpu));
+    let per_epoch = N_DATA / BATCH;
+    let mut i = 0;
+    rate(seconds, 5, || {
+        let j = (i % per_epoch) * BATCH;
+        let (x, y) = (x_all.narrow(0, j, BATCH), y_all.narrow(0, j, BATCH));
+        opt.step(model.params(), &mut || loss.compute(&model.forward(&x), &y)).expect("step");
+        i += 1;
+    })
+}
+
+/// The step's matrix products alone, into preallocated outputs.
+fn bare_matmul_rate(n: i64, seconds: f64) -> f64 {
+    let opts = (Kind::Float, Device::Cpu);
+    let sets: Vec<_> = shapes(n)
+        .into_iter()
+        .map(|(i, o)| {
+            let x = Tensor::randn([BATCH, i], opts);
+            let w = Tensor::randn([o, i], opts);
+            let g = Tensor::randn([BATCH, o], opts);
+            let (y, gw, gx) = (Tensor::empty([BATCH, o], opts), Tensor::empty([o, i], opts), Tensor::empty([BATCH, i], opts));
+            (x, w.tr(), w, g.tr(), g, y, gw, gx)
+        })
+        .collect();
+    let (calls, _) = rate(seconds, 5, || {
+        for (l, (x, wt, w, gt, g, y, gw, gx)) in sets.iter().enumerate() {
+            let _ = x.matmul_out(y, wt); // forward       [B,i] x [i,o]
+            let _ = gt.matmul_out(gw, x); // weight grad  [o,B] x [B,i]
+            if l > 0 {
+                let _ = g.matmul_out(gx, w); // input grad [B,o] x [o,i]
+            }
+        }
+    });
+    calls * step_flops(n) / 1e9
+}
+
+#[derive(Serialize)]
+struct Row {
+    width: i64,
+    widthlab_steps_per_s: f64,
+    pytorch_steps_per_s: Option<f64>,
+    ratio: Option<f64>,
+    widthlab_gflops: f64,
+    bare_matmul_gflops: f64,
+    fraction_of_bare: f64,
+}
+
+fn python() -> String {
+    let venv = concat!(env!("CARGO_MANIFEST_DIR"), "/.venv/bin/python");
+    if std::path::Path::new(venv).exists() {
+        venv.into()
+    } else {
+        "python3".into()
+    }
+}
+
+fn pytorch_rate(n: i64, steps: usize, threads: i32) -> Option<f64> {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/reference/mlp_step.py");
+    let out = Command::new(python())
+        .args([script, &n.to_string(), &steps.to_string(), &threads.to_string()])
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        eprintln!("PyTorch reference failed: {}", String::from_utf8_lossy(&out.stderr));
+        return None;
+    }
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    v["steps_per_s"].as_f64()
+}
+
+fn main() {
+    widthlab::device::tune_allocator();
+    let widths: Vec<i64> = std::env::var("WIDTHLAB_BENCH_WIDTHS")
+        .ok()
+        .map(|s| s.split(',').filter_map(|w| w.trim().parse().ok()).collect())
+        .unwrap_or_else(|| vec![64, 256, 1024, 4096]);
+    let seconds: f64 = std::env::var("WIDTHLAB_BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(3.0);
+    let threads = tch::get_num_threads();
+    println!("train_step: 8-layer MLP, SGD, SP, CE, batch 64, {threads} libtorch threads, ~{seconds} s per measurement");
+    println!(
+        "{:>6} {:>14} {:>14} {:>8} {:>14} {:>14} {:>9}",
+        "width", "widthlab st/s", "pytorch st/s", "ratio", "widthlab GF/s", "bare mm GF/s", "of bare"
+    );
+    let mut rows = vec![];
+    for &n in &widths {
+        let (ours, steps) = widthlab_rate(n, seconds);
+        let theirs = pytorch_rate(n, steps, threads);
+        let bare = bare_matmul_rate(n, seconds);
+        let gflops = ours * step_flops(n) / 1e9;
+        let row = Row {
+            width: n,
+            widthlab_steps_per_s: ours,
+            pytorch_steps_per_s: theirs,
+            ratio: theirs.map(|t| ours / t),
+            widthlab_gflops: gflops,
+            bare_matmul_gflops: bare,
+            fraction_of_bare: gflops / bare,
+        };
+        println!(
+            "{:>6} {:>14.1} {:>14} {:>8} {:>14.1} {:>14.1} {:>8.0}%",
+            n,
+            ours,
+            theirs.map_or("n/a".into(), |t| format!("{t:.1}")),
+            row.ratio.map_or("n/a".into(), |r| format!("{r:.2}x")),
+            gflops,
+            bare,
+            100.0 * row.fraction_of_bare
+        );
+        rows.push(row);
+    }
+    println!("targets: ratio >= 1.0x at every width, >= 1.5x at widths <= 256; >= 80% of bare matmul GF/s at 4096");
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/target/bench-results");
+    if std::fs::create_dir_all(dir).is_ok() {
+        let path = format!("{dir}/train_step.json");
+        if let Ok(json) = serde_json::to_string_pretty(&rows) {
+            let _ = std::fs::write(&path, json);
+            println!("written to {path}");
+        }
+    }
+}

@@ -1,0 +1,4 @@
+//! Subcommands of the `widthlab` binary; each is a thin layer over the library.
+pub mod coord_check;
+pub mod params;
+pub mod train;

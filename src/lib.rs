@@ -1,0 +1,31 @@
+//! # widthlab
+//!
+//! A research environment for studying how neural networks behave as they get wider,
+//! built around the NeurIPS 2025 paper "On the Surprising Effectiveness of Large Learning
+//! Rates under Standard Width Scaling" (Haas, Bordt, von Luxburg, Vankadara).
+//!
+//! Vocabulary follows the paper: layer *roles* (input-like, hidden-like, output-like),
+//! *effective* updates `Delta W_t x_t` vs *propagating* updates `W_0 Delta x_t`, `Delta`
+//! (since initialisation) vs `delta` (one step).
+//!
+//! Modules:
+//! - [`param`]: width parameterizations (SP, NTP, muP, SP-full-align, MUSOLI, any abc rule).
+//! - [`model`]: the MLP (and, later, GPT), whose every weight knows its role.
+//! - [`loss`], [`optim`]: losses and optimizers with per-layer learning rates.
+//! - [`data`]: IDX / CIFAR-10 loaders and the multi-index teacher generator.
+//! - [`train`]: the training loop, divergence as an outcome.
+//! - [`theory`]: closed-form dynamics (2-layer linear "uv" model).
+pub mod data;
+pub mod device;
+pub mod error;
+pub mod fit;
+pub mod loss;
+pub mod model;
+pub mod optim;
+pub mod param;
+pub mod rcc;
+pub mod rng;
+pub mod theory;
+pub mod train;
+
+pub use error::{Error, Result};

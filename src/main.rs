@@ -1,0 +1,42 @@
+//! The `widthlab` command-line program: standalone runs, sweeps and plots on the widthlab
+//! crate. Every error is reported as a message with a non-zero exit code, never a panic.
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod cli;
+
+/// widthlab: how neural networks behave as they get wider.
+#[derive(Parser)]
+#[command(name = "widthlab", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train one model from a config file (TOML or JSON) with flag overrides.
+    Train(cli::train::TrainArgs),
+    /// Refined coordinate check over widths and seeds (appendix E presets).
+    CoordCheck(cli::coord_check::CoordCheckArgs),
+    /// Print what a parameterization resolves to (init std, multiplier, learning rate) per layer.
+    Params(cli::params::ParamsArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    widthlab::device::tune_allocator();
+    let result = match &cli.command {
+        Command::Train(a) => cli::train::run(a),
+        Command::Params(a) => cli::params::run(a),
+        Command::CoordCheck(a) => cli::coord_check::run_cli(a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

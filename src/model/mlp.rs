@@ -1,0 +1,447 @@
+//! The multilayer perceptron of the paper: `L+1` layers of width `n`,
+//!
+//! ```text
+//! h^1 = a_1 W^1 xi,   x^l = phi(N(h^l)),   h^{l+1} = a_{l+1} W^{l+1} x^l,   f = a_{L+1} W^{L+1} x^L
+//! ```
+//!
+//! with weight multipliers `a_l`, optional normalisation `N` (RMSNorm or LayerNorm) after
+//! hidden layers, optional biases and an optional LayerNorm on the logits. `W^1` is
+//! input-like, `W^2..W^L` hidden-like, `W^{L+1}` output-like; biases and norm gains are
+//! input-like. Initialisation, multipliers and learning-rate factors come from a
+//! [`Parameterization`]; random draws from the seeded ChaCha stream of [`crate::rng`].
+use serde::{Deserialize, Serialize};
+use tch::{Device, Tensor};
+
+use super::{LinearOp, Model, Param, Site, Trace};
+use crate::param::{OptimizerFamily, ParamKind, Parameterization, Role};
+use crate::rng::{self, stream};
+use crate::{Error, Result};
+
+/// Nonlinearity between layers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Activation {
+    #[default]
+    Relu,
+    /// Linear networks (appendix F.5.2).
+    Identity,
+}
+
+/// Normalisation after each hidden layer's pre-activation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Norm {
+    /// `x / rms(x) * g` (gain only).
+    RmsNorm,
+    /// `(x - mean) / std * g + b`.
+    LayerNorm,
+}
+
+/// Which layers are trained.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Freeze {
+    /// Every parameter trains.
+    #[default]
+    None,
+    /// Only the last layer trains: a random-feature model (appendix F.5.1).
+    RandomFeatures,
+    /// The first layer stays at its initialisation (the authors' NF-SGD/NF-ADAM).
+    FirstLayer,
+}
+
+/// MLP hyper-parameters. Defaults are the paper's 8-layer MLP on 28x28 images.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MlpConfig {
+    /// Input dimension (784 for MNIST-like data, 3072 for CIFAR-10, 100 for teacher data).
+    pub d_in: i64,
+    /// Output dimension (number of classes).
+    pub d_out: i64,
+    /// Width `n` of every hidden layer.
+    pub width: i64,
+    /// Number of weight layers `L+1` (>= 2; the paper uses 2, 3 and 8).
+    pub depth: usize,
+    pub activation: Activation,
+    /// Biases on every layer (off by default, as in the paper's theory).
+    pub bias: bool,
+    /// Normalisation after hidden layers (off by default).
+    pub norm: Option<Norm>,
+    /// LayerNorm on the logits (appendix F.4, Fig. F.17).
+    pub logit_norm: bool,
+    pub freeze: Freeze,
+}
+
+impl Default for MlpConfig {
+    fn default() -> Self {
+        MlpConfig {
+            d_in: 784,
+            d_out: 10,
+            width: 256,
+            depth: 8,
+            activation: Activation::Relu,
+            bias: false,
+            norm: None,
+            logit_norm: false,
+            freeze: Freeze::None,
+        }
+    }
+}
+
+impl MlpConfig {
+    /// Every parameter of the model, in order, without allocating it: name, role, kind,
+    /// fans and whether it trains. The single source of the model's structure.
+    pub fn layout(&self) -> Vec<ParamShape> {
+        let (n, depth) = (self.width, self.depth);
+        let mut out = vec![];
+        let mut push = |name: String, role, kind, fan_in, fan_out, trainable| {
+            out.push(ParamShape { name, role, kind, fan_in, fan_out, trainable })
+        };
+        for l in 0..depth {
+            let last = l + 1 == depth;
+            let (fan_in, fan_out, role) = match l {
+                0 => (self.d_in, n, Role::InputLike),
+                _ if last => (n, self.d_out, Role::OutputLike),
+                _ => (n, n, Role::HiddenLike),
+            };
+            let trainable = match self.freeze {
+                Freeze::None => true,
+                Freeze::RandomFeatures => last,
+                Freeze::FirstLayer => l > 0,
+            };
+            push(format!("layers.{l}.weight"), role, ParamKind::Weight, fan_in, fan_out, trainable);
+            if self.bias {
+                push(format!("layers.{l}.bias"), Role::InputLike, ParamKind::Bias, 1, fan_out, trainable);
+            }
+            if let (Some(kind), false) = (self.norm, last) {
+                let trainable = self.freeze != Freeze::RandomFeatures;
+                push(format!("norms.{l}.gain"), Role::InputLike, ParamKind::NormGain, 1, n, trainable);
+                if kind == Norm::LayerNorm {
+                    push(format!("norms.{l}.bias"), Role::InputLike, ParamKind::Bias, 1, n, trainable);
+                }
+            }
+        }
+        if self.logit_norm {
+            push("logit_norm.gain".into(), Role::InputLike, ParamKind::NormGain, 1, self.d_out, true);
+            push("logit_norm.bias".into(), Role::InputLike, ParamKind::Bias, 1, self.d_out, true);
+        }
+        out
+    }
+
+    /// Checks sizes; every error names the offending field.
+    pub fn validate(&self) -> Result<()> {
+        if self.width < 1 {
+            return Err(Error::config(format!("model.width must be >= 1, got {}", self.width)));
+        }
+        if self.d_in < 1 || self.d_out < 1 {
+            return Err(Error::config(format!(
+                "model.d_in and model.d_out must be >= 1, got {} and {}",
+                self.d_in, self.d_out
+            )));
+        }
+        if self.depth < 2 {
+            return Err(Error::config(format!(
+                "model.depth (number of weight layers L+1) must be >= 2, got {}",
+                self.depth
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// The static description of one parameter (see [`MlpConfig::layout`]).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ParamShape {
+    pub name: String,
+    pub role: Role,
+    pub kind: ParamKind,
+    pub fan_in: i64,
+    pub fan_out: i64,
+    pub trainable: bool,
+}
+
+/// Normalisation layer parameters: indices into the parameter list.
+#[derive(Debug)]
+struct NormLayer {
+    kind: Norm,
+    gain: usize,
+    bias: Option<usize>,
+}
+
+/// Indices of one dense layer's parameters.
+#[derive(Debug)]
+struct Dense {
+    weight: usize,
+    bias: Option<usize>,
+    multiplier: f64,
+}
+
+/// The MLP. Build with [`Mlp::new`].
+#[derive(Debug)]
+pub struct Mlp {
+    cfg: MlpConfig,
+    params: Vec<Param>,
+    layers: Vec<Dense>,
+    /// One per hidden layer when `cfg.norm` is set.
+    norms: Vec<NormLayer>,
+    logit_norm: Option<NormLayer>,
+    device: Device,
+}
+
+const NORM_EPS: f64 = 1e-5;
+
+impl Mlp {
+    /// Builds and initialises an MLP under `param`, drawing weights from the seeded stream
+    /// `(seed, INIT)` in the order of [`MlpConfig::layout`].
+    pub fn new(cfg: &MlpConfig, param: &Parameterization, seed: u64, device: Device) -> Result<Self> {
+        cfg.validate()?;
+        param.validate()?;
+        let n = cfg.width;
+        let mut rng = rng::rng(seed, stream::INIT);
+        let params: Vec<Param> = cfg
+            .layout()
+            .into_iter()
+            .map(|s| {
+                let sgd = param.resolve(s.role, s.kind, s.fan_in, s.fan_out, n, OptimizerFamily::Sgd);
+                let adam = param.resolve(s.role, s.kind, s.fan_in, s.fan_out, n, OptimizerFamily::Adam);
+                let tensor = match s.kind {
+                    ParamKind::Weight => rng::normal(&[s.fan_out, s.fan_in], sgd.init_std, &mut rng, device),
+                    ParamKind::Bias => Tensor::zeros([s.fan_out], (tch::Kind::Float, device)),
+                    ParamKind::NormGain => Tensor::ones([s.fan_out], (tch::Kind::Float, device)),
+                };
+                Param {
+                    name: s.name,
+                    role: s.role,
+                    kind: s.kind,
+                    fan_in: s.fan_in,
+                    fan_out: s.fan_out,
+                    tensor: tensor.set_requires_grad(s.trainable),
+                    trainable: s.trainable,
+                    lr_scale_sgd: sgd.lr_scale,
+                    lr_scale_adam: adam.lr_scale,
+                }
+            })
+            .collect();
+        let index = |name: String| params.iter().position(|p| p.name == name);
+        let norm_layer = |prefix: &str, kind| {
+            index(format!("{prefix}.gain")).map(|gain| NormLayer { kind, gain, bias: index(format!("{prefix}.bias")) })
+        };
+        let mut layers = Vec::with_capacity(cfg.depth);
+        let mut norms = Vec::new();
+        for l in 0..cfg.depth {
+            let weight = index(format!("layers.{l}.weight")).expect("layout has every layer");
+            let p = &params[weight];
+            let multiplier = param.resolve(p.role, p.kind, p.fan_in, p.fan_out, n, OptimizerFamily::Sgd).multiplier;
+            layers.push(Dense { weight, bias: index(format!("layers.{l}.bias")), multiplier });
+            if let Some(kind) = cfg.norm {
+                norms.extend(norm_layer(&format!("norms.{l}"), kind));
+            }
+        }
+        let logit_norm = norm_layer("logit_norm", Norm::LayerNorm);
+        Ok(Mlp { cfg: cfg.clone(), params, layers, norms, logit_norm, device })
+    }
+
+    /// The configuration the model was built from.
+    pub fn config(&self) -> &MlpConfig {
+        &self.cfg
+    }
+
+    /// Forward pass; records sites when `rec` is given.
+    ///
+    /// # Shapes
+    /// `x: [batch, d_in]` -> logits `[batch, d_out]`.
+    fn run(&self, x: &Tensor, mut rec: Option<&mut Trace>) -> Tensor {
+        let mut h = x.shallow_clone(); // [batch, d_in]
+        let depth = self.layers.len();
+        for (l, layer) in self.layers.iter().enumerate() {
+            h = self.dense(layer, &h, rec.as_deref_mut()); // [batch, fan_out]
+            if l + 1 < depth {
+                if let Some(norm) = self.norms.get(l) {
+                    h = self.norm(norm, &h, rec.as_deref_mut()); // [batch, n]
+                }
+                h = match self.cfg.activation {
+                    Activation::Relu => h.relu(),
+                    Activation::Identity => h,
+                };
+                if let Some(r) = rec.as_deref_mut() {
+                    r.activations.push(h.shallow_clone());
+                }
+            }
+        }
+        if let Some(norm) = &self.logit_norm {
+            h = self.norm(norm, &h, rec.as_deref_mut()); // [batch, d_out]
+        }
+        h
+    }
+
+    fn record(&self, rec: Option<&mut Trace>, param: usize, op: LinearOp, input: &Tensor, output: &Tensor) {
+        if let Some(r) = rec {
+            r.sites.push(Site {
+                name: self.params[param].name.clone(),
+                param,
+                op,
+                input: input.shallow_clone(),
+                output: output.shallow_clone(),
+            });
+        }
+    }
+
+    fn dense(&self, layer: &Dense, x: &Tensor, mut rec: Option<&mut Trace>) -> Tensor {
+        let op = LinearOp::Dense { multiplier: layer.multiplier };
+        let mut y = op.apply(&self.params[layer.weight].tensor, x);
+        self.record(rec.as_deref_mut(), layer.weight, op, x, &y);
+        if let Some(b) = layer.bias {
+            let yb = LinearOp::Bias.apply(&self.params[b].tensor, &y);
+            self.record(rec, b, LinearOp::Bias, &y.ones_like(), &yb);
+            y = y + yb;
+        }
+        y
+    }
+
+    fn norm(&self, norm: &NormLayer, x: &Tensor, mut rec: Option<&mut Trace>) -> Tensor {
+        let dims: &[i64] = &[-1];
+        let z = match norm.kind {
+            Norm::RmsNorm => x / (x.square().mean_dim(dims, true, None) + NORM_EPS).sqrt(),
+            Norm::LayerNorm => {
+                let centred = x - x.mean_dim(dims, true, None);
+                let var = centred.square().mean_dim(dims, true, None);
+                centred / (var + NORM_EPS).sqrt()
+            }
+        };
+        let mut y = LinearOp::Diagonal.apply(&self.params[norm.gain].tensor, &z);
+        self.record(rec.as_deref_mut(), norm.gain, LinearOp::Diagonal, &z, &y);
+        if let Some(b) = norm.bias {
+            let yb = LinearOp::Bias.apply(&self.params[b].tensor, &y);
+            self.record(rec, b, LinearOp::Bias, &y.ones_like(), &yb);
+            y = y + yb;
+        }
+        y
+    }
+}
+
+impl Model for Mlp {
+    fn params(&self) -> &[Param] {
+        &self.params
+    }
+    fn width(&self) -> i64 {
+        self.cfg.width
+    }
+    fn device(&self) -> Device {
+        self.device
+    }
+    fn forward(&self, x: &Tensor) -> Tensor {
+        self.run(x, None)
+    }
+    fn forward_trace(&self, x: &Tensor) -> Trace {
+        let mut t = Trace { sites: vec![], activations: vec![], logits: Tensor::new() };
+        t.logits = self.run(x, Some(&mut t));
+        t
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::Kind;
+
+    fn small(depth: usize, width: i64) -> MlpConfig {
+        MlpConfig { d_in: 5, d_out: 3, width, depth, ..MlpConfig::default() }
+    }
+
+    #[test]
+    fn roles_shapes_and_init_std() {
+        let cfg = MlpConfig { width: 512, depth: 4, ..MlpConfig::default() };
+        let m = Mlp::new(&cfg, &Parameterization::sp(), 0, Device::Cpu).unwrap();
+        let p = m.params();
+        assert_eq!(p.len(), 4);
+        let roles: Vec<Role> = p.iter().map(|p| p.role).collect();
+        assert_eq!(roles, [Role::InputLike, Role::HiddenLike, Role::HiddenLike, Role::OutputLike]);
+        assert_eq!(p[0].tensor.size(), [512, 784]);
+        assert_eq!(p[3].tensor.size(), [10, 512]);
+        let std = p[1].tensor.std(true).double_value(&[]);
+        assert!((std / (2.0f64 / 512.0).sqrt() - 1.0).abs() < 0.01, "{std}");
+        let x = Tensor::randn([7, 784], (Kind::Float, Device::Cpu));
+        assert_eq!(m.forward(&x).size(), [7, 10]);
+    }
+
+    #[test]
+    fn bias_and_norm_params_are_input_like() {
+        let cfg = MlpConfig { bias: true, norm: Some(Norm::LayerNorm), logit_norm: true, ..small(3, 8) };
+        let m = Mlp::new(&cfg, &Parameterization::mup(), 0, Device::Cpu).unwrap();
+        for p in m.params() {
+            if p.kind != ParamKind::Weight {
+                assert_eq!(p.role, Role::InputLike, "{}", p.name);
+            }
+        }
+        // 3 weights + 3 biases + 2 x (gain, bias) + logit (gain, bias)
+        assert_eq!(m.params().len(), 3 + 3 + 4 + 2);
+        let t = m.forward_trace(&Tensor::randn([4, 5], (Kind::Float, Device::Cpu)));
+        assert_eq!(t.sites.len(), m.params().len());
+        assert_eq!(t.activations.len(), 2);
+    }
+
+    #[test]
+    fn trace_sites_reproduce_outputs() {
+        let cfg = MlpConfig { norm: Some(Norm::RmsNorm), ..small(3, 16) };
+        let m = Mlp::new(&cfg, &Parameterization::mup_mult(), 1, Device::Cpu).unwrap();
+        let x = Tensor::randn([6, 5], (Kind::Float, Device::Cpu));
+        let t = m.forward_trace(&x);
+        assert!(t.logits.allclose(&m.forward(&x), 1e-6, 1e-6, false));
+        for s in &t.sites {
+            let y = s.op.apply(&m.params()[s.param].tensor, &s.input);
+            assert!(y.allclose(&s.output, 1e-6, 1e-6, false), "{}", s.name);
+        }
+        // the first site's input is the data itself
+        assert!(t.sites[0].input.equal(&x));
+    }
+
+    #[test]
+    fn freeze_modes() {
+        let rf = Mlp::new(&MlpConfig { freeze: Freeze::RandomFeatures, ..small(3, 8) }, &Parameterization::sp(), 0, Device::Cpu).unwrap();
+        let tr: Vec<bool> = rf.params().iter().map(|p| p.trainable).collect();
+        assert_eq!(tr, [false, false, true]);
+        assert!(!rf.params()[0].tensor.requires_grad());
+        let nf = Mlp::new(&MlpConfig { freeze: Freeze::FirstLayer, ..small(3, 8) }, &Parameterization::sp(), 0, Device::Cpu).unwrap();
+        let tr: Vec<bool> = nf.params().iter().map(|p| p.trainable).collect();
+        assert_eq!(tr, [false, true, true]);
+    }
+
+    #[test]
+    fn same_seed_same_weights() {
+        let a = Mlp::new(&small(3, 32), &Parameterization::sp(), 42, Device::Cpu).unwrap();
+        let b = Mlp::new(&small(3, 32), &Parameterization::sp(), 42, Device::Cpu).unwrap();
+        let c = Mlp::new(&small(3, 32), &Parameterization::sp(), 43, Device::Cpu).unwrap();
+        for (p, q) in a.params().iter().zip(b.params()) {
+            assert!(p.tensor.equal(&q.tensor));
+        }
+        assert!(!a.params()[0].tensor.equal(&c.params()[0].tensor));
+    }
+
+    #[test]
+    fn zero_readout_and_identity_activation() {
+        let p = Parameterization::builtin("sp-llzero").unwrap();
+        let cfg = MlpConfig { activation: Activation::Identity, ..small(2, 8) };
+        let m = Mlp::new(&cfg, &p, 0, Device::Cpu).unwrap();
+        let x = Tensor::randn([3, 5], (Kind::Float, Device::Cpu));
+        assert_eq!(m.forward(&x).abs().sum(Kind::Float).double_value(&[]), 0.0);
+        // linear network: forward is W2 W1 x
+        let m = Mlp::new(&cfg, &Parameterization::sp(), 0, Device::Cpu).unwrap();
+        let w = m.params()[1].tensor.matmul(&m.params()[0].tensor);
+        assert!(m.forward(&x).allclose(&x.matmul(&w.tr()), 1e-5, 1e-5, false));
+    }
+
+    #[test]
+    fn bad_configs_are_errors() {
+        let p = Parameterization::sp();
+        for cfg in [
+            MlpConfig { width: 0, ..MlpConfig::default() },
+            MlpConfig { depth: 1, ..MlpConfig::default() },
+            MlpConfig { d_out: 0, ..MlpConfig::default() },
+        ] {
+            let e = Mlp::new(&cfg, &p, 0, Device::Cpu).unwrap_err();
+            assert!(matches!(e, Error::InvalidConfig(_)), "{e}");
+        }
+        let e = Mlp::new(&MlpConfig { width: 0, ..MlpConfig::default() }, &p, 0, Device::Cpu).unwrap_err();
+        assert!(e.to_string().contains("model.width"), "{e}");
+    }
+}

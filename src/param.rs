@@ -1,0 +1,697 @@
+//! Width parameterizations: the one home of every initialisation, weight-multiplier and
+//! learning-rate rule in widthlab.
+//!
+//! A parameterization is *data*: for each layer role (input-like, hidden-like, output-like,
+//! appendix C.1 of the paper) it gives
+//! - the initialisation standard deviation of weight matrices,
+//! - a constant weight multiplier `alpha_l` applied in the forward pass (`alpha_l W^l x`),
+//! - a learning-rate factor for SGD and one for Adam(W),
+//!
+//! each as a [`Scale`]: a small expression in the layer's `fan_in`, `fan_out` and the width
+//! ratio `n / n0`. Biases and normalisation gains are input-like (their input is the constant
+//! 1); they are initialised to 0 and 1 and take the input-like learning-rate factor.
+//!
+//! # Conventions (stated once, used everywhere)
+//! - **Initialisation** is written in absolute fans, as PyTorch and He et al. do:
+//!   SP uses `std = sqrt(c_phi / fan_in)` with `c_phi = 2` for ReLU (appendix D.1).
+//! - **Every width-dependent factor** of a rule is written relative to a base width `n0`
+//!   (`base_width`, default 256): a rule `(n/n0)^p` equals 1 at `n = n0`, so at the base width
+//!   muP, SP-full-align and MUSOLI use the same per-layer learning rates as SP (the usual muP
+//!   "base shape" convention), and the tuned `eta` of one transfers to the others there.
+//! - **The global learning rate** of the paper's section 4 is `eta_n = eta (n/n0)^(-alpha)`
+//!   (`alpha`, default 0; the paper's `alpha = 1/2` is the authors' `--lrexp -0.5`), with its
+//!   own reference width `lr_base_width` (default 256, as in the paper).
+//! - The learning rate of parameter `p` at step `t` is therefore
+//!   `eta * schedule(t) * (n/lr_base_width)^(-alpha) * lr_rule_{role(p)}(fan_in, fan_out, n/n0)`.
+//!
+//! The authors' code (moritzhaas/large-lr-width-scaling) scales per-layer exponents with the
+//! *absolute* width `n` and only the global rate relative to 256: set `base_width = 1` (and
+//! keep `lr_base_width = 256`) to reproduce their numbers exactly. Their Adam rule for muP is
+//! `eta / fan_in` applied literally to every weight, including the input layer (a constant
+//! factor `1/d_in` there); write it as `lr_adam.input = "fan_in^-1"` style rules (see
+//! [`Monomial`]) if you need it literally.
+//!
+//! # Built-in parameterizations
+//! | name | init (in / hid / out) | SGD lr (in / hid / out) | Adam lr (in / hid / out) |
+//! |---|---|---|---|
+//! | `sp` | He / He / He | 1 / 1 / 1 | 1 / 1 / 1 |
+//! | `ntp` | He / He / He | 1 / r^-1 / r^-1 | 1 / r^-1/2 / r^-1/2 |
+//! | `mup` | He / He / He r^-1/2 | r / 1 / r^-1 | 1 / r^-1 / r^-1 |
+//! | `mup-mult` | weight-multiplier form of `mup` (Table C.1, left) | | |
+//! | `sp-full-align` | He / He / He | r^1/2 / r^-1/2 / r^-1 | 1 / r^-1 / r^-1 |
+//! | `musoli` | He / He / He | r^1/2 / r^-1/2 / r^-1/2 | 1 / r^-1 / r^-1/2 |
+//! | `sp-llzero` | He / He / 0 | as `sp` | as `sp` |
+//! | `mup-llzero` | He / He / 0 | as `mup` | as `mup` |
+//! | `sp-proposed-init` | He / He / (fan_in/sqrt(fan_out) + sqrt(fan_in))^-1 | as `sp` | as `sp` |
+//!
+//! with `r = n/n0` and He `= sqrt(2/fan_in)`. SP-full-align and MUSOLI follow section F.7 of
+//! the paper: with standard last-layer initialisation the hidden and input rates are scaled
+//! down by `n^{-1/2}` relative to muP, and MUSOLI raises the last-layer rate to
+//! `Theta(n^{-1/2})`. NTP's Adam column is derived from its weight-multiplier form (Adam
+//! updates are invariant to gradient scale, so a multiplier `a` yields an effective rate `a`);
+//! Table C.1 only lists SGD.
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Result};
+
+/// What a weight maps from and to, in terms of width (appendix C.1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    /// Fixed dimension -> width (first layer, embeddings; biases and norm gains).
+    InputLike,
+    /// Width -> width (hidden layers, attention and MLP projections).
+    HiddenLike,
+    /// Width -> fixed dimension (the readout).
+    OutputLike,
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Role::InputLike => "input-like",
+            Role::HiddenLike => "hidden-like",
+            Role::OutputLike => "output-like",
+        })
+    }
+}
+
+/// What kind of tensor a parameter is; decides initialisation (weights follow the
+/// parameterization, biases start at 0, norm gains at 1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ParamKind {
+    Weight,
+    Bias,
+    NormGain,
+}
+
+/// One factor `coef * fan_in^fan_in * fan_out^fan_out * (n/n0)^width` of a [`Scale`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Monomial {
+    pub coef: f64,
+    /// Exponent of the layer's fan-in (absolute).
+    pub fan_in: f64,
+    /// Exponent of the layer's fan-out (absolute).
+    pub fan_out: f64,
+    /// Exponent of the width ratio `n / base_width`.
+    pub width: f64,
+}
+
+impl Default for Monomial {
+    fn default() -> Self {
+        Monomial { coef: 1.0, fan_in: 0.0, fan_out: 0.0, width: 0.0 }
+    }
+}
+
+/// A scaling rule `coef * (sum of monomials)^power`; with no monomials it is `coef`.
+///
+/// This covers every rule of the paper: He init `sqrt(2) * fan_in^-1/2`, muP's
+/// `(n/n0)^-1`, zero init (`coef = 0`) and the proposed last-layer init
+/// `(fan_in/sqrt(fan_out) + sqrt(fan_in))^-1`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Scale {
+    pub coef: f64,
+    pub terms: Vec<Monomial>,
+    pub power: f64,
+}
+
+impl Default for Scale {
+    fn default() -> Self {
+        Scale::constant(1.0)
+    }
+}
+
+/// The shape information a [`Scale`] is evaluated at.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ScaleCtx {
+    pub fan_in: f64,
+    pub fan_out: f64,
+    /// `n / n0`.
+    pub width_ratio: f64,
+}
+
+impl Scale {
+    /// The constant `c`.
+    pub fn constant(c: f64) -> Self {
+        Scale { coef: c, terms: vec![], power: 1.0 }
+    }
+    /// Zero (used for zero initialisation).
+    pub fn zero() -> Self {
+        Scale::constant(0.0)
+    }
+    /// `c * (n/n0)^p`.
+    pub fn width_pow(c: f64, p: f64) -> Self {
+        Scale { coef: c, terms: vec![Monomial { width: p, ..Monomial::default() }], power: 1.0 }
+    }
+    /// `c * fan_in^p`.
+    pub fn fan_in_pow(c: f64, p: f64) -> Self {
+        Scale { coef: c, terms: vec![Monomial { fan_in: p, ..Monomial::default() }], power: 1.0 }
+    }
+    /// He initialisation `sqrt(c_phi / fan_in)`.
+    pub fn he(c_phi: f64) -> Self {
+        Scale::fan_in_pow(c_phi.sqrt(), -0.5)
+    }
+    /// Multiplies the rule by `(n/n0)^p`.
+    pub fn times_width_pow(mut self, p: f64) -> Self {
+        if self.terms.is_empty() {
+            self.terms.push(Monomial { width: p / self.power, ..Monomial::default() });
+        } else {
+            // (sum m_k)^power * r^p = (sum m_k r^{p/power})^power
+            for m in &mut self.terms {
+                m.width += p / self.power;
+            }
+        }
+        self
+    }
+    /// The proposed last-layer init of the paper, `(fan_in/sqrt(fan_out) + sqrt(fan_in))^-1`.
+    pub fn proposed_output_init() -> Self {
+        Scale {
+            coef: 1.0,
+            terms: vec![
+                Monomial { fan_in: 1.0, fan_out: -0.5, ..Monomial::default() },
+                Monomial { fan_in: 0.5, ..Monomial::default() },
+            ],
+            power: -1.0,
+        }
+    }
+    /// The value of the rule for a layer.
+    pub fn eval(&self, ctx: ScaleCtx) -> f64 {
+        if self.terms.is_empty() {
+            return self.coef;
+        }
+        let s: f64 = self
+            .terms
+            .iter()
+            .map(|m| {
+                m.coef
+                    * ctx.fan_in.powf(m.fan_in)
+                    * ctx.fan_out.powf(m.fan_out)
+                    * ctx.width_ratio.powf(m.width)
+            })
+            .sum();
+        self.coef * s.powf(self.power)
+    }
+    fn check(&self, what: &str) -> Result<()> {
+        let finite = self.coef.is_finite()
+            && self.power.is_finite()
+            && self.terms.iter().all(|m| {
+                m.coef.is_finite() && m.fan_in.is_finite() && m.fan_out.is_finite() && m.width.is_finite()
+            });
+        if !finite {
+            return Err(Error::config(format!("{what}: rule has a non-finite number")));
+        }
+        if self.coef < 0.0 || self.terms.iter().any(|m| m.coef < 0.0) {
+            return Err(Error::config(format!("{what}: coefficients must be >= 0")));
+        }
+        Ok(())
+    }
+}
+
+/// One value per layer role.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PerRole<T> {
+    pub input: T,
+    pub hidden: T,
+    pub output: T,
+}
+
+impl<T: Clone> PerRole<T> {
+    /// The same value for every role.
+    pub fn all(v: T) -> Self {
+        PerRole { input: v.clone(), hidden: v.clone(), output: v }
+    }
+}
+
+impl<T> PerRole<T> {
+    pub fn new(input: T, hidden: T, output: T) -> Self {
+        PerRole { input, hidden, output }
+    }
+    pub fn get(&self, role: Role) -> &T {
+        match role {
+            Role::InputLike => &self.input,
+            Role::HiddenLike => &self.hidden,
+            Role::OutputLike => &self.output,
+        }
+    }
+}
+
+/// The optimizer family a learning-rate rule is for: SGD-like (SGD, SAM-SGD) or Adam-like
+/// (Adam, AdamW), whose updates are normalised per coordinate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OptimizerFamily {
+    Sgd,
+    Adam,
+}
+
+/// A width parameterization (Definition C.4 of the paper, with weight multipliers).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Parameterization {
+    pub name: String,
+    /// `n0` of the width-dependent factors of every rule.
+    #[serde(default = "default_base_width")]
+    pub base_width: f64,
+    /// Global learning-rate exponent: `eta_n = eta (n / lr_base_width)^(-alpha)`.
+    #[serde(default)]
+    pub alpha: f64,
+    /// Reference width of the global learning-rate scaling.
+    #[serde(default = "default_base_width")]
+    pub lr_base_width: f64,
+    /// Initialisation std of weight matrices.
+    pub init_std: PerRole<Scale>,
+    /// Forward-pass weight multipliers `alpha_l`.
+    #[serde(default = "unit_rules")]
+    pub multiplier: PerRole<Scale>,
+    /// Learning-rate factors under SGD-like optimizers.
+    pub lr_sgd: PerRole<Scale>,
+    /// Learning-rate factors under Adam-like optimizers.
+    pub lr_adam: PerRole<Scale>,
+}
+
+fn default_base_width() -> f64 {
+    256.0
+}
+fn unit_rules() -> PerRole<Scale> {
+    PerRole::all(Scale::constant(1.0))
+}
+
+/// What a parameterization resolves to for one parameter tensor at one width.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Resolved {
+    /// Initialisation std (weights only; biases start at 0, gains at 1).
+    pub init_std: f64,
+    /// Forward multiplier (weights only; 1 for biases and gains).
+    pub multiplier: f64,
+    /// Learning-rate factor including the global `(n/n0)^(-alpha)`; multiply by `eta`.
+    pub lr_scale: f64,
+}
+
+/// Names of the built-in parameterizations, for messages and listings.
+pub const BUILTIN: &[&str] = &[
+    "sp",
+    "ntp",
+    "mup",
+    "mup-mult",
+    "sp-full-align",
+    "musoli",
+    "sp-llzero",
+    "mup-llzero",
+    "sp-proposed-init",
+];
+
+impl Parameterization {
+    /// A parameterization with He init everywhere and the given learning-rate rules.
+    fn he_init(name: &str, lr_sgd: PerRole<Scale>, lr_adam: PerRole<Scale>) -> Self {
+        Parameterization {
+            name: name.into(),
+            base_width: default_base_width(),
+            alpha: 0.0,
+            lr_base_width: default_base_width(),
+            init_std: PerRole::all(Scale::he(2.0)),
+            multiplier: unit_rules(),
+            lr_sgd,
+            lr_adam,
+        }
+    }
+
+    /// Standard parameterization: He init, one global learning rate.
+    pub fn sp() -> Self {
+        let one = PerRole::all(Scale::constant(1.0));
+        Self::he_init("sp", one.clone(), one)
+    }
+
+    /// Neural tangent parameterization in its multiplier-free form (Table C.1, right).
+    pub fn ntp() -> Self {
+        let w = Scale::width_pow;
+        Self::he_init(
+            "ntp",
+            PerRole::new(w(1.0, 0.0), w(1.0, -1.0), w(1.0, -1.0)),
+            PerRole::new(w(1.0, 0.0), w(1.0, -0.5), w(1.0, -0.5)),
+        )
+    }
+
+    /// Maximal update parameterization in its multiplier-free form (Table C.1, right; Adam:
+    /// `lr ~ 1/fan_in` for width-scaling fan-ins).
+    pub fn mup() -> Self {
+        let w = Scale::width_pow;
+        let mut p = Self::he_init(
+            "mup",
+            PerRole::new(w(1.0, 1.0), w(1.0, 0.0), w(1.0, -1.0)),
+            PerRole::new(w(1.0, 0.0), w(1.0, -1.0), w(1.0, -1.0)),
+        );
+        p.init_std.output = Scale::he(2.0).times_width_pow(-0.5);
+        p
+    }
+
+    /// muP in its weight-multiplier form (Table C.1, left): multipliers `r^1/2, 1, r^-1/2`,
+    /// global SGD learning rate. Trains exactly like [`Parameterization::mup`].
+    pub fn mup_mult() -> Self {
+        let w = Scale::width_pow;
+        Parameterization {
+            name: "mup-mult".into(),
+            init_std: PerRole::new(
+                Scale::he(2.0).times_width_pow(-0.5),
+                Scale::he(2.0),
+                Scale::he(2.0),
+            ),
+            multiplier: PerRole::new(w(1.0, 0.5), w(1.0, 0.0), w(1.0, -0.5)),
+            lr_sgd: PerRole::all(Scale::constant(1.0)),
+            lr_adam: PerRole::new(w(1.0, -0.5), w(1.0, -1.0), w(1.0, -0.5)),
+            ..Self::sp()
+        }
+    }
+
+    /// SP initialisation with the effective-update learning rates of section F.7
+    /// (Everett et al.'s SP-full-align).
+    pub fn sp_full_align() -> Self {
+        let w = Scale::width_pow;
+        Self::he_init(
+            "sp-full-align",
+            PerRole::new(w(1.0, 0.5), w(1.0, -0.5), w(1.0, -1.0)),
+            PerRole::new(w(1.0, 0.0), w(1.0, -1.0), w(1.0, -1.0)),
+        )
+    }
+
+    /// MUSOLI (section F.7): SP-full-align with last-layer rate `Theta(n^-1/2)`.
+    pub fn musoli() -> Self {
+        let w = Scale::width_pow;
+        Self::he_init(
+            "musoli",
+            PerRole::new(w(1.0, 0.5), w(1.0, -0.5), w(1.0, -0.5)),
+            PerRole::new(w(1.0, 0.0), w(1.0, -1.0), w(1.0, -0.5)),
+        )
+    }
+
+    /// A built-in parameterization by name (see [`BUILTIN`]).
+    pub fn builtin(name: &str) -> Result<Self> {
+        let p = match name {
+            "sp" => Self::sp(),
+            "ntp" => Self::ntp(),
+            "mup" => Self::mup(),
+            "mup-mult" => Self::mup_mult(),
+            "sp-full-align" => Self::sp_full_align(),
+            "musoli" => Self::musoli(),
+            "sp-llzero" => Self::sp().with_output_init("sp-llzero", Scale::zero()),
+            "mup-llzero" => Self::mup().with_output_init("mup-llzero", Scale::zero()),
+            "sp-proposed-init" => {
+                Self::sp().with_output_init("sp-proposed-init", Scale::proposed_output_init())
+            }
+            _ => {
+                return Err(Error::UnknownParameterization {
+                    name: name.into(),
+                    known: BUILTIN.join(", "),
+                })
+            }
+        };
+        Ok(p)
+    }
+
+    /// Same rules with another last-layer initialisation.
+    pub fn with_output_init(mut self, name: &str, init: Scale) -> Self {
+        self.name = name.into();
+        self.init_std.output = init;
+        self
+    }
+
+    /// Sets the global learning-rate exponent `alpha` (`eta_n = eta (n/n0)^-alpha`).
+    pub fn with_alpha(mut self, alpha: f64) -> Self {
+        self.alpha = alpha;
+        self
+    }
+
+    /// Sets the base width `n0` of the per-layer rules.
+    pub fn with_base_width(mut self, n0: f64) -> Self {
+        self.base_width = n0;
+        self
+    }
+
+    /// Reads a user-defined parameterization from TOML text (same fields as this struct).
+    pub fn from_toml(text: &str) -> Result<Self> {
+        let p: Parameterization =
+            toml::from_str(text).map_err(|e| Error::config(format!("parameterization: {e}")))?;
+        p.validate()?;
+        Ok(p)
+    }
+
+    /// Checks that every rule is finite and non-negative and the widths positive.
+    pub fn validate(&self) -> Result<()> {
+        if !(self.base_width > 0.0 && self.lr_base_width > 0.0) {
+            return Err(Error::config(format!(
+                "parameterization {}: base widths must be > 0",
+                self.name
+            )));
+        }
+        if !self.alpha.is_finite() {
+            return Err(Error::config("alpha must be finite"));
+        }
+        for (what, rules) in [
+            ("init_std", &self.init_std),
+            ("multiplier", &self.multiplier),
+            ("lr_sgd", &self.lr_sgd),
+            ("lr_adam", &self.lr_adam),
+        ] {
+            for role in [Role::InputLike, Role::HiddenLike, Role::OutputLike] {
+                rules.get(role).check(&format!("{}.{what}.{role}", self.name))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Resolves the rules for one parameter of a model of width `n`.
+    ///
+    /// `fan_in`/`fan_out` are those of the weight matrix (`[fan_out, fan_in]`); for biases and
+    /// gains pass `fan_in = 1`, `fan_out = len`.
+    pub fn resolve(
+        &self,
+        role: Role,
+        kind: ParamKind,
+        fan_in: i64,
+        fan_out: i64,
+        width: i64,
+        family: OptimizerFamily,
+    ) -> Resolved {
+        let ctx = ScaleCtx {
+            fan_in: fan_in as f64,
+            fan_out: fan_out as f64,
+            width_ratio: width as f64 / self.base_width,
+        };
+        let global = (width as f64 / self.lr_base_width).powf(-self.alpha);
+        let lr_rule = match family {
+            OptimizerFamily::Sgd => &self.lr_sgd,
+            OptimizerFamily::Adam => &self.lr_adam,
+        };
+        let (init_std, multiplier) = match kind {
+            ParamKind::Weight => {
+                (self.init_std.get(role).eval(ctx), self.multiplier.get(role).eval(ctx))
+            }
+            ParamKind::Bias => (0.0, 1.0),
+            ParamKind::NormGain => (1.0, 1.0),
+        };
+        Resolved { init_std, multiplier, lr_scale: global * lr_rule.get(role).eval(ctx) }
+    }
+}
+
+impl std::str::FromStr for Parameterization {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        Self::builtin(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use OptimizerFamily::{Adam, Sgd};
+    use ParamKind::Weight;
+    use Role::*;
+
+    const D_IN: i64 = 784;
+    const D_OUT: i64 = 10;
+
+    /// (init_std, lr_scale) of the three roles of a 3-layer MLP at width `n`.
+    fn mlp_rules(p: &Parameterization, n: i64, fam: OptimizerFamily) -> [(f64, f64); 3] {
+        let r = |role, fi, fo| {
+            let x = p.resolve(role, Weight, fi, fo, n, fam);
+            (x.init_std, x.lr_scale)
+        };
+        [r(InputLike, D_IN, n), r(HiddenLike, n, n), r(OutputLike, n, D_OUT)]
+    }
+
+    fn close(a: f64, b: f64) -> bool {
+        (a - b).abs() <= 1e-12 * a.abs().max(b.abs()).max(1e-300)
+    }
+
+    /// Width exponent of each role's init std and lr between widths 256 and 4096.
+    fn exponents(p: &Parameterization, fam: OptimizerFamily) -> [(f64, f64); 3] {
+        let a = mlp_rules(p, 256, fam);
+        let b = mlp_rules(p, 4096, fam);
+        let e = |x: f64, y: f64| if x == 0.0 && y == 0.0 { 0.0 } else { (y / x).ln() / 16f64.ln() };
+        [0, 1, 2].map(|i| (e(a[i].0, b[i].0), e(a[i].1, b[i].1)))
+    }
+
+    fn assert_exponents(p: &Parameterization, fam: OptimizerFamily, want: [(f64, f64); 3]) {
+        let got = exponents(p, fam);
+        for i in 0..3 {
+            assert!(
+                (got[i].0 - want[i].0).abs() < 1e-9 && (got[i].1 - want[i].1).abs() < 1e-9,
+                "{} {:?} role {i}: got {:?} want {:?}",
+                p.name,
+                fam,
+                got[i],
+                want[i]
+            );
+        }
+    }
+
+    #[test]
+    fn table_c1_width_exponents_sgd() {
+        // (init std exponent, lr exponent) per role, Table C.1 right (multiplier-free).
+        assert_exponents(&Parameterization::sp(), Sgd, [(0.0, 0.0), (-0.5, 0.0), (-0.5, 0.0)]);
+        assert_exponents(&Parameterization::ntp(), Sgd, [(0.0, 0.0), (-0.5, -1.0), (-0.5, -1.0)]);
+        assert_exponents(&Parameterization::mup(), Sgd, [(0.0, 1.0), (-0.5, 0.0), (-1.0, -1.0)]);
+        // Section F.7.
+        assert_exponents(
+            &Parameterization::sp_full_align(),
+            Sgd,
+            [(0.0, 0.5), (-0.5, -0.5), (-0.5, -1.0)],
+        );
+        assert_exponents(&Parameterization::musoli(), Sgd, [(0.0, 0.5), (-0.5, -0.5), (-0.5, -0.5)]);
+    }
+
+    #[test]
+    fn adam_rules_scale_like_inverse_fan_in() {
+        assert_exponents(&Parameterization::mup(), Adam, [(0.0, 0.0), (-0.5, -1.0), (-1.0, -1.0)]);
+        assert_exponents(
+            &Parameterization::sp_full_align(),
+            Adam,
+            [(0.0, 0.0), (-0.5, -1.0), (-0.5, -1.0)],
+        );
+        assert_exponents(&Parameterization::musoli(), Adam, [(0.0, 0.0), (-0.5, -1.0), (-0.5, -0.5)]);
+        assert_exponents(&Parameterization::sp(), Adam, [(0.0, 0.0), (-0.5, 0.0), (-0.5, 0.0)]);
+    }
+
+    #[test]
+    fn absolute_values_at_two_widths() {
+        for n in [256i64, 1024] {
+            let nf = n as f64;
+            let r = nf / 256.0;
+            let sp = mlp_rules(&Parameterization::sp(), n, Sgd);
+            assert!(close(sp[0].0, (2.0 / 784.0f64).sqrt()));
+            assert!(close(sp[1].0, (2.0 / nf).sqrt()));
+            assert!(close(sp[2].0, (2.0 / nf).sqrt()));
+            assert!(sp.iter().all(|x| close(x.1, 1.0)));
+            let mup = mlp_rules(&Parameterization::mup(), n, Sgd);
+            assert!(close(mup[2].0, (2.0 / nf).sqrt() / r.sqrt()));
+            assert!(close(mup[0].1, r) && close(mup[1].1, 1.0) && close(mup[2].1, 1.0 / r));
+            let mup_adam = mlp_rules(&Parameterization::mup(), n, Adam);
+            assert!(close(mup_adam[1].1, 256.0 / nf) && close(mup_adam[0].1, 1.0));
+            let llz = mlp_rules(&Parameterization::builtin("sp-llzero").unwrap(), n, Sgd);
+            assert_eq!(llz[2].0, 0.0);
+            let prop = mlp_rules(&Parameterization::builtin("sp-proposed-init").unwrap(), n, Sgd);
+            let want = 1.0 / (nf / (D_OUT as f64).sqrt() + nf.sqrt());
+            assert!(close(prop[2].0, want), "{} vs {want}", prop[2].0);
+        }
+    }
+
+    #[test]
+    fn authors_absolute_convention_is_expressible() {
+        // base_width = 1: per-layer factors in absolute n, as in the authors' code
+        // (mup: lr * n^{-c_l} with c = [-1, 0, 1]; output init sqrt(2)/fan_in).
+        let p = Parameterization::mup().with_base_width(1.0);
+        let r = mlp_rules(&p, 512, Sgd);
+        assert!(close(r[0].1, 512.0) && close(r[2].1, 1.0 / 512.0));
+        assert!(close(r[2].0, 2f64.sqrt() / 512.0));
+    }
+
+    #[test]
+    fn global_alpha_is_relative_to_lr_base_width() {
+        let p = Parameterization::sp().with_alpha(0.5);
+        let at = |n| p.resolve(HiddenLike, Weight, n, n, n, Sgd).lr_scale;
+        assert!(close(at(256), 1.0));
+        assert!(close(at(1024), 0.5));
+    }
+
+    #[test]
+    fn biases_and_gains_are_input_like() {
+        let p = Parameterization::mup();
+        let b = p.resolve(InputLike, ParamKind::Bias, 1, 1024, 1024, Sgd);
+        let g = p.resolve(InputLike, ParamKind::NormGain, 1, 1024, 1024, Sgd);
+        assert_eq!((b.init_std, g.init_std), (0.0, 1.0));
+        assert!(close(b.lr_scale, 4.0) && close(g.lr_scale, 4.0));
+    }
+
+    #[test]
+    fn mup_mult_matches_mup_effective_rules() {
+        // Effective weight alpha*W: init alpha*sigma, SGD rate alpha^2 * lr, Adam rate alpha*lr.
+        for n in [128i64, 2048] {
+            for (role, fi, fo) in [(InputLike, D_IN, n), (HiddenLike, n, n), (OutputLike, n, D_OUT)] {
+                let a = Parameterization::mup_mult().resolve(role, Weight, fi, fo, n, Sgd);
+                let b = Parameterization::mup().resolve(role, Weight, fi, fo, n, Sgd);
+                assert!(close(a.multiplier * a.init_std, b.init_std));
+                assert!(close(a.multiplier * a.multiplier * a.lr_scale, b.lr_scale));
+                let a = Parameterization::mup_mult().resolve(role, Weight, fi, fo, n, Adam);
+                let b = Parameterization::mup().resolve(role, Weight, fi, fo, n, Adam);
+                assert!(close(a.multiplier * a.lr_scale, b.lr_scale));
+            }
+        }
+    }
+
+    #[test]
+    fn user_defined_from_toml() {
+        let text = r#"
+            name = "my-param"
+            alpha = 0.5
+            [init_std.input]
+            coef = 1.4142135623730951
+            power = 1.0
+            terms = [{ fan_in = -0.5 }]
+            [init_std.hidden]
+            coef = 1.4142135623730951
+            terms = [{ fan_in = -0.5 }]
+            [init_std.output]
+            coef = 0.0
+            [lr_sgd.input]
+            terms = [{ width = 1.0 }]
+            [lr_sgd.hidden]
+            [lr_sgd.output]
+            terms = [{ width = -1.0 }]
+            [lr_adam.input]
+            [lr_adam.hidden]
+            [lr_adam.output]
+        "#;
+        let p = Parameterization::from_toml(text).unwrap();
+        let r = mlp_rules(&p, 1024, Sgd);
+        assert!(close(r[1].0, (2.0 / 1024.0f64).sqrt()));
+        assert_eq!(r[2].0, 0.0);
+        assert!(close(r[0].1, 4.0 * 0.5) && close(r[2].1, 0.25 * 0.5));
+    }
+
+    #[test]
+    fn bad_inputs_give_errors() {
+        let e = Parameterization::builtin("mupp").unwrap_err();
+        assert!(e.to_string().contains("unknown parameterization `mupp`"), "{e}");
+        assert!(e.to_string().contains("sp-full-align"));
+        assert!(Parameterization::from_toml("name = 3").is_err());
+        let mut p = Parameterization::sp();
+        p.base_width = 0.0;
+        assert!(p.validate().is_err());
+        p = Parameterization::sp();
+        p.lr_sgd.hidden.coef = -1.0;
+        assert!(p.validate().is_err());
+    }
+
+    #[test]
+    fn serde_round_trip_of_every_builtin() {
+        for name in BUILTIN {
+            let p = Parameterization::builtin(name).unwrap();
+            p.validate().unwrap();
+            let s = toml::to_string(&p).unwrap();
+            assert_eq!(Parameterization::from_toml(&s).unwrap(), p, "{name}");
+        }
+    }
+}

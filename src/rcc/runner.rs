@@ -1,0 +1,367 @@
+//! The coordinate-check runner: trains a model over widths x seeds for a few steps under a
+//! parameterization, records the [`Monitor`] at every step, and fits the width exponent of
+//! every (layer, metric, step) across seeds.
+//!
+//! Presets reproduce appendix E of the paper at three profiles (`smoke`, `quick`, `paper`;
+//! what a profile changes is widths, seeds and data, not code). The paper's MLP coordinate
+//! checks use CIFAR-10, which no package registry ships; the presets use Fashion-MNIST
+//! (Debian's `dataset-fashion-mnist`) instead, and CIFAR-10 when `--dataset cifar10` and
+//! the files are present. Learning rates follow the authors' `coord_checks.py`:
+//! `eta_n = eta (n/256)^(-alpha)`.
+use std::io::Write;
+use std::path::Path;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use super::{Monitor, MonitorConfig, Record, StepSchedule};
+use crate::data::DatasetName;
+use crate::fit::{fit_power_law, PowerLaw};
+use crate::loss::LossKind;
+use crate::model::MlpConfig;
+use crate::optim::OptimizerKind;
+use crate::rng::{self, stream};
+use crate::train::{ParamSpec, TrainConfig, Trainer};
+use crate::{Error, Result};
+
+/// How big an experiment is: the same code at three scales.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Profile {
+    /// Seconds: exercises every path (CI).
+    Smoke,
+    /// Minutes on a 2-core CPU: enough to see each claim.
+    #[default]
+    Quick,
+    /// The paper's settings (a GPU machine).
+    Paper,
+}
+
+impl std::str::FromStr for Profile {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "smoke" => Ok(Profile::Smoke),
+            "quick" => Ok(Profile::Quick),
+            "paper" => Ok(Profile::Paper),
+            _ => Err(Error::config(format!("unknown profile `{s}` (use smoke, quick or paper)"))),
+        }
+    }
+}
+
+impl std::fmt::Display for Profile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Profile::Smoke => "smoke",
+            Profile::Quick => "quick",
+            Profile::Paper => "paper",
+        })
+    }
+}
+
+/// A coordinate check: one training setup run at several widths and seeds.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CoordCheck {
+    pub name: String,
+    /// Everything but the width (overridden per run) and the seed (added to each seed).
+    pub train: TrainConfig,
+    pub widths: Vec<i64>,
+    pub seeds: Vec<u64>,
+    /// Training steps per run.
+    pub steps: usize,
+    pub monitor: MonitorConfig,
+    /// Size of the fixed probe batch the RCC is measured on.
+    pub probe_size: usize,
+}
+
+/// Names of the presets (appendix E figures).
+pub const PRESETS: &[&str] = &["e1", "e2", "e3", "e4", "e4-llzero", "e5", "e7", "e8", "e9"];
+
+impl CoordCheck {
+    /// A preset at a profile. `e1` is Fig. 4 / E.1; `e6` shares its runs with `e5`.
+    pub fn preset(name: &str, profile: Profile) -> Result<Self> {
+        let (depth, opt, param, lr, alpha) = match name {
+            "e1" | "fig4" => (3, OptimizerKind::Sgd, "sp", 1e-4, 0.5),
+            "e2" => (3, OptimizerKind::Sgd, "sp", 1e-4, 0.0),
+            "e3" => (3, OptimizerKind::Sgd, "sp-llzero", 1e-4, 0.0),
+            "e4" => (2, OptimizerKind::Sgd, "sp", 3e-4, 0.0),
+            "e4-llzero" => (2, OptimizerKind::Sgd, "sp-llzero", 3e-4, 0.0),
+            "e5" | "e6" => (3, OptimizerKind::Sgd, "sp", 0.03, 0.0),
+            "e7" => (3, OptimizerKind::Sgd, "mup", 0.03, 0.0),
+            "e8" => (3, OptimizerKind::Adam, "sp", 1e-6, 0.5),
+            "e9" => (3, OptimizerKind::Adam, "sp", 3e-4, 0.5),
+            _ => {
+                return Err(Error::config(format!(
+                    "unknown coordinate-check preset `{name}`; presets: {}",
+                    PRESETS.join(", ")
+                )))
+            }
+        };
+        let (widths, seeds, steps, subset): (Vec<i64>, Vec<u64>, usize, Option<usize>) = match profile {
+            Profile::Smoke => (vec![32, 64, 128], vec![0], 3, Some(1024)),
+            Profile::Quick => (vec![64, 128, 256, 512, 1024], vec![0, 1, 2], 10, Some(10_000)),
+            Profile::Paper => ((6..=14).map(|k| 1i64 << k).collect(), vec![0, 1, 2, 3], 10, None),
+        };
+        let mut train = TrainConfig {
+            model: MlpConfig { depth, ..MlpConfig::default() },
+            param: ParamSpec::Name(param.into()),
+            alpha: Some(alpha),
+            lr,
+            steps: Some(steps),
+            batch_size: 64,
+            ..TrainConfig::default()
+        };
+        train.optim.kind = opt;
+        train.loss.kind = LossKind::Ce;
+        train.data.dataset = DatasetName::FashionMnist;
+        train.data.train_subset = subset;
+        train.eval.test = false;
+        train.eval.train_subset = Some(256);
+        Ok(CoordCheck {
+            name: name.to_string(),
+            train,
+            widths,
+            seeds,
+            steps,
+            monitor: MonitorConfig { schedule: StepSchedule::Every, ..MonitorConfig::default() },
+            probe_size: 256,
+        })
+    }
+
+    /// Checks the grid.
+    pub fn validate(&self) -> Result<()> {
+        if self.widths.is_empty() || self.seeds.is_empty() {
+            return Err(Error::config("coordinate check: need at least one width and one seed"));
+        }
+        if let Some(w) = self.widths.iter().find(|&&w| w < 1) {
+            return Err(Error::config(format!("coordinate check: width {w} must be >= 1")));
+        }
+        if self.steps == 0 || self.probe_size == 0 {
+            return Err(Error::config("coordinate check: steps and probe_size must be >= 1"));
+        }
+        self.train.validate()
+    }
+}
+
+/// One tidy row of a coordinate check.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Row {
+    pub width: i64,
+    pub seed: u64,
+    pub step: usize,
+    pub layer: String,
+    pub metric: String,
+    pub value: f64,
+}
+
+/// A fitted width exponent of one (layer, metric, step).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ExponentFit {
+    pub layer: String,
+    pub metric: String,
+    pub step: usize,
+    pub fit: PowerLaw,
+}
+
+/// Everything a coordinate check measured.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CoordCheckResult {
+    pub check: CoordCheck,
+    pub rows: Vec<Row>,
+    /// Runs that diverged: (width, seed, step).
+    pub diverged: Vec<(i64, u64, usize)>,
+    pub seconds: f64,
+}
+
+/// Runs one width and seed; returns its records and the divergence step if any.
+fn run_one(cc: &CoordCheck, width: i64, seed: u64) -> Result<(Vec<Record>, Option<usize>)> {
+    let mut cfg = cc.train.clone();
+    cfg.model.width = width;
+    cfg.seed = seed;
+    cfg.steps = Some(cc.steps);
+    let trainer = Trainer::new(&cfg)?;
+    let k = cc.probe_size.min(trainer.train.len());
+    let mut idx = rng::permutation(trainer.train.len(), &mut rng::rng(seed, stream::PROBE));
+    idx.truncate(k);
+    let (px, py) = trainer.train.batch(&idx);
+    let mut mon = Monitor::new(cc.monitor.clone(), px, py, cfg.loss);
+    let result = trainer.run(false, Some(&mut mon))?;
+    let div = match result.outcome {
+        crate::train::Outcome::Diverged { step, .. } => Some(step),
+        crate::train::Outcome::Completed => None,
+    };
+    Ok((mon.records, div))
+}
+
+/// Runs every width and seed. Runs execute in parallel on rayon's pool with one libtorch
+/// thread each (results do not depend on the schedule: every draw is seeded per run).
+pub fn run(cc: &CoordCheck, progress: bool) -> Result<CoordCheckResult> {
+    cc.validate()?;
+    let started = std::time::Instant::now();
+    let jobs: Vec<(i64, u64)> = cc.widths.iter().flat_map(|&w| cc.seeds.iter().map(move |&s| (w, s))).collect();
+    let bar = if progress {
+        let b = ProgressBar::new(jobs.len() as u64);
+        b.set_style(
+            ProgressStyle::with_template("{spinner} {msg} [{elapsed_precise}] {bar:30} {pos}/{len} runs (eta {eta})")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        b.set_message(format!("coord-check {}", cc.name));
+        b
+    } else {
+        ProgressBar::hidden()
+    };
+    if jobs.len() > 1 {
+        crate::device::set_threads(1);
+    }
+    // Largest widths first so that the long runs do not end up last.
+    let mut order = jobs.clone();
+    order.sort_by_key(|&(w, s)| (std::cmp::Reverse(w), s));
+    let outputs: Vec<Result<(i64, u64, Vec<Record>, Option<usize>)>> = order
+        .par_iter()
+        .map(|&(w, s)| {
+            let r = run_one(cc, w, s).map(|(recs, div)| (w, s, recs, div));
+            bar.inc(1);
+            r
+        })
+        .collect();
+    bar.finish_and_clear();
+    let mut rows = vec![];
+    let mut diverged = vec![];
+    for out in outputs {
+        let (width, seed, recs, div) = out?;
+        if let Some(step) = div {
+            diverged.push((width, seed, step));
+        }
+        rows.extend(recs.into_iter().map(|r| Row { width, seed, step: r.step, layer: r.layer, metric: r.metric, value: r.value }));
+    }
+    rows.sort_by(|a, b| (a.width, a.seed, a.step).cmp(&(b.width, b.seed, b.step)));
+    Ok(CoordCheckResult { check: cc.clone(), rows, diverged, seconds: started.elapsed().as_secs_f64() })
+}
+
+impl CoordCheckResult {
+    /// Values of one (layer, metric, step) as `(width, value)` over all seeds.
+    pub fn points(&self, layer: &str, metric: &str, step: usize) -> Vec<(f64, f64)> {
+        self.rows
+            .iter()
+            .filter(|r| r.step == step && r.layer == layer && r.metric == metric)
+            .map(|r| (r.width as f64, r.value))
+            .collect()
+    }
+
+    /// The width exponent of one (layer, metric, step) fitted across widths and seeds.
+    pub fn fit(&self, layer: &str, metric: &str, step: usize) -> Result<PowerLaw> {
+        let pts = self.points(layer, metric, step);
+        if pts.is_empty() {
+            return Err(Error::config(format!("no measurements of {layer}/{metric} at step {step}")));
+        }
+        let (ns, ys): (Vec<f64>, Vec<f64>) = pts.into_iter().unzip();
+        fit_power_law(&ns, &ys)
+    }
+
+    /// Fits of every (layer, metric, step) that has positive values at two or more widths.
+    pub fn fits(&self) -> Vec<ExponentFit> {
+        let mut keys: Vec<(String, String, usize)> =
+            self.rows.iter().map(|r| (r.layer.clone(), r.metric.clone(), r.step)).collect();
+        keys.sort();
+        keys.dedup();
+        keys.into_iter()
+            .filter_map(|(layer, metric, step)| {
+                self.fit(&layer, &metric, step).ok().map(|fit| ExponentFit { layer, metric, step, fit })
+            })
+            .collect()
+    }
+
+    /// Layer names in forward order.
+    pub fn layers(&self) -> Vec<String> {
+        let mut seen = vec![];
+        for r in &self.rows {
+            if !seen.contains(&r.layer) {
+                seen.push(r.layer.clone());
+            }
+        }
+        seen
+    }
+
+    /// Writes the tidy table (width, seed, step, layer, metric, value) as CSV.
+    pub fn write_csv(&self, path: &Path) -> Result<()> {
+        let mut w = csv::Writer::from_path(path).map_err(|e| Error::Serde(e.to_string()))?;
+        for r in &self.rows {
+            w.serialize(r).map_err(|e| Error::Serde(e.to_string()))?;
+        }
+        w.flush().map_err(|e| Error::io(path, e))
+    }
+
+    /// Writes the fits (layer, metric, step, exponent, stderr, ci, r2, points) as CSV.
+    pub fn write_fits_csv(&self, path: &Path) -> Result<()> {
+        let mut f = std::fs::File::create(path).map_err(|e| Error::io(path, e))?;
+        let mut s = String::from("layer,metric,step,exponent,stderr,ci_low,ci_high,r2,points\n");
+        for e in self.fits() {
+            let p = e.fit;
+            s += &format!(
+                "{},{},{},{},{},{},{},{},{}\n",
+                e.layer, e.metric, e.step, p.exponent, p.stderr, p.ci_low, p.ci_high, p.r2, p.points
+            );
+        }
+        f.write_all(s.as_bytes()).map_err(|e| Error::io(path, e))
+    }
+
+    /// Writes everything as JSON.
+    pub fn write_json(&self, path: &Path) -> Result<()> {
+        let json = serde_json::to_string(self)?;
+        std::fs::write(path, json).map_err(|e| Error::io(path, e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::TeacherConfig;
+
+    /// A coordinate check on generated teacher data (needs no files).
+    fn teacher_check(widths: Vec<i64>) -> CoordCheck {
+        let mut cc = CoordCheck::preset("e1", Profile::Smoke).unwrap();
+        cc.train.data.dataset = DatasetName::Teacher;
+        cc.train.data.teacher = TeacherConfig { d_in: 16, n_train: 256, n_test: 64 };
+        cc.train.data.train_subset = None;
+        cc.widths = widths;
+        cc.seeds = vec![0, 1];
+        cc.probe_size = 64;
+        cc
+    }
+
+    #[test]
+    fn runs_are_deterministic_and_fit_every_metric() {
+        let cc = teacher_check(vec![16, 32, 64]);
+        let a = run(&cc, false).unwrap();
+        let b = run(&cc, false).unwrap();
+        // bitwise equal (NaN alignment ratios at step 0 included)
+        let bits = |r: &CoordCheckResult| r.rows.iter().map(|x| (x.width, x.step, x.layer.clone(), x.metric.clone(), x.value.to_bits())).collect::<Vec<_>>();
+        assert_eq!(bits(&a), bits(&b));
+        assert!(a.diverged.is_empty());
+        let fits = a.fits();
+        assert!(fits.iter().any(|f| f.metric == "effective" && f.layer == "layers.1.weight" && f.step == 3));
+        // 3 widths x 2 seeds of each (layer, metric, step)
+        assert_eq!(a.points("layers.0.weight", "effective", 2).len(), 6);
+        let dir = tempfile::tempdir().unwrap();
+        a.write_csv(&dir.path().join("rows.csv")).unwrap();
+        a.write_fits_csv(&dir.path().join("fits.csv")).unwrap();
+        let text = std::fs::read_to_string(dir.path().join("rows.csv")).unwrap();
+        assert!(text.starts_with("width,seed,step,layer,metric,value"));
+    }
+
+    #[test]
+    fn presets_and_errors() {
+        for p in PRESETS {
+            for prof in [Profile::Smoke, Profile::Quick, Profile::Paper] {
+                CoordCheck::preset(p, prof).unwrap().validate().unwrap();
+            }
+        }
+        assert!(CoordCheck::preset("e42", Profile::Quick).unwrap_err().to_string().contains("presets"));
+        let mut cc = teacher_check(vec![16]);
+        cc.widths = vec![0];
+        assert!(run(&cc, false).is_err());
+        assert!("huge".parse::<Profile>().is_err());
+    }
+}

@@ -1,0 +1,182 @@
+//! Tests of the RCC metrics against hand computations and of the monitor's bookkeeping.
+use super::*;
+use crate::loss::LossKind;
+use crate::model::{Mlp, MlpConfig, Norm};
+use crate::optim::{OptimConfig, Optimizer};
+use crate::param::Parameterization;
+use tch::Device;
+
+fn t(v: &[f64], shape: &[i64]) -> Tensor {
+    Tensor::from_slice(v).reshape(shape)
+}
+
+fn close(a: f64, b: f64, tol: f64) -> bool {
+    (a - b).abs() <= tol * b.abs().max(1e-12)
+}
+
+/// A small model, its optimizer, and a data batch.
+fn setup(seed: u64) -> (Mlp, Optimizer, Tensor, Tensor) {
+    let cfg = MlpConfig { d_in: 6, d_out: 4, width: 32, depth: 3, bias: true, norm: Some(Norm::LayerNorm), ..MlpConfig::default() };
+    let m = Mlp::new(&cfg, &Parameterization::sp(), seed, Device::Cpu).unwrap();
+    let opt = Optimizer::new(&OptimConfig::default(), 0.5, m.params()).unwrap();
+    let mut r = crate::rng::rng(seed, crate::rng::stream::MISC);
+    let x = crate::rng::normal(&[16, 6], 1.0, &mut r, Device::Cpu);
+    let y = Tensor::from_slice(&(0..16).map(|i| i % 4).collect::<Vec<i64>>());
+    (m, opt, x, y)
+}
+
+fn train_steps(m: &Mlp, opt: &mut Optimizer, x: &Tensor, y: &Tensor, k: usize, hook: Option<&mut Monitor>) {
+    let loss = Loss::new(LossKind::Ce);
+    let mut hook = hook;
+    if let Some(h) = hook.as_deref_mut() {
+        h.start(m).unwrap();
+    }
+    for s in 1..=k {
+        if let Some(h) = hook.as_deref_mut() {
+            h.before_step(s, m).unwrap();
+        }
+        let st = opt.step(m.params(), &mut || loss.compute(&m.forward(x), y)).unwrap();
+        if let Some(h) = hook.as_deref_mut() {
+            h.after_step(s, m, &st, opt.last_gradients()).unwrap();
+        }
+    }
+}
+
+#[test]
+fn rcc_identity_holds_after_training() {
+    let (m, mut opt, x, y) = setup(0);
+    let init = probe(&m, &x, true);
+    train_steps(&m, &mut opt, &x, &y, 5, None);
+    let now = probe(&m, &x, false);
+    assert!(now.sites.len() >= 8);
+    for ((name, p, op, x_t, out_t), (_, _, _, x_0, out_0)) in now.sites.iter().zip(&init.sites) {
+        let (w_t, w_0) = (&now.weights[*p], &init.weights[*p]);
+        let eff = op.apply(&(w_t - w_0), x_t);
+        let prop = op.apply(w_0, &(x_t - x_0));
+        let lhs = out_t - out_0;
+        let err = (&lhs - eff - prop).abs().max().double_value(&[]);
+        let scale = lhs.abs().max().double_value(&[]);
+        assert!(scale > 0.0, "{name} did not move");
+        assert!(err <= 1e-5 * scale.max(1.0), "{name}: {err} vs {scale}");
+    }
+}
+
+#[test]
+fn metrics_of_a_tiny_dense_layer_by_hand() {
+    // W0 = [[1,0,0],[0,1,0]], Wt = W0 + [[1,1,1],[0,0,0]]; x0 = [1,2,2], xt = [1,2,3].
+    let w0 = t(&[1., 0., 0., 0., 1., 0.], &[2, 3]);
+    let dw = t(&[1., 1., 1., 0., 0., 0.], &[2, 3]);
+    let wt = &w0 + &dw;
+    let (x0, xt) = (t(&[1., 2., 2.], &[1, 3]), t(&[1., 2., 3.], &[1, 3]));
+    let op = LinearOp::Dense { multiplier: 1.0 };
+    let (out0, outt) = (op.apply(&w0, &x0), op.apply(&wt, &xt));
+    let mut cache = HashMap::new();
+    let ms: HashMap<_, _> = site_metrics(op, &wt, &w0, &xt, &x0, &outt, &out0, Spectral::Exact, &mut cache, "k", true).into_iter().collect();
+    // dW x_t = [6, 0] -> RMS sqrt(18); W0 dx = [0, 0] since dx = [0,0,1]
+    assert!(close(ms["effective"], 18f64.sqrt(), 1e-12));
+    assert_eq!(ms["propagating"], 0.0);
+    // W_t x_t = [7, 2], W_0 x_0 = [1, 2]
+    assert!(close(ms["act"], ((49. + 4.) / 2f64).sqrt(), 1e-12));
+    assert!(close(ms["act_update"], 18f64.sqrt(), 1e-12));
+    assert!(close(ms["input"], (14f64 / 3.).sqrt(), 1e-12));
+    assert!(close(ms["input_update"], (1f64 / 3.).sqrt(), 1e-12));
+    // ||dW||_RMS = sqrt(3/6); ||dW||_2 = sqrt(3); op RMS->RMS = sqrt(3/2) sqrt(3)
+    assert!(close(ms["weight_update_rms"], 0.5f64.sqrt(), 1e-12));
+    assert!(close(ms["weight_update_op"], 1.5f64.sqrt() * 3f64.sqrt(), 1e-9));
+    assert!(close(ms["update_rank"], 1.0, 1e-9));
+    let x_rms = (14f64 / 3.).sqrt();
+    assert!(close(ms["align_rms_eff"], 18f64.sqrt() / (3.0 * 0.5f64.sqrt() * x_rms), 1e-9));
+    assert!(close(ms["align_op_eff"], 18f64.sqrt() / (4.5f64.sqrt() * x_rms), 1e-9));
+}
+
+#[test]
+fn diagonal_and_bias_sites() {
+    let (g0, gt) = (t(&[1., 1., 1., 1.], &[4]), t(&[1., 2., 1., 1.], &[4]));
+    let x = t(&[1., 1., 1., 1.], &[1, 4]);
+    let op = LinearOp::Diagonal;
+    let mut c = HashMap::new();
+    let ms: HashMap<_, _> = site_metrics(op, &gt, &g0, &x, &x, &op.apply(&gt, &x), &op.apply(&g0, &x), Spectral::Exact, &mut c, "g", true).into_iter().collect();
+    assert!(close(ms["weight_update_op"], 1.0, 1e-12)); // max |dg|
+    assert!(close(ms["effective"], 0.5, 1e-12)); // [0,1,0,0] -> rms 1/2
+    assert!(close(ms["align_rms_eff"], 1.0, 1e-12)); // c = 1 for gains
+    let b = LinearOp::Bias;
+    let (b0, bt) = (t(&[0., 0.], &[2]), t(&[3., 4.], &[2]));
+    let ones = t(&[1., 1.], &[1, 2]);
+    let ms: HashMap<_, _> = site_metrics(b, &bt, &b0, &ones, &ones, &b.apply(&bt, &ones), &b.apply(&b0, &ones), Spectral::Exact, &mut c, "b", true).into_iter().collect();
+    assert!(close(ms["effective"], 12.5f64.sqrt(), 1e-12));
+    assert!(close(ms["align_op_eff"], 1.0, 1e-12));
+    assert_eq!(ms["propagating"], 0.0);
+}
+
+#[test]
+fn power_iteration_matches_exact_norm() {
+    let mut r = crate::rng::rng(5, crate::rng::stream::MISC);
+    let a = crate::rng::normal(&[60, 40], 1.0, &mut r, Device::Cpu).to_kind(Kind::Double);
+    let exact = a.linalg_norm(2.0, &[-2i64, -1][..], false, Kind::Double).double_value(&[]);
+    let mut v = crate::rng::normal(&[40], 1.0, &mut r, Device::Cpu);
+    let est = power_iteration(&a, &mut v, 1e-10, 5000);
+    assert!(close(est, exact, 1e-6), "{est} vs {exact}");
+    // a warm start converges at once
+    let again = power_iteration(&a, &mut v, 1e-10, 2);
+    assert!(close(again, exact, 1e-6));
+}
+
+#[test]
+fn cosine_and_sparsity_by_hand() {
+    let a = t(&[1., 0., 0., 1.], &[2, 2]);
+    let b = t(&[1., 1., 0., 2.], &[2, 2]);
+    assert!(close(cosine_rows(&a, &b), (0.5f64.sqrt() + 1.0) / 2.0, 1e-12));
+    assert!(cosine_cross(&a).abs() < 1e-15);
+    assert!(close(cosine_cross(&b), 2.0 / (2f64.sqrt() * 2.0), 1e-12));
+    assert!(close(sparsity(&a), 0.5, 1e-15));
+}
+
+#[test]
+fn delta_and_one_step_bookkeeping_over_three_steps() {
+    let (m, mut opt, x, y) = setup(1);
+    let cfg = MonitorConfig { schedule: StepSchedule::Every, spectral: Spectral::Exact, ..MonitorConfig::default() };
+    let mut mon = Monitor::new(cfg, x.shallow_clone(), y.shallow_clone(), Loss::new(LossKind::Ce));
+    // manual snapshots to compare with
+    let mut snaps = vec![m.snapshot()];
+    let loss = Loss::new(LossKind::Ce);
+    mon.start(&m).unwrap();
+    for s in 1..=3 {
+        mon.before_step(s, &m).unwrap();
+        let st = opt.step(m.params(), &mut || loss.compute(&m.forward(&x), &y)).unwrap();
+        mon.after_step(s, &m, &st, opt.last_gradients()).unwrap();
+        snaps.push(m.snapshot());
+    }
+    let name = "layers.1.weight";
+    let big = mon.series(name, "weight_update_rms");
+    let small = mon.series(name, "delta_weight_update_rms");
+    assert_eq!(big.iter().map(|r| r.0).collect::<Vec<_>>(), [0, 1, 2, 3]);
+    assert_eq!(small.iter().map(|r| r.0).collect::<Vec<_>>(), [1, 2, 3]);
+    let i = m.params().iter().position(|p| p.name == name).unwrap();
+    for s in 1..=3 {
+        let want_big = rms(&(&snaps[s][i] - &snaps[0][i]));
+        let want_small = rms(&(&snaps[s][i] - &snaps[s - 1][i]));
+        assert!(close(big[s].1, want_big, 1e-9), "step {s}");
+        assert!(close(small[s - 1].1, want_small, 1e-9), "step {s}");
+    }
+    // after one step, Delta and delta coincide
+    assert!(close(big[1].1, small[0].1, 1e-12));
+    // the model-level and activation metrics exist
+    assert_eq!(mon.series("model", "logits").len(), 4);
+    let cos = mon.series("act.0", "cos_init");
+    assert_eq!(cos.len(), 4);
+    assert!(close(cos[0].1, 1.0, 1e-9), "same weights, same input: cosine 1");
+    assert!(cos[3].1 < 1.0 - 1e-6 && cos[3].1 > 0.0, "{cos:?}");
+    // gradients are those of the training steps (none at initialisation)
+    assert_eq!(mon.series(name, "grad").len(), 3);
+}
+
+#[test]
+fn sparse_schedule_measures_only_scheduled_steps() {
+    let (m, mut opt, x, y) = setup(2);
+    let cfg = MonitorConfig { schedule: StepSchedule::List { steps: vec![2, 5] }, ..MonitorConfig::default() };
+    let mut mon = Monitor::new(cfg, x.shallow_clone(), y.shallow_clone(), Loss::new(LossKind::Ce));
+    train_steps(&m, &mut opt, &x, &y, 6, Some(&mut mon));
+    let steps: Vec<usize> = mon.series("layers.0.weight", "effective").iter().map(|r| r.0).collect();
+    assert_eq!(steps, [0, 2, 5]);
+    assert_eq!(mon.series("layers.0.weight", "delta_effective").len(), 2);
+}

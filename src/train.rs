@@ -1,0 +1,531 @@
+//! The training loop: a serde [`TrainConfig`], a [`Trainer`] that can be stepped by hand (from
+//! a notebook) or run to the end, and a JSON-serialisable [`TrainResult`].
+//!
+//! Divergence is an outcome, not an error: a non-finite loss (or, optionally, a loss above
+//! `max_loss`) stops the run and is recorded in [`Outcome::Diverged`]. Everything random
+//! (init, data order, subsets) derives from `seed`, so the same config gives bitwise the same
+//! weights on CPU.
+use std::time::Instant;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::{Deserialize, Serialize};
+use tch::{Device, Kind, Tensor};
+
+use crate::data::{self, DataConfig, Dataset};
+use crate::device::DeviceChoice;
+use crate::loss::{accuracy, Loss};
+use crate::model::{Mlp, MlpConfig, Model};
+use crate::optim::{OptimConfig, Optimizer, StepStats};
+use crate::param::Parameterization;
+use crate::rng::{self, stream};
+use crate::{Error, Result};
+
+/// A parameterization given by built-in name (`"sp"`) or spelled out inline.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ParamSpec {
+    Name(String),
+    Inline(Box<Parameterization>),
+}
+
+impl Default for ParamSpec {
+    fn default() -> Self {
+        ParamSpec::Name("sp".into())
+    }
+}
+
+impl ParamSpec {
+    /// The parameterization this spec names.
+    pub fn resolve(&self) -> Result<Parameterization> {
+        match self {
+            ParamSpec::Name(n) => Parameterization::builtin(n),
+            ParamSpec::Inline(p) => {
+                p.validate()?;
+                Ok((**p).clone())
+            }
+        }
+    }
+}
+
+/// Evaluation settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EvalConfig {
+    /// Evaluate every this many steps (0: only at the end).
+    pub every: usize,
+    /// Evaluate training metrics on a fixed random subset of this many training points
+    /// (`None`: the whole training set).
+    pub train_subset: Option<usize>,
+    /// Also evaluate on the test split.
+    pub test: bool,
+}
+
+impl Default for EvalConfig {
+    fn default() -> Self {
+        EvalConfig { every: 0, train_subset: Some(10_000), test: true }
+    }
+}
+
+/// Everything that defines a training run. Defaults: the paper's MLP setting (8 layers,
+/// width 256, SP, SGD without momentum, batch 64, one epoch of Fashion-MNIST, CE).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainConfig {
+    pub seed: u64,
+    pub device: DeviceChoice,
+    /// libtorch threads (`None`: libtorch's default, all cores).
+    pub threads: Option<usize>,
+    /// `d_in`/`d_out` are taken from the dataset.
+    pub model: MlpConfig,
+    pub param: ParamSpec,
+    /// Overrides the parameterization's global learning-rate exponent `alpha`
+    /// (`eta_n = lr (n/n0)^-alpha`).
+    pub alpha: Option<f64>,
+    /// Base learning rate `eta`.
+    pub lr: f64,
+    pub loss: Loss,
+    pub optim: OptimConfig,
+    pub data: DataConfig,
+    pub batch_size: usize,
+    /// Number of steps; if unset, `epochs` passes over the training set.
+    pub steps: Option<usize>,
+    pub epochs: f64,
+    pub eval: EvalConfig,
+    /// Also stop as diverged when the training loss exceeds this.
+    pub max_loss: Option<f64>,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            seed: 0,
+            device: DeviceChoice::Cpu,
+            threads: None,
+            model: MlpConfig::default(),
+            param: ParamSpec::default(),
+            alpha: None,
+            lr: 0.1,
+            loss: Loss::default(),
+            optim: OptimConfig::default(),
+            data: DataConfig::default(),
+            batch_size: 64,
+            steps: None,
+            epochs: 1.0,
+            eval: EvalConfig::default(),
+            max_loss: None,
+        }
+    }
+}
+
+impl TrainConfig {
+    /// Reads a config from a TOML or JSON file (by extension; TOML otherwise).
+    pub fn from_file(path: &std::path::Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let parsed = if path.extension().is_some_and(|e| e == "json") {
+            serde_json::from_str(&text).map_err(|e| e.to_string())
+        } else {
+            toml::from_str(&text).map_err(|e| e.to_string())
+        };
+        let cfg: TrainConfig =
+            parsed.map_err(|reason| Error::ConfigParse { path: path.to_path_buf(), reason })?;
+        Ok(cfg)
+    }
+
+    /// The parameterization with the `alpha` override applied.
+    pub fn parameterization(&self) -> Result<Parameterization> {
+        let p = self.param.resolve()?;
+        Ok(match self.alpha {
+            Some(a) => p.with_alpha(a),
+            None => p,
+        })
+    }
+
+    /// Checks everything that can be checked without loading data.
+    pub fn validate(&self) -> Result<()> {
+        if self.batch_size == 0 {
+            return Err(Error::config("batch_size must be >= 1"));
+        }
+        if !(self.lr.is_finite() && self.lr >= 0.0) {
+            return Err(Error::config(format!("lr must be finite and >= 0, got {}", self.lr)));
+        }
+        if self.steps.is_none() && !(self.epochs > 0.0 && self.epochs.is_finite()) {
+            return Err(Error::config(format!("epochs must be > 0, got {}", self.epochs)));
+        }
+        if self.threads == Some(0) {
+            return Err(Error::config("threads must be >= 1"));
+        }
+        self.parameterization()?;
+        self.optim.validate()?;
+        MlpConfig { d_in: 1, d_out: 1, ..self.model.clone() }.validate()
+    }
+}
+
+/// How a run ended.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "status")]
+pub enum Outcome {
+    Completed,
+    /// Stopped at `step` because the loss became non-finite or exceeded `max_loss`.
+    Diverged { step: usize, reason: String },
+}
+
+/// Metrics at one evaluation.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EvalRecord {
+    /// Steps taken before this evaluation.
+    pub step: usize,
+    pub train_loss: f64,
+    pub train_acc: f64,
+    pub test_loss: Option<f64>,
+    pub test_acc: Option<f64>,
+}
+
+/// The result of a run, serialisable to JSON.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainResult {
+    pub config: TrainConfig,
+    pub parameterization: String,
+    pub width: i64,
+    pub num_params: i64,
+    pub outcome: Outcome,
+    pub steps: usize,
+    /// Mini-batch loss of each step (before its update).
+    pub batch_losses: Vec<f64>,
+    pub evals: Vec<EvalRecord>,
+    /// The last evaluation (at the end of training or at divergence).
+    pub last: Option<EvalRecord>,
+    pub seconds: f64,
+    pub steps_per_second: f64,
+}
+
+impl TrainResult {
+    /// Whether the run diverged.
+    pub fn diverged(&self) -> bool {
+        matches!(self.outcome, Outcome::Diverged { .. })
+    }
+}
+
+/// Something that watches training (e.g. the RCC monitor): called after every step.
+pub trait StepHook {
+    /// Called once before the first step.
+    fn start(&mut self, _model: &dyn Model) -> Result<()> {
+        Ok(())
+    }
+    /// Called before step `step` (1-based: the step about to be taken), with the weights
+    /// `W_{step-1}`.
+    fn before_step(&mut self, _step: usize, _model: &dyn Model) -> Result<()> {
+        Ok(())
+    }
+    /// Called after step `step` (1-based count of steps taken), with the weights `W_step`.
+    /// `grads` are the gradients the optimizer applied (`None` for frozen parameters).
+    fn after_step(&mut self, step: usize, model: &dyn Model, stats: &StepStats, grads: &[Option<Tensor>]) -> Result<()>;
+}
+
+/// A model, its optimizer and its data, ready to be stepped.
+pub struct Trainer {
+    pub cfg: TrainConfig,
+    pub model: Mlp,
+    pub optimizer: Optimizer,
+    pub train: Dataset,
+    pub test: Dataset,
+    pub device: Device,
+    eval_idx: Option<Vec<usize>>,
+    order: Vec<usize>,
+    cursor: usize,
+    epoch: u64,
+    total_steps: usize,
+}
+
+impl Trainer {
+    /// Loads the data, builds the model and the optimizer.
+    pub fn new(cfg: &TrainConfig) -> Result<Self> {
+        cfg.validate()?;
+        if let Some(t) = cfg.threads {
+            crate::device::set_threads(t);
+        }
+        let device = cfg.device.resolve()?;
+        let splits = data::load(&cfg.data, cfg.seed)?;
+        let (train, test) = (splits.train.to_device(device), splits.test.to_device(device));
+        if train.len() < cfg.batch_size {
+            return Err(Error::config(format!(
+                "batch_size {} exceeds the {} training points",
+                cfg.batch_size,
+                train.len()
+            )));
+        }
+        let mut model_cfg = cfg.model.clone();
+        model_cfg.d_in = train.input_dim();
+        model_cfg.d_out = train.num_classes;
+        let param = cfg.parameterization()?;
+        let model = Mlp::new(&model_cfg, &param, cfg.seed, device)?;
+        let optimizer = Optimizer::new(&cfg.optim, cfg.lr, model.params())?;
+        let total_steps = match cfg.steps {
+            Some(s) => s,
+            None => ((cfg.epochs * train.len() as f64) / cfg.batch_size as f64).ceil() as usize,
+        };
+        let eval_idx = cfg.eval.train_subset.filter(|&k| k < train.len()).map(|k| {
+            let mut p = rng::permutation(train.len(), &mut rng::rng(cfg.seed, stream::SUBSET + 100));
+            p.truncate(k);
+            p
+        });
+        let mut cfg = cfg.clone();
+        cfg.model = model_cfg;
+        let mut t = Trainer {
+            cfg,
+            model,
+            optimizer,
+            train,
+            test,
+            device,
+            eval_idx,
+            order: vec![],
+            cursor: 0,
+            epoch: 0,
+            total_steps,
+        };
+        t.reshuffle();
+        Ok(t)
+    }
+
+    /// Total number of steps the run is configured for.
+    pub fn total_steps(&self) -> usize {
+        self.total_steps
+    }
+
+    fn reshuffle(&mut self) {
+        // One stream per epoch, so the order does not depend on how far earlier epochs got.
+        let mut r = rng::rng(self.cfg.seed ^ (self.epoch << 32), stream::SHUFFLE);
+        self.order = rng::permutation(self.train.len(), &mut r);
+        self.cursor = 0;
+        self.epoch += 1;
+    }
+
+    /// The next mini-batch (inputs `[B, d_in]`, labels `[B]`), reshuffling at epoch ends
+    /// (incomplete last batches are dropped).
+    pub fn next_batch(&mut self) -> (Tensor, Tensor) {
+        let b = self.cfg.batch_size;
+        if self.cursor + b > self.order.len() {
+            self.reshuffle();
+        }
+        let idx = &self.order[self.cursor..self.cursor + b];
+        self.cursor += b;
+        let it = rng::index_tensor(idx, self.device);
+        (self.train.x.index_select(0, &it), self.train.y.index_select(0, &it))
+    }
+
+    /// One optimisation step on the next mini-batch.
+    pub fn step(&mut self) -> Result<StepStats> {
+        let (x, y) = self.next_batch();
+        let model = &self.model;
+        let loss = self.cfg.loss;
+        self.optimizer.step(model.params(), &mut || loss.compute(&model.forward(&x), &y))
+    }
+
+    /// Loss and accuracy of the current model on a dataset (in chunks, without gradients).
+    pub fn evaluate_on(&self, data: &Dataset, idx: Option<&[usize]>) -> (f64, f64) {
+        const CHUNK: usize = 8192;
+        let n = idx.map_or(data.len(), |i| i.len());
+        let (mut loss_sum, mut acc_sum) = (0.0, 0.0);
+        tch::no_grad(|| {
+            for start in (0..n).step_by(CHUNK) {
+                let end = (start + CHUNK).min(n);
+                let (x, y) = match idx {
+                    Some(i) => {
+                        let it = rng::index_tensor(&i[start..end], self.device);
+                        (data.x.index_select(0, &it), data.y.index_select(0, &it))
+                    }
+                    None => (data.x.narrow(0, start as i64, (end - start) as i64), data.y.narrow(0, start as i64, (end - start) as i64)),
+                };
+                let f = self.model.forward(&x);
+                let w = (end - start) as f64;
+                loss_sum += self.cfg.loss.compute(&f, &y).to_kind(Kind::Double).double_value(&[]) * w;
+                acc_sum += accuracy(&f, &y) * w;
+            }
+        });
+        (loss_sum / n as f64, acc_sum / n as f64)
+    }
+
+    /// Train (on the fixed evaluation subset) and test metrics after `step` steps.
+    pub fn evaluate(&self, step: usize) -> EvalRecord {
+        let (train_loss, train_acc) = self.evaluate_on(&self.train, self.eval_idx.as_deref());
+        let (test_loss, test_acc) = if self.cfg.eval.test {
+            let (l, a) = self.evaluate_on(&self.test, None);
+            (Some(l), Some(a))
+        } else {
+            (None, None)
+        };
+        EvalRecord { step, train_loss, train_acc, test_loss, test_acc }
+    }
+
+    /// Runs all steps, evaluating as configured, with an optional progress bar and hook.
+    pub fn run(mut self, progress: bool, mut hook: Option<&mut dyn StepHook>) -> Result<TrainResult> {
+        let started = Instant::now();
+        let bar = if progress {
+            let b = ProgressBar::new(self.total_steps as u64);
+            b.set_style(
+                ProgressStyle::with_template(
+                    "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} steps ({per_sec}, eta {eta}) {msg}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            );
+            b
+        } else {
+            ProgressBar::hidden()
+        };
+        if let Some(h) = hook.as_deref_mut() {
+            h.start(&self.model)?;
+        }
+        let mut batch_losses = Vec::with_capacity(self.total_steps);
+        let mut evals = vec![];
+        let mut outcome = Outcome::Completed;
+        let mut steps = 0;
+        while steps < self.total_steps {
+            if let Some(h) = hook.as_deref_mut() {
+                h.before_step(steps + 1, &self.model)?;
+            }
+            let stats = self.step()?;
+            steps += 1;
+            batch_losses.push(stats.loss);
+            if let Some(h) = hook.as_deref_mut() {
+                h.after_step(steps, &self.model, &stats, self.optimizer.last_gradients())?;
+            }
+            let too_big = self.cfg.max_loss.is_some_and(|m| stats.loss > m);
+            if !stats.loss.is_finite() || too_big {
+                let reason = if too_big {
+                    format!("loss {:.3e} above max_loss", stats.loss)
+                } else {
+                    format!("non-finite loss ({})", stats.loss)
+                };
+                outcome = Outcome::Diverged { step: steps, reason };
+                break;
+            }
+            if self.cfg.eval.every > 0 && steps % self.cfg.eval.every == 0 && steps < self.total_steps {
+                evals.push(self.evaluate(steps));
+            }
+            bar.inc(1);
+            if steps % 50 == 0 {
+                bar.set_message(format!("loss {:.4}", stats.loss));
+            }
+        }
+        bar.finish_and_clear();
+        let last = self.evaluate(steps);
+        evals.push(last.clone());
+        let seconds = started.elapsed().as_secs_f64();
+        Ok(TrainResult {
+            parameterization: self.cfg.parameterization()?.name,
+            width: self.model.width(),
+            num_params: self.model.num_params(),
+            config: self.cfg,
+            outcome,
+            steps,
+            batch_losses,
+            evals,
+            last: Some(last),
+            seconds,
+            steps_per_second: steps as f64 / seconds.max(1e-9),
+        })
+    }
+}
+
+/// Builds a [`Trainer`] and runs it.
+pub fn train(cfg: &TrainConfig, progress: bool) -> Result<TrainResult> {
+    Trainer::new(cfg)?.run(progress, None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::{DatasetName, TeacherConfig};
+    use crate::loss::LossKind;
+    use crate::optim::OptimizerKind;
+
+    /// A small problem that needs no files: the multi-index teacher data.
+    pub(crate) fn teacher_cfg() -> TrainConfig {
+        TrainConfig {
+            model: MlpConfig { width: 64, depth: 3, ..MlpConfig::default() },
+            lr: 0.2,
+            data: DataConfig {
+                dataset: DatasetName::Teacher,
+                teacher: TeacherConfig { d_in: 4, n_train: 512, n_test: 256 },
+                ..DataConfig::default()
+            },
+            batch_size: 32,
+            epochs: 4.0,
+            threads: Some(1),
+            ..TrainConfig::default()
+        }
+    }
+
+    #[test]
+    fn training_lowers_the_loss() {
+        let r = train(&teacher_cfg(), false).unwrap();
+        assert_eq!(r.outcome, Outcome::Completed);
+        assert_eq!(r.steps, 64);
+        let first: f64 = r.batch_losses[..8].iter().sum::<f64>() / 8.0;
+        let last: f64 = r.batch_losses[r.steps - 8..].iter().sum::<f64>() / 8.0;
+        assert!(last < 0.8 * first, "first {first} last {last}");
+        let acc = r.last.as_ref().unwrap().test_acc.unwrap();
+        assert!(acc > 0.75, "test accuracy {acc}");
+        let json = serde_json::to_string(&r).unwrap();
+        let back: TrainResult = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.steps, r.steps);
+    }
+
+    #[test]
+    fn same_seed_gives_bitwise_equal_weights() {
+        let mut cfg = teacher_cfg();
+        cfg.steps = Some(10);
+        for kind in [OptimizerKind::Sgd, OptimizerKind::Adam] {
+            cfg.optim.kind = kind;
+            cfg.lr = if kind == OptimizerKind::Adam { 1e-3 } else { 0.05 };
+            let run = |seed| {
+                let mut c = cfg.clone();
+                c.seed = seed;
+                let mut t = Trainer::new(&c).unwrap();
+                for _ in 0..10 {
+                    t.step().unwrap();
+                }
+                t.model.snapshot()
+            };
+            let (a, b, c) = (run(3), run(3), run(4));
+            assert!(a.iter().zip(&b).all(|(x, y)| x.equal(y)));
+            assert!(!a[0].equal(&c[0]));
+        }
+    }
+
+    #[test]
+    fn divergence_is_an_outcome_not_a_panic() {
+        let mut cfg = teacher_cfg();
+        cfg.loss = Loss::new(LossKind::Mse);
+        cfg.lr = 1e4;
+        let r = train(&cfg, false).unwrap();
+        assert!(r.diverged(), "{:?}", r.outcome);
+        let mut cfg = teacher_cfg();
+        cfg.max_loss = Some(0.0);
+        let r = train(&cfg, false).unwrap();
+        assert!(matches!(r.outcome, Outcome::Diverged { step: 1, .. }));
+    }
+
+    #[test]
+    fn bad_configs_give_clear_errors() {
+        let err = |f: &dyn Fn(&mut TrainConfig)| {
+            let mut c = teacher_cfg();
+            f(&mut c);
+            Trainer::new(&c).err().expect("should fail").to_string()
+        };
+        assert!(err(&|c| c.model.width = 0).contains("model.width"));
+        assert!(err(&|c| c.param = ParamSpec::Name("mupp".into())).contains("unknown parameterization"));
+        assert!(err(&|c| c.batch_size = 0).contains("batch_size"));
+        assert!(err(&|c| c.batch_size = 100_000).contains("exceeds"));
+        assert!(err(&|c| c.lr = f64::NAN).contains("lr"));
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("bad.toml");
+        std::fs::write(&p, "lr = \"fast\"").unwrap();
+        let e = TrainConfig::from_file(&p).unwrap_err();
+        assert!(matches!(e, Error::ConfigParse { .. }), "{e}");
+        std::fs::write(&p, "widht = 3").unwrap();
+        assert!(TrainConfig::from_file(&p).unwrap_err().to_string().contains("widht"));
+        let e = TrainConfig::from_file(&dir.path().join("missing.toml")).unwrap_err();
+        assert!(matches!(e, Error::Io { .. }));
+    }
+}

@@ -1,0 +1,70 @@
+//! The `widthlab` binary: bad input gives a clear message and exit code 2, never a panic.
+use std::process::{Command, Output};
+
+fn widthlab(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_widthlab")).args(args).output().expect("run widthlab")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).to_string()
+}
+
+/// Fails the test if the process panicked or did not exit with code 2 and `needle` in stderr.
+fn assert_clean_error(o: &Output, needle: &str) {
+    let e = stderr(o);
+    assert_eq!(o.status.code(), Some(2), "exit code; stderr: {e}");
+    assert!(!e.contains("panicked"), "panicked: {e}");
+    assert!(e.contains(needle), "`{needle}` not in: {e}");
+}
+
+const TEACHER: &[&str] = &["train", "--dataset", "teacher", "--depth", "2", "--steps", "20", "--quiet"];
+
+#[test]
+fn bad_inputs_are_clean_errors() {
+    let with = |extra: &[&str]| {
+        let mut a = TEACHER.to_vec();
+        a.extend_from_slice(extra);
+        widthlab(&a)
+    };
+    assert_clean_error(&with(&["--width", "0"]), "model.width must be >= 1");
+    assert_clean_error(&with(&["--param", "mupp"]), "unknown parameterization `mupp`");
+    assert_clean_error(&with(&["--lr=-1"]), "lr must be");
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "lr = [1, 2").unwrap();
+    assert_clean_error(&widthlab(&["train", "--config", bad.to_str().unwrap()]), "cannot parse config");
+    assert_clean_error(&widthlab(&["train", "--config", "/nonexistent/x.toml"]), "/nonexistent/x.toml");
+    let empty = dir.path().join("no-data");
+    std::fs::create_dir_all(&empty).unwrap();
+    let o = widthlab(&["train", "--dataset", "mnist", "--data-dir", empty.to_str().unwrap(), "--quiet"]);
+    assert_clean_error(&o, "not found");
+    // clap rejects unknown enum values itself (exit code 2 as well)
+    let o = widthlab(&["train", "--loss", "hinge"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("hinge"));
+}
+
+#[test]
+fn a_small_run_writes_a_json_result() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("r.json");
+    let mut a = TEACHER.to_vec();
+    a.extend_from_slice(&["--width", "32", "--out", out.to_str().unwrap()]);
+    let o = widthlab(&a);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(stdout.contains("outcome: completed"), "{stdout}");
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    assert_eq!(v["steps"], 20);
+    assert_eq!(v["width"], 32);
+}
+
+#[test]
+fn params_lists_every_builtin() {
+    let o = widthlab(&["params", "--list"]);
+    assert!(o.status.success());
+    let s = String::from_utf8_lossy(&o.stdout);
+    for name in ["sp", "ntp", "mup", "sp-full-align", "musoli"] {
+        assert!(s.lines().any(|l| l == name), "{name} missing");
+    }
+}
