@@ -31,6 +31,10 @@ pub struct CoordCheckArgs {
     /// Output directory (default results/coord-check/PRESET-PROFILE).
     #[arg(long, short)]
     pub out: Option<PathBuf>,
+    /// Also write the probe batch and the weights at every measured step as safetensors
+    /// (OUT/dump/w{width}-s{seed}/), to recompute any metric elsewhere.
+    #[arg(long)]
+    pub dump: bool,
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
@@ -57,6 +61,9 @@ pub fn run_cli(args: &CoordCheckArgs) -> anyhow::Result<()> {
     }
     let out = args.out.clone().unwrap_or_else(|| PathBuf::from(format!("results/coord-check/{}-{}", cc.name, args.profile)));
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    if args.dump {
+        cc.monitor.dump_dir = Some(out.join("dump"));
+    }
     let res = run(&cc, !args.quiet)?;
     res.write_csv(&out.join("rows.csv"))?;
     res.write_fits_csv(&out.join("fits.csv"))?;

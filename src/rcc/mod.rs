@@ -99,6 +99,10 @@ pub struct MonitorConfig {
     /// Also record per-layer gradient norms (of the training batch of the step), and `chi`
     /// and the loss on the probe batch.
     pub gradients: bool,
+    /// Write the probe batch and the initial weights (`init.safetensors`) and the weights
+    /// at every measured step (`step_{t}.safetensors`) here, so any metric can be
+    /// recomputed elsewhere (e.g. `safetensors.torch.load_file` in Python).
+    pub dump_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for MonitorConfig {
@@ -108,6 +112,7 @@ impl Default for MonitorConfig {
             spectral: Spectral::PowerIteration { tol: 1e-3, max_iter: 50 },
             one_step: true,
             gradients: true,
+            dump_dir: None,
         }
     }
 }
@@ -424,6 +429,20 @@ impl Monitor {
         Ok(now)
     }
 
+    /// Writes `tensors` of `model` (named as its parameters) to `dump_dir/file`, if set.
+    fn dump(&self, file: &str, model: &dyn Model, probe: bool) -> Result<()> {
+        let Some(dir) = &self.cfg.dump_dir else { return Ok(()) };
+        std::fs::create_dir_all(dir).map_err(|e| crate::Error::io(dir, e))?;
+        let mut named: Vec<(String, Tensor)> =
+            model.params().iter().map(|p| (p.name.clone(), p.tensor.detach().to_device(tch::Device::Cpu))).collect();
+        if probe {
+            named.push(("probe.x".into(), self.probe_x.to_device(tch::Device::Cpu)));
+            named.push(("probe.y".into(), self.probe_y.to_device(tch::Device::Cpu)));
+        }
+        Tensor::write_safetensors(&named, dir.join(file))?;
+        Ok(())
+    }
+
     /// All records of one layer and metric, as `(step, value)`.
     pub fn series(&self, layer: &str, metric: &str) -> Vec<(usize, f64)> {
         self.records.iter().filter(|r| r.layer == layer && r.metric == metric).map(|r| (r.step, r.value)).collect()
@@ -434,6 +453,7 @@ impl StepHook for Monitor {
     fn start(&mut self, model: &dyn Model) -> Result<()> {
         self.init = Some(probe(model, &self.probe_x, true));
         self.prev = None;
+        self.dump("init.safetensors", model, true)?;
         self.measure(0, model, &[]).map(|_| ())
     }
 
@@ -449,6 +469,7 @@ impl StepHook for Monitor {
     fn after_step(&mut self, step: usize, model: &dyn Model, _stats: &StepStats, grads: &[Option<Tensor>]) -> Result<()> {
         if self.cfg.schedule.contains(step) {
             let mut now = self.measure(step, model, grads)?;
+            self.dump(&format!("step_{step}.safetensors"), model, false)?;
             self.prev = None;
             if self.cfg.one_step && self.cfg.schedule.contains(step + 1) {
                 // Keep this step's trace as the next step's reference: only the weights need

@@ -186,7 +186,9 @@ fn run_one(cc: &CoordCheck, width: i64, seed: u64) -> Result<(Vec<Record>, Optio
     let mut idx = rng::permutation(trainer.train.len(), &mut rng::rng(seed, stream::PROBE));
     idx.truncate(k);
     let (px, py) = trainer.train.batch(&idx);
-    let mut mon = Monitor::new(cc.monitor.clone(), px, py, cfg.loss);
+    let mut mcfg = cc.monitor.clone();
+    mcfg.dump_dir = mcfg.dump_dir.map(|d| d.join(format!("w{width}-s{seed}")));
+    let mut mon = Monitor::new(mcfg, px, py, cfg.loss);
     let result = trainer.run(false, Some(&mut mon))?;
     let div = match result.outcome {
         crate::train::Outcome::Diverged { step, .. } => Some(step),

@@ -180,3 +180,19 @@ fn sparse_schedule_measures_only_scheduled_steps() {
     assert_eq!(steps, [0, 2, 5]);
     assert_eq!(mon.series("layers.0.weight", "delta_effective").len(), 2);
 }
+
+#[test]
+fn dump_writes_safetensors_that_reproduce_the_metrics() {
+    let (m, mut opt, x, y) = setup(3);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = MonitorConfig { schedule: StepSchedule::List { steps: vec![2] }, dump_dir: Some(dir.path().into()), ..MonitorConfig::default() };
+    let mut mon = Monitor::new(cfg, x.shallow_clone(), y.shallow_clone(), Loss::new(LossKind::Ce));
+    train_steps(&m, &mut opt, &x, &y, 2, Some(&mut mon));
+    let init: HashMap<String, Tensor> = Tensor::read_safetensors(dir.path().join("init.safetensors")).unwrap().into_iter().collect();
+    let now: HashMap<String, Tensor> = Tensor::read_safetensors(dir.path().join("step_2.safetensors")).unwrap().into_iter().collect();
+    assert!(init["probe.x"].equal(&x) && init["probe.y"].equal(&y));
+    // recompute the weight-update RMS of the readout from the files
+    let name = "layers.2.weight";
+    let want = mon.series(name, "weight_update_rms").last().unwrap().1;
+    assert!(close(rms(&(&now[name] - &init[name])), want, 1e-9));
+}
