@@ -50,6 +50,7 @@ use crate::optim::StepStats;
 use crate::train::StepHook;
 use crate::Result;
 
+pub mod regime;
 pub mod runner;
 pub use runner::{CoordCheck, CoordCheckResult, Profile};
 

@@ -242,6 +242,20 @@ pub fn run(cc: &CoordCheck, progress: bool) -> Result<CoordCheckResult> {
     Ok(CoordCheckResult { check: cc.clone(), rows, diverged, seconds: started.elapsed().as_secs_f64() })
 }
 
+/// The width at which the power laws of one (layer, metric, step) in two coordinate checks
+/// cross: appendix E.1's extrapolation of where the standard-initialisation law (E.2) meets
+/// the faster zero-initialisation law (E.3). Returns the width and both fits.
+pub fn phase_transition(
+    a: &CoordCheckResult,
+    b: &CoordCheckResult,
+    layer: &str,
+    metric: &str,
+    step: usize,
+) -> Result<(Option<f64>, PowerLaw, PowerLaw)> {
+    let (fa, fb) = (a.fit(layer, metric, step)?, b.fit(layer, metric, step)?);
+    Ok((crate::fit::crossing_width(&fa, &fb), fa, fb))
+}
+
 impl CoordCheckResult {
     /// Values of one (layer, metric, step) as `(width, value)` over all seeds.
     pub fn points(&self, layer: &str, metric: &str, step: usize) -> Vec<(f64, f64)> {

@@ -1,0 +1,116 @@
+//! The measured version of the paper's Fig. 3 (a schematic there): for SGD in SP with
+//! `eta_n = eta (n/256)^(-alpha)`, train over widths for a fixed number of steps and fit the
+//! width exponents of the logits, the hidden activations and the gradients at the last
+//! step. Definition 1 of the paper then classifies each (alpha, loss, depth) cell: growing
+//! activations or gradients (or divergence) is catastrophic, growing logits alone is
+//! controlled divergence, nothing growing is stable.
+use serde::{Deserialize, Serialize};
+
+use super::runner::{run, CoordCheck, CoordCheckResult, Profile};
+use super::{MonitorConfig, StepSchedule};
+use crate::fit::PowerLaw;
+use crate::loss::LossKind;
+use crate::Result;
+
+/// One cell of the phase diagram.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RegimeCell {
+    pub alpha: f64,
+    pub loss: LossKind,
+    pub depth: usize,
+    /// Width exponent of `||f||_RMS` at the last step.
+    pub logits: Option<PowerLaw>,
+    /// Largest width exponent over hidden pre-activations `||h^l||_RMS`, l <= L.
+    pub activations: Option<PowerLaw>,
+    /// Largest width exponent over per-layer gradient norms.
+    pub gradients: Option<PowerLaw>,
+    /// Widths at which some seed diverged (NaN or inf loss).
+    pub diverged_widths: Vec<i64>,
+}
+
+/// Settings of a scan.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RegimeScan {
+    pub alphas: Vec<f64>,
+    pub losses: Vec<LossKind>,
+    pub depths: Vec<usize>,
+    /// Base learning rate `eta` at width 256.
+    pub lr: f64,
+    pub steps: usize,
+    pub profile: Profile,
+}
+
+impl RegimeScan {
+    /// The grid of the notebook: alpha in {0, 1/4, 1/2, 3/4, 1, 5/4}, CE and MSE, depth 2 and 3.
+    pub fn standard(profile: Profile) -> Self {
+        RegimeScan {
+            alphas: vec![0.0, 0.25, 0.5, 0.75, 1.0, 1.25],
+            losses: vec![LossKind::Ce, LossKind::Mse],
+            depths: vec![2, 3],
+            lr: 0.1,
+            steps: if profile == Profile::Smoke { 3 } else { 20 },
+            profile,
+        }
+    }
+
+    /// The coordinate check of one cell.
+    pub fn cell_check(&self, alpha: f64, loss: LossKind, depth: usize) -> Result<CoordCheck> {
+        let mut cc = CoordCheck::preset("e1", self.profile)?;
+        cc.name = format!("regime-a{alpha}-{loss}-d{depth}");
+        cc.train.alpha = Some(alpha);
+        cc.train.lr = self.lr;
+        cc.train.loss.kind = loss;
+        cc.train.model.depth = depth;
+        cc.steps = self.steps;
+        cc.train.steps = Some(self.steps);
+        cc.monitor = MonitorConfig {
+            schedule: StepSchedule::List { steps: vec![self.steps] },
+            one_step: false,
+            ..MonitorConfig::default()
+        };
+        Ok(cc)
+    }
+
+    /// Runs every cell (each a coordinate check over the profile's widths and seeds).
+    pub fn run(&self, progress: bool) -> Result<Vec<RegimeCell>> {
+        let mut cells = vec![];
+        for &depth in &self.depths {
+            for &loss in &self.losses {
+                for &alpha in &self.alphas {
+                    let cc = self.cell_check(alpha, loss, depth)?;
+                    let res = run(&cc, progress)?;
+                    cells.push(cell_from(&res, alpha, loss, depth));
+                }
+            }
+        }
+        Ok(cells)
+    }
+}
+
+/// Largest-exponent fit among `layers` for `metric` at `step`.
+fn max_fit(res: &CoordCheckResult, layers: &[String], metric: &str, step: usize) -> Option<PowerLaw> {
+    layers
+        .iter()
+        .filter_map(|l| res.fit(l, metric, step).ok())
+        .filter(|f| f.exponent.is_finite())
+        .max_by(|a, b| a.exponent.total_cmp(&b.exponent))
+}
+
+/// Measured exponents of one finished coordinate check.
+pub fn cell_from(res: &CoordCheckResult, alpha: f64, loss: LossKind, depth: usize) -> RegimeCell {
+    let step = res.check.steps;
+    let weights: Vec<String> = res.layers().into_iter().filter(|l| l.starts_with("layers.") && l.ends_with(".weight")).collect();
+    let hidden: Vec<String> = weights.iter().take(weights.len().saturating_sub(1)).cloned().collect();
+    let mut diverged: Vec<i64> = res.diverged.iter().map(|d| d.0).collect();
+    diverged.sort();
+    diverged.dedup();
+    RegimeCell {
+        alpha,
+        loss,
+        depth,
+        logits: res.fit("model", "logits", step).ok(),
+        activations: max_fit(res, &hidden, "act", step),
+        gradients: max_fit(res, &weights, "grad", step),
+        diverged_widths: diverged,
+    }
+}
