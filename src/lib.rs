@@ -23,6 +23,7 @@ pub mod loss;
 pub mod model;
 pub mod optim;
 pub mod param;
+pub mod plot;
 pub mod rcc;
 pub mod rng;
 pub mod theory;

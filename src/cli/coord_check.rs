@@ -84,6 +84,9 @@ pub fn run_cli(args: &CoordCheckArgs) -> anyhow::Result<()> {
             println!("  {layer:<18} {:+.3}  (95% CI {:+.3} .. {:+.3}, r2 {:.3})", f.exponent, f.ci_low, f.ci_high, f.r2);
         }
     }
-    println!("written: {}/{{rows.csv, fits.csv, result.json}}", out.display());
+    for metric in ["effective", "propagating", "act_update", "weight_update_op"] {
+        res.panels_vs_width(metric, &|_| None).save_svg(&out.join(format!("{metric}.svg")))?;
+    }
+    println!("written: {}/{{rows.csv, fits.csv, result.json, effective.svg, propagating.svg, act_update.svg, weight_update_op.svg}}", out.display());
     Ok(())
 }

@@ -21,6 +21,7 @@ use crate::fit::{fit_power_law, PowerLaw};
 use crate::loss::LossKind;
 use crate::model::MlpConfig;
 use crate::optim::OptimizerKind;
+use crate::plot::{gradient, Figure, Panels, Style};
 use crate::rng::{self, stream};
 use crate::train::{ParamSpec, TrainConfig, Trainer};
 use crate::{Error, Result};
@@ -289,6 +290,80 @@ impl CoordCheckResult {
             .collect()
     }
 
+    /// Mean, min and max over seeds of one (layer, metric, step), per width (sorted).
+    pub fn seed_summary(&self, layer: &str, metric: &str, step: usize) -> Vec<(f64, f64, f64, f64)> {
+        let pts = self.points(layer, metric, step);
+        let mut widths: Vec<f64> = pts.iter().map(|p| p.0).collect();
+        widths.sort_by(f64::total_cmp);
+        widths.dedup();
+        widths
+            .into_iter()
+            .filter_map(|w| {
+                let v: Vec<f64> = pts.iter().filter(|p| p.0 == w && p.1.is_finite()).map(|p| p.1).collect();
+                (!v.is_empty()).then(|| {
+                    let mean = v.iter().sum::<f64>() / v.len() as f64;
+                    let lo = v.iter().cloned().fold(f64::INFINITY, f64::min);
+                    let hi = v.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                    (w, mean, lo, hi)
+                })
+            })
+            .collect()
+    }
+
+    /// Log-log plot of `metric` of `layer` against width: one line per measured step (dark
+    /// = early, yellow = late), the seed range as a band, and, if given, the predicted slope
+    /// as a dashed line through the last step's value at the smallest width.
+    pub fn figure_vs_width(&self, layer: &str, metric: &str, predicted: Option<f64>) -> Figure {
+        let mut steps: Vec<usize> = self.rows.iter().filter(|r| r.layer == layer && r.metric == metric).map(|r| r.step).collect();
+        steps.sort();
+        steps.dedup();
+        steps.retain(|&t| t > 0 || !metric.contains("update") && metric != "effective" && metric != "propagating");
+        let mut fig = Figure::new(format!("{layer}: {metric}")).x_label("width n").y_label(metric).log_x().log_y();
+        let n = steps.len();
+        for (i, &t) in steps.iter().enumerate() {
+            let sm = self.seed_summary(layer, metric, t);
+            let name = if i == 0 || i + 1 == n { format!("step {t}") } else { String::new() };
+            fig = fig
+                .series_with(name, sm.iter().map(|p| p.0).collect(), sm.iter().map(|p| p.1).collect(), Style::Solid, gradient(i, n))
+                .band(sm.iter().map(|p| p.2).collect(), sm.iter().map(|p| p.3).collect());
+        }
+        if let (Some(c), Some(&last)) = (predicted, steps.last()) {
+            let sm = self.seed_summary(layer, metric, last);
+            if let Some(&(w0, y0, _, _)) = sm.first() {
+                let xs: Vec<f64> = sm.iter().map(|p| p.0).collect();
+                let ys = xs.iter().map(|w| y0 * (w / w0).powf(c)).collect();
+                fig = fig.series_with(format!("predicted n^{c:+}"), xs, ys, Style::Dashed, (0, 0, 0));
+            }
+        }
+        fig
+    }
+
+    /// `metric` of `layer` against the step, one line per width (seed mean).
+    pub fn figure_vs_step(&self, layer: &str, metric: &str) -> Figure {
+        let mut fig = Figure::new(format!("{layer}: {metric} over training")).x_label("step").y_label(metric).log_y();
+        let n = self.check.widths.len();
+        for (i, &w) in self.check.widths.iter().enumerate() {
+            let mut by_step: std::collections::BTreeMap<usize, Vec<f64>> = Default::default();
+            for r in self.rows.iter().filter(|r| r.width == w && r.layer == layer && r.metric == metric && r.value.is_finite()) {
+                by_step.entry(r.step).or_default().push(r.value);
+            }
+            let (xs, ys): (Vec<f64>, Vec<f64>) = by_step.into_iter().map(|(t, v)| (t as f64, v.iter().sum::<f64>() / v.len() as f64)).unzip();
+            fig = fig.series_with(format!("n = {w}"), xs, ys, Style::Solid, gradient(i, n));
+        }
+        fig
+    }
+
+    /// One panel per weight layer of `metric` against width (see [`Self::figure_vs_width`]);
+    /// `predicted(layer)` gives the slope to draw.
+    pub fn panels_vs_width(&self, metric: &str, predicted: &dyn Fn(&str) -> Option<f64>) -> Panels {
+        let layers: Vec<String> = self.layers().into_iter().filter(|l| l.ends_with(".weight")).collect();
+        // layers whose metric is identically zero (e.g. the input layer's propagating update)
+        // have nothing to draw on log axes
+        let figs = layers.iter().map(|l| self.figure_vs_width(l, metric, predicted(l))).filter(|f| f.is_drawable()).collect::<Vec<_>>();
+        let cols = figs.len().clamp(1, 3);
+        Panels::new(figs, cols)
+    }
+
     /// Layer names in forward order.
     pub fn layers(&self) -> Vec<String> {
         let mut seen = vec![];
@@ -365,6 +440,9 @@ mod tests {
         a.write_fits_csv(&dir.path().join("fits.csv")).unwrap();
         let text = std::fs::read_to_string(dir.path().join("rows.csv")).unwrap();
         assert!(text.starts_with("width,seed,step,layer,metric,value"));
+        let svg = a.panels_vs_width("effective", &|l| (l == "layers.0.weight").then_some(-1.0)).to_svg().unwrap();
+        assert!(svg.contains("layers.1.weight: effective") && svg.contains("predicted n^-1"));
+        assert!(a.figure_vs_step("layers.1.weight", "act").to_svg().unwrap().contains("n = 64"));
     }
 
     #[test]
