@@ -35,6 +35,9 @@ pub struct CoordCheckArgs {
     /// (OUT/dump/w{width}-s{seed}/), to recompute any metric elsewhere.
     #[arg(long)]
     pub dump: bool,
+    /// Tolerance on exponents for the verdicts.
+    #[arg(long, default_value_t = 0.15)]
+    pub tol: f64,
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
@@ -78,15 +81,28 @@ pub fn run_cli(args: &CoordCheckArgs) -> anyhow::Result<()> {
         res.seconds,
         res.diverged.len()
     );
-    println!("width exponents of the effective update ||Delta W x||_RMS at the last step:");
-    for layer in res.layers().iter().filter(|l| l.starts_with("layers.")) {
-        if let Ok(f) = res.fit(layer, "effective", cc.steps) {
-            println!("  {layer:<18} {:+.3}  (95% CI {:+.3} .. {:+.3}, r2 {:.3})", f.exponent, f.ci_low, f.ci_high, f.r2);
-        }
+    let metrics = ["effective", "propagating", "act_update"];
+    let verdicts = res.verdicts(&metrics, args.tol)?;
+    println!("width exponents at step {} (tolerance {}): measured [95% CI] vs predicted after step 1 / after step 2 (infinite-width)", cc.steps, args.tol);
+    let show = |v: &Option<widthlab::theory::predict::Verdict>| {
+        v.as_ref().map_or("     n/a         ".to_string(), |v| format!("{:+.2} {:<8}", v.predicted, if v.holds { "holds" } else { "DEVIATES" }))
+    };
+    let cell = |v: &Option<widthlab::theory::predict::Verdict>| v.as_ref().map_or(",".to_string(), |v| format!("{},{}", v.predicted, v.holds));
+    let mut csv = String::from("layer,metric,step,measured,ci_low,ci_high,predicted_first,holds_first,predicted_later,holds_later\n");
+    for v in &verdicts {
+        let m = v.first.as_ref().or(v.later.as_ref()).expect("a verdict has one prediction");
+        println!(
+            "  {:<16} {:<12} {:+.2} [{:+.2}, {:+.2}]  first {}  later {}",
+            v.layer, v.metric, m.measured, m.ci_low, m.ci_high, show(&v.first), show(&v.later)
+        );
+        csv += &format!("{},{},{},{},{},{},{},{}\n", v.layer, v.metric, v.step, m.measured, m.ci_low, m.ci_high, cell(&v.first), cell(&v.later));
     }
+    std::fs::write(out.join("verdicts.csv"), csv).with_context(|| format!("writing {}", out.display()))?;
+    let later = widthlab::theory::predict::predict(&cc.setting(widthlab::theory::predict::StepPhase::Later)?)?;
     for metric in ["effective", "propagating", "act_update", "weight_update_op"] {
-        res.panels_vs_width(metric, &|_| None).save_svg(&out.join(format!("{metric}.svg")))?;
+        res.panels_vs_width(metric, &|l| later.get(l, metric).filter(|e| e.is_finite()))
+            .save_svg(&out.join(format!("{metric}.svg")))?;
     }
-    println!("written: {}/{{rows.csv, fits.csv, result.json, effective.svg, propagating.svg, act_update.svg, weight_update_op.svg}}", out.display());
+    println!("written: {}/{{rows.csv, fits.csv, verdicts.csv, result.json, effective.svg, propagating.svg, act_update.svg, weight_update_op.svg}}", out.display());
     Ok(())
 }

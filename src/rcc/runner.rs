@@ -22,6 +22,7 @@ use crate::loss::LossKind;
 use crate::model::MlpConfig;
 use crate::optim::OptimizerKind;
 use crate::plot::{gradient, Figure, Panels, Style};
+use crate::theory::predict::{predict, verdict, Setting, StepPhase, Verdict};
 use crate::rng::{self, stream};
 use crate::train::{ParamSpec, TrainConfig, Trainer};
 use crate::{Error, Result};
@@ -131,6 +132,18 @@ impl CoordCheck {
         })
     }
 
+    /// The theory engine's view of this check (see [`crate::theory::predict`]).
+    pub fn setting(&self, step: StepPhase) -> Result<Setting> {
+        Ok(Setting {
+            param: self.train.parameterization()?,
+            optimizer: self.train.optim.kind.family(),
+            loss: self.train.loss.kind,
+            depth: self.train.model.depth,
+            random_features: self.train.model.freeze == crate::model::Freeze::RandomFeatures,
+            step,
+        })
+    }
+
     /// Checks the grid.
     pub fn validate(&self) -> Result<()> {
         if self.widths.is_empty() || self.seeds.is_empty() {
@@ -164,6 +177,20 @@ pub struct ExponentFit {
     pub metric: String,
     pub step: usize,
     pub fit: PowerLaw,
+}
+
+/// A measured exponent next to the first-step and later-step predictions.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct VerdictRow {
+    pub layer: String,
+    pub metric: String,
+    pub step: usize,
+    /// Against the first-step prediction (initial weights dominate the backward pass);
+    /// `None` where that prediction is "exactly zero" (e.g. no backward signal through a
+    /// zero-initialised readout).
+    pub first: Option<Verdict>,
+    /// Against the later-step (infinite-width, Tensor Program) prediction.
+    pub later: Option<Verdict>,
 }
 
 /// Everything a coordinate check measured.
@@ -362,6 +389,33 @@ impl CoordCheckResult {
         let figs = layers.iter().map(|l| self.figure_vs_width(l, metric, predicted(l))).filter(|f| f.is_drawable()).collect::<Vec<_>>();
         let cols = figs.len().clamp(1, 3);
         Panels::new(figs, cols)
+    }
+
+    /// Verdicts for `metrics` of every weight layer at the last step: measured exponent
+    /// (with CI) against both predictions, within `tol`.
+    pub fn verdicts(&self, metrics: &[&str], tol: f64) -> Result<Vec<VerdictRow>> {
+        let first = predict(&self.check.setting(StepPhase::First)?)?;
+        let later = predict(&self.check.setting(StepPhase::Later)?)?;
+        let step = self.check.steps;
+        let mut out = vec![];
+        for layer in self.layers().iter().filter(|l| l.ends_with(".weight")) {
+            for &metric in metrics {
+                let pf = first.get(layer, metric).filter(|e| e.is_finite());
+                let pl = later.get(layer, metric).filter(|e| e.is_finite());
+                if pf.is_none() && pl.is_none() {
+                    continue;
+                }
+                let Ok(fit) = self.fit(layer, metric, step) else { continue };
+                out.push(VerdictRow {
+                    layer: layer.clone(),
+                    metric: metric.to_string(),
+                    step,
+                    first: pf.map(|p| verdict(p, &fit, tol)),
+                    later: pl.map(|p| verdict(p, &fit, tol)),
+                });
+            }
+        }
+        Ok(out)
     }
 
     /// Layer names in forward order.
