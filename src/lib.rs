@@ -24,9 +24,13 @@ pub mod model;
 pub mod optim;
 pub mod param;
 pub mod plot;
+pub mod profile;
 pub mod rcc;
+pub mod report;
 pub mod rng;
 pub mod theory;
 pub mod train;
 
 pub use error::{Error, Result};
+/// The libtorch bindings widthlab is built on (so notebooks and users need no separate `:dep`).
+pub use tch;

@@ -496,6 +496,34 @@ impl Parameterization {
     }
 }
 
+/// A text table of what parameterizations resolve to for every parameter of an MLP of
+/// `depth` layers (784 -> n -> 10) at each width: init std, multiplier, SGD and Adam
+/// learning-rate factors.
+pub fn table(names: &[&str], widths: &[i64], depth: usize) -> Result<String> {
+    use std::fmt::Write;
+    let mut s = format!(
+        "{:<17} {:>6} {:<16} {:<12} {:>11} {:>10} {:>11} {:>11}\n",
+        "param", "width", "parameter", "role", "init std", "multiplier", "lr SGD", "lr Adam"
+    );
+    for name in names {
+        let p = Parameterization::builtin(name)?;
+        for &n in widths {
+            let cfg = crate::model::MlpConfig { width: n, depth, ..crate::model::MlpConfig::default() };
+            cfg.validate()?;
+            for sh in cfg.layout() {
+                let r = |fam| p.resolve(sh.role, sh.kind, sh.fan_in, sh.fan_out, n, fam);
+                let (sgd, adam) = (r(OptimizerFamily::Sgd), r(OptimizerFamily::Adam));
+                let _ = writeln!(
+                    s,
+                    "{:<17} {:>6} {:<16} {:<12} {:>11.4e} {:>10.4} {:>11.4e} {:>11.4e}",
+                    name, n, sh.name, sh.role.to_string(), sgd.init_std, sgd.multiplier, sgd.lr_scale, adam.lr_scale
+                );
+            }
+        }
+    }
+    Ok(s)
+}
+
 impl std::str::FromStr for Parameterization {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {

@@ -1,6 +1,5 @@
 //! `widthlab params`: what a parameterization resolves to for the layers of an MLP.
-use widthlab::model::MlpConfig;
-use widthlab::param::{OptimizerFamily, Parameterization, BUILTIN};
+use widthlab::param::{table, BUILTIN};
 
 #[derive(clap::Args, Debug)]
 pub struct ParamsArgs {
@@ -23,29 +22,7 @@ pub fn run(args: &ParamsArgs) -> anyhow::Result<()> {
         println!("{}", BUILTIN.join("\n"));
         return Ok(());
     }
-    let names: Vec<String> = if args.params.is_empty() {
-        BUILTIN.iter().map(|s| s.to_string()).collect()
-    } else {
-        args.params.clone()
-    };
-    println!(
-        "{:<18} {:>6} {:<16} {:<12} {:>11} {:>10} {:>11} {:>11}",
-        "param", "width", "parameter", "role", "init std", "multiplier", "lr SGD", "lr Adam"
-    );
-    for name in &names {
-        let p = Parameterization::builtin(name)?;
-        for &n in &args.widths {
-            let cfg = MlpConfig { width: n, depth: args.depth, ..MlpConfig::default() };
-            cfg.validate()?;
-            for s in cfg.layout() {
-                let r = |fam| p.resolve(s.role, s.kind, s.fan_in, s.fan_out, n, fam);
-                let (sgd, adam) = (r(OptimizerFamily::Sgd), r(OptimizerFamily::Adam));
-                println!(
-                    "{:<18} {:>6} {:<16} {:<12} {:>11.4e} {:>10.4} {:>11.4e} {:>11.4e}",
-                    name, n, s.name, s.role.to_string(), sgd.init_std, sgd.multiplier, sgd.lr_scale, adam.lr_scale
-                );
-            }
-        }
-    }
+    let names: Vec<&str> = if args.params.is_empty() { BUILTIN.to_vec() } else { args.params.iter().map(|s| s.as_str()).collect() };
+    print!("{}", table(&names, &args.widths, args.depth)?);
     Ok(())
 }

@@ -1,7 +1,11 @@
 //! The measured version of the paper's Fig. 3 (a schematic there): for SGD in SP with
 //! `eta_n = eta (n/256)^(-alpha)`, train over widths for a fixed number of steps and fit the
-//! width exponents of the logits, the hidden activations and the gradients at the last
-//! step. Definition 1 of the paper then classifies each (alpha, loss, depth) cell: growing
+//! width exponents of the logit update, the hidden activation updates and the gradients at
+//! the last step. Updates rather than the quantities themselves, and each update through its
+//! two RCC parts: at the widths a CPU reaches, the initial logits and activations (width-
+//! independent under He init) still dominate their norms, and the sum `Delta(W x)` mixes a
+//! propagating part that dominates at small width with an effective part that dominates at
+//! large width; the larger of the two fitted exponents is what extrapolates. Definition 1 of the paper then classifies each (alpha, loss, depth) cell: growing
 //! activations or gradients (or divergence) is catastrophic, growing logits alone is
 //! controlled divergence, nothing growing is stable.
 use serde::{Deserialize, Serialize};
@@ -9,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::runner::{run, CoordCheck, CoordCheckResult, Profile};
 use super::{MonitorConfig, StepSchedule};
 use crate::fit::PowerLaw;
+use crate::theory::predict::{classify, predicted_regime, Regime, StepPhase};
 use crate::loss::LossKind;
 use crate::Result;
 
@@ -18,9 +23,11 @@ pub struct RegimeCell {
     pub alpha: f64,
     pub loss: LossKind,
     pub depth: usize,
-    /// Width exponent of `||f||_RMS` at the last step.
+    /// Width exponent of the logit update at the last step: the larger of the readout's
+    /// effective and propagating update exponents.
     pub logits: Option<PowerLaw>,
-    /// Largest width exponent over hidden pre-activations `||h^l||_RMS`, l <= L.
+    /// Largest width exponent of the effective or propagating update over the hidden
+    /// pre-activations `h^l`, l <= L (positive: activations blow up at large width).
     pub activations: Option<PowerLaw>,
     /// Largest width exponent over per-layer gradient norms.
     pub gradients: Option<PowerLaw>,
@@ -47,7 +54,7 @@ impl RegimeScan {
             alphas: vec![0.0, 0.25, 0.5, 0.75, 1.0, 1.25],
             losses: vec![LossKind::Ce, LossKind::Mse],
             depths: vec![2, 3],
-            lr: 0.1,
+            lr: 0.02,
             steps: if profile == Profile::Smoke { 3 } else { 20 },
             profile,
         }
@@ -87,11 +94,30 @@ impl RegimeScan {
     }
 }
 
-/// Largest-exponent fit among `layers` for `metric` at `step`.
-fn max_fit(res: &CoordCheckResult, layers: &[String], metric: &str, step: usize) -> Option<PowerLaw> {
+impl RegimeCell {
+    /// Definition 1 from the measured exponents (divergence at any width is catastrophic).
+    pub fn measured_regime(&self, tol: f64) -> Regime {
+        if !self.diverged_widths.is_empty() {
+            return Regime::Catastrophic;
+        }
+        let e = |p: &Option<PowerLaw>| p.map_or(f64::NEG_INFINITY, |f| f.exponent);
+        classify(e(&self.logits), e(&self.activations), e(&self.gradients), tol)
+    }
+}
+
+impl RegimeScan {
+    /// Prop. 2's prediction for a cell (SGD in SP at this cell's alpha, loss and depth).
+    pub fn predicted(&self, cell: &RegimeCell) -> Result<Regime> {
+        let cc = self.cell_check(cell.alpha, cell.loss, cell.depth)?;
+        predicted_regime(&cc.setting(StepPhase::Later)?)
+    }
+}
+
+/// Largest-exponent fit among `layers` and `metrics` at `step`.
+fn max_fit(res: &CoordCheckResult, layers: &[String], metrics: &[&str], step: usize) -> Option<PowerLaw> {
     layers
         .iter()
-        .filter_map(|l| res.fit(l, metric, step).ok())
+        .flat_map(|l| metrics.iter().filter_map(move |m| res.fit(l, m, step).ok()))
         .filter(|f| f.exponent.is_finite())
         .max_by(|a, b| a.exponent.total_cmp(&b.exponent))
 }
@@ -108,9 +134,9 @@ pub fn cell_from(res: &CoordCheckResult, alpha: f64, loss: LossKind, depth: usiz
         alpha,
         loss,
         depth,
-        logits: res.fit("model", "logits", step).ok(),
-        activations: max_fit(res, &hidden, "act", step),
-        gradients: max_fit(res, &weights, "grad", step),
+        logits: weights.last().and_then(|l| max_fit(res, &[l.clone()], &["effective", "propagating"], step)),
+        activations: max_fit(res, &hidden, &["effective", "propagating"], step),
+        gradients: max_fit(res, &weights, &["grad"], step),
         diverged_widths: diverged,
     }
 }

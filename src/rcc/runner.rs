@@ -25,42 +25,8 @@ use crate::plot::{gradient, Figure, Panels, Style};
 use crate::theory::predict::{predict, verdict, Setting, StepPhase, Verdict};
 use crate::rng::{self, stream};
 use crate::train::{ParamSpec, TrainConfig, Trainer};
+pub use crate::profile::Profile;
 use crate::{Error, Result};
-
-/// How big an experiment is: the same code at three scales.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Profile {
-    /// Seconds: exercises every path (CI).
-    Smoke,
-    /// Minutes on a 2-core CPU: enough to see each claim.
-    #[default]
-    Quick,
-    /// The paper's settings (a GPU machine).
-    Paper,
-}
-
-impl std::str::FromStr for Profile {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "smoke" => Ok(Profile::Smoke),
-            "quick" => Ok(Profile::Quick),
-            "paper" => Ok(Profile::Paper),
-            _ => Err(Error::config(format!("unknown profile `{s}` (use smoke, quick or paper)"))),
-        }
-    }
-}
-
-impl std::fmt::Display for Profile {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Profile::Smoke => "smoke",
-            Profile::Quick => "quick",
-            Profile::Paper => "paper",
-        })
-    }
-}
 
 /// A coordinate check: one training setup run at several widths and seeds.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -418,6 +384,56 @@ impl CoordCheckResult {
         Ok(out)
     }
 
+    /// The RCC decomposition of one layer at one width over training (seed means):
+    /// `||Delta(W x)||` next to its two parts, the effective and the propagating update.
+    pub fn figure_decomposition(&self, layer: &str, width: i64) -> Figure {
+        let mut fig = Figure::new(format!("{layer}, n = {width}: RCC decomposition")).x_label("step").y_label("RMS norm").log_y();
+        for (i, metric) in ["act_update", "effective", "propagating"].iter().enumerate() {
+            let mut by_step: std::collections::BTreeMap<usize, Vec<f64>> = Default::default();
+            for r in self.rows.iter().filter(|r| r.width == width && r.layer == layer && r.metric == *metric && r.value.is_finite()) {
+                by_step.entry(r.step).or_default().push(r.value);
+            }
+            let (xs, ys): (Vec<f64>, Vec<f64>) = by_step.into_iter().map(|(t, v)| (t as f64, v.iter().sum::<f64>() / v.len() as f64)).unzip();
+            let style = if i == 0 { Style::Dashed } else { Style::Solid };
+            fig = fig.series_with(*metric, xs, ys, style, crate::plot::PALETTE[i]);
+        }
+        fig
+    }
+
+    /// Checks the decomposition on every recorded (width, seed, step, layer): since
+    /// `Delta(W x) = Delta W x + W_0 Delta x`, the norms satisfy
+    /// `|eff - prop| <= act_update <= eff + prop`, up to `rel_tol (eff + prop)` plus the
+    /// float32 rounding of the activations themselves (`1e-5 ||W x||`: `act_update` is a
+    /// difference of two activations, so tiny updates carry their rounding). Returns
+    /// (checked, violations).
+    pub fn decomposition_consistency(&self, rel_tol: f64) -> (usize, usize) {
+        use std::collections::HashMap;
+        let mut m: HashMap<(i64, u64, usize, &str), [f64; 4]> = HashMap::new();
+        for r in &self.rows {
+            let k = match r.metric.as_str() {
+                "act_update" => 0,
+                "effective" => 1,
+                "propagating" => 2,
+                "act" => 3,
+                _ => continue,
+            };
+            m.entry((r.width, r.seed, r.step, r.layer.as_str())).or_insert([f64::NAN; 4])[k] = r.value;
+        }
+        let mut checked = 0;
+        let mut bad = 0;
+        for [a, e, p, act] in m.into_values() {
+            if !(a.is_finite() && e.is_finite() && p.is_finite() && act.is_finite()) {
+                continue;
+            }
+            checked += 1;
+            let slack = rel_tol * (e + p) + 1e-5 * act;
+            if a > e + p + slack || a < (e - p).abs() - slack {
+                bad += 1;
+            }
+        }
+        (checked, bad)
+    }
+
     /// Layer names in forward order.
     pub fn layers(&self) -> Vec<String> {
         let mut seen = vec![];
@@ -497,6 +513,9 @@ mod tests {
         let svg = a.panels_vs_width("effective", &|l| (l == "layers.0.weight").then_some(-1.0)).to_svg().unwrap();
         assert!(svg.contains("layers.1.weight: effective") && svg.contains("predicted n^-1"));
         assert!(a.figure_vs_step("layers.1.weight", "act").to_svg().unwrap().contains("n = 64"));
+        assert!(a.figure_decomposition("layers.1.weight", 32).to_svg().unwrap().contains("propagating"));
+        let (checked, bad) = a.decomposition_consistency(1e-3);
+        assert!(checked > 50 && bad == 0, "{checked} {bad}");
     }
 
     #[test]
