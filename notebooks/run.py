@@ -26,26 +26,35 @@ FAILED_MARKER = "WIDTHLAB CHECK FAILED:"
 BAD_TEXT = ("panicked at", FAILED_MARKER)
 
 
-def problems(nb):
-    """Every error output, panic and failed check in an executed notebook."""
+DEVIATION_ERROR = "claims do not hold"
+
+
+def problems(nb, allow_deviations=False):
+    """Every error output, panic and failed check in an executed notebook. With
+    allow_deviations, claims that do not hold are results (reported in the claims JSON and
+    the report), not failures; errors and panics still are."""
     found = []
     for i, cell in enumerate(nb.cells):
         for out in cell.get("outputs", []):
             kind = out.get("output_type")
             if kind == "error":
-                found.append(f"cell {i}: {out.get('ename', 'error')}: {out.get('evalue', '')}"[:500])
+                msg = f"{out.get('ename', 'error')}: {out.get('evalue', '')}"
+                if not (allow_deviations and DEVIATION_ERROR in msg):
+                    found.append(f"cell {i}: {msg}"[:500])
             text = out.get("text", "")
             if kind in ("display_data", "execute_result"):
                 text = out.get("data", {}).get("text/plain", "")
             if isinstance(text, list):
                 text = "".join(text)
             for line in str(text).splitlines():
+                if allow_deviations and (FAILED_MARKER in line or DEVIATION_ERROR in line):
+                    continue
                 if any(b in line for b in BAD_TEXT):
                     found.append(f"cell {i}: {line.strip()}"[:500])
     return found
 
 
-def run_one(path, out_dir, env):
+def run_one(path, out_dir, env, allow_deviations):
     nb = nbformat.read(path, as_version=4)
     client = NotebookClient(
         nb,
@@ -67,7 +76,7 @@ def run_one(path, out_dir, env):
     nbformat.write(nb, nb_dir / path.name)
     html, _ = HTMLExporter().from_notebook_node(nb)
     (nb_dir / (path.stem + ".html")).write_text(html)
-    found = problems(nb) + ([crash] if crash else [])
+    found = problems(nb, allow_deviations) + ([crash] if crash else [])
     return seconds, found
 
 
@@ -75,6 +84,8 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--profile", default=os.environ.get("WIDTHLAB_PROFILE", "quick"), choices=["smoke", "quick", "paper"])
     ap.add_argument("--out", default=str(ROOT / "out"))
+    ap.add_argument("--allow-deviations", action="store_true",
+                    help="claims that do not hold are reported, not failures (the main job); errors and panics still fail")
     ap.add_argument("names", nargs="*", help="notebooks to run (default: all), e.g. 01_background")
     args = ap.parse_args()
     out_dir = Path(args.out).resolve()
@@ -95,7 +106,7 @@ def main():
     results = {}
     for p in paths:
         print(f"[notebooks] {p.stem} ({args.profile}) ...", flush=True)
-        seconds, found = run_one(p, out_dir, env)
+        seconds, found = run_one(p, out_dir, env, args.allow_deviations)
         results[p.stem] = {"seconds": round(seconds, 1), "ok": not found, "problems": found}
         status = "ok" if not found else "FAILED"
         print(f"[notebooks] {p.stem}: {status} in {seconds:.0f} s", flush=True)
