@@ -6,11 +6,7 @@
 #      with all claims (paper value, measured value, holds/deviates), figures and run times.
 #      A claim that deviates is a result shown in the report; an error or panic fails the job.
 set -euo pipefail
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$ROOT"
-START=$(date +%s)
-bash environment/setup.sh --quiet
-export PATH="$HOME/.cargo/bin:$PATH"
+source "$(dirname "${BASH_SOURCE[0]}")/prepare.sh"
 cargo build --release --quiet --bin widthlab
 ./target/release/widthlab train --config configs/quick.toml --out results/main/train.json
 ./target/release/widthlab coord-check --preset e1 --profile quick --out results/main/coord-check-e1
