@@ -1,6 +1,6 @@
 """Run widthlab's notebooks headlessly with the Rust (evcxr) kernel.
 
-    python notebooks/run.py [--profile smoke|quick|paper] [--out DIR] [NAME ...]
+    python notebooks/run.py [--profile smoke|quick|paper] [--device cpu|cuda|auto] [--out DIR] [NAME ...]
 
 Executes every notebooks/NN_*.ipynb (or the named ones) at the given profile, writes the
 executed notebooks and an HTML rendering to OUT/notebooks/, and fails (exit 1) if any cell
@@ -83,6 +83,8 @@ def run_one(path, out_dir, env, allow_deviations):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--profile", default=os.environ.get("WIDTHLAB_PROFILE", "quick"), choices=["smoke", "quick", "paper"])
+    ap.add_argument("--device", default=os.environ.get("WIDTHLAB_DEVICE", "cpu"), choices=["cpu", "cuda", "auto"],
+                    help="device the notebooks train on (WIDTHLAB_DEVICE)")
     ap.add_argument("--out", default=str(ROOT / "out"))
     ap.add_argument("--allow-deviations", action="store_true",
                     help="claims that do not hold are reported, not failures (the main job); errors and panics still fail")
@@ -92,6 +94,7 @@ def main():
     out_dir.mkdir(parents=True, exist_ok=True)
     env = {
         "WIDTHLAB_PROFILE": args.profile,
+        "WIDTHLAB_DEVICE": args.device,
         "WIDTHLAB_OUT": str(out_dir),
         "EVCXR_TMPDIR": str(out_dir / ".evcxr"),
     }

@@ -53,6 +53,21 @@ impl std::fmt::Display for DeviceChoice {
 }
 
 impl DeviceChoice {
+    /// The device named by the environment variable `WIDTHLAB_DEVICE` (`cpu`, `cuda`, `auto`;
+    /// default `cpu`); notebooks and presets read their device this way, next to
+    /// [`crate::profile::Profile::from_env`].
+    pub fn from_env() -> Result<Self> {
+        Self::from_env_value(std::env::var("WIDTHLAB_DEVICE").ok().as_deref())
+    }
+
+    /// [`Self::from_env`] given the variable's value (`None` or empty: CPU).
+    fn from_env_value(value: Option<&str>) -> Result<Self> {
+        match value {
+            Some(s) if !s.is_empty() => s.parse().map_err(|e: Error| Error::config(format!("WIDTHLAB_DEVICE: {e}"))),
+            _ => Ok(DeviceChoice::Cpu),
+        }
+    }
+
     /// The tch device, or [`Error::DeviceUnavailable`] for `cuda` without a GPU.
     pub fn resolve(self) -> Result<Device> {
         match self {
@@ -135,5 +150,14 @@ mod tests {
         // Auto never fails; Cuda fails exactly when no GPU is visible.
         let auto = DeviceChoice::Auto.resolve().unwrap();
         assert_eq!(DeviceChoice::Cuda.resolve().is_ok(), auto != Device::Cpu);
+    }
+
+    #[test]
+    fn device_from_environment_value() {
+        assert_eq!(DeviceChoice::from_env_value(None).unwrap(), DeviceChoice::Cpu);
+        assert_eq!(DeviceChoice::from_env_value(Some("")).unwrap(), DeviceChoice::Cpu);
+        assert_eq!(DeviceChoice::from_env_value(Some("auto")).unwrap(), DeviceChoice::Auto);
+        let e = DeviceChoice::from_env_value(Some("tpu")).unwrap_err().to_string();
+        assert!(e.contains("WIDTHLAB_DEVICE") && e.contains("unknown device `tpu`"), "{e}");
     }
 }

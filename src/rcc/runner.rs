@@ -48,7 +48,8 @@ pub struct CoordCheck {
 pub const PRESETS: &[&str] = &["e1", "e2", "e3", "e4", "e4-llzero", "e5", "e7", "e8", "e9"];
 
 impl CoordCheck {
-    /// A preset at a profile. `e1` is Fig. 4 / E.1; `e6` shares its runs with `e5`.
+    /// A preset at a profile, on the device named by `WIDTHLAB_DEVICE` (default CPU). `e1`
+    /// is Fig. 4 / E.1; `e6` shares its runs with `e5`.
     pub fn preset(name: &str, profile: Profile) -> Result<Self> {
         let (depth, opt, param, lr, alpha) = match name {
             "e1" | "fig4" => (3, OptimizerKind::Sgd, "sp", 1e-4, 0.5),
@@ -79,6 +80,7 @@ impl CoordCheck {
             lr,
             steps: Some(steps),
             batch_size: 64,
+            device: crate::device::DeviceChoice::from_env()?,
             ..TrainConfig::default()
         };
         train.optim.kind = opt;
