@@ -29,13 +29,14 @@ pub enum Error {
     #[error("device {0} is not available")]
     DeviceUnavailable(String),
 
-    /// File-system errors, with the path involved.
-    #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    /// File-system errors, with the path involved. The I/O error is part of the message, not
+    /// a `source`, so `anyhow`'s `{:#}` chain does not print it twice.
+    #[error("{path}: {error}")]
+    Io { path: PathBuf, error: std::io::Error },
 
     /// An error raised inside libtorch.
     #[error("libtorch: {0}")]
-    Torch(#[from] tch::TchError),
+    Torch(tch::TchError),
 
     /// Serialisation of results failed.
     #[error("serialisation: {0}")]
@@ -48,11 +49,17 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 impl Error {
     /// Wraps an `std::io::Error` with the path it concerns.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io { path: path.into(), source }
+        Error::Io { path: path.into(), error: source }
     }
     /// Shorthand for [`Error::InvalidConfig`].
     pub fn config(msg: impl Into<String>) -> Self {
         Error::InvalidConfig(msg.into())
+    }
+}
+
+impl From<tch::TchError> for Error {
+    fn from(e: tch::TchError) -> Self {
+        Error::Torch(e)
     }
 }
 

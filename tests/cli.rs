@@ -33,7 +33,10 @@ fn bad_inputs_are_clean_errors() {
     let bad = dir.path().join("bad.toml");
     std::fs::write(&bad, "lr = [1, 2").unwrap();
     assert_clean_error(&widthlab(&["train", "--config", bad.to_str().unwrap()]), "cannot parse config");
-    assert_clean_error(&widthlab(&["train", "--config", "/nonexistent/x.toml"]), "/nonexistent/x.toml");
+    let o = widthlab(&["train", "--config", "/nonexistent/x.toml"]);
+    assert_clean_error(&o, "/nonexistent/x.toml");
+    // the cause is said once, not repeated by the error chain
+    assert_eq!(stderr(&o).matches("No such file or directory").count(), 1, "{}", stderr(&o));
     let empty = dir.path().join("no-data");
     std::fs::create_dir_all(&empty).unwrap();
     let o = widthlab(&["train", "--dataset", "mnist", "--data-dir", empty.to_str().unwrap(), "--quiet"]);
