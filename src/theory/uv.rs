@@ -78,6 +78,18 @@
 //! The authors' limit code decays `lambda` by `a` instead of `a^2` under weight decay; their
 //! own finite-width recursion (and ours) converges to `a^2`, which we follow.
 //!
+//! # Where the authors' code and the paper differ (we follow the paper)
+//! The authors' `update` (uv_dynamics_closedform/utils.py) computes the new `lambda` with the
+//! *new* `f_{t+1}` (sequential assignment) and, in SP, omits the factor `n^-c` on the
+//! `eta chi lambda` term of the sharpness update (the paper's SP equation has
+//! `n^-c eta chi lambda`). With `c = 0` (their max-stable scan, Fig. C.2) the second slip
+//! vanishes. With `c = 1` (Fig. C.3) it makes the sharpness grow `n` times too fast, which is
+//! where the caption's "smaller widths diverge at smaller learning rates" comes from: with the
+//! paper's equations (checked here against explicit SGD and against autograd in libtorch),
+//! small widths at `eta_0 = 2.1` mostly *catapult* (sharpness drops below `2/eta_0`, the loss
+//! converges) while the infinite-width limit diverges; every width catapults given `O(log n)`
+//! steps (notebook 03 shows both).
+//!
 //! # Max-stable learning rate
 //! A run with base learning rate `eta` is *stable* if after `T(eta) = max(15, ceil(20 / eta))`
 //! steps (capped at `max_steps`) `f_T` and `lambda_T` are finite and `|f_T| < 100`: the
@@ -99,7 +111,6 @@
 //! which the fixed horizon `T` cuts off at large width (see notebook 03 for the numbers).
 use std::time::Instant;
 
-use rand::Rng;
 use rand_distr::{ChiSquared, Distribution, StandardNormal};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -924,7 +935,7 @@ pub struct ConvergenceConfig {
     pub widths: Vec<f64>,
     /// Seeds (default 0..20).
     pub seeds: Vec<u64>,
-    /// Base learning rate (default 0.5).
+    /// Base learning rate (default 0.3; `1/lambda` would converge in one step).
     pub eta: f64,
     /// Steps at which distances are reported (default 2, 5, 10, 20).
     pub times: Vec<usize>,
@@ -932,7 +943,7 @@ pub struct ConvergenceConfig {
 
 impl Default for ConvergenceConfig {
     fn default() -> Self {
-        ConvergenceConfig { widths: vec![64.0, 256.0, 1024.0, 4096.0, 16384.0, 65536.0], seeds: (0..20).collect(), eta: 0.5, times: vec![2, 5, 10, 20] }
+        ConvergenceConfig { widths: vec![64.0, 256.0, 1024.0, 4096.0, 16384.0, 65536.0], seeds: (0..20).collect(), eta: 0.3, times: vec![2, 5, 10, 20] }
     }
 }
 
@@ -1081,9 +1092,44 @@ impl UvNet {
     }
 }
 
+/// Recursion vs real training at one width: the largest relative deviation over all steps.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CrossCheck {
+    pub param: UvParam,
+    pub width: i64,
+    pub eta: f64,
+    pub steps: usize,
+    /// `max_t |f_t^net - f_t^rec| / max(|f|, 1e-12)`.
+    pub max_rel_f: f64,
+    /// The same for `lambda_t`.
+    pub max_rel_lambda: f64,
+    /// `(f_t, lambda_t)` of the real network.
+    pub real: Vec<UvState>,
+}
+
+/// Trains [`UvNet`] at `width` for `steps` steps with base rate `eta_over_eos` times its edge
+/// of stability `2 / (k_a lambda_0)` and runs the recursion from the network's own initial
+/// state next to it.
+pub fn cross_check(cfg: &UvConfig, width: i64, eta_over_eos: f64, steps: usize) -> Result<CrossCheck> {
+    let net = UvNet::new(cfg, width)?;
+    let init = net.state()?;
+    let co = cfg.coefficients(width as f64)?;
+    let eta = eta_over_eos * co.edge_of_stability(init.lambda);
+    let real = net.train(eta, steps)?;
+    let rec = simulate(cfg, &co, init, eta, steps, true, false);
+    let rel = |a: f64, b: f64| (a - b).abs() / a.abs().max(b.abs()).max(1e-12);
+    let (mut mf, mut ml) = (0f64, 0f64);
+    for (a, b) in real.iter().zip(&rec.states) {
+        mf = mf.max(rel(a.f, b.f));
+        ml = ml.max(rel(a.lambda, b.lambda));
+    }
+    Ok(CrossCheck { param: cfg.param, width, eta, steps, max_rel_f: mf, max_rel_lambda: ml, real })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rand::Rng;
 
     fn rel(a: f64, b: f64) -> f64 {
         (a - b).abs() / a.abs().max(b.abs()).max(1e-300)
