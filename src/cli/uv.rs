@@ -227,7 +227,7 @@ fn run_scan(a: &ScanArgs) -> anyhow::Result<()> {
         for (w, _, best) in largest_stable_on_grid(&pts) {
             println!("  grid: width {w:>9}: largest stable grid eta {}", best.map_or("none".into(), |b| format!("{b:.4e}")));
         }
-        let (f, l) = grid_figures(&pts);
+        let (f, l) = grid_figures(&pts, cfg.y);
         Panels::new(vec![f, l, r.figure()], 3).save_svg(&out.join("fig_c2.svg"))?;
     }
     println!("written: {}/{{max_stable.csv, scan.json, max_stable.svg{}}}", out.display(), if a.grid.is_some() { ", grid.csv, fig_c2.svg" } else { "" });

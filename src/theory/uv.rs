@@ -845,21 +845,23 @@ pub fn largest_stable_on_grid(points: &[GridPoint]) -> Vec<(f64, u64, Option<f64
         .collect()
 }
 
-/// Fig. C.2 left and centre: `f_T` and `lambda_T` vs learning rate, one line per width
-/// (seed 0 of the grid); diverged points are left out, so lines end where training diverges.
-pub fn grid_figures(points: &[GridPoint]) -> (crate::plot::Figure, crate::plot::Figure) {
+/// Fig. C.2 left and centre: the residual `|f_T - y|` (log scale, so that memorisation to
+/// 1e-12 and the growth near the threshold both show; the paper plots `f_T`) and `lambda_T`
+/// vs learning rate, one line per width (seed 0 of the grid); unstable points are left out,
+/// so lines end where training diverges.
+pub fn grid_figures(points: &[GridPoint], y: f64) -> (crate::plot::Figure, crate::plot::Figure) {
     let mut ws: Vec<f64> = points.iter().map(|p| p.width).collect();
     ws.sort_by(f64::total_cmp);
     ws.dedup();
     let seed = points.iter().map(|p| p.seed).min().unwrap_or(0);
-    let mut ff = crate::plot::Figure::new("f_T after training").x_label("learning rate").y_label("f_T").log_x();
+    let mut ff = crate::plot::Figure::new("|f_T - y| after training").x_label("learning rate").y_label("|f_T - y|").log_x().log_y();
     let mut fl = crate::plot::Figure::new("lambda_T after training").x_label("learning rate").y_label("lambda_T").log_x().log_y();
     for (i, &w) in ws.iter().enumerate() {
         let mut pts: Vec<&GridPoint> = points.iter().filter(|p| p.width == w && p.seed == seed && p.stable).collect();
         pts.sort_by(|a, b| a.eta.total_cmp(&b.eta));
         let c = crate::plot::gradient(i, ws.len());
         let x: Vec<f64> = pts.iter().map(|p| p.eta).collect();
-        ff = ff.series_with(format!("n={w}"), x.clone(), pts.iter().map(|p| p.f).collect(), crate::plot::Style::Solid, c);
+        ff = ff.series_with(format!("n={w}"), x.clone(), pts.iter().map(|p| (p.f - y).abs()).collect(), crate::plot::Style::Solid, c);
         fl = fl.series_with(format!("n={w}"), x, pts.iter().map(|p| p.lambda).collect(), crate::plot::Style::Solid, c);
     }
     (ff, fl)
@@ -913,7 +915,7 @@ impl DynamicsResult {
     pub fn figures(&self, clip: f64) -> (crate::plot::Figure, crate::plot::Figure) {
         let title = format!("{} alpha {} eta {}", self.config.param, self.config.alpha, self.eta);
         let mut ff = crate::plot::Figure::new(format!("f_t, {title}")).x_label("step t").y_label("f_t");
-        let mut fl = crate::plot::Figure::new(format!("lambda_t, {title}")).x_label("step t").y_label("lambda_t").log_y();
+        let mut fl = crate::plot::Figure::new(format!("lambda_t, {title}")).x_label("step t").y_label("lambda_t");
         let finite = self.runs.iter().filter(|r| r.0.is_finite()).count();
         for (i, (w, r)) in self.runs.iter().enumerate() {
             let keep: Vec<(f64, UvState)> = r.states.iter().enumerate().map(|(t, s)| (t as f64, *s)).take_while(|(_, s)| s.f.abs() <= clip && s.is_finite()).collect();
