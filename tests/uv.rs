@@ -56,7 +56,8 @@ fn cli_writes_results_and_rejects_bad_input_cleanly() {
     let csv = std::fs::read_to_string(out.join("max_stable.csv")).unwrap();
     assert_eq!(csv.lines().count(), 4, "{csv}");
     for (args, needle) in [
-        (vec!["uv", "scan", "--widths", "0,10"], "width must be >= 1"),
+        (vec!["uv", "scan", "--widths", "0,10"], "width must be a whole number >= 1"),
+        (vec!["uv", "scan", "--widths", "31.6"], "width must be a whole number >= 1"),
         (vec!["uv", "dynamics", "--eta", "-1"], "learning rate > 0"),
         (vec!["uv", "convergence", "--param", "sp"], "no infinite-width limit"),
         (vec!["uv", "scan", "--param", "foo"], "unknown parameterization `foo`"),

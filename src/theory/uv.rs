@@ -308,8 +308,8 @@ impl UvConfig {
 }
 
 fn check_width(n: f64) -> Result<()> {
-    if !(n >= 1.0 && n.is_finite()) {
-        return Err(Error::config(format!("uv: width must be >= 1, got {n}")));
+    if !(n >= 1.0 && n.is_finite() && n.fract() == 0.0) {
+        return Err(Error::config(format!("uv: width must be a whole number >= 1, got {n}")));
     }
     Ok(())
 }
