@@ -1,6 +1,7 @@
 //! The uv model's full learning-rate scan (Fig. C.2's grid): widths 10..10^6 x seeds x 30
 //! learning rates, every run for `T(eta) = max(15, ceil(20/eta))` steps (the authors'
-//! horizon), in widthlab (`theory::uv::lr_grid`, rayon over all runs) and in NumPy
+//! horizon), in widthlab (`theory::uv::lr_grid`: for each learning rate, 8 runs of equal
+//! length in lockstep per task, rayon over tasks) and in NumPy
 //! (`benches/reference/uv_scan.py`, run in the same invocation with the project venv's
 //! python): the authors' approach (a Python loop of scalar updates per run) and the grid
 //! vectorised with NumPy. Both sides do the same work: same initial states, every step, stop

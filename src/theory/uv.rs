@@ -560,6 +560,35 @@ pub fn simulate(cfg: &UvConfig, co: &Coefficients, init: UvState, eta: f64, step
     Trajectory { steps, states, last: s, exit }
 }
 
+/// Runs one base rate from several `(coefficients, initial state)` pairs (different widths or
+/// seeds) in lockstep, 8 at a time, every step (constant schedule only; a run stops at its
+/// first non-finite state). Run by run the arithmetic is that of [`simulate`] with
+/// `early_exit = false`, so the final states are bitwise the same; interleaving independent
+/// runs of equal length lets the CPU overlap their dependency chains. Returns the final states.
+pub fn simulate_lanes(cfg: &UvConfig, runs: &[(Coefficients, UvState)], eta: f64, steps: usize) -> Vec<UvState> {
+    const L: usize = 8;
+    debug_assert!(matches!(cfg.schedule.build(1), Schedule::Constant));
+    let decay = 1.0 - cfg.weight_decay * eta;
+    let mut out = Vec::with_capacity(runs.len());
+    for chunk in runs.chunks(L) {
+        let k = chunk.len();
+        let co: [Coefficients; L] = std::array::from_fn(|j| chunk[j.min(k - 1)].0);
+        let mut f: [f64; L] = std::array::from_fn(|j| chunk[j.min(k - 1)].1.f);
+        let mut lam: [f64; L] = std::array::from_fn(|j| chunk[j.min(k - 1)].1.lambda);
+        let mut live = [true; L];
+        for _ in 0..steps {
+            for j in 0..L {
+                let s = co[j].step(UvState { f: f[j], lambda: lam[j] }, eta, cfg.y, decay);
+                f[j] = if live[j] { s.f } else { f[j] };
+                lam[j] = if live[j] { s.lambda } else { lam[j] };
+                live[j] = live[j] && s.is_finite();
+            }
+        }
+        out.extend((0..k).map(|j| UvState { f: f[j], lambda: lam[j] }));
+    }
+    out
+}
+
 /// The infinite-width run paired with a finite one: the limit recursion from the limiting
 /// initial conditions (module docs; SP and NTP given the finite network's `f_0`).
 pub fn limit_initial_state(cfg: &UvConfig, finite_f0: f64) -> UvState {
@@ -820,6 +849,24 @@ pub fn lr_grid(cfg: &UvConfig, widths: &[f64], seeds: &[u64], etas: &[f64], crit
         .flat_map(|&w| seeds.iter().map(move |&s| (w, s)))
         .map(|(w, s)| Ok((w, s, initial_state(cfg, w, s)?, cfg.coefficients(w)?)))
         .collect::<Result<_>>()?;
+    let steps: Vec<usize> = etas.iter().map(|&e| crit.steps(e)).collect();
+    if !early_exit && matches!(cfg.schedule.build(1), Schedule::Constant) {
+        // every step of every run: for each rate, all initial states in lockstep (equal lengths)
+        let runs: Vec<(Coefficients, UvState)> = inits.iter().map(|&(_, _, init, co)| (co, init)).collect();
+        let chunks: Vec<(usize, usize)> = (0..etas.len()).flat_map(|e| (0..runs.len()).step_by(8).map(move |c| (e, c))).collect();
+        let lasts: Vec<((usize, usize), Vec<UvState>)> = chunks
+            .par_iter()
+            .map(|&(e, c)| ((e, c), simulate_lanes(cfg, &runs[c..(c + 8).min(runs.len())], etas[e], steps[e])))
+            .collect();
+        let mut pts: Vec<Option<GridPoint>> = vec![None; inits.len() * etas.len()];
+        for ((e, c), last) in lasts {
+            for (j, s) in last.into_iter().enumerate() {
+                let (w, seed, _, _) = inits[c + j];
+                pts[(c + j) * etas.len() + e] = Some(GridPoint { width: w, seed, eta: etas[e], steps: steps[e], f: s.f, lambda: s.lambda, stable: crit.is_stable(s) });
+            }
+        }
+        return Ok(pts.into_iter().map(|p| p.expect("every run simulated")).collect());
+    }
     let jobs: Vec<(usize, f64)> = (0..inits.len()).flat_map(|i| etas.iter().map(move |&e| (i, e))).collect();
     Ok(jobs
         .par_iter()
@@ -1371,6 +1418,25 @@ mod tests {
             let best = best.unwrap();
             let next = etas.iter().copied().find(|e| *e > best).unwrap();
             assert!(best <= m.eta_unstable && m.eta_max < next, "width {w}: grid {best} next {next} bisection {}", m.eta_max);
+        }
+    }
+
+    #[test]
+    fn lanes_are_bitwise_the_scalar_runs() {
+        for param in UvParam::ALL {
+            let cfg = UvConfig { param, weight_decay: 0.05, ..UvConfig::new(param) };
+            let runs: Vec<(Coefficients, UvState)> =
+                (0..11u64).map(|i| (cfg.coefficients(10.0 + 30.0 * i as f64).unwrap(), initial_state(&cfg, 10.0 + 30.0 * i as f64, i).unwrap())).collect();
+            for eta_scale in [0.3, 0.9, 1.1, 3.0] {
+                let eta = eta_scale * runs[5].0.edge_of_stability(runs[5].1.lambda);
+                let lanes = simulate_lanes(&cfg, &runs, eta, 40);
+                assert_eq!(lanes.len(), runs.len());
+                for ((co, init), l) in runs.iter().zip(&lanes) {
+                    let s = simulate(&cfg, co, *init, eta, 40, false, false).last;
+                    let same = (s.f.to_bits() == l.f.to_bits() && s.lambda.to_bits() == l.lambda.to_bits()) || (!s.is_finite() && !l.is_finite());
+                    assert!(same, "{param} eta {eta}: {s:?} vs {l:?}");
+                }
+            }
         }
     }
 
