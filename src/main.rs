@@ -22,6 +22,8 @@ enum Command {
     CoordCheck(cli::coord_check::CoordCheckArgs),
     /// Print what a parameterization resolves to (init std, multiplier, learning rate) per layer.
     Params(cli::params::ParamsArgs),
+    /// The 2-layer linear uv model (appendix C.4): dynamics, max-stable learning rates, limit.
+    Uv(cli::uv::UvArgs),
 }
 
 fn main() -> ExitCode {
@@ -31,6 +33,7 @@ fn main() -> ExitCode {
         Command::Train(a) => cli::train::run(a),
         Command::Params(a) => cli::params::run(a),
         Command::CoordCheck(a) => cli::coord_check::run_cli(a),
+        Command::Uv(a) => cli::uv::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

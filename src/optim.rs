@@ -59,6 +59,8 @@ pub enum Schedule {
     Constant,
     /// Linear warmup from `1/warmup` to 1 over `warmup` steps, then cosine decay to
     /// `final_frac` at step `total` (the paper's GPT runs: 700 warmup steps, decay to 10%).
+    /// `warmup = 0` is cosine decay alone; `final_frac = 1` with `total = warmup` is warmup
+    /// alone.
     WarmupCosine { warmup: usize, total: usize, final_frac: f64 },
 }
 
@@ -90,7 +92,9 @@ pub enum DecayMode {
     /// the parameterization's learning rate).
     #[default]
     LrCoupled,
-    /// Width- and layer-independent decay `eta * schedule(t) * wd`, the same for all layers.
+    /// Width- and layer-independent decay `eta * schedule(t) * wd`, the same for all layers,
+    /// decoupled from the gradient (AdamW, and SGDW: `w <- (1 - eta schedule(t) wd) w - lr_p g`;
+    /// the uv model's convention, appendix C.4).
     Independent,
 }
 
@@ -150,8 +154,8 @@ impl OptimConfig {
             }
         }
         if let Schedule::WarmupCosine { warmup, total, final_frac } = self.schedule {
-            if warmup == 0 || total < warmup || !(0.0..=1.0).contains(&final_frac) {
-                return bad("schedule: need warmup >= 1, total >= warmup, final_frac in [0, 1]".into());
+            if total < warmup || !(0.0..=1.0).contains(&final_frac) {
+                return bad("schedule: need total >= warmup, final_frac in [0, 1]".into());
             }
         }
         Ok(())
@@ -287,7 +291,8 @@ impl Optimizer {
                 let mut w = p.tensor.shallow_clone();
                 match cfg.kind {
                     OptimizerKind::Sgd | OptimizerKind::SamSgd => {
-                        let mut g = if cfg.weight_decay > 0.0 { g + &w * cfg.weight_decay } else { g.shallow_clone() };
+                        let decoupled = cfg.decay_mode == DecayMode::Independent;
+                        let mut g = if cfg.weight_decay > 0.0 && !decoupled { g + &w * cfg.weight_decay } else { g.shallow_clone() };
                         if cfg.momentum > 0.0 {
                             let buf = match st.m.take() {
                                 None => g.detach().copy(),
@@ -299,6 +304,9 @@ impl Optimizer {
                             };
                             g = buf.shallow_clone();
                             st.m = Some(buf);
+                        }
+                        if decoupled && decay > 0.0 {
+                            w *= 1.0 - decay;
                         }
                         // w += (-lr_p) * g in one fused pass
                         if neg_lr.as_ref().is_none_or(|(v, _)| *v != lr_p) {
@@ -475,6 +483,27 @@ mod tests {
             })
             .collect();
         close(&vals(&p), &want);
+    }
+
+    #[test]
+    fn sgd_independent_decay_is_decoupled() {
+        let p = param(&W, 0.5);
+        let cfg = OptimConfig { weight_decay: 0.2, decay_mode: DecayMode::Independent, ..OptimConfig::default() };
+        let mut opt = Optimizer::new(&cfg, 0.1, &p).unwrap();
+        opt.step(&p, &mut || quad(&p, &C)).unwrap();
+        // w <- (1 - 0.1 * 0.2) w - 0.05 g(w)
+        let want: Vec<f64> = W.iter().zip(grad()).map(|(w, g)| w * (1.0 - 0.02) - 0.05 * g).collect();
+        close(&vals(&p), &want);
+        // lr-coupled (L2) decay: w - 0.05 (g + 0.2 w)
+        let p = param(&W, 0.5);
+        let cfg = OptimConfig { weight_decay: 0.2, ..OptimConfig::default() };
+        let mut opt = Optimizer::new(&cfg, 0.1, &p).unwrap();
+        opt.step(&p, &mut || quad(&p, &C)).unwrap();
+        let want: Vec<f64> = W.iter().zip(grad()).map(|(w, g)| w - 0.05 * (g + 0.2 * w)).collect();
+        close(&vals(&p), &want);
+        let cos = Schedule::WarmupCosine { warmup: 0, total: 10, final_frac: 0.0 };
+        assert!((cos.factor(0) - 1.0).abs() < 1e-12 && (cos.factor(5) - 0.5).abs() < 1e-12);
+        assert!(OptimConfig { schedule: cos, ..OptimConfig::default() }.validate().is_ok());
     }
 
     #[test]

@@ -430,6 +430,23 @@ impl Parameterization {
         self
     }
 
+    /// Sets the reference width of the global learning-rate scaling
+    /// (`eta_n = eta (n / lr_base_width)^-alpha`).
+    pub fn with_lr_base_width(mut self, n0: f64) -> Self {
+        self.lr_base_width = n0;
+        self
+    }
+
+    /// Multiplies every initialisation std by `factor` (e.g. `1/sqrt(2)` turns He's ReLU gain
+    /// `c_phi = 2` into the gain `c_phi = 1` of linear networks, as in the uv model of
+    /// appendix C.4).
+    pub fn scale_init(mut self, factor: f64) -> Self {
+        for rule in [&mut self.init_std.input, &mut self.init_std.hidden, &mut self.init_std.output] {
+            rule.coef *= factor;
+        }
+        self
+    }
+
     /// Reads a user-defined parameterization from TOML text (same fields as this struct).
     pub fn from_toml(text: &str) -> Result<Self> {
         let p: Parameterization =
@@ -634,6 +651,17 @@ mod tests {
         let r = mlp_rules(&p, 512, Sgd);
         assert!(close(r[0].1, 512.0) && close(r[2].1, 1.0 / 512.0));
         assert!(close(r[2].0, 2f64.sqrt() / 512.0));
+    }
+
+    #[test]
+    fn scale_init_and_lr_base_width() {
+        let p = Parameterization::mup().with_base_width(1.0).with_lr_base_width(1.0).with_alpha(1.0).scale_init(0.5f64.sqrt());
+        let n = 400i64;
+        let u = p.resolve(InputLike, Weight, 1, n, n, Sgd);
+        let v = p.resolve(OutputLike, Weight, n, 1, n, Sgd);
+        // unit-gain init: u ~ N(0, 1), v ~ N(0, 1/n^2); lr n * n^-1 and n^-1 * n^-1
+        assert!(close(u.init_std, 1.0) && close(v.init_std, 1.0 / 400.0));
+        assert!(close(u.lr_scale, 1.0) && close(v.lr_scale, 1.0 / 160000.0));
     }
 
     #[test]

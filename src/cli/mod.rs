@@ -2,3 +2,4 @@
 pub mod coord_check;
 pub mod params;
 pub mod train;
+pub mod uv;
