@@ -45,7 +45,7 @@ pub const GPT_PRESETS: &[&str] = &["fig2", "e18"];
 
 impl GptCheck {
     /// A preset at a profile (see the module docs). `smoke` runs two tiny widths for a few
-    /// steps; `quick` widths 64..256 with 6 blocks for 40 steps; `paper` the paper's widths
+    /// steps; `quick` widths 64..256 with 6 blocks for 30 steps; `paper` the paper's widths
     /// 256..4096 (a GPU job).
     pub fn preset(name: &str, profile: Profile) -> Result<Self> {
         let (param, lr, alpha) = match name {
@@ -55,7 +55,7 @@ impl GptCheck {
         };
         let (widths, depth, seq_len, batch, steps, probe, measured): (Vec<i64>, usize, i64, usize, usize, usize, Vec<usize>) = match profile {
             Profile::Smoke => (vec![32, 64], 2, 32, 4, 3, 2, vec![1, 2, 3]),
-            Profile::Quick => (vec![64, 128, 256], 6, 64, 8, 40, 4, vec![1, 2, 5, 10, 20, 40]),
+            Profile::Quick => (vec![64, 128, 256], 6, 64, 8, 30, 4, vec![1, 2, 5, 10, 20, 30]),
             Profile::Paper => (vec![256, 512, 1024, 2048, 4096], 6, 512, 256, 2000, 16, vec![1, 2, 10, 100, 700, 2000]),
         };
         let mut train = GptTrainConfig {
