@@ -2,3 +2,4 @@
 //! appendix C.4 and the width-exponent predictions of appendix C.1.
 
 pub mod predict;
+pub mod readout;
