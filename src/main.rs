@@ -18,6 +18,8 @@ struct Cli {
 enum Command {
     /// Train one model from a config file (TOML or JSON) with flag overrides.
     Train(cli::train::TrainArgs),
+    /// Train a Pythia-style GPT on the Shakespeare corpus (or a config's text).
+    GptTrain(cli::gpt_train::GptTrainArgs),
     /// Refined coordinate check over widths and seeds (appendix E presets).
     CoordCheck(cli::coord_check::CoordCheckArgs),
     /// Print what a parameterization resolves to (init std, multiplier, learning rate) per layer.
@@ -31,6 +33,7 @@ fn main() -> ExitCode {
     widthlab::device::tune_allocator();
     let result = match &cli.command {
         Command::Train(a) => cli::train::run(a),
+        Command::GptTrain(a) => cli::gpt_train::run(a),
         Command::Params(a) => cli::params::run(a),
         Command::CoordCheck(a) => cli::coord_check::run_cli(a),
         Command::Uv(a) => cli::uv::run(a),

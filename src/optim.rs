@@ -537,6 +537,46 @@ mod tests {
     }
 
     #[test]
+    fn adamw_with_warmup_and_clipping_two_steps_by_hand() {
+        // The paper's GPT optimizer: AdamW (0.9, 0.95), eps 1e-12, wd 0.1, warmup + cosine,
+        // clipping at 1; the loss 5 ||w - c||^2 has gradient 10 (w - c), norm > 1: clipped.
+        let p = param(&W, 2.0);
+        let schedule = Schedule::WarmupCosine { warmup: 4, total: 10, final_frac: 0.1 };
+        let cfg = OptimConfig {
+            kind: OptimizerKind::AdamW,
+            beta1: 0.9,
+            beta2: 0.95,
+            eps: 1e-12,
+            weight_decay: 0.1,
+            grad_clip: Some(1.0),
+            schedule,
+            ..OptimConfig::default()
+        };
+        let mut opt = Optimizer::new(&cfg, 0.01, &p).unwrap();
+        let mut w = W.to_vec();
+        let (mut m, mut v) = (vec![0.0; 3], vec![0.0; 3]);
+        for t in 1..=2 {
+            let lr = opt.current_lr() * 2.0;
+            assert!((lr - 0.02 * t as f64 / 4.0).abs() < 1e-15, "warmup factor t/4");
+            let s = opt.step(&p, &mut || quad(&p, &C) * 10.0).unwrap();
+            let g: Vec<f64> = w.iter().zip(&C).map(|(w, c)| 10.0 * (w - c)).collect();
+            let norm = g.iter().map(|x| x * x).sum::<f64>().sqrt();
+            assert!((s.grad_norm.unwrap() - norm).abs() < 1e-12 && norm > 1.0);
+            let clip = 1.0 / (norm + 1e-6);
+            for i in 0..3 {
+                let gi = g[i] * clip;
+                w[i] *= 1.0 - lr * 0.1;
+                m[i] = 0.9 * m[i] + 0.1 * gi;
+                v[i] = 0.95 * v[i] + 0.05 * gi * gi;
+                let mh = m[i] / (1.0 - 0.9f64.powi(t));
+                let vh = v[i] / (1.0 - 0.95f64.powi(t));
+                w[i] -= lr * mh / (vh.sqrt() + 1e-12);
+            }
+            close(&vals(&p), &w);
+        }
+    }
+
+    #[test]
     fn frozen_params_do_not_move_and_bad_settings_error() {
         let mut p = param(&W, 1.0);
         p[0].trainable = false;

@@ -20,6 +20,8 @@ use crate::param::Parameterization;
 use crate::rng::{self, stream};
 use crate::{Error, Result};
 
+pub mod gpt;
+
 /// A parameterization given by built-in name (`"sp"`) or spelled out inline.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
@@ -358,73 +360,143 @@ impl Trainer {
     }
 
     /// Runs all steps, evaluating as configured, with an optional progress bar and hook.
-    pub fn run(mut self, progress: bool, mut hook: Option<&mut dyn StepHook>) -> Result<TrainResult> {
-        let started = Instant::now();
-        let bar = if progress {
-            let b = ProgressBar::new(self.total_steps as u64);
-            b.set_style(
-                ProgressStyle::with_template(
-                    "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} steps ({per_sec}, eta {eta}) {msg}",
-                )
-                .unwrap_or_else(|_| ProgressStyle::default_bar()),
-            );
-            b
-        } else {
-            ProgressBar::hidden()
-        };
-        if let Some(h) = hook.as_deref_mut() {
-            h.start(&self.model)?;
-        }
-        let mut batch_losses = Vec::with_capacity(self.total_steps);
-        let mut evals = vec![];
-        let mut outcome = Outcome::Completed;
-        let mut steps = 0;
-        while steps < self.total_steps {
-            if let Some(h) = hook.as_deref_mut() {
-                h.before_step(steps + 1, &self.model)?;
-            }
-            let stats = self.step()?;
-            steps += 1;
-            batch_losses.push(stats.loss);
-            if let Some(h) = hook.as_deref_mut() {
-                h.after_step(steps, &self.model, &stats, self.optimizer.last_gradients())?;
-            }
-            let too_big = self.cfg.max_loss.is_some_and(|m| stats.loss > m);
-            if !stats.loss.is_finite() || too_big {
-                let reason = if too_big {
-                    format!("loss {:.3e} above max_loss", stats.loss)
-                } else {
-                    format!("non-finite loss ({})", stats.loss)
-                };
-                outcome = Outcome::Diverged { step: steps, reason };
-                break;
-            }
-            if self.cfg.eval.every > 0 && steps % self.cfg.eval.every == 0 && steps < self.total_steps {
-                evals.push(self.evaluate(steps));
-            }
-            bar.inc(1);
-            if steps % 50 == 0 {
-                bar.set_message(format!("loss {:.4}", stats.loss));
-            }
-        }
-        bar.finish_and_clear();
-        let last = self.evaluate(steps);
-        evals.push(last.clone());
-        let seconds = started.elapsed().as_secs_f64();
+    pub fn run(mut self, progress: bool, hook: Option<&mut dyn StepHook>) -> Result<TrainResult> {
+        let log = run_loop(&mut self, progress, hook)?;
         Ok(TrainResult {
             parameterization: self.cfg.parameterization()?.name,
             width: self.model.width(),
             num_params: self.model.num_params(),
             config: self.cfg,
-            outcome,
-            steps,
-            batch_losses,
-            evals,
-            last: Some(last),
-            seconds,
-            steps_per_second: steps as f64 / seconds.max(1e-9),
+            outcome: log.outcome,
+            steps: log.steps,
+            batch_losses: log.batch_losses,
+            evals: log.evals,
+            last: log.last,
+            seconds: log.seconds,
+            steps_per_second: log.steps_per_second,
         })
     }
+}
+
+impl Steppable for Trainer {
+    fn model(&self) -> &dyn Model {
+        &self.model
+    }
+    fn step(&mut self) -> Result<StepStats> {
+        Trainer::step(self)
+    }
+    fn last_gradients(&self) -> &[Option<Tensor>] {
+        self.optimizer.last_gradients()
+    }
+    fn evaluate(&self, step: usize) -> EvalRecord {
+        Trainer::evaluate(self, step)
+    }
+    fn total_steps(&self) -> usize {
+        self.total_steps
+    }
+    fn eval_every(&self) -> usize {
+        self.cfg.eval.every
+    }
+    fn max_loss(&self) -> Option<f64> {
+        self.cfg.max_loss
+    }
+}
+
+/// What the training loop drives: a model with its optimizer and data (the MLP's
+/// [`Trainer`], the GPT's [`gpt::GptTrainer`]).
+pub trait Steppable {
+    fn model(&self) -> &dyn Model;
+    /// One optimisation step on the next mini-batch.
+    fn step(&mut self) -> Result<StepStats>;
+    /// The gradients the last step applied.
+    fn last_gradients(&self) -> &[Option<Tensor>];
+    /// Metrics after `step` steps.
+    fn evaluate(&self, step: usize) -> EvalRecord;
+    fn total_steps(&self) -> usize;
+    /// Evaluate every this many steps (0: only at the end).
+    fn eval_every(&self) -> usize;
+    /// Stop as diverged above this training loss.
+    fn max_loss(&self) -> Option<f64>;
+}
+
+/// What [`run_loop`] returns: the model-independent part of a result.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunLog {
+    pub outcome: Outcome,
+    pub steps: usize,
+    pub batch_losses: Vec<f64>,
+    pub evals: Vec<EvalRecord>,
+    pub last: Option<EvalRecord>,
+    pub seconds: f64,
+    pub steps_per_second: f64,
+}
+
+/// The training loop (the only one in widthlab): steps until done or diverged, calls the
+/// hook around every step, evaluates as configured, shows an optional progress bar.
+pub fn run_loop(t: &mut dyn Steppable, progress: bool, mut hook: Option<&mut dyn StepHook>) -> Result<RunLog> {
+    let started = Instant::now();
+    let total = t.total_steps();
+    let bar = if progress {
+        let b = ProgressBar::new(total as u64);
+        b.set_style(
+            ProgressStyle::with_template(
+                "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} steps ({per_sec}, eta {eta}) {msg}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        b
+    } else {
+        ProgressBar::hidden()
+    };
+    if let Some(h) = hook.as_deref_mut() {
+        h.start(t.model())?;
+    }
+    let mut batch_losses = Vec::with_capacity(total);
+    let mut evals = vec![];
+    let mut outcome = Outcome::Completed;
+    let mut steps = 0;
+    let every = t.eval_every();
+    while steps < total {
+        if let Some(h) = hook.as_deref_mut() {
+            h.before_step(steps + 1, t.model())?;
+        }
+        let stats = t.step()?;
+        steps += 1;
+        batch_losses.push(stats.loss);
+        if let Some(h) = hook.as_deref_mut() {
+            h.after_step(steps, t.model(), &stats, t.last_gradients())?;
+        }
+        let too_big = t.max_loss().is_some_and(|m| stats.loss > m);
+        if !stats.loss.is_finite() || too_big {
+            let reason = if too_big {
+                format!("loss {:.3e} above max_loss", stats.loss)
+            } else {
+                format!("non-finite loss ({})", stats.loss)
+            };
+            outcome = Outcome::Diverged { step: steps, reason };
+            break;
+        }
+        if every > 0 && steps % every == 0 && steps < total {
+            evals.push(t.evaluate(steps));
+        }
+        bar.inc(1);
+        if steps % 50 == 0 || steps < 50 {
+            bar.set_message(format!("loss {:.4}", stats.loss));
+        }
+    }
+    bar.finish_and_clear();
+    let last = t.evaluate(steps);
+    evals.push(last.clone());
+    let seconds = started.elapsed().as_secs_f64();
+    Ok(RunLog {
+        outcome,
+        steps,
+        batch_losses,
+        evals,
+        last: Some(last),
+        seconds,
+        steps_per_second: steps as f64 / seconds.max(1e-9),
+    })
 }
 
 /// Builds a [`Trainer`] and runs it.

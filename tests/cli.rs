@@ -71,3 +71,26 @@ fn params_lists_every_builtin() {
         assert!(s.lines().any(|l| l == name), "{name} missing");
     }
 }
+
+#[test]
+fn gpt_train_errors_are_clean_and_a_generated_text_run_writes_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("no-text");
+    std::fs::create_dir_all(&empty).unwrap();
+    let o = widthlab(&["gpt-train", "--data-dir", empty.to_str().unwrap(), "--quiet"]);
+    assert_clean_error(&o, "bash environment/setup.sh");
+    assert_clean_error(&widthlab(&["gpt-train", "--width", "40", "--quiet"]), "head_dim");
+    // a tiny run on generated text (a config file selects the source)
+    let cfg = dir.path().join("gpt.toml");
+    std::fs::write(
+        &cfg,
+        "steps = 4\nbatch_size = 2\nthreads = 1\n[model]\nwidth = 32\ndepth = 1\n[data]\nvocab_size = 300\nseq_len = 16\n[data.source]\ntype = \"generated\"\nchars = 6000\n",
+    )
+    .unwrap();
+    let out = dir.path().join("g.json");
+    let o = widthlab(&["gpt-train", "--config", cfg.to_str().unwrap(), "--quiet", "--out", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    assert_eq!(v["steps"], 4);
+    assert!(v["tokens_per_second"].as_f64().unwrap() > 0.0);
+}

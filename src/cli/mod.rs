@@ -1,5 +1,6 @@
 //! Subcommands of the `widthlab` binary; each is a thin layer over the library.
 pub mod coord_check;
+pub mod gpt_train;
 pub mod params;
 pub mod train;
 pub mod uv;

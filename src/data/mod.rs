@@ -20,6 +20,7 @@ use crate::{Error, Result};
 pub mod cifar;
 pub mod idx;
 pub mod teacher;
+pub mod text;
 
 pub use teacher::{teacher_label, TeacherConfig};
 

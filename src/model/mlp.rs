@@ -12,9 +12,8 @@
 use serde::{Deserialize, Serialize};
 use tch::{Device, Tensor};
 
-use super::{LinearOp, Model, Param, Site, Trace};
-use crate::param::{OptimizerFamily, ParamKind, Parameterization, Role};
-use crate::rng::{self, stream};
+use super::{Model, Param, ParamShape, Trace};
+use crate::param::{ParamKind, Parameterization, Role};
 use crate::{Error, Result};
 
 /// Nonlinearity between layers.
@@ -149,17 +148,6 @@ impl MlpConfig {
     }
 }
 
-/// The static description of one parameter (see [`MlpConfig::layout`]).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct ParamShape {
-    pub name: String,
-    pub role: Role,
-    pub kind: ParamKind,
-    pub fan_in: i64,
-    pub fan_out: i64,
-    pub trainable: bool,
-}
-
 /// Normalisation layer parameters: indices into the parameter list.
 #[derive(Debug)]
 struct NormLayer {
@@ -197,31 +185,7 @@ impl Mlp {
         cfg.validate()?;
         param.validate()?;
         let n = cfg.width;
-        let mut rng = rng::rng(seed, stream::INIT);
-        let params: Vec<Param> = cfg
-            .layout()
-            .into_iter()
-            .map(|s| {
-                let sgd = param.resolve(s.role, s.kind, s.fan_in, s.fan_out, n, OptimizerFamily::Sgd);
-                let adam = param.resolve(s.role, s.kind, s.fan_in, s.fan_out, n, OptimizerFamily::Adam);
-                let tensor = match s.kind {
-                    ParamKind::Weight => rng::normal(&[s.fan_out, s.fan_in], sgd.init_std, &mut rng, device),
-                    ParamKind::Bias => Tensor::zeros([s.fan_out], (tch::Kind::Float, device)),
-                    ParamKind::NormGain => Tensor::ones([s.fan_out], (tch::Kind::Float, device)),
-                };
-                Param {
-                    name: s.name,
-                    role: s.role,
-                    kind: s.kind,
-                    fan_in: s.fan_in,
-                    fan_out: s.fan_out,
-                    tensor: tensor.set_requires_grad(s.trainable),
-                    trainable: s.trainable,
-                    lr_scale_sgd: sgd.lr_scale,
-                    lr_scale_adam: adam.lr_scale,
-                }
-            })
-            .collect();
+        let params = super::build_params(cfg.layout(), param, n, seed, device);
         let index = |name: String| params.iter().position(|p| p.name == name);
         let norm_layer = |prefix: &str, kind| {
             index(format!("{prefix}.gain")).map(|gain| NormLayer { kind, gain, bias: index(format!("{prefix}.bias")) })
@@ -231,7 +195,7 @@ impl Mlp {
         for l in 0..cfg.depth {
             let weight = index(format!("layers.{l}.weight")).expect("layout has every layer");
             let p = &params[weight];
-            let multiplier = param.resolve(p.role, p.kind, p.fan_in, p.fan_out, n, OptimizerFamily::Sgd).multiplier;
+            let multiplier = super::multiplier(p, param, n);
             layers.push(Dense { weight, bias: index(format!("layers.{l}.bias")), multiplier });
             if let Some(kind) = cfg.norm {
                 norms.extend(norm_layer(&format!("norms.{l}"), kind));
@@ -284,31 +248,11 @@ impl Mlp {
         h
     }
 
-    fn record(&self, rec: Option<&mut Trace>, param: usize, op: LinearOp, input: &Tensor, output: &Tensor) {
-        if let Some(r) = rec {
-            r.sites.push(Site {
-                name: self.params[param].name.clone(),
-                param,
-                op,
-                input: input.shallow_clone(),
-                output: output.shallow_clone(),
-            });
-        }
+    fn dense(&self, layer: &Dense, x: &Tensor, rec: Option<&mut Trace>) -> Tensor {
+        super::dense(&self.params, layer.weight, layer.bias, layer.multiplier, x, rec)
     }
 
-    fn dense(&self, layer: &Dense, x: &Tensor, mut rec: Option<&mut Trace>) -> Tensor {
-        let op = LinearOp::Dense { multiplier: layer.multiplier };
-        let mut y = op.apply(&self.params[layer.weight].tensor, x);
-        self.record(rec.as_deref_mut(), layer.weight, op, x, &y);
-        if let Some(b) = layer.bias {
-            let yb = LinearOp::Bias.apply(&self.params[b].tensor, &y);
-            self.record(rec, b, LinearOp::Bias, &y.ones_like(), &yb);
-            y = y + yb;
-        }
-        y
-    }
-
-    fn norm(&self, norm: &NormLayer, x: &Tensor, mut rec: Option<&mut Trace>) -> Tensor {
+    fn norm(&self, norm: &NormLayer, x: &Tensor, rec: Option<&mut Trace>) -> Tensor {
         let dims: &[i64] = &[-1];
         let z = match norm.kind {
             Norm::RmsNorm => x / (x.square().mean_dim(dims, true, None) + NORM_EPS).sqrt(),
@@ -318,14 +262,7 @@ impl Mlp {
                 centred / (var + NORM_EPS).sqrt()
             }
         };
-        let mut y = LinearOp::Diagonal.apply(&self.params[norm.gain].tensor, &z);
-        self.record(rec.as_deref_mut(), norm.gain, LinearOp::Diagonal, &z, &y);
-        if let Some(b) = norm.bias {
-            let yb = LinearOp::Bias.apply(&self.params[b].tensor, &y);
-            self.record(rec, b, LinearOp::Bias, &y.ones_like(), &yb);
-            y = y + yb;
-        }
-        y
+        super::affine(&self.params, norm.gain, norm.bias, &z, rec)
     }
 }
 

@@ -5,10 +5,62 @@
 use serde::{Deserialize, Serialize};
 use tch::{Device, Tensor};
 
-use crate::param::{OptimizerFamily, ParamKind, Role};
+use crate::param::{OptimizerFamily, ParamKind, Parameterization, Role};
+use crate::rng::{self, stream};
 
+pub mod gpt;
 pub mod mlp;
-pub use mlp::{Activation, Freeze, Mlp, MlpConfig, Norm, ParamShape};
+pub use gpt::{Gpt, GptConfig};
+pub use mlp::{Activation, Freeze, Mlp, MlpConfig, Norm};
+
+/// The static description of one parameter (see [`MlpConfig::layout`], [`GptConfig::layout`]):
+/// everything the parameterization needs, before any tensor exists.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ParamShape {
+    pub name: String,
+    pub role: Role,
+    pub kind: ParamKind,
+    /// Fan-in of a weight `[fan_out, fan_in]`; 1 for biases and gains.
+    pub fan_in: i64,
+    pub fan_out: i64,
+    pub trainable: bool,
+}
+
+/// Allocates and initialises the parameters of a layout under `param` at width `n`: weights
+/// `N(0, init_std^2)` drawn in layout order from the seeded stream `(seed, INIT)`, biases 0,
+/// gains 1, with the SGD and Adam learning-rate factors of their role. The one place where a
+/// model's parameters meet the parameterization's rules (every model calls it).
+pub fn build_params(layout: Vec<ParamShape>, param: &Parameterization, n: i64, seed: u64, device: Device) -> Vec<Param> {
+    let mut rng = rng::rng(seed, stream::INIT);
+    layout
+        .into_iter()
+        .map(|s| {
+            let sgd = param.resolve(s.role, s.kind, s.fan_in, s.fan_out, n, OptimizerFamily::Sgd);
+            let adam = param.resolve(s.role, s.kind, s.fan_in, s.fan_out, n, OptimizerFamily::Adam);
+            let tensor = match s.kind {
+                ParamKind::Weight => rng::normal(&[s.fan_out, s.fan_in], sgd.init_std, &mut rng, device),
+                ParamKind::Bias => Tensor::zeros([s.fan_out], (tch::Kind::Float, device)),
+                ParamKind::NormGain => Tensor::ones([s.fan_out], (tch::Kind::Float, device)),
+            };
+            Param {
+                name: s.name,
+                role: s.role,
+                kind: s.kind,
+                fan_in: s.fan_in,
+                fan_out: s.fan_out,
+                tensor: tensor.set_requires_grad(s.trainable),
+                trainable: s.trainable,
+                lr_scale_sgd: sgd.lr_scale,
+                lr_scale_adam: adam.lr_scale,
+            }
+        })
+        .collect()
+}
+
+/// The forward multiplier `a_l` of a weight under `param` at width `n` (1 for biases, gains).
+pub fn multiplier(p: &Param, param: &Parameterization, n: i64) -> f64 {
+    param.resolve(p.role, p.kind, p.fan_in, p.fan_out, n, OptimizerFamily::Sgd).multiplier
+}
 
 /// A trainable (or frozen) tensor with everything the parameterization and the monitors need.
 #[derive(Debug)]
@@ -69,6 +121,63 @@ impl LinearOp {
             LinearOp::Diagonal => x * w,
             LinearOp::Bias => x.ones_like() * w,
         }
+    }
+}
+
+/// Records one site into a trace (if tracing).
+pub(crate) fn record(params: &[Param], rec: Option<&mut Trace>, param: usize, op: LinearOp, input: &Tensor, output: &Tensor) {
+    if let Some(r) = rec {
+        r.sites.push(Site {
+            name: params[param].name.clone(),
+            param,
+            op,
+            input: input.shallow_clone(),
+            output: output.shallow_clone(),
+        });
+    }
+}
+
+/// `a W x (+ b)`: a dense weight and its optional bias as two sites.
+///
+/// # Shapes
+/// `x: [.., fan_in]` -> `[.., fan_out]`.
+pub(crate) fn dense(params: &[Param], weight: usize, bias: Option<usize>, multiplier: f64, x: &Tensor, mut rec: Option<&mut Trace>) -> Tensor {
+    let op = LinearOp::Dense { multiplier };
+    let w = &params[weight].tensor;
+    if rec.is_none() {
+        // fast path: one fused kernel when there is no multiplier
+        return match (bias, multiplier == 1.0) {
+            (Some(b), true) => x.linear(w, Some(&params[b].tensor)),
+            (Some(b), false) => op.apply(w, x) + &params[b].tensor,
+            (None, _) => op.apply(w, x),
+        };
+    }
+    let y = op.apply(w, x);
+    record(params, rec.as_deref_mut(), weight, op, x, &y);
+    match bias {
+        Some(b) => {
+            let yb = LinearOp::Bias.apply(&params[b].tensor, &y);
+            record(params, rec, b, LinearOp::Bias, &y.ones_like(), &yb);
+            y + yb
+        }
+        None => y,
+    }
+}
+
+/// `g * z (+ b)`: the affine part of a normalisation layer, on the normalised `z`, as two sites.
+pub(crate) fn affine(params: &[Param], gain: usize, bias: Option<usize>, z: &Tensor, mut rec: Option<&mut Trace>) -> Tensor {
+    let y = LinearOp::Diagonal.apply(&params[gain].tensor, z);
+    record(params, rec.as_deref_mut(), gain, LinearOp::Diagonal, z, &y);
+    match bias {
+        Some(b) => {
+            if rec.is_none() {
+                return y + &params[b].tensor;
+            }
+            let yb = LinearOp::Bias.apply(&params[b].tensor, &y);
+            record(params, rec, b, LinearOp::Bias, &y.ones_like(), &yb);
+            y + yb
+        }
+        None => y,
     }
 }
 

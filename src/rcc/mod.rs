@@ -50,6 +50,7 @@ use crate::optim::StepStats;
 use crate::train::StepHook;
 use crate::Result;
 
+pub mod gpt;
 pub mod regime;
 pub mod runner;
 pub use runner::{CoordCheck, CoordCheckResult, Profile};
@@ -414,7 +415,8 @@ impl Monitor {
             let f = now.logits.detach().set_requires_grad(true);
             let l = self.loss.compute(&f, &self.probe_y);
             let g = Tensor::f_run_backward(&[&l], &[&f], false, false)?;
-            let batch = self.probe_x.size()[0] as f64;
+            // per-example loss: one example per logit row (a token, for the GPT)
+            let batch = now.logits.size()[0] as f64;
             rows.push(("model".into(), "chi".into(), rms(&g[0]) * batch));
             rows.push(("model".into(), "loss".into(), l.double_value(&[])));
             // per-layer gradient norms of the training batch of this step

@@ -161,10 +161,23 @@ pub struct VerdictRow {
     pub later: Option<Verdict>,
 }
 
-/// Everything a coordinate check measured.
+/// What the analysis of a coordinate check needs to know about the check itself (the MLP's
+/// [`CoordCheck`] and the GPT's [`super::gpt::GptCheck`]).
+pub trait CheckSpec {
+    /// The widths the check ran at, in order.
+    fn widths(&self) -> &[i64];
+}
+
+impl CheckSpec for CoordCheck {
+    fn widths(&self) -> &[i64] {
+        &self.widths
+    }
+}
+
+/// Everything a coordinate check measured (of the MLP by default; `C` is the check).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct CoordCheckResult {
-    pub check: CoordCheck,
+pub struct CoordCheckResult<C = CoordCheck> {
+    pub check: C,
     pub rows: Vec<Row>,
     /// Runs that diverged: (width, seed, step).
     pub diverged: Vec<(i64, u64, usize)>,
@@ -252,7 +265,7 @@ pub fn phase_transition(
     Ok((crate::fit::crossing_width(&fa, &fb), fa, fb))
 }
 
-impl CoordCheckResult {
+impl<C: CheckSpec + Serialize> CoordCheckResult<C> {
     /// Values of one (layer, metric, step) as `(width, value)` over all seeds.
     pub fn points(&self, layer: &str, metric: &str, step: usize) -> Vec<(f64, f64)> {
         self.rows
@@ -336,8 +349,8 @@ impl CoordCheckResult {
     /// `metric` of `layer` against the step, one line per width (seed mean).
     pub fn figure_vs_step(&self, layer: &str, metric: &str) -> Figure {
         let mut fig = Figure::new(format!("{layer}: {metric} over training")).x_label("step").y_label(metric).log_y();
-        let n = self.check.widths.len();
-        for (i, &w) in self.check.widths.iter().enumerate() {
+        let n = self.check.widths().len();
+        for (i, &w) in self.check.widths().iter().enumerate() {
             let mut by_step: std::collections::BTreeMap<usize, Vec<f64>> = Default::default();
             for r in self.rows.iter().filter(|r| r.width == w && r.layer == layer && r.metric == metric && r.value.is_finite()) {
                 by_step.entry(r.step).or_default().push(r.value);
@@ -357,33 +370,6 @@ impl CoordCheckResult {
         let figs = layers.iter().map(|l| self.figure_vs_width(l, metric, predicted(l))).filter(|f| f.is_drawable()).collect::<Vec<_>>();
         let cols = figs.len().clamp(1, 3);
         Panels::new(figs, cols)
-    }
-
-    /// Verdicts for `metrics` of every weight layer at the last step: measured exponent
-    /// (with CI) against both predictions, within `tol`.
-    pub fn verdicts(&self, metrics: &[&str], tol: f64) -> Result<Vec<VerdictRow>> {
-        let first = predict(&self.check.setting(StepPhase::First)?)?;
-        let later = predict(&self.check.setting(StepPhase::Later)?)?;
-        let step = self.check.steps;
-        let mut out = vec![];
-        for layer in self.layers().iter().filter(|l| l.ends_with(".weight")) {
-            for &metric in metrics {
-                let pf = first.get(layer, metric).filter(|e| e.is_finite());
-                let pl = later.get(layer, metric).filter(|e| e.is_finite());
-                if pf.is_none() && pl.is_none() {
-                    continue;
-                }
-                let Ok(fit) = self.fit(layer, metric, step) else { continue };
-                out.push(VerdictRow {
-                    layer: layer.clone(),
-                    metric: metric.to_string(),
-                    step,
-                    first: pf.map(|p| verdict(p, &fit, tol)),
-                    later: pl.map(|p| verdict(p, &fit, tol)),
-                });
-            }
-        }
-        Ok(out)
     }
 
     /// The RCC decomposition of one layer at one width over training (seed means):
@@ -474,6 +460,35 @@ impl CoordCheckResult {
     pub fn write_json(&self, path: &Path) -> Result<()> {
         let json = serde_json::to_string(self)?;
         std::fs::write(path, json).map_err(|e| Error::io(path, e))
+    }
+}
+
+impl CoordCheckResult {
+    /// Verdicts for `metrics` of every weight layer at the last step: measured exponent
+    /// (with CI) against both predictions, within `tol`.
+    pub fn verdicts(&self, metrics: &[&str], tol: f64) -> Result<Vec<VerdictRow>> {
+        let first = predict(&self.check.setting(StepPhase::First)?)?;
+        let later = predict(&self.check.setting(StepPhase::Later)?)?;
+        let step = self.check.steps;
+        let mut out = vec![];
+        for layer in self.layers().iter().filter(|l| l.ends_with(".weight")) {
+            for &metric in metrics {
+                let pf = first.get(layer, metric).filter(|e| e.is_finite());
+                let pl = later.get(layer, metric).filter(|e| e.is_finite());
+                if pf.is_none() && pl.is_none() {
+                    continue;
+                }
+                let Ok(fit) = self.fit(layer, metric, step) else { continue };
+                out.push(VerdictRow {
+                    layer: layer.clone(),
+                    metric: metric.to_string(),
+                    step,
+                    first: pf.map(|p| verdict(p, &fit, tol)),
+                    later: pl.map(|p| verdict(p, &fit, tol)),
+                });
+            }
+        }
+        Ok(out)
     }
 }
 
