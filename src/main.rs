@@ -20,6 +20,8 @@ enum Command {
     Train(cli::train::TrainArgs),
     /// Refined coordinate check over widths and seeds (appendix E presets).
     CoordCheck(cli::coord_check::CoordCheckArgs),
+    /// Learning-rate sweeps across widths: run (resumable, sharded), status, merge, export, analyze.
+    Sweep(cli::sweep::SweepArgs),
     /// Print what a parameterization resolves to (init std, multiplier, learning rate) per layer.
     Params(cli::params::ParamsArgs),
 }
@@ -31,6 +33,7 @@ fn main() -> ExitCode {
         Command::Train(a) => cli::train::run(a),
         Command::Params(a) => cli::params::run(a),
         Command::CoordCheck(a) => cli::coord_check::run_cli(a),
+        Command::Sweep(a) => cli::sweep::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

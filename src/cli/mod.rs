@@ -1,4 +1,5 @@
 //! Subcommands of the `widthlab` binary; each is a thin layer over the library.
 pub mod coord_check;
 pub mod params;
+pub mod sweep;
 pub mod train;
