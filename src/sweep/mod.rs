@@ -54,7 +54,12 @@
 //! intra-op threads oversubscribe 2 cores otherwise, see ENVIRONMENT.md), largest first, then
 //! the large ones one at a time with all threads. Divergence is an outcome: the training loop
 //! stops a run at a non-finite loss (or above `max_loss`) and the record says so. Every run is
-//! seeded, so a record does not depend on which process or worker computed it.
+//! seeded and its libtorch thread count depends only on its size (never on `jobs`), so a record
+//! does not depend on which process or worker computed it: bitwise, between processes of the
+//! same executable (`tests/sweep.rs`). One open observation: records computed inside the
+//! integration-test executable differed from those of the `widthlab` binary in the last float
+//! bits (relative 1e-7), independently of `jobs`, concurrency and the allocator settings; the
+//! cause was not found. Keys are unaffected, so a store never holds both versions of a run.
 use std::collections::BTreeMap;
 use std::path::Path;
 
