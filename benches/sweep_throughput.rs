@@ -20,6 +20,7 @@ struct Result {
     runs: usize,
     cores: usize,
     sequential_seconds: f64,
+    sequential_one_thread_seconds: f64,
     engine_seconds: f64,
     sequential_runs_per_minute: f64,
     engine_runs_per_minute: f64,
@@ -47,8 +48,11 @@ fn main() -> anyhow::Result<()> {
     let all = cores();
     println!("sweep throughput: {n} runs (8-layer MLP, widths {widths:?}, 60 steps), {all} cores");
 
-    // Sequential, libtorch with all threads.
+    // Warm-up (libtorch's lazy initialisation, page faults) outside both timings.
     widthlab::device::set_threads(all);
+    MlpRunner.run(&points[0].config, all)?;
+
+    // Sequential, libtorch with all threads.
     let t0 = Instant::now();
     for p in &points {
         MlpRunner.run(&p.config, all)?;
@@ -62,7 +66,17 @@ fn main() -> anyhow::Result<()> {
     let eng = t0.elapsed().as_secs_f64();
     anyhow::ensure!(report.trained == n, "engine trained {} of {n} runs", report.trained);
 
+    // For reference: sequential with one libtorch thread (separates the gain from parallel
+    // runs from the cost of libtorch's intra-op threads on small matrices).
+    widthlab::device::set_threads(1);
+    let t0 = Instant::now();
+    for p in &points {
+        MlpRunner.run(&p.config, 1)?;
+    }
+    let seq1 = t0.elapsed().as_secs_f64();
+
     let r = Result {
+        sequential_one_thread_seconds: seq1,
         runs: n,
         cores: all,
         sequential_seconds: seq,
@@ -73,6 +87,7 @@ fn main() -> anyhow::Result<()> {
     };
     println!("sequential, {all} libtorch threads: {:>7.1} runs/min ({seq:.1} s)", r.sequential_runs_per_minute);
     println!("sweep engine ({} in parallel, {} alone): {:>7.1} runs/min ({eng:.1} s)", report.parallel, report.alone, r.engine_runs_per_minute);
+    println!("(reference) sequential, 1 libtorch thread: {:>7.1} runs/min ({seq1:.1} s)", 60.0 * n as f64 / seq1);
     println!("ratio engine / sequential: {:.2}x (target >= 1.5x)", r.ratio);
     let out = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-results");
     std::fs::create_dir_all(&out)?;
