@@ -174,7 +174,8 @@ fn spread(it: impl Iterator<Item = f64>) -> (f64, f64) {
 /// One setting (everything but width, lr and seed fixed) across widths.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct LrAnalysis {
-    /// `loss=ce depth=8 ...`: the coordinates that vary between groups of the sweep.
+    /// `loss=ce depth=8 ...`: the coordinates that vary between groups of the sweep (for a
+    /// single group: its loss, optimizer, parameterization and depth).
     pub label: String,
     pub coords: BTreeMap<String, serde_json::Value>,
     pub objective: Objective,
@@ -335,7 +336,9 @@ pub fn analyse(records: &[RunRecord], objective: Objective, instability: Option<
     let mut out = vec![];
     for (coords, recs) in groups.into_values() {
         let mut a = analyse_group(&recs, objective, instability)?;
-        a.label = if varying.is_empty() { "all".into() } else { varying.iter().map(|k| format!("{k}={}", coords.get(k).map_or("-".into(), super::plain))).collect::<Vec<_>>().join(" ") };
+        // One group: name it by its main settings instead.
+        let keys: Vec<String> = if varying.is_empty() { ["loss", "optimizer", "param", "depth"].iter().filter(|k| coords.get(**k).is_some_and(|v| !v.is_null())).map(|k| k.to_string()).collect() } else { varying.clone() };
+        a.label = keys.iter().map(|k| format!("{k}={}", coords.get(k).map_or("-".into(), super::plain))).collect::<Vec<_>>().join(" ");
         a.coords = coords;
         out.push(a);
     }
@@ -543,6 +546,7 @@ mod tests {
         recs.extend(synthetic("mse", -1.0, -1.0, 1));
         let g = analyse(&recs, Objective::TrainAcc, None).unwrap();
         assert_eq!(g.iter().map(|a| a.label.as_str()).collect::<Vec<_>>(), vec!["loss=ce", "loss=mse"]);
+        assert_eq!(analyse(&recs[..5], Objective::TrainAcc, None).unwrap()[0].label, "loss=ce");
         assert_eq!(g[0].instability, Instability::AccBelow(0.2));
         assert_eq!(g[1].instability, Instability::Nan);
         assert!(analyse_group(&[], Objective::TrainAcc, None).is_err());
