@@ -38,6 +38,14 @@ pub enum Error {
     #[error("libtorch: {0}")]
     Torch(tch::TchError),
 
+    /// A sweep store cannot be read or written (locked beyond the busy timeout, disk full, ...).
+    #[error("sweep store {path}: {reason}")]
+    Store { path: PathBuf, reason: String },
+
+    /// A file that is not a sweep store of this widthlab version.
+    #[error("incompatible sweep store {path}: {reason}")]
+    IncompatibleStore { path: PathBuf, reason: String },
+
     /// Serialisation of results failed.
     #[error("serialisation: {0}")]
     Serde(String),

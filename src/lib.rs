@@ -14,6 +14,8 @@
 //! - [`loss`], [`optim`]: losses and optimizers with per-layer learning rates.
 //! - [`data`]: IDX / CIFAR-10 loaders and the multi-index teacher generator.
 //! - [`train`]: the training loop, divergence as an outcome.
+//! - [`sweep`]: learning-rate sweeps across widths (crash-safe SQLite store, shards,
+//!   scheduler) and the optimal / max-stable learning-rate exponents.
 //! - [`theory`]: closed-form dynamics (2-layer linear "uv" model).
 pub mod data;
 pub mod device;
@@ -28,6 +30,7 @@ pub mod profile;
 pub mod rcc;
 pub mod report;
 pub mod rng;
+pub mod sweep;
 pub mod theory;
 pub mod train;
 

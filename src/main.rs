@@ -22,6 +22,8 @@ enum Command {
     GptTrain(cli::gpt_train::GptTrainArgs),
     /// Refined coordinate check over widths and seeds (appendix E presets).
     CoordCheck(cli::coord_check::CoordCheckArgs),
+    /// Learning-rate sweeps across widths: run (resumable, sharded), status, merge, export, analyze.
+    Sweep(cli::sweep::SweepArgs),
     /// Print what a parameterization resolves to (init std, multiplier, learning rate) per layer.
     Params(cli::params::ParamsArgs),
     /// The 2-layer linear uv model (appendix C.4): dynamics, max-stable learning rates, limit.
@@ -37,6 +39,7 @@ fn main() -> ExitCode {
         Command::Params(a) => cli::params::run(a),
         Command::CoordCheck(a) => cli::coord_check::run_cli(a),
         Command::Uv(a) => cli::uv::run(a),
+        Command::Sweep(a) => cli::sweep::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -2,5 +2,6 @@
 pub mod coord_check;
 pub mod gpt_train;
 pub mod params;
+pub mod sweep;
 pub mod train;
 pub mod uv;

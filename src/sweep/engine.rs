@@ -1,0 +1,290 @@
+//! Running a sweep on one machine: skip finished runs, claim the rest one by one, train small
+//! runs in parallel (one libtorch thread each) and large runs alone (all threads), record
+//! each finished run in its own transaction. See the [`super`] module docs.
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressStyle};
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use super::runner::{RunRecord, Runner};
+use super::store::{this_owner, Claim, Store};
+use super::{describe, RunPoint, Shard, SweepSpec};
+use crate::{Error, Result};
+
+/// Options of one invocation (none of them changes any result).
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    /// Only the runs of this shard.
+    pub shard: Option<Shard>,
+    /// Parallel workers (overrides the spec's `schedule.jobs`).
+    pub jobs: Option<usize>,
+    /// Stop after this many runs were trained (for tests and partial runs).
+    pub limit: Option<usize>,
+    /// Show a progress bar (runs done, ETA, divergences).
+    pub progress: bool,
+}
+
+/// What one invocation did.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct SweepReport {
+    /// Runs of the sweep (in the shard).
+    pub total: usize,
+    /// Finished before this invocation.
+    pub already_done: usize,
+    /// Trained now.
+    pub trained: usize,
+    /// Of those, diverged.
+    pub diverged: usize,
+    /// Skipped because another live process holds them.
+    pub taken_by_others: usize,
+    /// Finished by another process between planning and claiming.
+    pub done_by_others: usize,
+    /// Trained in parallel with one thread each / alone with all threads.
+    pub parallel: usize,
+    pub alone: usize,
+    pub seconds: f64,
+}
+
+impl std::fmt::Display for SweepReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} runs: {} already done, {} trained now ({} diverged; {} in parallel, {} alone) in {:.1} s",
+            self.total, self.already_done, self.trained, self.diverged, self.parallel, self.alone, self.seconds
+        )?;
+        if self.taken_by_others + self.done_by_others > 0 {
+            write!(f, "; {} left to other processes", self.taken_by_others + self.done_by_others)?;
+        }
+        Ok(())
+    }
+}
+
+/// Progress of a sweep in a store.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct SweepStatus {
+    pub total: usize,
+    pub done: usize,
+    pub diverged: usize,
+    /// Claimed (being trained, or left by a killed process).
+    pub claimed: usize,
+    pub missing: usize,
+}
+
+impl std::fmt::Display for SweepStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{} runs done ({} diverged), {} claimed, {} not started", self.done, self.total, self.diverged, self.claimed, self.missing.saturating_sub(self.claimed))
+    }
+}
+
+/// Number of cores.
+pub fn cores() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+}
+
+/// Status of `spec` (or one shard of it) in the store at `store`.
+pub fn status(spec: &SweepSpec, store: &Store, shard: Option<Shard>) -> Result<SweepStatus> {
+    let points: Vec<RunPoint> = spec.points()?.into_iter().filter(|p| shard.is_none_or(|s| s.contains(&p.key))).collect();
+    let done = store.done_keys()?;
+    let claims: std::collections::HashSet<String> = store.claims()?.into_iter().map(|c| c.0).collect();
+    let keys: Vec<String> = points.iter().filter(|p| done.contains(&p.key)).map(|p| p.key.clone()).collect();
+    let diverged = store.records_for(&keys)?.iter().filter(|r| r.diverged()).count();
+    let n_done = keys.len();
+    Ok(SweepStatus {
+        total: points.len(),
+        done: n_done,
+        diverged,
+        claimed: points.iter().filter(|p| !done.contains(&p.key) && claims.contains(&p.key)).count(),
+        missing: points.len() - n_done,
+    })
+}
+
+struct Shared<'a> {
+    runner: &'a dyn Runner,
+    spec: &'a SweepSpec,
+    store: Mutex<Store>,
+    owner: String,
+    reclaim_after: Duration,
+    stop: AtomicBool,
+    error: Mutex<Option<Error>>,
+    trained: AtomicUsize,
+    diverged: AtomicUsize,
+    taken: AtomicUsize,
+    done_by_others: AtomicUsize,
+    limit: usize,
+    bar: ProgressBar,
+}
+
+impl Shared<'_> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Store> {
+        self.store.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn fail(&self, e: Error) {
+        self.stop.store(true, Ordering::SeqCst);
+        let mut slot = self.error.lock().unwrap_or_else(|p| p.into_inner());
+        slot.get_or_insert(e);
+    }
+
+    /// Claims, trains and records one run with `threads` libtorch threads (set on this thread).
+    fn execute(&self, p: &RunPoint, threads: usize) -> bool {
+        if self.stop.load(Ordering::SeqCst) {
+            return false;
+        }
+        let claim = match self.lock().claim(&p.key, &self.owner, self.reclaim_after) {
+            Ok(c) => c,
+            Err(e) => {
+                self.fail(e);
+                return false;
+            }
+        };
+        match claim {
+            Claim::Granted => {}
+            Claim::Done => {
+                self.done_by_others.fetch_add(1, Ordering::SeqCst);
+                self.bar.inc(1);
+                return false;
+            }
+            Claim::Taken { .. } => {
+                self.taken.fetch_add(1, Ordering::SeqCst);
+                self.bar.inc(1);
+                return false;
+            }
+        }
+        // Reserve a slot under the limit only once the run is ours.
+        if self.trained.fetch_add(1, Ordering::SeqCst) >= self.limit {
+            self.trained.fetch_sub(1, Ordering::SeqCst);
+            self.stop.store(true, Ordering::SeqCst);
+            let _ = self.lock().release(&p.key, &self.owner);
+            return false;
+        }
+        crate::device::set_threads(threads);
+        let started = Instant::now();
+        let result = self.runner.run(&p.config, threads).and_then(|output| {
+            let rec = RunRecord {
+                key: p.key.clone(),
+                sweep: self.spec.name.clone(),
+                kind: self.runner.kind(),
+                coords: self.runner.coords(&p.config)?,
+                config: p.config.clone(),
+                output,
+                seconds: started.elapsed().as_secs_f64(),
+                threads,
+                owner: self.owner.clone(),
+                finished_at: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0),
+            };
+            self.lock().insert(&rec)?;
+            Ok(rec)
+        });
+        match result {
+            Ok(rec) => {
+                if rec.diverged() {
+                    self.diverged.fetch_add(1, Ordering::SeqCst);
+                }
+                self.bar.inc(1);
+                self.bar.set_message(format!("{} diverged", self.diverged.load(Ordering::SeqCst)));
+                true
+            }
+            Err(e) => {
+                self.trained.fetch_sub(1, Ordering::SeqCst);
+                let _ = self.lock().release(&p.key, &self.owner);
+                self.fail(Error::config(format!("run {} ({}): {e}", p.key, describe(&p.axes))));
+                false
+            }
+        }
+    }
+}
+
+/// Runs every unfinished run of `spec` (in `opts.shard`) and records it in the store at
+/// `store_path`. Safe to interrupt at any moment and to run in several processes at once.
+pub fn run(spec: &SweepSpec, store_path: &Path, opts: &RunOptions) -> Result<SweepReport> {
+    let runner = spec.runner();
+    run_with(spec, runner.as_ref(), store_path, opts)
+}
+
+/// [`run`] with an explicit runner (a run kind not yet in [`super::RunKind`], or a test double).
+pub fn run_with(spec: &SweepSpec, runner: &dyn Runner, store_path: &Path, opts: &RunOptions) -> Result<SweepReport> {
+    // The same allocator settings as the `widthlab` binary: without them the last bits of a
+    // record differed between a notebook process and the binary (measured in tests/sweep.rs).
+    crate::device::tune_allocator();
+    let started = Instant::now();
+    let points: Vec<RunPoint> = spec.points()?.into_iter().filter(|p| opts.shard.is_none_or(|s| s.contains(&p.key))).collect();
+    let store = Store::open(store_path)?;
+    let done = store.done_keys()?;
+    let todo: Vec<&RunPoint> = points.iter().filter(|p| !done.contains(&p.key)).collect();
+    let mut report = SweepReport { total: points.len(), already_done: points.len() - todo.len(), ..Default::default() };
+    if let Some(0) = opts.jobs {
+        return Err(Error::config("jobs must be >= 1"));
+    }
+    let jobs = opts.jobs.or(spec.schedule.jobs).unwrap_or_else(cores).max(1);
+    let mut small = vec![];
+    let mut large = vec![];
+    for p in todo {
+        let c = runner.cost(&p.config)?;
+        if c.params >= spec.schedule.alone_from_params {
+            large.push((p, c));
+        } else {
+            small.push((p, c));
+        }
+    }
+    // Longest first, so the pool does not end waiting for one long run.
+    small.sort_by_key(|(p, c)| (std::cmp::Reverse(c.params.saturating_mul(c.steps)), p.key.clone()));
+    large.sort_by_key(|(p, c)| (std::cmp::Reverse(c.params.saturating_mul(c.steps)), p.key.clone()));
+    let bar = if opts.progress {
+        let b = ProgressBar::new((small.len() + large.len()) as u64);
+        b.set_style(
+            ProgressStyle::with_template("{spinner} sweep {prefix} [{elapsed_precise}] {bar:30} {pos}/{len} runs (eta {eta}) {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        b.set_prefix(spec.name.clone());
+        b.set_message("0 diverged");
+        b
+    } else {
+        ProgressBar::hidden()
+    };
+    let shared = Shared {
+        runner,
+        spec,
+        store: Mutex::new(store),
+        owner: this_owner(),
+        reclaim_after: Duration::from_secs_f64(spec.schedule.reclaim_after_hours.max(0.0) * 3600.0),
+        stop: AtomicBool::new(false),
+        error: Mutex::new(None),
+        trained: AtomicUsize::new(0),
+        diverged: AtomicUsize::new(0),
+        taken: AtomicUsize::new(0),
+        done_by_others: AtomicUsize::new(0),
+        limit: opts.limit.unwrap_or(usize::MAX),
+        bar,
+    };
+    // Small runs: `jobs` workers, one libtorch thread each (set on each worker thread). The
+    // thread count of a run depends only on its size, never on `jobs`, so a record is the
+    // same whichever invocation computed it.
+    if !small.is_empty() {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(jobs).build().map_err(|e| Error::config(format!("thread pool: {e}")))?;
+        let n = pool.install(|| small.par_iter().with_max_len(1).filter(|(p, _)| shared.execute(p, 1)).count());
+        report.parallel = n;
+    }
+    // Large runs: one at a time with every core.
+    let all = cores();
+    for (p, _) in &large {
+        if shared.execute(p, all) {
+            report.alone += 1;
+        }
+    }
+    shared.bar.finish_and_clear();
+    // libtorch's thread count is left as the last run set it (1 after a parallel phase):
+    // restoring it here would change it under another sweep running in the same process.
+    if let Some(e) = shared.error.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        return Err(e);
+    }
+    report.trained = shared.trained.load(Ordering::SeqCst);
+    report.diverged = shared.diverged.load(Ordering::SeqCst);
+    report.taken_by_others = shared.taken.load(Ordering::SeqCst);
+    report.done_by_others = shared.done_by_others.load(Ordering::SeqCst);
+    report.seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}

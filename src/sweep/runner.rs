@@ -1,0 +1,297 @@
+//! What a sweep trains: the [`Runner`] trait (resolve a config, estimate its cost, train it)
+//! and its one implementation so far, [`MlpRunner`] over [`crate::train`]. A GPT run kind
+//! plugs in by adding a [`RunKind`] variant and a `Runner` whose records carry the same
+//! coordinates (`width`, `lr`, `seed`, ...) and metrics (`train_loss`, ...), so the engine,
+//! store, export and analysis work unchanged.
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::data::DatasetName;
+use crate::train::{Outcome, TrainConfig};
+use crate::{Error, Result};
+
+/// The kind of run a sweep trains.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RunKind {
+    /// An MLP trained by [`crate::train`]; `base` is a [`TrainConfig`].
+    #[default]
+    Mlp,
+}
+
+impl std::fmt::Display for RunKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            RunKind::Mlp => "mlp",
+        })
+    }
+}
+
+impl RunKind {
+    /// The runner for this kind.
+    pub fn runner(self) -> Box<dyn Runner> {
+        match self {
+            RunKind::Mlp => Box::new(MlpRunner),
+        }
+    }
+}
+
+/// Size of a run, for scheduling.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RunCost {
+    /// Trainable and frozen parameters.
+    pub params: u64,
+    pub steps: u64,
+}
+
+/// What a run produced (metrics `None` when not finite).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunOutput {
+    pub outcome: Outcome,
+    pub steps: usize,
+    pub train_loss: Option<f64>,
+    pub train_acc: Option<f64>,
+    pub test_loss: Option<f64>,
+    pub test_acc: Option<f64>,
+    /// Mini-batch loss of the last step.
+    pub final_batch_loss: Option<f64>,
+    /// The mini-batch loss curve, averaged into at most [`CURVE_POINTS`] windows
+    /// (`None` where a window holds a non-finite loss).
+    pub loss_curve: Vec<Option<f64>>,
+}
+
+/// Length of the stored loss curve.
+pub const CURVE_POINTS: usize = 64;
+
+/// A finished run as stored.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunRecord {
+    pub key: String,
+    /// Name of the sweep that computed it.
+    pub sweep: String,
+    pub kind: RunKind,
+    /// Standard coordinates of the run (`width`, `depth`, `lr`, `seed`, `loss`, ...).
+    pub coords: BTreeMap<String, Value>,
+    /// The canonical resolved config.
+    pub config: Value,
+    pub output: RunOutput,
+    /// Wall time of the run.
+    pub seconds: f64,
+    /// libtorch threads it used.
+    pub threads: usize,
+    /// `host:pid` of the process that computed it.
+    pub owner: String,
+    /// Seconds since the Unix epoch at the end of the run.
+    pub finished_at: f64,
+}
+
+impl RunRecord {
+    /// Whether two records hold the same result (everything but timing and provenance).
+    pub fn same_result(&self, other: &RunRecord) -> bool {
+        self.key == other.key && self.kind == other.kind && self.coords == other.coords && self.config == other.config && self.output == other.output
+    }
+    pub fn diverged(&self) -> bool {
+        matches!(self.output.outcome, Outcome::Diverged { .. })
+    }
+    /// A numeric coordinate (`width`, `lr`, `seed`, `depth`).
+    pub fn num(&self, name: &str) -> Option<f64> {
+        self.coords.get(name).and_then(Value::as_f64)
+    }
+    /// A coordinate as text.
+    pub fn text(&self, name: &str) -> Option<String> {
+        self.coords.get(name).map(super::plain)
+    }
+}
+
+/// Trains one kind of run for the sweep engine.
+pub trait Runner: Sync + Send {
+    fn kind(&self) -> RunKind;
+    /// The config path an axis name stands for (`width` -> `model.width`); other names are
+    /// dotted paths already.
+    fn axis_path(&self, axis: &str) -> String;
+    /// The canonical config of `base` with the axis values set: validated, defaults filled
+    /// in, scheduler-only fields (threads) removed.
+    fn resolve(&self, base: &Value, axes: &BTreeMap<String, Value>) -> Result<Value>;
+    /// Standard coordinates of a resolved config (for records, export and analysis).
+    fn coords(&self, config: &Value) -> Result<BTreeMap<String, Value>>;
+    /// Size of the run.
+    fn cost(&self, config: &Value) -> Result<RunCost>;
+    /// Trains the run with `threads` libtorch threads (set by the caller's thread).
+    fn run(&self, config: &Value, threads: usize) -> Result<RunOutput>;
+}
+
+/// Sets `path` (dot-separated) in a JSON object, creating objects on the way.
+pub fn set_path(root: &mut Value, path: &str, value: Value) -> Result<()> {
+    let mut cur = root;
+    let parts: Vec<&str> = path.split('.').collect();
+    for (i, part) in parts.iter().enumerate() {
+        if part.is_empty() {
+            return Err(Error::config(format!("axis path `{path}` has an empty component")));
+        }
+        let obj = match cur {
+            Value::Object(m) => m,
+            Value::Null => {
+                *cur = Value::Object(Default::default());
+                match cur {
+                    Value::Object(m) => m,
+                    _ => unreachable!("just set"),
+                }
+            }
+            _ => return Err(Error::config(format!("axis path `{path}`: `{}` is not a table", parts[..i].join(".")))),
+        };
+        if i + 1 == parts.len() {
+            obj.insert(part.to_string(), value);
+            return Ok(());
+        }
+        cur = obj.entry(part.to_string()).or_insert(Value::Object(Default::default()));
+    }
+    Ok(())
+}
+
+/// The MLP run kind: `base` and the resolved configs are [`TrainConfig`]s.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MlpRunner;
+
+impl MlpRunner {
+    fn typed(config: &Value) -> Result<TrainConfig> {
+        serde_json::from_value(config.clone()).map_err(|e| Error::config(e.to_string()))
+    }
+}
+
+impl Runner for MlpRunner {
+    fn kind(&self) -> RunKind {
+        RunKind::Mlp
+    }
+
+    fn axis_path(&self, axis: &str) -> String {
+        match axis {
+            "width" => "model.width",
+            "depth" => "model.depth",
+            "loss" => "loss.kind",
+            "optimizer" => "optim.kind",
+            "dataset" => "data.dataset",
+            "train_subset" => "data.train_subset",
+            other => other,
+        }
+        .to_string()
+    }
+
+    fn resolve(&self, base: &Value, axes: &BTreeMap<String, Value>) -> Result<Value> {
+        let mut v = if base.is_null() { Value::Object(Default::default()) } else { base.clone() };
+        for (name, value) in axes {
+            set_path(&mut v, &self.axis_path(name), value.clone())?;
+        }
+        let mut cfg = Self::typed(&v)?;
+        cfg.threads = None;
+        cfg.validate()?;
+        Ok(serde_json::to_value(&cfg)?)
+    }
+
+    fn coords(&self, config: &Value) -> Result<BTreeMap<String, Value>> {
+        let c = Self::typed(config)?;
+        let param = match &c.param {
+            crate::train::ParamSpec::Name(n) => n.clone(),
+            crate::train::ParamSpec::Inline(p) => p.name.clone(),
+        };
+        let mut m = BTreeMap::new();
+        m.insert("width".into(), Value::from(c.model.width));
+        m.insert("depth".into(), Value::from(c.model.depth));
+        m.insert("lr".into(), Value::from(c.lr));
+        m.insert("seed".into(), Value::from(c.seed));
+        m.insert("loss".into(), Value::from(c.loss.kind.to_string()));
+        m.insert("optimizer".into(), serde_json::to_value(c.optim.kind)?);
+        m.insert("param".into(), Value::from(param));
+        m.insert("alpha".into(), c.alpha.map_or(Value::Null, Value::from));
+        m.insert("dataset".into(), Value::from(c.data.dataset.to_string()));
+        Ok(m)
+    }
+
+    fn cost(&self, config: &Value) -> Result<RunCost> {
+        let c = Self::typed(config)?;
+        let (d_in, n_data) = match c.data.dataset {
+            DatasetName::FashionMnist | DatasetName::Mnist => (784, 60_000),
+            DatasetName::Cifar10 => (3072, 50_000),
+            DatasetName::Teacher => (c.data.teacher.d_in as i64, c.data.teacher.n_train),
+        };
+        let model = crate::model::MlpConfig { d_in, d_out: 10, ..c.model.clone() };
+        let params: i64 = model.layout().iter().map(|p| p.fan_in * p.fan_out).sum();
+        let n = c.data.train_subset.unwrap_or(n_data).min(n_data);
+        let steps = c.steps.unwrap_or_else(|| ((c.epochs * n as f64) / c.batch_size as f64).ceil() as usize);
+        Ok(RunCost { params: params.max(0) as u64, steps: steps as u64 })
+    }
+
+    fn run(&self, config: &Value, threads: usize) -> Result<RunOutput> {
+        let mut cfg = Self::typed(config)?;
+        cfg.threads = Some(threads.max(1));
+        let r = crate::train::train(&cfg, false)?;
+        let fin = |x: f64| x.is_finite().then_some(x);
+        let last = r.last.clone();
+        Ok(RunOutput {
+            outcome: r.outcome.clone(),
+            steps: r.steps,
+            train_loss: last.as_ref().and_then(|e| fin(e.train_loss)),
+            train_acc: last.as_ref().and_then(|e| fin(e.train_acc)),
+            test_loss: last.as_ref().and_then(|e| e.test_loss.and_then(fin)),
+            test_acc: last.as_ref().and_then(|e| e.test_acc.and_then(fin)),
+            final_batch_loss: r.batch_losses.last().copied().and_then(fin),
+            loss_curve: thin_curve(&r.batch_losses, CURVE_POINTS),
+        })
+    }
+}
+
+/// Averages `xs` into at most `points` consecutive windows of equal length (`None` for a
+/// window with a non-finite value).
+pub fn thin_curve(xs: &[f64], points: usize) -> Vec<Option<f64>> {
+    if xs.is_empty() || points == 0 {
+        return vec![];
+    }
+    let w = xs.len().div_ceil(points);
+    xs.chunks(w)
+        .map(|c| {
+            let m = c.iter().sum::<f64>() / c.len() as f64;
+            m.is_finite().then_some(m)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn set_path_creates_and_refuses() {
+        let mut v = serde_json::json!({"model": {"depth": 3}});
+        set_path(&mut v, "model.width", Value::from(64)).unwrap();
+        set_path(&mut v, "optim.momentum", Value::from(0.9)).unwrap();
+        assert_eq!(v, serde_json::json!({"model": {"depth": 3, "width": 64}, "optim": {"momentum": 0.9}}));
+        assert!(set_path(&mut v, "model.width.x", Value::from(1)).unwrap_err().to_string().contains("not a table"));
+        assert!(set_path(&mut v, "a..b", Value::from(1)).is_err());
+    }
+
+    #[test]
+    fn thin_curve_averages_windows() {
+        // windows of ceil(5/2) = 3: [1, 3, 5], [7, 9]
+        assert_eq!(thin_curve(&[1.0, 3.0, 5.0, 7.0, 9.0], 2), vec![Some(3.0), Some(8.0)]);
+        assert_eq!(thin_curve(&[1.0, f64::NAN], 4), vec![Some(1.0), None]);
+        assert!(thin_curve(&[], 4).is_empty());
+    }
+
+    #[test]
+    fn mlp_cost_and_coords() {
+        let r = MlpRunner;
+        let axes: BTreeMap<String, Value> = [("width".to_string(), Value::from(100)), ("depth".to_string(), Value::from(3)), ("loss".to_string(), Value::from("mse"))].into();
+        let base = serde_json::json!({"data": {"train_subset": 640}, "batch_size": 64});
+        let c = r.resolve(&base, &axes).unwrap();
+        let cost = r.cost(&c).unwrap();
+        // 784*100 + 100*100 + 100*10
+        assert_eq!(cost.params, 78_400 + 10_000 + 1_000);
+        assert_eq!(cost.steps, 10);
+        let co = r.coords(&c).unwrap();
+        assert_eq!(co["width"], 100);
+        assert_eq!(co["loss"], "mse");
+        assert_eq!(co["optimizer"], "sgd");
+        assert!(r.resolve(&base, &[("width".to_string(), Value::from(0))].into()).unwrap_err().to_string().contains("width"));
+    }
+}

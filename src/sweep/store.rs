@@ -1,0 +1,443 @@
+//! The sweep store: one SQLite file (WAL mode) holding finished runs and claims of runs in
+//! progress. Why SQLite, and the crash-safety argument, are in the [`super`] module docs.
+//!
+//! Tables (schema version [`SCHEMA_VERSION`]):
+//! - `meta(name, value)`: `schema_version`, `created_by`;
+//! - `runs(key, sweep, kind, coords, config, outcome, diverged, steps, train_loss, train_acc,
+//!   test_loss, test_acc, seconds, owner, finished_at, record)`: one row per finished run;
+//!   `record` is the full [`RunRecord`] as JSON, the other columns are copies for SQL/pandas;
+//! - `claims(key, owner, claimed_at)`: runs being trained by a process `host:pid`.
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
+
+use super::runner::RunRecord;
+use crate::{Error, Result};
+
+/// Version of the table layout; a store with another version is refused.
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// How long a writer waits for another process's transaction.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// An open store.
+pub struct Store {
+    conn: Connection,
+    path: PathBuf,
+}
+
+/// Outcome of trying to claim a run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Claim {
+    /// The run is ours to train.
+    Granted,
+    /// A record exists already.
+    Done,
+    /// Another live process is training it.
+    Taken { owner: String },
+}
+
+/// Result of a merge.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MergeStats {
+    /// Records copied in.
+    pub added: usize,
+    /// Records already present with the same result.
+    pub present: usize,
+    /// Records already present with a different result (the existing one is kept).
+    pub conflicts: usize,
+}
+
+fn sql_err(path: &Path) -> impl Fn(rusqlite::Error) -> Error + '_ {
+    move |e| Error::Store { path: path.to_path_buf(), reason: e.to_string() }
+}
+
+/// `host:pid` of this process.
+pub fn this_owner() -> String {
+    format!("{}:{}", hostname(), std::process::id())
+}
+
+fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most buf.len() bytes into a valid buffer.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr() as *mut libc::c_char, buf.len()) };
+    if rc != 0 {
+        return "unknown-host".into();
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
+}
+
+/// Whether a claim's owner is a process of this host that no longer exists.
+fn owner_is_dead(owner: &str) -> bool {
+    let Some((host, pid)) = owner.rsplit_once(':') else { return false };
+    let Ok(pid) = pid.parse::<i32>() else { return false };
+    if host != hostname() {
+        return false;
+    }
+    if pid as u32 == std::process::id() {
+        // Our own claim from an earlier, interrupted call (e.g. a notebook cell): take it back.
+        return true;
+    }
+    // SAFETY: kill with signal 0 only checks whether the process exists.
+    let rc = unsafe { libc::kill(pid, 0) };
+    rc != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
+}
+
+fn now() -> f64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+}
+
+impl Store {
+    /// Opens the store at `path`, creating it (and its directory) if missing.
+    pub fn open(path: &Path) -> Result<Self> {
+        if let Some(d) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(d).map_err(|e| Error::io(d, e))?;
+        }
+        let conn = Connection::open(path).map_err(sql_err(path))?;
+        let mut s = Store { conn, path: path.to_path_buf() };
+        s.configure()?;
+        s.check_or_create()?;
+        Ok(s)
+    }
+
+    /// Opens an existing store (an error if the file does not exist).
+    pub fn open_existing(path: &Path) -> Result<Self> {
+        if !path.is_file() {
+            return Err(Error::Store { path: path.to_path_buf(), reason: "no such store file".into() });
+        }
+        let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX).map_err(sql_err(path))?;
+        let mut s = Store { conn, path: path.to_path_buf() };
+        s.configure()?;
+        s.check_or_create()?;
+        Ok(s)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn incompatible(&self, reason: impl Into<String>) -> Error {
+        Error::IncompatibleStore { path: self.path.clone(), reason: reason.into() }
+    }
+
+    fn configure(&mut self) -> Result<()> {
+        self.conn.busy_timeout(BUSY_TIMEOUT).map_err(sql_err(&self.path))?;
+        // The first statement that reads the file: a non-SQLite file fails here.
+        let mode: String = self
+            .conn
+            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+            .map_err(|e| self.incompatible(format!("not a SQLite database ({e})")))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(Error::Store { path: self.path.clone(), reason: format!("cannot enable WAL mode (journal_mode is {mode})") });
+        }
+        self.conn.pragma_update(None, "synchronous", "FULL").map_err(sql_err(&self.path))?;
+        Ok(())
+    }
+
+    /// Creates the tables of an empty file, or checks the schema version of an existing store.
+    fn check_or_create(&mut self) -> Result<()> {
+        let path = self.path.clone();
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql_err(&path))?;
+        let tables: Vec<String> = {
+            let mut st = tx.prepare("SELECT name FROM sqlite_master WHERE type = 'table'").map_err(sql_err(&path))?;
+            let rows = st.query_map([], |r| r.get(0)).map_err(sql_err(&path))?;
+            rows.collect::<std::result::Result<_, _>>().map_err(sql_err(&path))?
+        };
+        if tables.is_empty() {
+            tx.execute_batch(
+                "CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+                 CREATE TABLE runs (
+                    key TEXT PRIMARY KEY, sweep TEXT NOT NULL, kind TEXT NOT NULL,
+                    coords TEXT NOT NULL, config TEXT NOT NULL, outcome TEXT NOT NULL,
+                    diverged INTEGER NOT NULL, steps INTEGER NOT NULL,
+                    train_loss REAL, train_acc REAL, test_loss REAL, test_acc REAL,
+                    seconds REAL NOT NULL, owner TEXT NOT NULL, finished_at REAL NOT NULL,
+                    record TEXT NOT NULL);
+                 CREATE TABLE claims (key TEXT PRIMARY KEY, owner TEXT NOT NULL, claimed_at REAL NOT NULL);",
+            )
+            .map_err(sql_err(&path))?;
+            tx.execute("INSERT INTO meta (name, value) VALUES ('schema_version', ?1), ('created_by', ?2)", params![SCHEMA_VERSION.to_string(), format!("widthlab {}", env!("CARGO_PKG_VERSION"))])
+                .map_err(sql_err(&path))?;
+            tx.commit().map_err(sql_err(&path))?;
+            return Ok(());
+        }
+        if !tables.iter().any(|t| t == "meta") {
+            drop(tx);
+            return Err(self.incompatible(format!("a SQLite database without widthlab's `meta` table (tables: {}); not a widthlab sweep store", tables.join(", "))));
+        }
+        let version: Option<String> = tx.query_row("SELECT value FROM meta WHERE name = 'schema_version'", [], |r| r.get(0)).optional().map_err(sql_err(&path))?;
+        drop(tx);
+        match version.as_deref().map(str::parse::<i64>) {
+            Some(Ok(SCHEMA_VERSION)) => Ok(()),
+            Some(Ok(v)) => Err(self.incompatible(format!(
+                "store schema version {v}, this widthlab ({}) reads version {SCHEMA_VERSION}; use the widthlab that wrote it to export it, or start a new store",
+                env!("CARGO_PKG_VERSION")
+            ))),
+            _ => Err(self.incompatible("no readable schema_version in its meta table")),
+        }
+    }
+
+    /// Keys of all finished runs.
+    pub fn done_keys(&self) -> Result<std::collections::HashSet<String>> {
+        let mut st = self.conn.prepare("SELECT key FROM runs").map_err(sql_err(&self.path))?;
+        let rows = st.query_map([], |r| r.get::<_, String>(0)).map_err(sql_err(&self.path))?;
+        rows.collect::<std::result::Result<_, _>>().map_err(sql_err(&self.path))
+    }
+
+    /// Number of finished runs.
+    pub fn len(&self) -> Result<usize> {
+        self.conn.query_row("SELECT COUNT(*) FROM runs", [], |r| r.get::<_, i64>(0)).map(|n| n as usize).map_err(sql_err(&self.path))
+    }
+
+    pub fn is_empty(&self) -> Result<bool> {
+        Ok(self.len()? == 0)
+    }
+
+    /// Claims `key` for `owner` unless it is done or claimed by a live process (claims of dead
+    /// local processes and claims older than `reclaim_after` are taken over).
+    pub fn claim(&mut self, key: &str, owner: &str, reclaim_after: Duration) -> Result<Claim> {
+        let path = self.path.clone();
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql_err(&path))?;
+        let done: bool = tx.query_row("SELECT EXISTS(SELECT 1 FROM runs WHERE key = ?1)", [key], |r| r.get(0)).map_err(sql_err(&path))?;
+        if done {
+            return Ok(Claim::Done);
+        }
+        let existing: Option<(String, f64)> = tx.query_row("SELECT owner, claimed_at FROM claims WHERE key = ?1", [key], |r| Ok((r.get(0)?, r.get(1)?))).optional().map_err(sql_err(&path))?;
+        if let Some((other, at)) = existing {
+            let stale = other == owner || owner_is_dead(&other) || now() - at > reclaim_after.as_secs_f64();
+            if !stale {
+                return Ok(Claim::Taken { owner: other });
+            }
+        }
+        tx.execute("INSERT OR REPLACE INTO claims (key, owner, claimed_at) VALUES (?1, ?2, ?3)", params![key, owner, now()]).map_err(sql_err(&path))?;
+        tx.commit().map_err(sql_err(&path))?;
+        Ok(Claim::Granted)
+    }
+
+    /// Drops a claim (after a failed run).
+    pub fn release(&mut self, key: &str, owner: &str) -> Result<()> {
+        self.conn.execute("DELETE FROM claims WHERE key = ?1 AND owner = ?2", params![key, owner]).map_err(sql_err(&self.path))?;
+        Ok(())
+    }
+
+    /// Records a finished run and drops its claim, in one transaction. Returns false if a
+    /// record with this key existed (it is kept).
+    pub fn insert(&mut self, rec: &RunRecord) -> Result<bool> {
+        let path = self.path.clone();
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql_err(&path))?;
+        let added = insert_in(&tx, rec, &path)?;
+        tx.execute("DELETE FROM claims WHERE key = ?1", [&rec.key]).map_err(sql_err(&path))?;
+        tx.commit().map_err(sql_err(&path))?;
+        Ok(added)
+    }
+
+    /// The record of `key`, if finished.
+    pub fn get(&self, key: &str) -> Result<Option<RunRecord>> {
+        let json: Option<String> = self.conn.query_row("SELECT record FROM runs WHERE key = ?1", [key], |r| r.get(0)).optional().map_err(sql_err(&self.path))?;
+        json.map(|j| self.parse(&j)).transpose()
+    }
+
+    fn parse(&self, json: &str) -> Result<RunRecord> {
+        serde_json::from_str(json).map_err(|e| self.incompatible(format!("a record cannot be read ({e})")))
+    }
+
+    /// Every record, by key.
+    pub fn records(&self) -> Result<Vec<RunRecord>> {
+        let mut st = self.conn.prepare("SELECT record FROM runs ORDER BY key").map_err(sql_err(&self.path))?;
+        let rows = st.query_map([], |r| r.get::<_, String>(0)).map_err(sql_err(&self.path))?;
+        let jsons: Vec<String> = rows.collect::<std::result::Result<_, _>>().map_err(sql_err(&self.path))?;
+        jsons.iter().map(|j| self.parse(j)).collect()
+    }
+
+    /// The records of the given keys that are finished, in the order of `keys`.
+    pub fn records_for(&self, keys: &[String]) -> Result<Vec<RunRecord>> {
+        let mut out = vec![];
+        for k in keys {
+            if let Some(r) = self.get(k)? {
+                out.push(r);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Claims currently held: `(key, owner)`.
+    pub fn claims(&self) -> Result<Vec<(String, String)>> {
+        let mut st = self.conn.prepare("SELECT key, owner FROM claims ORDER BY key").map_err(sql_err(&self.path))?;
+        let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).map_err(sql_err(&self.path))?;
+        rows.collect::<std::result::Result<_, _>>().map_err(sql_err(&self.path))
+    }
+
+    /// Copies every record of the store at `other` that this store lacks (one transaction).
+    pub fn merge_from(&mut self, other: &Path) -> Result<MergeStats> {
+        let src = Store::open_existing(other)?;
+        let records = src.records()?;
+        let path = self.path.clone();
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql_err(&path))?;
+        let mut stats = MergeStats::default();
+        for r in &records {
+            let existing: Option<String> = tx.query_row("SELECT record FROM runs WHERE key = ?1", [&r.key], |row| row.get(0)).optional().map_err(sql_err(&path))?;
+            match existing {
+                None => {
+                    insert_in(&tx, r, &path)?;
+                    stats.added += 1;
+                }
+                Some(j) => {
+                    let e: RunRecord = serde_json::from_str(&j)?;
+                    if e.same_result(r) {
+                        stats.present += 1;
+                    } else {
+                        stats.conflicts += 1;
+                    }
+                }
+            }
+        }
+        tx.commit().map_err(sql_err(&path))?;
+        Ok(stats)
+    }
+}
+
+fn insert_in(tx: &rusqlite::Transaction, rec: &RunRecord, path: &Path) -> Result<bool> {
+    let o = &rec.output;
+    let outcome = match &o.outcome {
+        crate::train::Outcome::Completed => "completed".to_string(),
+        crate::train::Outcome::Diverged { step, reason } => format!("diverged at step {step}: {reason}"),
+    };
+    let n = tx
+        .execute(
+            "INSERT OR IGNORE INTO runs (key, sweep, kind, coords, config, outcome, diverged, steps, train_loss, train_acc, test_loss, test_acc, seconds, owner, finished_at, record)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+            params![
+                rec.key,
+                rec.sweep,
+                rec.kind.to_string(),
+                serde_json::to_string(&rec.coords)?,
+                serde_json::to_string(&rec.config)?,
+                outcome,
+                rec.diverged() as i64,
+                o.steps as i64,
+                o.train_loss,
+                o.train_acc,
+                o.test_loss,
+                o.test_acc,
+                rec.seconds,
+                rec.owner,
+                rec.finished_at,
+                serde_json::to_string(rec)?,
+            ],
+        )
+        .map_err(sql_err(path))?;
+    Ok(n == 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sweep::runner::{RunKind, RunOutput};
+    use crate::train::Outcome;
+
+    pub(crate) fn record(key: &str, acc: f64) -> RunRecord {
+        RunRecord {
+            key: key.into(),
+            sweep: "t".into(),
+            kind: RunKind::Mlp,
+            coords: [("width".to_string(), serde_json::Value::from(64))].into(),
+            config: serde_json::json!({"lr": 0.1}),
+            output: RunOutput {
+                outcome: Outcome::Diverged { step: 3, reason: "non-finite loss (NaN)".into() },
+                steps: 3,
+                train_loss: None,
+                train_acc: Some(acc),
+                test_loss: None,
+                test_acc: None,
+                final_batch_loss: None,
+                loss_curve: vec![Some(2.3), None],
+            },
+            seconds: 0.5,
+            threads: 1,
+            owner: this_owner(),
+            finished_at: now(),
+        }
+    }
+
+    #[test]
+    fn records_round_trip_and_duplicates_are_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("sub/s.db");
+        let mut s = Store::open(&p).unwrap();
+        assert!(s.insert(&record("00aa", 0.5)).unwrap());
+        assert!(!s.insert(&record("00aa", 0.9)).unwrap());
+        let s2 = Store::open(&p).unwrap();
+        assert_eq!(s2.len().unwrap(), 1);
+        let r = s2.get("00aa").unwrap().unwrap();
+        assert!(r.same_result(&record("00aa", 0.5)) && r.diverged());
+        assert!(s2.get("ffff").unwrap().is_none());
+    }
+
+    #[test]
+    fn claims_block_live_owners_and_yield_to_dead_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::open(&dir.path().join("s.db")).unwrap();
+        let day = Duration::from_secs(86_400);
+        let me = this_owner();
+        // pid 1 exists on every Linux host: a live other process.
+        let live = format!("{}:1", hostname());
+        assert_eq!(s.claim("k1", &live, day).unwrap(), Claim::Granted);
+        assert_eq!(s.claim("k1", &me, day).unwrap(), Claim::Taken { owner: live.clone() });
+        // ... unless the claim is older than reclaim_after.
+        assert_eq!(s.claim("k1", &me, Duration::ZERO).unwrap(), Claim::Granted);
+        // A process that no longer exists (pid beyond pid_max).
+        let dead = format!("{}:{}", hostname(), i32::MAX - 1);
+        assert_eq!(s.claim("k2", &dead, day).unwrap(), Claim::Granted);
+        assert_eq!(s.claim("k2", &me, day).unwrap(), Claim::Granted);
+        // Another host's claim is respected.
+        assert_eq!(s.claim("k3", "elsewhere:1", day).unwrap(), Claim::Granted);
+        assert!(matches!(s.claim("k3", &me, day).unwrap(), Claim::Taken { .. }));
+        s.insert(&record("k1", 0.1)).unwrap();
+        assert_eq!(s.claim("k1", &me, day).unwrap(), Claim::Done);
+        assert_eq!(s.claims().unwrap().iter().map(|c| c.0.as_str()).collect::<Vec<_>>(), vec!["k2", "k3"]);
+        s.release("k2", &me).unwrap();
+        assert_eq!(s.claims().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn incompatible_files_are_refused_clearly() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("s.db");
+        Store::open(&p).unwrap();
+        let c = Connection::open(&p).unwrap();
+        c.execute("UPDATE meta SET value = '99' WHERE name = 'schema_version'", []).unwrap();
+        drop(c);
+        let e = Store::open(&p).err().unwrap().to_string();
+        assert!(e.contains("schema version 99") && e.contains("reads version 1"), "{e}");
+        let q = dir.path().join("other.db");
+        Connection::open(&q).unwrap().execute("CREATE TABLE t (x)", []).unwrap();
+        assert!(Store::open(&q).err().unwrap().to_string().contains("not a widthlab sweep store"));
+        let t = dir.path().join("text.db");
+        std::fs::write(&t, "hello, this is not a database at all, just some text that is long enough ....................................................").unwrap();
+        assert!(Store::open(&t).err().unwrap().to_string().contains("not a SQLite database"));
+        assert!(Store::open_existing(&dir.path().join("missing.db")).err().unwrap().to_string().contains("no such store"));
+    }
+
+    #[test]
+    fn merge_adds_missing_and_counts_conflicts() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b, m) = (dir.path().join("a.db"), dir.path().join("b.db"), dir.path().join("m.db"));
+        let mut sa = Store::open(&a).unwrap();
+        sa.insert(&record("01", 0.1)).unwrap();
+        sa.insert(&record("02", 0.2)).unwrap();
+        let mut sb = Store::open(&b).unwrap();
+        sb.insert(&record("02", 0.2)).unwrap();
+        sb.insert(&record("03", 0.3)).unwrap();
+        let mut sm = Store::open(&m).unwrap();
+        assert_eq!(sm.merge_from(&a).unwrap(), MergeStats { added: 2, present: 0, conflicts: 0 });
+        assert_eq!(sm.merge_from(&b).unwrap(), MergeStats { added: 1, present: 1, conflicts: 0 });
+        let mut sc = Store::open(&dir.path().join("c.db")).unwrap();
+        sc.insert(&record("03", 0.9)).unwrap();
+        drop(sc);
+        assert_eq!(sm.merge_from(&dir.path().join("c.db")).unwrap().conflicts, 1);
+        assert_eq!(sm.len().unwrap(), 3);
+        assert_eq!(sm.get("03").unwrap().unwrap().output.train_acc, Some(0.3));
+    }
+}
