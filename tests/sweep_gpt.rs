@@ -80,6 +80,10 @@ fn gpt_sweep_runs_resumes_and_analyses() {
     let recs: Vec<RunRecord> = a.into_values().collect();
     let an = analyse(&recs, Objective::TestLoss, Some(Instability::LossAbove(1.0))).unwrap();
     assert_eq!(an.len(), 1);
+    // GPT records default to the same rule.
+    let by_default = analyse(&recs, Objective::TestLoss, None).unwrap();
+    assert_eq!(by_default[0].instability, Instability::LossAbove(1.0));
+    assert_eq!(by_default[0].widths.iter().map(|w| w.max_stable_lr).collect::<Vec<_>>(), an[0].widths.iter().map(|w| w.max_stable_lr).collect::<Vec<_>>());
     assert_eq!(an[0].widths.len(), 2);
     for w in &an[0].widths {
         let mut runs: Vec<&RunRecord> = recs.iter().filter(|r| r.num("width") == Some(w.width)).collect();
