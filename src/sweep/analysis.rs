@@ -239,11 +239,14 @@ fn first_unstable_above(lrs: &[f64], best: usize, unstable: &[bool]) -> Option<f
 }
 
 /// Analyses one group of records (same setting, any widths, learning rates and seeds).
-/// `instability`: `None` chooses by the group's loss ([`Instability::for_loss`]).
+/// `instability`: `None` chooses [`Instability::LossAbove`]`(1.0)` for GPT runs and by the
+/// group's loss ([`Instability::for_loss`]) otherwise.
 pub fn analyse_group(records: &[&RunRecord], objective: Objective, instability: Option<Instability>) -> Result<LrAnalysis> {
     let first = records.first().ok_or_else(|| Error::config("analysis: no records"))?;
     let instability = match instability {
         Some(i) => i,
+        // GPT runs: the paper's language rule (loss worse than the optimum + 1).
+        None if first.kind == super::runner::RunKind::Gpt => Instability::LossAbove(1.0),
         None => {
             let loss: LossKind = first.text("loss").unwrap_or_else(|| "ce".into()).parse()?;
             Instability::for_loss(loss)

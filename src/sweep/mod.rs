@@ -4,9 +4,10 @@
 //! exponents, [`analysis`]).
 //!
 //! # A sweep
-//! A [`SweepSpec`] holds a run kind ([`RunKind`], so far only the MLP of
-//! [`crate::train`]), the fixed settings (`base`, a partial [`crate::train::TrainConfig`]: omitted
-//! fields take their defaults) and the grid axes. An axis is a standard name (`width`, `depth`,
+//! A [`SweepSpec`] holds a run kind ([`RunKind`]: `mlp`, the MLP of [`crate::train`], or
+//! `gpt`, the GPT of [`crate::train::gpt`]), the fixed settings (`base`, a partial
+//! [`crate::train::TrainConfig`] or [`crate::train::gpt::GptTrainConfig`]: omitted fields take
+//! their defaults) and the grid axes. An axis is a standard name (`width`, `depth`,
 //! `lr`, `seed`, `loss`, `optimizer`, `param`, `alpha`, `dataset`) or a dotted path into the base
 //! config (`optim.momentum`, `model.freeze`); its values are a list or a log grid
 //! (`{ log2 = [-8, 2], per_octave = 2 }`). Every combination is one run. In TOML, quote dotted
@@ -76,7 +77,7 @@ pub mod runner;
 pub mod store;
 
 pub use engine::{run, status, RunOptions, SweepReport, SweepStatus};
-pub use runner::{MlpRunner, RunKind, RunOutput, RunRecord, Runner};
+pub use runner::{GptRunner, MlpRunner, RunKind, RunOutput, RunRecord, Runner};
 pub use store::Store;
 
 /// Values of one grid axis: a list, or a log grid `base^(k / per_octave)` for
@@ -177,6 +178,11 @@ impl SweepSpec {
     /// `SweepSpec::mlp("ce", &base)?.axis("width", [64, 128])?.axis("lr", lrs)?`.
     pub fn mlp(name: &str, base: &crate::train::TrainConfig) -> Result<Self> {
         Ok(SweepSpec { name: name.into(), kind: RunKind::Mlp, base: serde_json::to_value(base)?, grid: BTreeMap::new(), schedule: ScheduleConfig::default() })
+    }
+
+    /// A GPT sweep in code from a typed base config (axes as for [`GptRunner`]).
+    pub fn gpt(name: &str, base: &crate::train::gpt::GptTrainConfig) -> Result<Self> {
+        Ok(SweepSpec { name: name.into(), kind: RunKind::Gpt, base: serde_json::to_value(base)?, grid: BTreeMap::new(), schedule: ScheduleConfig::default() })
     }
 
     /// Adds (or replaces) an axis.

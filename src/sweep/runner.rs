@@ -1,15 +1,18 @@
 //! What a sweep trains: the [`Runner`] trait (resolve a config, estimate its cost, train it)
-//! and its one implementation so far, [`MlpRunner`] over [`crate::train`]. A GPT run kind
-//! plugs in by adding a [`RunKind`] variant and a `Runner` whose records carry the same
-//! coordinates (`width`, `lr`, `seed`, ...) and metrics (`train_loss`, ...), so the engine,
-//! store, export and analysis work unchanged.
+//! and its implementations, [`MlpRunner`] over [`crate::train`] and [`GptRunner`] over
+//! [`crate::train::gpt`]. Both produce records with the same coordinates (`width`, `lr`,
+//! `seed`, `loss`, `optimizer`, ...) and metrics (`train_loss`, `test_loss`, ...), so the
+//! engine, store, export and analysis work unchanged. For the GPT, `test_*` is the final
+//! validation loss/accuracy and `train_*` the loss/accuracy on fixed training windows (the
+//! quantity the paper's GPT instability rule "loss worse than the optimum + 1" reads).
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::data::DatasetName;
-use crate::train::{Outcome, TrainConfig};
+use crate::train::gpt::GptTrainConfig;
+use crate::train::{EvalRecord, Outcome, ParamSpec, TrainConfig};
 use crate::{Error, Result};
 
 /// The kind of run a sweep trains.
@@ -19,12 +22,15 @@ pub enum RunKind {
     /// An MLP trained by [`crate::train`]; `base` is a [`TrainConfig`].
     #[default]
     Mlp,
+    /// A GPT trained by [`crate::train::gpt`]; `base` is a [`GptTrainConfig`].
+    Gpt,
 }
 
 impl std::fmt::Display for RunKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             RunKind::Mlp => "mlp",
+            RunKind::Gpt => "gpt",
         })
     }
 }
@@ -34,6 +40,7 @@ impl RunKind {
     pub fn runner(self) -> Box<dyn Runner> {
         match self {
             RunKind::Mlp => Box::new(MlpRunner),
+            RunKind::Gpt => Box::new(GptRunner),
         }
     }
 }
@@ -226,18 +233,107 @@ impl Runner for MlpRunner {
         let mut cfg = Self::typed(config)?;
         cfg.threads = Some(threads.max(1));
         let r = crate::train::train(&cfg, false)?;
-        let fin = |x: f64| x.is_finite().then_some(x);
-        let last = r.last.clone();
-        Ok(RunOutput {
-            outcome: r.outcome.clone(),
-            steps: r.steps,
-            train_loss: last.as_ref().and_then(|e| fin(e.train_loss)),
-            train_acc: last.as_ref().and_then(|e| fin(e.train_acc)),
-            test_loss: last.as_ref().and_then(|e| e.test_loss.and_then(fin)),
-            test_acc: last.as_ref().and_then(|e| e.test_acc.and_then(fin)),
-            final_batch_loss: r.batch_losses.last().copied().and_then(fin),
-            loss_curve: thin_curve(&r.batch_losses, CURVE_POINTS),
-        })
+        Ok(output(r.outcome.clone(), r.steps, r.last.as_ref(), &r.batch_losses))
+    }
+}
+
+/// The stored output of a run from its outcome, last evaluation and batch losses.
+fn output(outcome: Outcome, steps: usize, last: Option<&EvalRecord>, batch_losses: &[f64]) -> RunOutput {
+    let fin = |x: f64| x.is_finite().then_some(x);
+    RunOutput {
+        outcome,
+        steps,
+        train_loss: last.and_then(|e| fin(e.train_loss)),
+        train_acc: last.and_then(|e| fin(e.train_acc)),
+        test_loss: last.and_then(|e| e.test_loss.and_then(fin)),
+        test_acc: last.and_then(|e| e.test_acc.and_then(fin)),
+        final_batch_loss: batch_losses.last().copied().and_then(fin),
+        loss_curve: thin_curve(batch_losses, CURVE_POINTS),
+    }
+}
+
+fn param_name(p: &ParamSpec) -> String {
+    match p {
+        ParamSpec::Name(n) => n.clone(),
+        ParamSpec::Inline(p) => p.name.clone(),
+    }
+}
+
+/// The GPT run kind: `base` and the resolved configs are [`GptTrainConfig`]s (defaults:
+/// AdamW, warmup-cosine, Shakespeare). Axes besides the MLP's names: `train_norms`
+/// (`model.train_norms`; `false` freezes the LayerNorm gains and biases, Fig. F.3),
+/// `seq_len`, `steps`. Coordinates add `train_norms` and `text` (the text source).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct GptRunner;
+
+impl GptRunner {
+    fn typed(config: &Value) -> Result<GptTrainConfig> {
+        serde_json::from_value(config.clone()).map_err(|e| Error::config(e.to_string()))
+    }
+}
+
+impl Runner for GptRunner {
+    fn kind(&self) -> RunKind {
+        RunKind::Gpt
+    }
+
+    fn axis_path(&self, axis: &str) -> String {
+        match axis {
+            "width" => "model.width",
+            "depth" => "model.depth",
+            "train_norms" => "model.train_norms",
+            "loss" => "loss.kind",
+            "optimizer" => "optim.kind",
+            "seq_len" => "data.seq_len",
+            other => other,
+        }
+        .to_string()
+    }
+
+    fn resolve(&self, base: &Value, axes: &BTreeMap<String, Value>) -> Result<Value> {
+        let mut v = if base.is_null() { Value::Object(Default::default()) } else { base.clone() };
+        for (name, value) in axes {
+            set_path(&mut v, &self.axis_path(name), value.clone())?;
+        }
+        let mut cfg = Self::typed(&v)?;
+        cfg.threads = None;
+        // The model's vocabulary is the tokenizer's: one value in the key.
+        cfg.model.vocab_size = cfg.data.vocab_size as i64;
+        cfg.validate()?;
+        Ok(serde_json::to_value(&cfg)?)
+    }
+
+    fn coords(&self, config: &Value) -> Result<BTreeMap<String, Value>> {
+        let c = Self::typed(config)?;
+        let text = match c.data.source {
+            crate::data::text::TextSource::Shakespeare => "shakespeare",
+            crate::data::text::TextSource::Generated { .. } => "generated",
+        };
+        let mut m = BTreeMap::new();
+        m.insert("width".into(), Value::from(c.model.width));
+        m.insert("depth".into(), Value::from(c.model.depth));
+        m.insert("lr".into(), Value::from(c.lr));
+        m.insert("seed".into(), Value::from(c.seed));
+        m.insert("loss".into(), Value::from(c.loss.kind.to_string()));
+        m.insert("optimizer".into(), serde_json::to_value(c.optim.kind)?);
+        m.insert("param".into(), Value::from(param_name(&c.param)));
+        m.insert("alpha".into(), c.alpha.map_or(Value::Null, Value::from));
+        m.insert("train_norms".into(), Value::from(c.model.train_norms));
+        m.insert("text".into(), Value::from(text));
+        Ok(m)
+    }
+
+    fn cost(&self, config: &Value) -> Result<RunCost> {
+        let c = Self::typed(config)?;
+        let model = crate::model::GptConfig { vocab_size: c.data.vocab_size as i64, ..c.model.clone() };
+        Ok(RunCost { params: model.num_params().max(0) as u64, steps: c.steps as u64 })
+    }
+
+    fn run(&self, config: &Value, threads: usize) -> Result<RunOutput> {
+        let mut cfg = Self::typed(config)?;
+        cfg.threads = Some(threads.max(1));
+        let r = crate::train::gpt::train_gpt(&cfg, false)?;
+        Ok(output(r.outcome.clone(), r.steps, r.last.as_ref(), &r.batch_losses))
     }
 }
 
@@ -293,5 +389,24 @@ mod tests {
         assert_eq!(co["loss"], "mse");
         assert_eq!(co["optimizer"], "sgd");
         assert!(r.resolve(&base, &[("width".to_string(), Value::from(0))].into()).unwrap_err().to_string().contains("width"));
+    }
+
+    #[test]
+    fn gpt_cost_coords_and_axes() {
+        let r = GptRunner;
+        let axes: BTreeMap<String, Value> = [("width".to_string(), Value::from(64)), ("train_norms".to_string(), Value::from(false)), ("optimizer".to_string(), Value::from("sgd"))].into();
+        let base = serde_json::json!({"model": {"depth": 2, "head_dim": 16}, "data": {"source": {"type": "generated", "chars": 1000}, "vocab_size": 400, "seq_len": 16}, "steps": 7});
+        let c = r.resolve(&base, &axes).unwrap();
+        let cost = r.cost(&c).unwrap();
+        // closed form of GptConfig::num_params at V = 400, n = 64, L = 2, d_head = 16
+        let (v, n) = (400u64, 64u64);
+        assert_eq!(cost.params, 2 * v * n + 2 * n + 2 * (12 * n * n + 4 * n + 4 * 16 + 9 * n));
+        assert_eq!(cost.steps, 7);
+        assert_eq!(c["model"]["vocab_size"], 400);
+        let co = r.coords(&c).unwrap();
+        assert_eq!((co["width"].clone(), co["train_norms"].clone(), co["optimizer"].clone(), co["text"].clone()), (Value::from(64), Value::from(false), Value::from("sgd"), Value::from("generated")));
+        assert_eq!(co["loss"], "ce");
+        assert!(r.resolve(&base, &[("width".to_string(), Value::from(40))].into()).unwrap_err().to_string().contains("head_dim"));
+        assert!(r.resolve(&base, &[("model.nope".to_string(), Value::from(1))].into()).unwrap_err().to_string().contains("nope"));
     }
 }
