@@ -429,6 +429,34 @@ impl LrAnalysis {
     }
 }
 
+/// The analysis among `analyses` whose coordinates match every `(name, value)` of `want`
+/// (values compared as plain text: `("loss", "ce")`, `("param", "mup")`).
+pub fn find<'a>(analyses: &'a [LrAnalysis], want: &[(&str, &str)]) -> Option<&'a LrAnalysis> {
+    analyses.iter().find(|a| want.iter().all(|(k, v)| a.coords.get(*k).is_some_and(|c| super::plain(c) == *v)))
+}
+
+/// Gap `a - b` of the optimal values (objective at the optimum of the seed-averaged curve) at
+/// the widths both analyses have, by ascending width: section 5.3 compares the optimal
+/// training accuracy of CE (`a`) and MSE (`b`) this way.
+pub fn optimal_gap(a: &LrAnalysis, b: &LrAnalysis) -> Vec<(f64, f64)> {
+    a.widths.iter().filter_map(|wa| b.widths.iter().find(|wb| wb.width == wa.width).map(|wb| (wa.width, wa.optimal_value - wb.optimal_value))).collect()
+}
+
+/// Fig. 7 / F.18 style: the optimal value of the objective against width (log x), one line
+/// per analysis, named by its label; `dashed` picks the analyses drawn dashed (the paper: MSE).
+pub fn optimal_values_figure(title: &str, analyses: &[&LrAnalysis], dashed: impl Fn(&LrAnalysis) -> bool) -> Figure {
+    const COLORS: [(u8, u8, u8); 4] = [(255, 127, 14), (31, 119, 180), (44, 160, 44), (214, 39, 40)];
+    let y = analyses.first().map_or("objective", |a| a.objective.label());
+    let mut f = Figure::new(title.to_string()).x_label("width n").y_label(format!("optimal {y}")).log_x();
+    for (i, a) in analyses.iter().enumerate() {
+        let ws: Vec<f64> = a.widths.iter().map(|w| w.width).collect();
+        let vs: Vec<f64> = a.widths.iter().map(|w| w.optimal_value).collect();
+        let style = if dashed(a) { Style::Dashed } else { Style::Solid };
+        f = f.series_with(a.label.clone(), ws, vs, style, COLORS[i / 2 % COLORS.len()]);
+    }
+    f
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -553,5 +581,27 @@ mod tests {
         assert_eq!(g[0].instability, Instability::AccBelow(0.2));
         assert_eq!(g[1].instability, Instability::Nan);
         assert!(analyse_group(&[], Objective::TrainAcc, None).is_err());
+    }
+
+    #[test]
+    fn find_and_optimal_gap_between_losses() {
+        // CE peaks at 0.9 (width 64) and 0.95 (width 128); MSE at 0.8 and 0.7: gaps 0.1, 0.25.
+        let mut recs = vec![];
+        for (loss, peaks) in [("ce", [0.9, 0.95]), ("mse", [0.8, 0.7])] {
+            for (w, peak) in [64.0, 128.0].into_iter().zip(peaks) {
+                for (lr, drop) in [(0.01, 0.2), (0.02, 0.0), (0.04, 0.3)] {
+                    recs.push(rec(w, lr, 0, loss, peak - drop, false));
+                }
+            }
+        }
+        let all = analyse(&recs, Objective::TrainAcc, None).unwrap();
+        let (ce, mse) = (find(&all, &[("loss", "ce")]).unwrap(), find(&all, &[("loss", "mse")]).unwrap());
+        assert!(find(&all, &[("loss", "mse-softmax")]).is_none());
+        let gap = optimal_gap(ce, mse);
+        assert_eq!(gap.len(), 2);
+        assert_eq!(gap[0].0, 64.0);
+        assert!((gap[0].1 - 0.1).abs() < 1e-12 && (gap[1].1 - 0.25).abs() < 1e-12, "{gap:?}");
+        let fig = optimal_values_figure("t", &[ce, mse], |a| a.label.contains("mse"));
+        assert!(fig.to_svg().unwrap().contains("loss=mse"));
     }
 }

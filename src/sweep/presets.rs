@@ -74,6 +74,87 @@ pub fn lr_exponents(profile: Profile, loss: LossKind) -> Result<SweepSpec> {
     SweepSpec::mlp(&format!("05_lr_exponents_{loss}_{profile}"), &mlp_base(profile, loss))?.axis("width", widths)?.axis("seed", seeds)?.axis("lr", lrs)
 }
 
+/// Section 5.3 (Fig. 7, F.18): the 8-layer MLP trained with SGD in SP and muP under CE and MSE
+/// on `dataset` (Fashion-MNIST or the multi-index teacher of appendix D.2), learning rate unset.
+/// Fashion-MNIST as in [`mlp_base`]; the teacher data uses `d_in = 100`, 3 classes and a
+/// training set of 1024 points (smoke: 256) with one epoch at batch 64, like the paper's
+/// appendix D.2 setting but smaller.
+pub fn ce_vs_mse_base(profile: Profile, dataset: DatasetName) -> TrainConfig {
+    let mut c = mlp_base(profile, LossKind::Ce);
+    if dataset == DatasetName::Teacher {
+        let n = if profile == Profile::Smoke { 256 } else { 1024 };
+        c.model.d_in = 100;
+        c.model.d_out = 3;
+        c.data = DataConfig { dataset, train_subset: None, test_subset: None, ..DataConfig::default() };
+        c.data.teacher.n_train = n;
+        c.data.teacher.n_test = n;
+        c.eval = EvalConfig { every: 0, train_subset: None, test: true };
+    }
+    c
+}
+
+/// Widths, seeds and base learning rates of the section 5.3 sweep per parameterization. The
+/// grid covers SP's optimum and first unstable point (05's ranges at these widths) and muP's
+/// width-independent optimum (muP's hidden-layer learning rate does not scale with width).
+pub fn ce_vs_mse_grid(profile: Profile, param: &str) -> (Vec<i64>, Vec<u64>, Vec<f64>) {
+    let (lo, hi) = if param == "mup" { (-6.0, 2.0) } else { (-8.0, 0.0) };
+    match profile {
+        Profile::Smoke => (vec![32, 64], vec![0], log2_grid(lo, hi, 1).into_iter().step_by(2).collect()),
+        Profile::Quick => (vec![64, 256, 1024], vec![0], log2_grid(lo, hi, 1)),
+        Profile::Paper => (vec![256, 512, 1024, 2048, 4096, 8192, 16384], vec![0, 1, 2, 3], log2_grid(lo - 4.0, hi, 2)),
+    }
+}
+
+/// The section 5.3 sweep of one parameterization on one dataset: losses CE and MSE as an axis
+/// (the notebook analyses them as two groups).
+pub fn ce_vs_mse(profile: Profile, dataset: DatasetName, param: &str) -> Result<SweepSpec> {
+    let (widths, seeds, lrs) = ce_vs_mse_grid(profile, param);
+    SweepSpec::mlp(&format!("08_ce_vs_mse_{dataset}_{param}_{profile}"), &ce_vs_mse_base(profile, dataset))?
+        .axis("param", [param])?
+        .axis("loss", [LossKind::Ce, LossKind::Mse])?
+        .axis("width", widths)?
+        .axis("seed", seeds)?
+        .axis("lr", lrs)
+}
+
+/// Appendix F.4 (Fig. F.14-F.16): widths, seeds and learning rates of the shallow teacher
+/// sweeps. 2- and 3-layer nets are cheap, so `quick` reaches width 2048; the grid is wide
+/// because the 2-layer CE optimum does not shrink with width (`eta_n = Theta(1)`).
+pub fn mse_softmax_grid(profile: Profile) -> (Vec<i64>, Vec<u64>, Vec<f64>) {
+    match profile {
+        Profile::Smoke => (vec![32, 128], vec![0], log2_grid(-8.0, 4.0, 1).into_iter().step_by(3).collect()),
+        Profile::Quick => (vec![128, 512, 2048], vec![0, 1], log2_grid(-10.0, 4.0, 1)),
+        Profile::Paper => (vec![256, 1024, 4096, 16384], vec![0, 1, 2, 3], log2_grid(-14.0, 6.0, 2)),
+    }
+}
+
+/// Appendix F.4, Fig. F.14-F.16: `depth`-layer (2 or 3) SP MLPs on the multi-index teacher
+/// data ([`ce_vs_mse_base`]), SGD, one epoch, losses CE, MSE and MSE on softmax outputs.
+pub fn mse_softmax(profile: Profile, depth: usize) -> Result<SweepSpec> {
+    let (widths, seeds, lrs) = mse_softmax_grid(profile);
+    SweepSpec::mlp(&format!("09_mse_softmax_d{depth}_{profile}"), &ce_vs_mse_base(profile, DatasetName::Teacher))?
+        .axis("depth", [depth])?
+        .axis("loss", [LossKind::Ce, LossKind::Mse, LossKind::MseSoftmax])?
+        .axis("width", widths)?
+        .axis("seed", seeds)?
+        .axis("lr", lrs)
+}
+
+/// Fig. F.17 on the teacher data: MSE with and without LayerNorm on the logits
+/// (`model.logit_norm`), `depth`-layer SP MLPs, the grid of [`mse_softmax_grid`] (the runs
+/// without LayerNorm are those of [`mse_softmax`] and share their keys). The paper's F.17
+/// uses 8-layer MLPs on CIFAR-10.
+pub fn logit_norm(profile: Profile, depth: usize) -> Result<SweepSpec> {
+    let (widths, seeds, lrs) = mse_softmax_grid(profile);
+    SweepSpec::mlp(&format!("09_logit_norm_d{depth}_{profile}"), &ce_vs_mse_base(profile, DatasetName::Teacher))?
+        .axis("depth", [depth])?
+        .axis("loss", [LossKind::Mse])?
+        .axis("model.logit_norm", [false, true])?
+        .axis("width", widths)?
+        .axis("seed", seeds)?
+        .axis("lr", lrs)
+}
+
 /// One row of a Table F.1-style comparison.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ExponentRow {
@@ -120,6 +201,28 @@ mod tests {
                 assert_eq!(pts.len(), w.len() * seeds.len() * lrs.len());
                 assert_eq!(pts[0].config["model"]["depth"], 8);
             }
+        }
+        for (profile, dataset) in [Profile::Smoke, Profile::Quick, Profile::Paper].into_iter().flat_map(|p| [(p, DatasetName::FashionMnist), (p, DatasetName::Teacher)]) {
+            for param in ["sp", "mup"] {
+                let s = ce_vs_mse(profile, dataset, param).unwrap();
+                let pts = s.points().unwrap();
+                let (w, seeds, lrs) = ce_vs_mse_grid(profile, param);
+                assert_eq!(pts.len(), 2 * w.len() * seeds.len() * lrs.len());
+                assert_eq!(pts[0].config["param"], param);
+                let d_in = if dataset == DatasetName::Teacher { 100 } else { 784 };
+                assert!(pts.iter().all(|p| p.config["model"]["d_in"] == d_in && p.config["model"]["depth"] == 8));
+            }
+        }
+        for profile in [Profile::Smoke, Profile::Quick, Profile::Paper] {
+            let (w, seeds, lrs) = mse_softmax_grid(profile);
+            let pts = mse_softmax(profile, 3).unwrap().points().unwrap();
+            assert_eq!(pts.len(), 3 * w.len() * seeds.len() * lrs.len());
+            assert!(pts.iter().all(|p| p.config["model"]["depth"] == 3 && p.config["data"]["dataset"] == "teacher"));
+            let ln = logit_norm(profile, 3).unwrap().points().unwrap();
+            assert_eq!(ln.iter().filter(|p| p.config["model"]["logit_norm"] == true).count(), w.len() * seeds.len() * lrs.len());
+            // The runs without LayerNorm are the MSE runs of `mse_softmax`: same keys.
+            let keys: std::collections::HashSet<_> = pts.iter().map(|p| &p.key).collect();
+            assert!(ln.iter().filter(|p| p.config["model"]["logit_norm"] == false).all(|p| keys.contains(&p.key)));
         }
         assert_eq!(paper_exponent("CE max-stable"), Some(-0.7));
         assert_eq!(paper_exponent("nope"), None);
