@@ -17,6 +17,7 @@
 //! - [`sweep`]: learning-rate sweeps across widths (crash-safe SQLite store, shards,
 //!   scheduler) and the optimal / max-stable learning-rate exponents.
 //! - [`theory`]: closed-form dynamics (2-layer linear "uv" model).
+pub mod config;
 pub mod data;
 pub mod device;
 pub mod error;

@@ -70,10 +70,7 @@ pub struct ModelArgs {
 impl ModelArgs {
     fn config(&self) -> anyhow::Result<UvConfig> {
         let mut c = match &self.config {
-            Some(p) => {
-                let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
-                toml::from_str::<UvConfig>(&text).map_err(|e| widthlab::Error::ConfigParse { path: p.clone(), reason: e.to_string() })?
-            }
+            Some(p) => widthlab::config::read_config::<UvConfig>(p)?,
             None => UvConfig::default(),
         };
         if let Some(v) = self.param {

@@ -194,13 +194,7 @@ impl SweepSpec {
 
     /// Reads a sweep from a TOML or JSON file (by extension; TOML otherwise).
     pub fn from_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        let parsed: std::result::Result<SweepSpec, String> = if path.extension().is_some_and(|e| e == "json") {
-            serde_json::from_str(&text).map_err(|e| e.to_string())
-        } else {
-            toml::from_str(&text).map_err(|e| e.to_string())
-        };
-        let spec = parsed.map_err(|reason| Error::ConfigParse { path: path.to_path_buf(), reason })?;
+        let spec: SweepSpec = crate::config::read_config(path)?;
         // Resolve every run now, so a bad value is reported before anything trains.
         spec.points().map_err(|e| Error::ConfigParse { path: path.to_path_buf(), reason: e.to_string() })?;
         Ok(spec)

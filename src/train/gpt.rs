@@ -102,13 +102,7 @@ impl Default for GptTrainConfig {
 impl GptTrainConfig {
     /// Reads a config from a TOML or JSON file (by extension; TOML otherwise).
     pub fn from_file(path: &std::path::Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        let parsed = if path.extension().is_some_and(|e| e == "json") {
-            serde_json::from_str(&text).map_err(|e| e.to_string())
-        } else {
-            toml::from_str(&text).map_err(|e| e.to_string())
-        };
-        parsed.map_err(|reason| Error::ConfigParse { path: path.to_path_buf(), reason })
+        crate::config::read_config(path)
     }
 
     /// The parameterization with the `alpha` override applied.
