@@ -14,8 +14,12 @@ use serde::Serialize;
 use tch::{Device, Kind, Tensor};
 use widthlab::loss::{Loss, LossKind};
 use widthlab::model::{Gpt, GptConfig, Model};
-use widthlab::optim::{OptimConfig, Optimizer, OptimizerKind};
+use widthlab::optim::Optimizer;
+use widthlab::train::gpt::GptTrainConfig;
 use widthlab::param::Parameterization;
+
+mod common;
+use common::python;
 
 const DEPTH: usize = 6;
 const VOCAB: i64 = 8192;
@@ -26,15 +30,8 @@ const BATCH: i64 = 8;
 fn widthlab_rate(n: i64, seconds: f64) -> (f64, usize) {
     let cfg = GptConfig { width: n, depth: DEPTH, vocab_size: VOCAB, ..GptConfig::default() };
     let model = Gpt::new(&cfg, &Parameterization::sp(), 0, Device::Cpu).expect("model");
-    let ocfg = OptimConfig {
-        kind: OptimizerKind::AdamW,
-        beta1: 0.9,
-        beta2: 0.95,
-        eps: 1e-12,
-        weight_decay: 0.1,
-        grad_clip: Some(1.0),
-        ..OptimConfig::default()
-    };
+    // the paper's AdamW settings (betas 0.9/0.95, eps 1e-12, wd 0.1, clipping at 1)
+    let ocfg = GptTrainConfig::default().optim;
     let mut opt = Optimizer::new(&ocfg, 1e-3, model.params()).expect("optimizer");
     let loss = Loss::new(LossKind::Ce);
     let data = Tensor::randint(VOCAB, [64, BATCH, SEQ + 1], (Kind::Int64, Device::Cpu));
@@ -56,17 +53,6 @@ fn widthlab_rate(n: i64, seconds: f64) -> (f64, usize) {
     (k as f64 * (BATCH * SEQ) as f64 / t0.elapsed().as_secs_f64(), k)
 }
 
-fn python() -> String {
-    if let Ok(p) = std::env::var("WIDTHLAB_PYTHON") {
-        return p;
-    }
-    let venv = concat!(env!("CARGO_MANIFEST_DIR"), "/.venv/bin/python");
-    if std::path::Path::new(venv).exists() {
-        venv.into()
-    } else {
-        "python3".into()
-    }
-}
 
 fn pytorch_rate(n: i64, steps: usize, threads: i32) -> Option<f64> {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/reference/gpt_step.py");

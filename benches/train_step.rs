@@ -16,6 +16,9 @@ use widthlab::model::{Mlp, MlpConfig, Model};
 use widthlab::optim::{OptimConfig, Optimizer};
 use widthlab::param::Parameterization;
 
+mod common;
+use common::python;
+
 const DEPTH: usize = 8;
 const D_IN: i64 = 784;
 const D_OUT: i64 = 10;
@@ -117,14 +120,6 @@ struct Row {
     fraction_of_bare: f64,
 }
 
-fn python() -> String {
-    let venv = concat!(env!("CARGO_MANIFEST_DIR"), "/.venv/bin/python");
-    if std::path::Path::new(venv).exists() {
-        venv.into()
-    } else {
-        "python3".into()
-    }
-}
 
 fn pytorch_rate(n: i64, steps: usize, threads: i32) -> Option<f64> {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/reference/mlp_step.py");

@@ -17,14 +17,9 @@ use std::time::Instant;
 
 use widthlab::theory::uv::{initial_state, log_widths, logspace, lr_grid, Stability, UvConfig, UvParam};
 
-fn python() -> String {
-    let venv = concat!(env!("CARGO_MANIFEST_DIR"), "/.venv/bin/python");
-    if std::path::Path::new(venv).exists() {
-        venv.into()
-    } else {
-        "python3".into()
-    }
-}
+mod common;
+use common::python;
+
 
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|s| s.parse().ok()).unwrap_or(default)

@@ -157,15 +157,14 @@ pub fn set_path(root: &mut Value, path: &str, value: Value) -> Result<()> {
     Ok(())
 }
 
+/// A resolved run config (JSON) as the run kind's typed config.
+fn typed<T: serde::de::DeserializeOwned>(config: &Value) -> Result<T> {
+    serde_json::from_value(config.clone()).map_err(|e| Error::config(e.to_string()))
+}
+
 /// The MLP run kind: `base` and the resolved configs are [`TrainConfig`]s.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct MlpRunner;
-
-impl MlpRunner {
-    fn typed(config: &Value) -> Result<TrainConfig> {
-        serde_json::from_value(config.clone()).map_err(|e| Error::config(e.to_string()))
-    }
-}
 
 impl Runner for MlpRunner {
     fn kind(&self) -> RunKind {
@@ -190,14 +189,14 @@ impl Runner for MlpRunner {
         for (name, value) in axes {
             set_path(&mut v, &self.axis_path(name), value.clone())?;
         }
-        let mut cfg = Self::typed(&v)?;
+        let mut cfg = typed::<TrainConfig>(&v)?;
         cfg.threads = None;
         cfg.validate()?;
         Ok(serde_json::to_value(&cfg)?)
     }
 
     fn coords(&self, config: &Value) -> Result<BTreeMap<String, Value>> {
-        let c = Self::typed(config)?;
+        let c = typed::<TrainConfig>(config)?;
         let param = match &c.param {
             crate::train::ParamSpec::Name(n) => n.clone(),
             crate::train::ParamSpec::Inline(p) => p.name.clone(),
@@ -216,7 +215,7 @@ impl Runner for MlpRunner {
     }
 
     fn cost(&self, config: &Value) -> Result<RunCost> {
-        let c = Self::typed(config)?;
+        let c = typed::<TrainConfig>(config)?;
         let (d_in, n_data) = match c.data.dataset {
             DatasetName::FashionMnist | DatasetName::Mnist => (784, 60_000),
             DatasetName::Cifar10 => (3072, 50_000),
@@ -230,7 +229,7 @@ impl Runner for MlpRunner {
     }
 
     fn run(&self, config: &Value, threads: usize) -> Result<RunOutput> {
-        let mut cfg = Self::typed(config)?;
+        let mut cfg = typed::<TrainConfig>(config)?;
         cfg.threads = Some(threads.max(1));
         let r = crate::train::train(&cfg, false)?;
         Ok(output(r.outcome.clone(), r.steps, r.last.as_ref(), &r.batch_losses))
@@ -266,12 +265,6 @@ fn param_name(p: &ParamSpec) -> String {
 #[derive(Clone, Copy, Debug, Default)]
 pub struct GptRunner;
 
-impl GptRunner {
-    fn typed(config: &Value) -> Result<GptTrainConfig> {
-        serde_json::from_value(config.clone()).map_err(|e| Error::config(e.to_string()))
-    }
-}
-
 impl Runner for GptRunner {
     fn kind(&self) -> RunKind {
         RunKind::Gpt
@@ -295,7 +288,7 @@ impl Runner for GptRunner {
         for (name, value) in axes {
             set_path(&mut v, &self.axis_path(name), value.clone())?;
         }
-        let mut cfg = Self::typed(&v)?;
+        let mut cfg = typed::<GptTrainConfig>(&v)?;
         cfg.threads = None;
         // The model's vocabulary is the tokenizer's: one value in the key.
         cfg.model.vocab_size = cfg.data.vocab_size as i64;
@@ -304,7 +297,7 @@ impl Runner for GptRunner {
     }
 
     fn coords(&self, config: &Value) -> Result<BTreeMap<String, Value>> {
-        let c = Self::typed(config)?;
+        let c = typed::<GptTrainConfig>(config)?;
         let text = match c.data.source {
             crate::data::text::TextSource::Shakespeare => "shakespeare",
             crate::data::text::TextSource::Generated { .. } => "generated",
@@ -324,13 +317,13 @@ impl Runner for GptRunner {
     }
 
     fn cost(&self, config: &Value) -> Result<RunCost> {
-        let c = Self::typed(config)?;
+        let c = typed::<GptTrainConfig>(config)?;
         let model = crate::model::GptConfig { vocab_size: c.data.vocab_size as i64, ..c.model.clone() };
         Ok(RunCost { params: model.num_params().max(0) as u64, steps: c.steps as u64 })
     }
 
     fn run(&self, config: &Value, threads: usize) -> Result<RunOutput> {
-        let mut cfg = Self::typed(config)?;
+        let mut cfg = typed::<GptTrainConfig>(config)?;
         cfg.threads = Some(threads.max(1));
         let r = crate::train::gpt::train_gpt(&cfg, false)?;
         Ok(output(r.outcome.clone(), r.steps, r.last.as_ref(), &r.batch_losses))
