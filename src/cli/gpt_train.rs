@@ -2,12 +2,10 @@
 //! summary and a JSON result file.
 use std::path::PathBuf;
 
-use anyhow::Context;
-use widthlab::device::DeviceChoice;
-use widthlab::loss::LossKind;
-use widthlab::optim::OptimizerKind;
 use widthlab::train::gpt::{train_gpt, GptTrainConfig, GptTrainResult};
-use widthlab::train::{Outcome, ParamSpec};
+use widthlab::train::Outcome;
+
+use super::run_flags::{apply_run_flags, override_fields, write_result, RunFlags};
 
 #[derive(clap::Args, Debug)]
 pub struct GptTrainArgs {
@@ -15,60 +13,20 @@ pub struct GptTrainArgs {
     /// (6 blocks, width 256, Shakespeare with an 8192-token BPE, SP, AdamW, 500 steps).
     #[arg(long, short)]
     pub config: Option<PathBuf>,
-    /// Width n (a multiple of the head dimension 32).
-    #[arg(long)]
-    pub width: Option<i64>,
-    /// Number of transformer blocks.
-    #[arg(long)]
-    pub depth: Option<usize>,
-    /// Parameterization: a built-in name (`widthlab params --list`).
-    #[arg(long)]
-    pub param: Option<String>,
-    /// Global learning-rate exponent: eta_n = lr (n/256)^-alpha.
-    #[arg(long)]
-    pub alpha: Option<f64>,
-    /// Maximal learning rate eta (after warmup).
-    #[arg(long)]
-    pub lr: Option<f64>,
-    /// ce, mse or mse-softmax.
-    #[arg(long)]
-    pub loss: Option<LossKind>,
-    /// sgd, adam, adamw or sam-sgd.
-    #[arg(long)]
-    pub optimizer: Option<OptimizerKind>,
+    #[command(flatten)]
+    pub run: RunFlags,
     /// Freeze all LayerNorm gains and biases at initialisation.
     #[arg(long)]
     pub frozen_norms: bool,
     /// Turn qk-LayerNorm off.
     #[arg(long)]
     pub no_qk_norm: bool,
-    /// Folder of the corpus' *.txt files.
-    #[arg(long)]
-    pub data_dir: Option<PathBuf>,
     /// Sequence length.
     #[arg(long)]
     pub seq_len: Option<i64>,
-    #[arg(long)]
-    pub steps: Option<usize>,
-    #[arg(long)]
-    pub batch_size: Option<usize>,
     /// Evaluate every this many steps (0: only at the end).
     #[arg(long)]
     pub eval_every: Option<usize>,
-    #[arg(long)]
-    pub seed: Option<u64>,
-    /// cpu, cuda or auto.
-    #[arg(long)]
-    pub device: Option<DeviceChoice>,
-    /// libtorch threads.
-    #[arg(long)]
-    pub threads: Option<usize>,
-    /// Write the full result (config, curves, evaluations) here as JSON.
-    #[arg(long, short)]
-    pub out: Option<PathBuf>,
-    /// No progress bar.
-    #[arg(long)]
-    pub quiet: bool,
 }
 
 impl GptTrainArgs {
@@ -78,26 +36,8 @@ impl GptTrainArgs {
             Some(p) => GptTrainConfig::from_file(p)?,
             None => GptTrainConfig::default(),
         };
-        macro_rules! set {
-            ($($flag:ident => $($field:ident).+),* $(,)?) => {
-                $(if let Some(v) = &self.$flag { c.$($field).+ = v.clone().into(); })*
-            };
-        }
-        set!(width => model.width, depth => model.depth, lr => lr, loss => loss.kind,
-             optimizer => optim.kind, seq_len => data.seq_len, steps => steps, seed => seed,
-             device => device, batch_size => batch_size, eval_every => eval.every);
-        if let Some(p) = &self.param {
-            c.param = ParamSpec::Name(p.clone());
-        }
-        if self.alpha.is_some() {
-            c.alpha = self.alpha;
-        }
-        if self.data_dir.is_some() {
-            c.data.data_dir = self.data_dir.clone();
-        }
-        if self.threads.is_some() {
-            c.threads = self.threads;
-        }
+        apply_run_flags!(self.run, c);
+        override_fields!(self, c; seq_len => data.seq_len, eval_every => eval.every);
         if self.frozen_norms {
             c.model.train_norms = false;
         }
@@ -110,15 +50,9 @@ impl GptTrainArgs {
 
 pub fn run(args: &GptTrainArgs) -> anyhow::Result<()> {
     let cfg = args.config()?;
-    let result = train_gpt(&cfg, !args.quiet)?;
+    let result = train_gpt(&cfg, !args.run.quiet)?;
     print!("{}", summary(&result));
-    if let Some(out) = &args.out {
-        if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        }
-        std::fs::write(out, serde_json::to_string_pretty(&result)?).with_context(|| format!("writing {}", out.display()))?;
-        println!("result written to {}", out.display());
-    }
+    write_result(args.run.out.as_deref(), &result)?;
     Ok(())
 }
 

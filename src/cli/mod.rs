@@ -2,6 +2,7 @@
 pub mod coord_check;
 pub mod gpt_train;
 pub mod params;
+pub mod run_flags;
 pub mod sweep;
 pub mod train;
 pub mod uv;

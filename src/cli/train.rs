@@ -1,12 +1,10 @@
 //! `widthlab train`: one training run with a readable summary and a JSON result file.
 use std::path::PathBuf;
 
-use anyhow::Context;
 use widthlab::data::DatasetName;
-use widthlab::device::DeviceChoice;
-use widthlab::loss::LossKind;
-use widthlab::optim::OptimizerKind;
-use widthlab::train::{train, Outcome, ParamSpec, TrainConfig, TrainResult};
+use widthlab::train::{train, Outcome, TrainConfig, TrainResult};
+
+use super::run_flags::{apply_run_flags, override_fields, write_result, RunFlags};
 
 #[derive(clap::Args, Debug)]
 pub struct TrainArgs {
@@ -14,56 +12,17 @@ pub struct TrainArgs {
     /// (8-layer MLP, width 256, SP, SGD, batch 64, one epoch of Fashion-MNIST, CE).
     #[arg(long, short)]
     pub config: Option<PathBuf>,
-    /// Hidden width n.
-    #[arg(long)]
-    pub width: Option<i64>,
-    /// Number of weight layers L+1.
-    #[arg(long)]
-    pub depth: Option<usize>,
-    /// Parameterization: a built-in name (`widthlab params --list`).
-    #[arg(long)]
-    pub param: Option<String>,
-    /// Global learning-rate exponent: eta_n = lr (n/256)^-alpha.
-    #[arg(long)]
-    pub alpha: Option<f64>,
-    /// Base learning rate eta.
-    #[arg(long)]
-    pub lr: Option<f64>,
-    /// ce, mse or mse-softmax.
-    #[arg(long)]
-    pub loss: Option<LossKind>,
-    /// sgd, adam, adamw or sam-sgd.
-    #[arg(long)]
-    pub optimizer: Option<OptimizerKind>,
+    #[command(flatten)]
+    pub run: RunFlags,
     /// fashion-mnist, mnist, cifar10 or teacher.
     #[arg(long)]
     pub dataset: Option<DatasetName>,
-    /// Directory holding the dataset files.
-    #[arg(long)]
-    pub data_dir: Option<PathBuf>,
     /// Train on a random subset of this many points.
     #[arg(long)]
     pub train_subset: Option<usize>,
-    #[arg(long)]
-    pub steps: Option<usize>,
+    /// Number of epochs (ignored when --steps is given).
     #[arg(long)]
     pub epochs: Option<f64>,
-    #[arg(long)]
-    pub batch_size: Option<usize>,
-    #[arg(long)]
-    pub seed: Option<u64>,
-    /// cpu, cuda or auto.
-    #[arg(long)]
-    pub device: Option<DeviceChoice>,
-    /// libtorch threads.
-    #[arg(long)]
-    pub threads: Option<usize>,
-    /// Write the full result (config, curves, evaluations) here as JSON.
-    #[arg(long, short)]
-    pub out: Option<PathBuf>,
-    /// No progress bar.
-    #[arg(long)]
-    pub quiet: bool,
 }
 
 impl TrainArgs {
@@ -73,48 +32,17 @@ impl TrainArgs {
             Some(p) => TrainConfig::from_file(p)?,
             None => TrainConfig::default(),
         };
-        macro_rules! set {
-            ($($flag:ident => $($field:ident).+),* $(,)?) => {
-                $(if let Some(v) = &self.$flag { c.$($field).+ = v.clone().into(); })*
-            };
-        }
-        set!(width => model.width, depth => model.depth, lr => lr, loss => loss.kind,
-             optimizer => optim.kind, dataset => data.dataset, seed => seed, device => device,
-             batch_size => batch_size, epochs => epochs);
-        if let Some(p) = &self.param {
-            c.param = ParamSpec::Name(p.clone());
-        }
-        if self.alpha.is_some() {
-            c.alpha = self.alpha;
-        }
-        if self.data_dir.is_some() {
-            c.data.data_dir = self.data_dir.clone();
-        }
-        if self.train_subset.is_some() {
-            c.data.train_subset = self.train_subset;
-        }
-        if self.steps.is_some() {
-            c.steps = self.steps;
-        }
-        if self.threads.is_some() {
-            c.threads = self.threads;
-        }
+        apply_run_flags!(self.run, c);
+        override_fields!(self, c; dataset => data.dataset, epochs => epochs, train_subset => data.train_subset);
         Ok(c)
     }
 }
 
 pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
     let cfg = args.config()?;
-    let result = train(&cfg, !args.quiet)?;
+    let result = train(&cfg, !args.run.quiet)?;
     print!("{}", summary(&result));
-    if let Some(out) = &args.out {
-        if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        }
-        let json = serde_json::to_string_pretty(&result)?;
-        std::fs::write(out, json).with_context(|| format!("writing {}", out.display()))?;
-        println!("result written to {}", out.display());
-    }
+    write_result(args.run.out.as_deref(), &result)?;
     Ok(())
 }
 
