@@ -47,6 +47,23 @@ impl ParamSpec {
             }
         }
     }
+
+    /// The parameterization with an optional override of its global learning-rate exponent.
+    pub fn resolve_with_alpha(&self, alpha: Option<f64>) -> Result<Parameterization> {
+        let p = self.resolve()?;
+        Ok(match alpha {
+            Some(a) => p.with_alpha(a),
+            None => p,
+        })
+    }
+
+    /// The parameterization's name (without resolving it).
+    pub fn name(&self) -> &str {
+        match self {
+            ParamSpec::Name(n) => n,
+            ParamSpec::Inline(p) => &p.name,
+        }
+    }
 }
 
 /// Evaluation settings.
@@ -127,11 +144,7 @@ impl TrainConfig {
 
     /// The parameterization with the `alpha` override applied.
     pub fn parameterization(&self) -> Result<Parameterization> {
-        let p = self.param.resolve()?;
-        Ok(match self.alpha {
-            Some(a) => p.with_alpha(a),
-            None => p,
-        })
+        self.param.resolve_with_alpha(self.alpha)
     }
 
     /// Checks everything that can be checked without loading data.

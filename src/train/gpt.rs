@@ -107,11 +107,7 @@ impl GptTrainConfig {
 
     /// The parameterization with the `alpha` override applied.
     pub fn parameterization(&self) -> Result<Parameterization> {
-        let p = self.param.resolve()?;
-        Ok(match self.alpha {
-            Some(a) => p.with_alpha(a),
-            None => p,
-        })
+        self.param.resolve_with_alpha(self.alpha)
     }
 
     /// The optimizer settings with the warmup-cosine schedule spanning the run.
