@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use widthlab::train::gpt::{train_gpt, GptTrainConfig, GptTrainResult};
+use widthlab::device::Precision;
 use widthlab::train::Outcome;
 
 use super::run_flags::{apply_run_flags, override_fields, write_result, RunFlags};
@@ -21,6 +22,9 @@ pub struct GptTrainArgs {
     /// Turn qk-LayerNorm off.
     #[arg(long)]
     pub no_qk_norm: bool,
+    /// Forward-pass precision: auto (bf16 mixed on CUDA, fp32 on CPU), fp32 or bf16.
+    #[arg(long)]
+    pub precision: Option<Precision>,
     /// Sequence length.
     #[arg(long)]
     pub seq_len: Option<i64>,
@@ -37,7 +41,7 @@ impl GptTrainArgs {
             None => GptTrainConfig::default(),
         };
         apply_run_flags!(self.run, c);
-        override_fields!(self, c; seq_len => data.seq_len, eval_every => eval.every);
+        override_fields!(self, c; seq_len => data.seq_len, eval_every => eval.every, precision => precision);
         if self.frozen_norms {
             c.model.train_norms = false;
         }

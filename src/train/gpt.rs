@@ -13,7 +13,7 @@ use tch::{Device, Kind, Tensor};
 
 use super::{run_loop, EvalRecord, Outcome, ParamSpec, StepHook, Steppable};
 use crate::data::text::{random_starts, windows, TextConfig, TextData};
-use crate::device::DeviceChoice;
+use crate::device::{with_autocast, DeviceChoice, Precision};
 use crate::loss::{accuracy, Loss};
 use crate::model::{Gpt, GptConfig, Model};
 use crate::optim::{OptimConfig, Optimizer, OptimizerKind, Schedule, StepStats};
@@ -45,6 +45,10 @@ impl Default for GptEvalConfig {
 pub struct GptTrainConfig {
     pub seed: u64,
     pub device: DeviceChoice,
+    /// Forward-pass number format: `auto` (bf16 mixed precision on CUDA, fp32 on the CPU),
+    /// `fp32` or `bf16` (see [`crate::device::Precision`]).
+    #[serde(skip_serializing_if = "Precision::is_auto")]
+    pub precision: Precision,
     /// libtorch threads (`None`: libtorch's default).
     pub threads: Option<usize>,
     /// `vocab_size` is taken from `data`.
@@ -74,6 +78,7 @@ impl Default for GptTrainConfig {
         GptTrainConfig {
             seed: 0,
             device: DeviceChoice::Cpu,
+            precision: Precision::Auto,
             threads: None,
             model: GptConfig::default(),
             param: ParamSpec::default(),
@@ -179,6 +184,8 @@ pub struct GptTrainer {
     pub optimizer: Optimizer,
     pub data: TextData,
     pub device: Device,
+    /// Whether forward passes run in bf16 mixed precision (from `cfg.precision`).
+    pub mixed: bool,
     rng: rand_chacha::ChaCha8Rng,
     eval_train: Vec<i64>,
     eval_val: Vec<i64>,
@@ -198,6 +205,7 @@ impl GptTrainer {
             crate::device::set_threads(t);
         }
         let device = cfg.device.resolve()?;
+        let mixed = cfg.precision.mixed_on(device)?;
         let data = data.to_device(device);
         let mut cfg = cfg.clone();
         cfg.model.vocab_size = data.vocab_size;
@@ -210,7 +218,7 @@ impl GptTrainer {
         let eval_train = random_starts(data.train.size()[0], data.seq_len, k, &mut er);
         let eval_val = random_starts(data.val.size()[0], data.seq_len, k, &mut er);
         let rng = rng::rng(cfg.seed, stream::SHUFFLE);
-        Ok(GptTrainer { cfg, model, optimizer, data, device, rng, eval_train, eval_val })
+        Ok(GptTrainer { cfg, model, optimizer, data, device, mixed, rng, eval_train, eval_val })
     }
 
     /// The next training batch (`x, y: [B, T]`), at seeded random positions.
@@ -235,10 +243,14 @@ impl GptTrainer {
         tch::no_grad(|| {
             for chunk in starts.chunks(self.cfg.batch_size.max(1)) {
                 let (x, y) = windows(tokens, chunk, self.data.seq_len);
-                let f = self.model.forward(&x); // [B*T, V]
                 let y = y.reshape([-1]); // [B*T]
+                let (f, loss) = with_autocast(self.mixed, || {
+                    let f = self.model.forward(&x); // [B*T, V]
+                    let loss = self.cfg.loss.compute(&f, &y);
+                    (f, loss)
+                });
                 let w = chunk.len() as f64;
-                loss_sum += self.cfg.loss.compute(&f, &y).to_kind(Kind::Double).double_value(&[]) * w;
+                loss_sum += loss.to_kind(Kind::Double).double_value(&[]) * w;
                 acc_sum += accuracy(&f, &y) * w;
                 n += w;
             }
@@ -275,8 +287,8 @@ impl Steppable for GptTrainer {
         let (x, y) = self.next_batch(); // [B, T], [B, T]
         let y = y.reshape([-1]); // [B*T]
         let model = &self.model;
-        let loss = self.cfg.loss;
-        self.optimizer.step(model.params(), &mut || loss.compute(&model.forward(&x), &y))
+        let (loss, mixed) = (self.cfg.loss, self.mixed);
+        self.optimizer.step(model.params(), &mut || with_autocast(mixed, || loss.compute(&model.forward(&x), &y)))
     }
     fn last_gradients(&self) -> &[Option<Tensor>] {
         self.optimizer.last_gradients()
@@ -376,5 +388,16 @@ mod tests {
         assert!(bad(&|c| c.batch_size = 0).contains("batch_size"));
         assert!(bad(&|c| c.data.seq_len = 100_000).contains("seq_len"));
         assert!(bad(&|c| c.param = ParamSpec::Name("nope".into())).contains("unknown parameterization"));
+        assert!(bad(&|c| c.precision = Precision::Bf16).contains("needs a CUDA device"));
+    }
+
+    #[test]
+    fn precision_auto_is_fp32_on_cpu_and_absent_from_the_json() {
+        let cfg = tiny_cfg();
+        assert!(!serde_json::to_string(&cfg).unwrap().contains("precision"), "run keys must not change");
+        let t = GptTrainer::new(&cfg).unwrap();
+        assert!(!t.mixed);
+        let back: GptTrainConfig = serde_json::from_str(r#"{"precision": "bf16"}"#).unwrap();
+        assert_eq!(back.precision, Precision::Bf16);
     }
 }
