@@ -39,6 +39,23 @@
 //! `cos_init` (mean cosine of `x^l_t(xi)` and `x^l_0(xi)` over the probe inputs), `cos_cross`
 //! (mean cosine between different inputs at time t). Model-level (layer `model`): `logits`
 //! `||f_t||_RMS`, `chi` `||dl/df||_RMS` of the per-example loss, `loss` on the probe batch.
+//!
+//! # Cost
+//! A measured step runs one traced forward of the probe batch and, per reference (initial,
+//! previous step) and dense site, one matmul `(W_t - W_ref) x_t`; the propagating update
+//! comes from the RCC identity with the cached reference outputs `W_ref x_ref` (see
+//! [`site_metrics`] for the accuracy), inputs that did not change (the input layer, biases)
+//! cost nothing, one-hot inputs (the GPT's embedding) are lookups, the initial weights' norms
+//! are computed once, and the previous step's trace is kept as the next `delta` reference
+//! (no second traced forward). With a probe as large as the training batch that is about
+//! three forward passes of matmuls beside the ~three of a plain SGD step, so the exact
+//! metrics cost >= ~2x a plain step. `cargo bench --bench monitor_overhead` (3-layer MLP,
+//! width 1024, batch 64, every step; shared 2-core machine, load ~10, one libtorch thread):
+//! Delta and delta 2.8-3.1x a plain step (3.5-3.6x before this fast path, same
+//! conditions), Delta only 2.1-2.5x, Delta and delta on a probe of 16 2.0-2.2x (weight-sized passes: differences,
+//! matmul packing, power iterations, the snapshot, dominate there). The 1.5x target
+//! is not met; with libtorch's default 2 threads on the loaded machine OpenMP spin-waiting
+//! makes both sides, and the ratio, erratic (2.7-4.8x).
 use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
