@@ -344,6 +344,10 @@ fn cached_scalar(cache: &mut HashMap<String, Tensor>, key: String, fixed: bool, 
 /// layer, biases). Accuracy: the subtraction adds an absolute float32 error of order
 /// `eps ||W x||` (`eps = 6e-8`), the same order as the error the definition itself carries
 /// (`x_t - x_ref` is a difference of two float32 activations, each rounded to `eps ||x||`).
+/// Checked against a float64 evaluation on the same float32 weights (3-layer MLP, width
+/// 1024, one SGD step): at the paper's `eta = 5e-5` the hidden layer's propagating update
+/// is `1e-5 ||W x||`, and its RMS is off by 1.0e-3 (relative) here vs 7e-4 by the
+/// definition in float32; at `eta = 1e-3`, 7e-6 vs 1.1e-5; at `eta = 0.1`, 1e-7 both.
 /// Gains and biases (elementwise, cheap) use the definition directly.
 ///
 /// # Shapes
