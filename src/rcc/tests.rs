@@ -106,6 +106,10 @@ fn diagonal_and_bias_sites() {
     assert!(close(ms["effective"], 12.5f64.sqrt(), 1e-12));
     assert!(close(ms["align_op_eff"], 1.0, 1e-12));
     assert_eq!(ms["propagating"], 0.0);
+    // a bias acts on the constant 1: no propagating update, whatever the reference bias
+    let ms: HashMap<_, _> = site_metrics(b, &bt, &bt.ones_like(), &ones, &ones, &b.apply(&bt, &ones), &b.apply(&bt.ones_like(), &ones), Spectral::Exact, &mut c, "b2", false).into_iter().collect();
+    assert_eq!(ms["propagating"], 0.0);
+    assert!(close(ms["effective"], 6.5f64.sqrt(), 1e-12)); // [2, 3]
 }
 
 #[test]
@@ -195,4 +199,88 @@ fn dump_writes_safetensors_that_reproduce_the_metrics() {
     let name = "layers.2.weight";
     let want = mon.series(name, "weight_update_rms").last().unwrap().1;
     assert!(close(rms(&(&now[name] - &init[name])), want, 1e-9));
+}
+
+/// Runs the monitor for three steps (Delta and delta) and checks the metrics whose fast path
+/// differs from the definition (one matmul per dense site, the propagating update from the
+/// RCC identity, lookups on one-hot inputs, cached initial norms) against the definitions
+/// `(W_t - W_ref) x_t` and `W_ref (x_t - x_ref)` on snapshots, to 1e-5 relative.
+fn check_fast_path_against_definitions(m: &dyn Model, opt: &mut Optimizer, x: &Tensor, y: &Tensor, want_sites: usize) {
+    let loss = Loss::new(LossKind::Ce);
+    let cfg = MonitorConfig { schedule: StepSchedule::Every, spectral: Spectral::Exact, ..MonitorConfig::default() };
+    let mut mon = Monitor::new(cfg, x.shallow_clone(), y.shallow_clone(), loss);
+    let mut states = vec![probe(m, x, true)];
+    mon.start(m).unwrap();
+    for s in 1..=3 {
+        mon.before_step(s, m).unwrap();
+        let st = opt.step(m.params(), &mut || loss.compute(&m.forward(x), y)).unwrap();
+        mon.after_step(s, m, &st, opt.last_gradients()).unwrap();
+        states.push(probe(m, x, true));
+    }
+    let same = |a: f64, b: f64| (a.is_nan() && b.is_nan()) || (a - b).abs() <= 1e-5 * a.abs().max(b.abs()).max(1e-30);
+    let mut checked = 0;
+    for s in 1..=3 {
+        let now = &states[s];
+        assert_eq!(now.sites.len(), want_sites);
+        for (prefix, r) in [("", &states[0]), ("delta_", &states[s - 1])] {
+            for ((name, p, op, x_t, out_t), (_, _, _, x_r, out_r)) in now.sites.iter().zip(&r.sites) {
+                let (w_t, w_r) = (&now.weights[*p], &r.weights[*p]);
+                let eff = rms(&op.apply(&(w_t - w_r), x_t));
+                // a bias acts on the constant 1, so W_ref (1 - 1) = 0 (`LinearOp::apply` of
+                // a bias ignores its input)
+                let prop = if *op == LinearOp::Bias { 0.0 } else { rms(&op.apply(w_r, &(x_t - x_r))) };
+                let dx = rms(&(x_t - x_r));
+                let c = align_c(*op, w_t);
+                let want = [
+                    ("effective", eff),
+                    ("propagating", prop),
+                    ("input_update", dx),
+                    ("act_update", rms(&(out_t - out_r))),
+                    ("weight_update_rms", eff_weight_rms(*op, &(w_t - w_r))),
+                    ("align_rms_prop", ratio(prop, c * eff_weight_rms(*op, w_r) * dx)),
+                ];
+                for (metric, v) in want {
+                    let got = mon.series(name, &format!("{prefix}{metric}"));
+                    let got = got.iter().find(|r| r.0 == s).unwrap_or_else(|| panic!("{name} {prefix}{metric} at {s}")).1;
+                    assert!(same(got, v), "step {s}, {name}, {prefix}{metric}: fast {got} vs definition {v}");
+                    checked += 1;
+                }
+            }
+        }
+    }
+    assert_eq!(checked, 3 * 2 * want_sites * 6);
+}
+
+#[test]
+fn fast_path_equals_the_definitions_on_an_mlp() {
+    let (m, mut opt, x, y) = setup(4);
+    // 3 dense layers with biases, 2 LayerNorms (gain and bias): 10 sites
+    check_fast_path_against_definitions(&m, &mut opt, &x, &y, 10);
+}
+
+#[test]
+fn fast_path_equals_the_definitions_on_a_gpt() {
+    use crate::model::{Gpt, GptConfig};
+    let cfg = GptConfig { vocab_size: 50, width: 64, depth: 1, head_dim: 16, ..GptConfig::default() };
+    let m = Gpt::new(&cfg, &Parameterization::sp(), 0, Device::Cpu).unwrap();
+    let mut opt = Optimizer::new(&OptimConfig::default(), 0.1, m.params()).unwrap();
+    let ids: Vec<i64> = (0..2 * 9).map(|i| (i * 7 + 3) % 50).collect();
+    let all = Tensor::from_slice(&ids).view([2, 9]);
+    let (x, y) = (all.narrow(1, 0, 8), all.narrow(1, 1, 8).reshape([-1]));
+    let sites = m.forward_trace(&x).sites.len();
+    assert!(sites > 10);
+    check_fast_path_against_definitions(&m, &mut opt, &x, &y, sites);
+}
+
+#[test]
+fn one_hot_inputs_are_detected_and_applied_by_lookup() {
+    let idx = Tensor::from_slice(&[2i64, 0, 3]);
+    let x = idx.one_hot(4).to_kind(Kind::Float);
+    assert!(one_hot_indices(&x).unwrap().equal(&idx));
+    assert!(one_hot_indices(&(&x * 2.0)).is_none());
+    assert!(one_hot_indices(&Tensor::ones([3, 4], (Kind::Float, Device::Cpu))).is_none());
+    let mut r = crate::rng::rng(9, crate::rng::stream::MISC);
+    let w = crate::rng::normal(&[5, 4], 1.0, &mut r, Device::Cpu);
+    let op = LinearOp::Dense { multiplier: 0.3 };
+    assert!(apply_fast(op, &w, &x, Some(&idx)).equal(&op.apply(&w, &x)));
 }
