@@ -233,7 +233,8 @@ pub fn sp_full_align_mlp(profile: Profile) -> Result<SweepSpec> {
 /// The GPT of 07 (learning rate unset): AdamW with the paper's settings
 /// ([`crate::train::gpt::GptTrainConfig::default`]), Shakespeare with the 8192-token BPE, so `d_out = 8192`.
 /// `quick`: 2 blocks, 40 steps of 8 x 32 tokens (a CPU budget; the paper trains 6 blocks for
-/// 10681 steps on DCLM); `paper`: 6 blocks, 2000 steps of 256 x 512 tokens.
+/// 10681 steps on DCLM); `paper`: 6 blocks, 2000 steps of 256 x 512 tokens; `smoke`: a generated
+/// corpus with a 400-token vocabulary (structure only).
 pub fn sp_full_align_gpt_base(profile: Profile) -> crate::train::gpt::GptTrainConfig {
     let (depth, seq_len, batch, steps, eval) = match profile {
         Profile::Smoke => (2, 16, 4, 4, 1),
@@ -249,6 +250,12 @@ pub fn sp_full_align_gpt_base(profile: Profile) -> crate::train::gpt::GptTrainCo
         ..crate::train::gpt::GptTrainConfig::default()
     };
     c.data.seq_len = seq_len;
+    if profile == Profile::Smoke {
+        // smoke checks the code path only: a small generated corpus and vocabulary, because
+        // every sweep run loads and tokenizes its corpus (Shakespeare: seconds per run)
+        c.data.source = crate::data::text::TextSource::Generated { chars: 30_000 };
+        c.data.vocab_size = 400;
+    }
     c
 }
 
@@ -256,8 +263,8 @@ pub fn sp_full_align_gpt_base(profile: Profile) -> crate::train::gpt::GptTrainCo
 /// readout rates are `eta (n/256)^-1`, so the small quick widths take larger per-layer rates).
 pub fn sp_full_align_gpt_grid(profile: Profile) -> (Vec<i64>, Vec<u64>, Vec<f64>) {
     match profile {
-        Profile::Smoke => (vec![32, 64], vec![0], log2_grid(-10.0, -3.0, 1).into_iter().step_by(3).collect()),
-        Profile::Quick => (vec![32, 64, 128], vec![0], log2_grid(-10.0, -3.0, 1)),
+        Profile::Smoke => (vec![32, 64], vec![0], log2_grid(-9.0, -2.0, 1).into_iter().step_by(4).collect()),
+        Profile::Quick => (vec![32, 64, 128], vec![0], log2_grid(-9.0, -2.0, 1)),
         Profile::Paper => (vec![256, 512, 1024, 2048, 4096], vec![0, 1, 2], log2_grid(-13.0, -4.0, 2)),
     }
 }
@@ -372,8 +379,12 @@ mod tests {
             let (w, seeds, lrs) = sp_full_align_gpt_grid(profile);
             let g = sp_full_align_gpt(profile).unwrap().points().unwrap();
             assert_eq!(g.len(), SP_FULL_ALIGN_GPT_PARAMS.len() * w.len() * seeds.len() * lrs.len());
-            // the language regime: vocabulary above every width (64x at quick, 2x at paper widths)
-            let k = if profile == Profile::Paper { 2 } else { 64 };
+            // the language regime: vocabulary above every width (64x at quick, 2x at paper widths, 4x at smoke)
+            let k = match profile {
+                Profile::Smoke => 4,
+                Profile::Quick => 64,
+                Profile::Paper => 2,
+            };
             assert!(g.iter().all(|x| x.config["model"]["vocab_size"].as_i64().unwrap() >= k * w.iter().max().unwrap()));
             let cc = sp_full_align_mlp_check(profile, "musoli").unwrap();
             cc.validate().unwrap();

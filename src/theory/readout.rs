@@ -78,20 +78,20 @@ pub fn op_norm_grid(param: &Parameterization, ns: &[i64], d_outs: &[i64], seed: 
     Ok(out)
 }
 
-/// Log-log figure of [`OpNormPoint::normalised`] against `n`, one colour per `d_out`: measured
-/// (points) and `1 + sqrt(n/d_out)` (dashed).
+/// Log-log figure of the measured `||W_0||_op` against `n`, one colour per `d_out`: measured
+/// (points) and [`predicted_op_norm`] (dashed).
 pub fn op_norm_figure(title: &str, points: &[OpNormPoint]) -> Figure {
     let mut d_outs: Vec<i64> = points.iter().map(|p| p.d_out).collect();
     d_outs.sort();
     d_outs.dedup();
-    let mut f = Figure::new(title.to_string()).x_label("width n").y_label("||W_0||_op / (sigma sqrt n)").log_x().log_y();
+    let mut f = Figure::new(title.to_string()).x_label("width n").y_label("||W_0||_op (RMS -> RMS)").log_x().log_y();
     for (i, &d) in d_outs.iter().enumerate() {
         let pts: Vec<&OpNormPoint> = points.iter().filter(|p| p.d_out == d).collect();
         let ns: Vec<f64> = pts.iter().map(|p| p.n as f64).collect();
         let c = gradient(i, d_outs.len());
         f = f
-            .series_with(format!("d_out = {d}"), ns.clone(), pts.iter().map(|p| p.normalised()).collect(), Style::Points, c)
-            .series_with("", ns.clone(), ns.iter().map(|&n| 1.0 + (n / d as f64).sqrt()).collect(), Style::Dashed, c);
+            .series_with(format!("d_out = {d}"), ns.clone(), pts.iter().map(|p| p.measured).collect(), Style::Points, c)
+            .series_with("", ns, pts.iter().map(|p| p.predicted).collect(), Style::Dashed, c);
     }
     f
 }
