@@ -43,11 +43,15 @@
 //! | `sp-llzero` | He / He / 0 | as `sp` | as `sp` |
 //! | `mup-llzero` | He / He / 0 | as `mup` | as `mup` |
 //! | `sp-proposed-init` | He / He / (fan_in/sqrt(fan_out) + sqrt(fan_in))^-1 | as `sp` | as `sp` |
+//! | `sp-full-align-proposed-init` | He / He / (fan_in/sqrt(fan_out) + sqrt(fan_in))^-1 | as `sp-full-align` | as `sp-full-align` |
 //!
 //! with `r = n/n0` and He `= sqrt(2/fan_in)`. SP-full-align and MUSOLI follow section F.7 of
 //! the paper: with standard last-layer initialisation the hidden and input rates are scaled
 //! down by `n^{-1/2}` relative to muP, and MUSOLI raises the last-layer rate to
-//! `Theta(n^{-1/2})`. NTP's Adam column is derived from its weight-multiplier form (Adam
+//! `Theta(n^{-1/2})`. `sp-full-align-proposed-init` is the paper's proposal of section 5.2 and
+//! appendix F.7 (left to future work there): SP-full-align's (muP's) learning rates with the
+//! last-layer init `(fan_in/sqrt(fan_out) + sqrt(fan_in))^-1`, which is SP-like while
+//! `n << d_out` and muP-like once `n >> d_out`. NTP's Adam column is derived from its weight-multiplier form (Adam
 //! updates are invariant to gradient scale, so a multiplier `a` yields an effective rate `a`);
 //! Table C.1 only lists SGD.
 use serde::{Deserialize, Serialize};
@@ -302,6 +306,7 @@ pub const BUILTIN: &[&str] = &[
     "sp-llzero",
     "mup-llzero",
     "sp-proposed-init",
+    "sp-full-align-proposed-init",
 ];
 
 impl Parameterization {
@@ -401,6 +406,8 @@ impl Parameterization {
             "sp-proposed-init" => {
                 Self::sp().with_output_init("sp-proposed-init", Scale::proposed_output_init())
             }
+            "sp-full-align-proposed-init" => Self::sp_full_align()
+                .with_output_init("sp-full-align-proposed-init", Scale::proposed_output_init()),
             _ => {
                 return Err(Error::UnknownParameterization {
                     name: name.into(),
@@ -640,6 +647,19 @@ mod tests {
             let prop = mlp_rules(&Parameterization::builtin("sp-proposed-init").unwrap(), n, Sgd);
             let want = 1.0 / (nf / (D_OUT as f64).sqrt() + nf.sqrt());
             assert!(close(prop[2].0, want), "{} vs {want}", prop[2].0);
+        }
+    }
+
+    #[test]
+    fn full_align_proposed_init_keeps_full_align_rates_and_normalises_the_readout() {
+        let p = Parameterization::builtin("sp-full-align-proposed-init").unwrap();
+        let fa = Parameterization::sp_full_align();
+        assert_eq!((&p.lr_sgd, &p.lr_adam, &p.init_std.hidden), (&fa.lr_sgd, &fa.lr_adam, &fa.init_std.hidden));
+        // sigma sqrt(n) (1 + sqrt(n/d_out)) = 1 in both regimes (n >> d_out and n << d_out)
+        for (n, d) in [(4096i64, 10i64), (64, 8192), (256, 256)] {
+            let s = p.resolve(OutputLike, Weight, n, d, n, Sgd).init_std;
+            let (nf, df) = (n as f64, d as f64);
+            assert!(close(s * nf.sqrt() * (1.0 + (nf / df).sqrt()), 1.0), "n {n} d_out {d}: {s}");
         }
     }
 

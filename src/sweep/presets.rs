@@ -187,6 +187,141 @@ pub fn format_table_f1(rows: &[ExponentRow]) -> String {
     s
 }
 
+// ---- Section 5.2 (notebook 07): SP-full-align, MUSOLI and the proposed last-layer init ----
+//
+// `sp_full_align_mlp` (Fig. 6, F.12, F.33-F.35 on Fashion-MNIST): the 8-layer SGD MLP of
+// `mlp_base` (`n >> d_out = 10`) in SP-full-align, MUSOLI and SP-full-align with the proposed
+// last-layer init; `sp_full_align_gpt`: the GPT on Shakespeare (`d_out = 8192 >> n`) with AdamW
+// in SP-full-align and with the proposed init; `sp_full_align_mlp_check` /
+// `sp_full_align_gpt_check`: refined coordinate checks (Fig. F.31/F.32, E.17) for the
+// readout's propagating update `W_0 Delta x`; `sp_full_align_op_norm_grid`: widths and output
+// dimensions of the `||W_0||_op ~ 1 + sqrt(n/d_out)` table (`crate::theory::readout`).
+// (Paths are written out in this block instead of `use`d, so that parallel additions to the
+// imports at the top cannot clash with it.)
+
+/// Parameterizations of 07's MLP sweep: SP-full-align and MUSOLI (standard last-layer init)
+/// and SP-full-align's learning rates with the proposed last-layer init.
+pub const SP_FULL_ALIGN_MLP_PARAMS: [&str; 3] = ["sp-full-align", "musoli", "sp-full-align-proposed-init"];
+/// Parameterizations of 07's GPT sweep (MUSOLI's larger readout rate matters once logits
+/// blow up, which they do not at `d_out >> n`).
+pub const SP_FULL_ALIGN_GPT_PARAMS: [&str; 2] = ["sp-full-align", "sp-full-align-proposed-init"];
+
+/// Widths, seeds and base learning rates of 07's MLP sweep. Every per-layer rule equals SP's
+/// at `n0 = 256`, so the grid is centred on SP's range of [`lr_exponents_grid`] there (first
+/// unstable CE learning rate about `2^-2.5` at 256) and extends upwards for the proposed init,
+/// whose muP-like readout tolerates larger rates. `quick`: widths 64..1024, one seed, one
+/// point per octave (the paper: widths up to 16384, 4 seeds).
+pub fn sp_full_align_mlp_grid(profile: Profile) -> (Vec<i64>, Vec<u64>, Vec<f64>) {
+    match profile {
+        Profile::Smoke => (vec![32, 64], vec![0], log2_grid(-7.0, 2.0, 1).into_iter().step_by(3).collect()),
+        Profile::Quick => (vec![64, 128, 256, 512, 1024], vec![0], log2_grid(-7.0, 3.0, 1)),
+        Profile::Paper => (vec![256, 512, 1024, 2048, 4096, 8192, 16384], vec![0, 1, 2, 3], log2_grid(-10.0, 4.0, 2)),
+    }
+}
+
+/// Section 5.2 / Fig. F.12 on Fashion-MNIST: the 8-layer MLP of [`mlp_base`] (SGD, CE, one
+/// epoch) with the parameterizations of [`SP_FULL_ALIGN_MLP_PARAMS`] as an axis.
+pub fn sp_full_align_mlp(profile: Profile) -> Result<SweepSpec> {
+    let (widths, seeds, lrs) = sp_full_align_mlp_grid(profile);
+    SweepSpec::mlp(&format!("07_sp_full_align_mlp_{profile}"), &mlp_base(profile, LossKind::Ce))?
+        .axis("param", SP_FULL_ALIGN_MLP_PARAMS)?
+        .axis("width", widths)?
+        .axis("seed", seeds)?
+        .axis("lr", lrs)
+}
+
+/// The GPT of 07 (learning rate unset): AdamW with the paper's settings
+/// ([`crate::train::gpt::GptTrainConfig::default`]), Shakespeare with the 8192-token BPE, so `d_out = 8192`.
+/// `quick`: 2 blocks, 40 steps of 8 x 32 tokens (a CPU budget; the paper trains 6 blocks for
+/// 10681 steps on DCLM); `paper`: 6 blocks, 2000 steps of 256 x 512 tokens; `smoke`: a generated
+/// corpus with a 400-token vocabulary (structure only).
+pub fn sp_full_align_gpt_base(profile: Profile) -> crate::train::gpt::GptTrainConfig {
+    let (depth, seq_len, batch, steps, eval) = match profile {
+        Profile::Smoke => (2, 16, 4, 4, 1),
+        Profile::Quick => (2, 32, 8, 40, 2),
+        Profile::Paper => (6, 512, 256, 2000, 8),
+    };
+    let mut c = crate::train::gpt::GptTrainConfig {
+        model: crate::model::GptConfig { depth, ..crate::model::GptConfig::default() },
+        param: ParamSpec::Name("sp-full-align".into()),
+        batch_size: batch,
+        steps,
+        eval: crate::train::gpt::GptEvalConfig { every: 0, batches: eval },
+        ..crate::train::gpt::GptTrainConfig::default()
+    };
+    c.data.seq_len = seq_len;
+    if profile == Profile::Smoke {
+        // smoke checks the code path only: a small generated corpus and vocabulary, because
+        // every sweep run loads and tokenizes its corpus (Shakespeare: seconds per run)
+        c.data.source = crate::data::text::TextSource::Generated { chars: 30_000 };
+        c.data.vocab_size = 400;
+    }
+    c
+}
+
+/// Widths, seeds and base learning rates of 07's GPT sweep (AdamW; SP-full-align's hidden and
+/// readout rates are `eta (n/256)^-1`, so the small quick widths take larger per-layer rates).
+pub fn sp_full_align_gpt_grid(profile: Profile) -> (Vec<i64>, Vec<u64>, Vec<f64>) {
+    match profile {
+        Profile::Smoke => (vec![32, 64], vec![0], log2_grid(-9.0, -2.0, 1).into_iter().step_by(4).collect()),
+        Profile::Quick => (vec![32, 64, 128], vec![0], log2_grid(-9.0, -2.0, 1)),
+        Profile::Paper => (vec![256, 512, 1024, 2048, 4096], vec![0, 1, 2], log2_grid(-13.0, -4.0, 2)),
+    }
+}
+
+/// Section 5.2 on language data: the GPT of [`sp_full_align_gpt_base`] with the
+/// parameterizations of [`SP_FULL_ALIGN_GPT_PARAMS`] as an axis.
+pub fn sp_full_align_gpt(profile: Profile) -> Result<SweepSpec> {
+    let (widths, seeds, lrs) = sp_full_align_gpt_grid(profile);
+    SweepSpec::gpt(&format!("07_sp_full_align_gpt_{profile}"), &sp_full_align_gpt_base(profile))?
+        .axis("param", SP_FULL_ALIGN_GPT_PARAMS)?
+        .axis("width", widths)?
+        .axis("seed", seeds)?
+        .axis("lr", lrs)
+}
+
+/// Fig. F.31/F.32 on Fashion-MNIST: the coordinate check `e7` (3-layer MLP, SGD, CE,
+/// `eta = 0.03`, widths 64..1024 at quick) in `param`, two seeds at quick. SP-full-align is
+/// predicted to update every layer width-independently while the readout's propagating
+/// update `W_0 Delta x` grows as `n^1/2` (`crate::theory::predict`).
+pub fn sp_full_align_mlp_check(profile: Profile, param: &str) -> Result<crate::rcc::CoordCheck> {
+    crate::param::Parameterization::builtin(param)?;
+    let mut cc = crate::rcc::CoordCheck::preset("e7", profile)?;
+    cc.name = format!("07_{param}");
+    cc.train.param = ParamSpec::Name(param.into());
+    if profile == Profile::Quick {
+        cc.seeds = vec![0, 1];
+    }
+    Ok(cc)
+}
+
+/// Fig. E.17 at 07's GPT scale: the `e18` GPT check (SP-full-align, AdamW, `eta = 0.00316`)
+/// on the model, data and widths of [`sp_full_align_gpt`], measured at four steps.
+pub fn sp_full_align_gpt_check(profile: Profile) -> Result<crate::rcc::gpt::GptCheck> {
+    let mut cc = crate::rcc::gpt::GptCheck::preset("e18", profile)?;
+    let base = sp_full_align_gpt_base(profile);
+    cc.name = "07_sp_full_align_gpt".into();
+    cc.train = crate::train::gpt::GptTrainConfig { param: cc.train.param.clone(), alpha: cc.train.alpha, lr: cc.train.lr, device: cc.train.device, ..base };
+    cc.widths = sp_full_align_gpt_grid(profile).0;
+    cc.steps = cc.train.steps;
+    let t = cc.steps;
+    let mut at = vec![1, 2, t / 4, t];
+    at.retain(|&s| s >= 1);
+    at.dedup();
+    cc.monitor.schedule = crate::rcc::StepSchedule::List { steps: at };
+    Ok(cc)
+}
+
+/// Widths and output dimensions of the readout operator-norm table (section 5.2): from
+/// `d_out >> n` (language) to `n >> d_out` (image classifiers).
+pub fn sp_full_align_op_norm_grid(profile: Profile) -> (Vec<i64>, Vec<i64>) {
+    match profile {
+        Profile::Smoke => (vec![32, 128], vec![10, 1000]),
+        Profile::Quick => (vec![64, 256, 1024, 2048], vec![10, 100, 1000, 8192]),
+        Profile::Paper => (vec![256, 1024, 4096, 16384], vec![10, 100, 1000, 8192, 50304]),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -229,5 +364,43 @@ mod tests {
         let fit = crate::fit::fit_power_law(&[64.0, 128.0, 256.0], &[1.0, 0.7, 0.5]).unwrap();
         let t = format_table_f1(&[ExponentRow { row: "CE max-stable".into(), fit: Some(fit), paper: Some(-0.7) }, ExponentRow { row: "MSE optimal".into(), fit: None, paper: Some(-0.83) }]);
         assert!(t.contains("CE max-stable") && t.contains("-0.50") && t.contains("-0.70") && t.contains("n/a"), "{t}");
+    }
+
+    #[test]
+    fn sp_full_align_presets() {
+        for profile in [Profile::Smoke, Profile::Quick, Profile::Paper] {
+            let (w, seeds, lrs) = sp_full_align_mlp_grid(profile);
+            let pts = sp_full_align_mlp(profile).unwrap().points().unwrap();
+            assert_eq!(pts.len(), SP_FULL_ALIGN_MLP_PARAMS.len() * w.len() * seeds.len() * lrs.len());
+            for p in SP_FULL_ALIGN_MLP_PARAMS {
+                assert!(pts.iter().any(|x| x.config["param"] == p));
+            }
+            assert!(pts.iter().all(|x| x.config["model"]["depth"] == 8 && x.config["optim"]["kind"] == "sgd" && x.config["loss"]["kind"] == "ce"));
+            let (w, seeds, lrs) = sp_full_align_gpt_grid(profile);
+            let g = sp_full_align_gpt(profile).unwrap().points().unwrap();
+            assert_eq!(g.len(), SP_FULL_ALIGN_GPT_PARAMS.len() * w.len() * seeds.len() * lrs.len());
+            // the language regime: vocabulary above every width (64x at quick, 2x at paper widths, 4x at smoke)
+            let k = match profile {
+                Profile::Smoke => 4,
+                Profile::Quick => 64,
+                Profile::Paper => 2,
+            };
+            assert!(g.iter().all(|x| x.config["model"]["vocab_size"].as_i64().unwrap() >= k * w.iter().max().unwrap()));
+            let cc = sp_full_align_mlp_check(profile, "musoli").unwrap();
+            cc.validate().unwrap();
+            assert_eq!(cc.train.param, ParamSpec::Name("musoli".into()));
+            let gc = sp_full_align_gpt_check(profile).unwrap();
+            gc.validate().unwrap();
+            assert_eq!((gc.widths.clone(), gc.steps, gc.train.model.depth), (w, sp_full_align_gpt_base(profile).steps, sp_full_align_gpt_base(profile).model.depth));
+            assert_eq!(gc.train.param, ParamSpec::Name("sp-full-align".into()));
+            let crate::rcc::StepSchedule::List { steps } = &gc.monitor.schedule else { panic!("schedule") };
+            assert_eq!(steps.last(), Some(&gc.steps));
+            let (ns, ds) = sp_full_align_op_norm_grid(profile);
+            // both regimes: d_out >> n at every width, and n >> d_out at the largest widths
+            let n_max = ns[ns.len() - 1];
+            assert!(ds.iter().any(|&d| d >= 3 * n_max) && ds.iter().any(|&d| 4 * d <= n_max));
+        }
+        assert!(sp_full_align_mlp_check(Profile::Quick, "nope").is_err());
+        assert_eq!(sp_full_align_mlp_grid(Profile::Quick).2.len(), 11);
     }
 }

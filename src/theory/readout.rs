@@ -16,6 +16,7 @@
 use tch::Device;
 
 use crate::param::{OptimizerFamily, ParamKind, Parameterization, Role};
+use crate::plot::{gradient, Figure, Style};
 use crate::rng;
 use crate::Result;
 
@@ -38,6 +39,61 @@ pub fn readout_op_norm(param: &Parameterization, n: i64, d_out: i64, seed: u64) 
     let s2 = crate::rcc::power_iteration(&w, &mut v, 1e-4, 1000);
     let measured = (n as f64 / d_out as f64).sqrt() * s2;
     Ok((sigma, measured, predicted_op_norm(sigma, n, d_out)))
+}
+
+/// One cell of a readout operator-norm table ([`op_norm_grid`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct OpNormPoint {
+    pub n: i64,
+    pub d_out: i64,
+    pub sigma: f64,
+    /// Measured `||W_0||_op` (RMS -> RMS).
+    pub measured: f64,
+    /// [`predicted_op_norm`].
+    pub predicted: f64,
+}
+
+impl OpNormPoint {
+    /// `||W_0||_op / (sigma sqrt(n))`: the measured norm in the paper's convention
+    /// `sigma = n^-1/2`, to compare with `1 + sqrt(n/d_out)`.
+    pub fn normalised(&self) -> f64 {
+        self.measured / (self.sigma * (self.n as f64).sqrt())
+    }
+    /// `measured / predicted - 1`.
+    pub fn rel_error(&self) -> f64 {
+        self.measured / self.predicted - 1.0
+    }
+}
+
+/// [`readout_op_norm`] for every width in `ns` and output dimension in `d_outs` (one seeded
+/// draw each, seed `seed`).
+pub fn op_norm_grid(param: &Parameterization, ns: &[i64], d_outs: &[i64], seed: u64) -> Result<Vec<OpNormPoint>> {
+    let mut out = vec![];
+    for &d_out in d_outs {
+        for &n in ns {
+            let (sigma, measured, predicted) = readout_op_norm(param, n, d_out, seed)?;
+            out.push(OpNormPoint { n, d_out, sigma, measured, predicted });
+        }
+    }
+    Ok(out)
+}
+
+/// Log-log figure of the measured `||W_0||_op` against `n`, one colour per `d_out`: measured
+/// (points) and [`predicted_op_norm`] (dashed).
+pub fn op_norm_figure(title: &str, points: &[OpNormPoint]) -> Figure {
+    let mut d_outs: Vec<i64> = points.iter().map(|p| p.d_out).collect();
+    d_outs.sort();
+    d_outs.dedup();
+    let mut f = Figure::new(title.to_string()).x_label("width n").y_label("||W_0||_op (RMS -> RMS)").log_x().log_y();
+    for (i, &d) in d_outs.iter().enumerate() {
+        let pts: Vec<&OpNormPoint> = points.iter().filter(|p| p.d_out == d).collect();
+        let ns: Vec<f64> = pts.iter().map(|p| p.n as f64).collect();
+        let c = gradient(i, d_outs.len());
+        f = f
+            .series_with(format!("d_out = {d}"), ns.clone(), pts.iter().map(|p| p.measured).collect(), Style::Points, c)
+            .series_with("", ns, pts.iter().map(|p| p.predicted).collect(), Style::Dashed, c);
+    }
+    f
 }
 
 #[cfg(test)]
@@ -66,5 +122,18 @@ mod tests {
             assert!((pred - 1.0).abs() < 1e-12, "{pred}");
             assert!((m - 1.0).abs() < 0.1, "n {n} d_out {d}: {m}");
         }
+    }
+
+    #[test]
+    fn grid_and_figure() {
+        let pts = op_norm_grid(&Parameterization::sp(), &[32, 128], &[10, 1000], 3).unwrap();
+        assert_eq!(pts.len(), 4);
+        for p in &pts {
+            // He init: sigma sqrt(n) = sqrt 2, so normalised ~ 1 + sqrt(n/d_out)
+            let want = 1.0 + (p.n as f64 / p.d_out as f64).sqrt();
+            assert!((p.normalised() / want - 1.0).abs() < 0.15 && p.rel_error().abs() < 0.15, "{p:?}");
+        }
+        let svg = op_norm_figure("t", &pts).to_svg().unwrap();
+        assert!(svg.contains("d_out = 1000"));
     }
 }
