@@ -12,9 +12,10 @@ use std::time::Instant;
 use serde::Serialize;
 use tch::{Device, Kind, Tensor};
 use widthlab::loss::{Loss, LossKind};
-use widthlab::model::{Mlp, MlpConfig, Model};
+use widthlab::model::{Mlp, MlpConfig};
 use widthlab::optim::{OptimConfig, Optimizer};
 use widthlab::param::Parameterization;
+use widthlab::train::mlp_step;
 
 mod common;
 use common::python;
@@ -79,7 +80,7 @@ fn widthlab_rate(n: i64, seconds: f64) -> (f64, usize) {
     rate(seconds, 5, || {
         let j = (i % per_epoch) * BATCH;
         let (x, y) = (x_all.narrow(0, j, BATCH), y_all.narrow(0, j, BATCH));
-        opt.step(model.params(), &mut || loss.compute(&model.forward(&x), &y)).expect("step");
+        mlp_step(&model, &mut opt, &loss, &x, &y).expect("step");
         i += 1;
     })
 }

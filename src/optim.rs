@@ -231,7 +231,15 @@ impl Optimizer {
     /// accumulates in `.grad` and nothing needs zeroing; the last ones stay available through
     /// [`Optimizer::last_gradients`].
     pub fn step(&mut self, params: &[Param], loss_fn: &mut dyn FnMut() -> Tensor) -> Result<StepStats> {
-        let (loss, mut grads) = gradients(params, loss_fn)?;
+        self.step_with(params, &mut || gradients(params, loss_fn))
+    }
+
+    /// One optimisation step with gradients from `grad_fn`, which returns the loss at the
+    /// current weights and one gradient per parameter (`None` for frozen ones), as
+    /// [`gradients`] does; SAM calls it twice. Used with hand-written backward passes
+    /// ([`crate::model::Mlp::manual_gradients`]).
+    pub fn step_with(&mut self, params: &[Param], grad_fn: &mut dyn FnMut() -> Result<(f64, Vec<Option<Tensor>>)>) -> Result<StepStats> {
+        let (loss, mut grads) = grad_fn()?;
         let sam = self.cfg.kind == OptimizerKind::SamSgd && self.cfg.sam_rho > 0.0;
         let grad_norm = (sam || self.cfg.grad_clip.is_some()).then(|| global_norm(&grads));
         if let (true, Some(grad_norm)) = (sam, grad_norm.filter(|g| g.is_finite())) {
@@ -249,7 +257,7 @@ impl Optimizer {
                 })
             };
             shift(1.0);
-            let second = gradients(params, loss_fn);
+            let second = grad_fn();
             shift(-1.0);
             grads = second?.1;
         }

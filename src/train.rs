@@ -15,7 +15,7 @@ use crate::data::{self, DataConfig, Dataset};
 use crate::device::DeviceChoice;
 use crate::loss::{accuracy, Loss};
 use crate::model::{Mlp, MlpConfig, Model};
-use crate::optim::{OptimConfig, Optimizer, StepStats};
+use crate::optim::{gradients, OptimConfig, Optimizer, StepStats};
 use crate::param::Parameterization;
 use crate::rng::{self, stream};
 use crate::{Error, Result};
@@ -307,12 +307,10 @@ impl Trainer {
         (self.train.x.index_select(0, &it), self.train.y.index_select(0, &it))
     }
 
-    /// One optimisation step on the next mini-batch.
+    /// One optimisation step on the next mini-batch ([`mlp_step`]).
     pub fn step(&mut self) -> Result<StepStats> {
         let (x, y) = self.next_batch();
-        let model = &self.model;
-        let loss = self.cfg.loss;
-        self.optimizer.step(model.params(), &mut || loss.compute(&model.forward(&x), &y))
+        mlp_step(&self.model, &mut self.optimizer, &self.cfg.loss, &x, &y)
     }
 
     /// Loss and accuracy of the current model on a dataset (in chunks, without gradients).
@@ -491,6 +489,18 @@ pub fn run_loop(t: &mut dyn Steppable, progress: bool, mut hook: Option<&mut dyn
     })
 }
 
+/// One optimisation step of an MLP on the batch `(x, y)`: gradients from the model's
+/// hand-written backward pass ([`Mlp::manual_gradients`]) when it supports the model, from
+/// autograd otherwise (normalisation layers). What [`Trainer::step`], and so [`run_loop`],
+/// does every step; `benches/train_step.rs` times it.
+pub fn mlp_step(model: &Mlp, optimizer: &mut Optimizer, loss: &Loss, x: &Tensor, y: &Tensor) -> Result<StepStats> {
+    let params = model.params();
+    optimizer.step_with(params, &mut || match model.manual_gradients(x, y, loss) {
+        Some((value, grads)) => Ok((value.double_value(&[]), grads)),
+        None => gradients(params, &mut || loss.compute(&model.forward(x), y)),
+    })
+}
+
 /// Builds a [`Trainer`] and runs it.
 pub fn train(cfg: &TrainConfig, progress: bool) -> Result<TrainResult> {
     Trainer::new(cfg)?.run(progress, None)
@@ -554,6 +564,32 @@ mod tests {
             let (a, b, c) = (run(3), run(3), run(4));
             assert!(a.iter().zip(&b).all(|(x, y)| x.equal(y)));
             assert!(!a[0].equal(&c[0]));
+        }
+    }
+
+    #[test]
+    fn mlp_step_matches_autograd_steps() {
+        // The hand-written backward (manual path) against Optimizer::step with autograd, over
+        // a few steps of every optimizer (SAM calls the gradient function twice).
+        let (x, y) = {
+            let mut t = Trainer::new(&teacher_cfg()).unwrap();
+            t.next_batch()
+        };
+        for kind in [OptimizerKind::Sgd, OptimizerKind::SamSgd, OptimizerKind::Adam] {
+            let mut cfg = teacher_cfg();
+            cfg.optim = OptimConfig { kind, momentum: if kind == OptimizerKind::Sgd { 0.9 } else { 0.0 }, ..OptimConfig::default() };
+            let (a, b) = (Trainer::new(&cfg).unwrap(), Trainer::new(&cfg).unwrap());
+            assert!(a.model.supports_manual_backward());
+            let (mut opt_a, mut opt_b) = (a.optimizer, b.optimizer);
+            for _ in 0..3 {
+                let sa = mlp_step(&a.model, &mut opt_a, &cfg.loss, &x, &y).unwrap();
+                let sb = opt_b.step(b.model.params(), &mut || cfg.loss.compute(&b.model.forward(&x), &y)).unwrap();
+                assert!((sa.loss - sb.loss).abs() < 1e-5 * sb.loss.abs(), "{kind:?}: {} vs {}", sa.loss, sb.loss);
+            }
+            for (p, q) in a.model.params().iter().zip(b.model.params()) {
+                let err = (&p.tensor - &q.tensor).norm().double_value(&[]) / q.tensor.norm().double_value(&[]);
+                assert!(err < 1e-5, "{kind:?} {}: {err}", p.name);
+            }
         }
     }
 
