@@ -12,7 +12,7 @@ use std::time::Instant;
 use serde::Serialize;
 use tch::{Device, Kind, Tensor};
 use widthlab::loss::{Loss, LossKind};
-use widthlab::model::{Mlp, MlpConfig};
+use widthlab::model::{Mlp, MlpConfig, Model};
 use widthlab::optim::{OptimConfig, Optimizer};
 use widthlab::param::Parameterization;
 use widthlab::train::mlp_step;
@@ -80,7 +80,7 @@ fn widthlab_rate(n: i64, seconds: f64) -> (f64, usize) {
     rate(seconds, 5, || {
         let j = (i % per_epoch) * BATCH;
         let (x, y) = (x_all.narrow(0, j, BATCH), y_all.narrow(0, j, BATCH));
-        mlp_step(&model, &mut opt, &loss, &x, &y).expect("step");
+        mlp_step(&model, &mut opt, &loss, &x, &y, false).expect("step");
         i += 1;
     })
 }
@@ -124,8 +124,12 @@ struct Row {
 
 fn pytorch_rate(n: i64, steps: usize, threads: i32) -> Option<f64> {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/reference/mlp_step.py");
+    // The same glibc allocator settings as widthlab's (device::tune_allocator: no mmap for
+    // large blocks, no heap trimming), so that neither side pays page faults the other avoids.
     let out = Command::new(python())
         .args([script, &n.to_string(), &steps.to_string(), &threads.to_string()])
+        .env("MALLOC_MMAP_MAX_", "0")
+        .env("MALLOC_TRIM_THRESHOLD_", i32::MAX.to_string())
         .output()
         .ok()?;
     if !out.status.success() {

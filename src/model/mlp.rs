@@ -270,6 +270,24 @@ impl Mlp {
     /// `x: [batch, d_in]`, `y: [batch]` int64 -> (loss, one gradient per parameter, shaped
     /// like it).
     pub fn manual_gradients(&self, x: &Tensor, y: &Tensor, loss: &Loss) -> Option<(Tensor, Vec<Option<Tensor>>)> {
+        self.manual_backward(x, y, loss, None)
+    }
+
+    /// One plain SGD step `p <- p - lr_p dL/dp` fused into the hand-written backward of
+    /// [`Mlp::manual_gradients`]: each weight's gradient is accumulated straight into the
+    /// weight by one matrix product (`W += (-lr a g)^T x`, after `dx` has used the old `W`),
+    /// so no gradient tensor is allocated and no separate update pass reads the weights.
+    /// `lrs` holds one learning rate per parameter (as [`crate::optim::Optimizer::param_lrs`];
+    /// frozen parameters are skipped). Returns the loss before the update, or `None` (and
+    /// changes nothing) when the model has normalisation layers.
+    pub fn manual_sgd_step(&self, x: &Tensor, y: &Tensor, loss: &Loss, lrs: &[f64]) -> Option<Tensor> {
+        assert_eq!(lrs.len(), self.params.len(), "one learning rate per parameter");
+        self.manual_backward(x, y, loss, Some(lrs)).map(|(value, _)| value)
+    }
+
+    /// The backward pass of [`Mlp::manual_gradients`]; with `sgd_lrs`, applies the SGD
+    /// update in place instead of returning gradients ([`Mlp::manual_sgd_step`]).
+    fn manual_backward(&self, x: &Tensor, y: &Tensor, loss: &Loss, sgd_lrs: Option<&[f64]>) -> Option<(Tensor, Vec<Option<Tensor>>)> {
         if !self.supports_manual_backward() {
             return None;
         }
@@ -313,17 +331,31 @@ impl Mlp {
                 let Some(lowest) = lowest.filter(|&low| l >= low) else { break };
                 let layer = &self.layers[l];
                 if let Some(b) = layer.bias.filter(|&b| params[b].trainable) {
-                    grads[b] = Some(g.sum_dim_intlist(&[0i64][..], false, g.kind()));
+                    let db = g.sum_dim_intlist(&[0i64][..], false, g.kind()); // [fan_out]
+                    match sgd_lrs {
+                        Some(lrs) => {
+                            let mut bias = params[b].tensor.shallow_clone();
+                            bias += db * -lrs[b];
+                        }
+                        None => grads[b] = Some(db),
+                    }
                 }
                 if layer.multiplier != 1.0 {
                     g *= layer.multiplier;
                 }
                 let w = &params[layer.weight].tensor;
+                // the input gradient uses W before any in-place update
+                let dx = (l > lowest).then(|| g.mm(w)); // [batch, fan_in]
                 if params[layer.weight].trainable {
-                    grads[layer.weight] = Some(g.tr().mm(&inputs[l])); // [fan_out, fan_in]
+                    match sgd_lrs {
+                        Some(lrs) => {
+                            let step = &g * -lrs[layer.weight]; // [batch, fan_out]
+                            let _ = w.shallow_clone().addmm_(&step.tr(), &inputs[l]);
+                        }
+                        None => grads[layer.weight] = Some(g.tr().mm(&inputs[l])), // [fan_out, fan_in]
+                    }
                 }
-                if l > lowest {
-                    let dx = g.mm(w); // [batch, fan_in]
+                if let Some(dx) = dx {
                     // threshold_backward(self = post-activation, grad): grad where self > 0
                     g = if relu { inputs[l].threshold_backward(&dx, 0.0) } else { dx };
                 }
@@ -498,6 +530,24 @@ mod tests {
                         let x = x.to_kind(dtype);
                         let (want_loss, want) = crate::optim::gradients(m.params(), &mut || loss.compute(&m.forward(&x), &y)).unwrap();
                         let (got_loss, got) = m.manual_gradients(&x, &y, &loss).expect("supported");
+                        // the fused SGD step moves every parameter by -lr_p times that gradient
+                        let lrs: Vec<f64> = (0..got.len()).map(|k| 0.1 * (k + 1) as f64).collect();
+                        let before = m.snapshot();
+                        let fused_loss = m.manual_sgd_step(&x, &y, &loss, &lrs).expect("supported");
+                        assert!(fused_loss.equal(&got_loss), "{name}: loss before the update");
+                        for (k, (q, w0)) in m.params().iter().zip(&before).enumerate() {
+                            let want = match &got[k] {
+                                Some(g) => w0 - g * lrs[k],
+                                None => w0.shallow_clone(),
+                            };
+                            // in f64 compare the updates themselves; in f32 the weights
+                            let err = match dtype {
+                                Kind::Double => rel_err(&(&q.tensor - w0), &(&want - w0)),
+                                _ => rel_err(&q.tensor, &want),
+                            };
+                            assert!(err <= 1e-6, "fused {name} {kind} {dtype:?} {}: {err}", q.name);
+                        }
+                        m.load_snapshot(&before);
                         let what = format!("{name} depth {depth} {activation:?} bias {bias} {freeze:?} {kind} {dtype:?}");
                         assert!((got_loss.double_value(&[]) - want_loss).abs() <= tol * want_loss.abs().max(1.0), "{what}");
                         assert_eq!(got.len(), want.len());
