@@ -299,22 +299,7 @@ impl Mlp {
             let mut inputs: Vec<Tensor> = Vec::with_capacity(depth);
             let mut h = x.shallow_clone();
             for (l, layer) in self.layers.iter().enumerate() {
-                let w = &params[layer.weight].tensor;
-                let bias = layer.bias.map(|b| &params[b].tensor);
-                let mut out = match (bias, layer.multiplier == 1.0) {
-                    (b, true) => h.linear(w, b),
-                    (None, false) => {
-                        let mut y = h.linear::<&Tensor>(w, None);
-                        y *= layer.multiplier;
-                        y
-                    }
-                    (Some(b), false) => {
-                        let mut y = h.linear::<&Tensor>(w, None);
-                        y *= layer.multiplier;
-                        y += b;
-                        y
-                    }
-                };
+                let mut out = self.dense(layer, &h, None); // [batch, fan_out]
                 if relu && l + 1 < depth {
                     let _ = out.relu_();
                 }
