@@ -17,11 +17,12 @@
 //! widthlab's glibc allocator settings ([`widthlab::device::tune_allocator`]) through
 //! `MALLOC_*` variables.
 //!
-//! Last measured 2026-11-25 on the shared 2-core machine (load average ~10, so with
-//! `OMP_NUM_THREADS=1`), range of four runs: ratio 1.49-1.69x / 1.01-1.34x / 1.10-1.56x /
-//! 1.01-1.16x at widths 64 / 256 / 1024 / 4096, widthlab at 95-108% of the bare matrix
-//! products' GFLOP/s at 4096. At width 256 PyTorch spends ~85% of its step in `mm`, so
-//! matching the bare-matmul rate caps the ratio near 1.3x: the 1.5x target there is not met.
+//! Last measured 2026-11-25 on the shared 2-core machine (load average 4-13, so with
+//! `OMP_NUM_THREADS=1`), range of six runs: ratio 1.41-1.69x / 1.01-1.34x / 1.10-1.56x /
+//! 0.87-1.16x at widths 64 / 256 / 1024 / 4096 (medians ~1.6 / 1.25 / 1.2 / 1.06), widthlab
+//! at 84-108% of the bare matrix products' GFLOP/s at 4096. At width 256 PyTorch spends ~85%
+//! of its step in `mm`, so matching the bare-matmul rate caps the ratio near 1.3x: the 1.5x
+//! target there is not met.
 use std::process::Command;
 use std::time::Instant;
 
