@@ -226,12 +226,39 @@ impl Optimizer {
         self.scales.iter().map(|s| lr * s).collect()
     }
 
+    /// Whether the update is plain SGD, `w <- w - lr_p g` (no momentum, weight decay,
+    /// clipping or SAM), so that a caller may fuse it into its backward pass
+    /// ([`crate::model::Mlp::manual_sgd_step`] at the rates [`Optimizer::param_lrs`]) and
+    /// then record it with [`Optimizer::record_fused_step`].
+    pub fn is_plain_sgd(&self) -> bool {
+        let c = &self.cfg;
+        c.kind == OptimizerKind::Sgd && c.momentum == 0.0 && c.weight_decay == 0.0 && c.grad_clip.is_none()
+    }
+
+    /// Records a plain-SGD step the caller applied itself at the rates
+    /// [`Optimizer::param_lrs`] gave before it (see [`Optimizer::is_plain_sgd`]): advances
+    /// the step count. No gradients exist: [`Optimizer::last_gradients`] becomes empty.
+    pub fn record_fused_step(&mut self, loss: f64) -> StepStats {
+        debug_assert!(self.is_plain_sgd());
+        self.t += 1;
+        self.last_grads.clear();
+        StepStats { loss, grad_norm: None }
+    }
+
     /// One optimisation step. `loss_fn` computes the loss at the current weights (SAM calls
     /// it twice). Gradients come from `torch.autograd.grad`-style backward passes, so nothing
     /// accumulates in `.grad` and nothing needs zeroing; the last ones stay available through
     /// [`Optimizer::last_gradients`].
     pub fn step(&mut self, params: &[Param], loss_fn: &mut dyn FnMut() -> Tensor) -> Result<StepStats> {
-        let (loss, mut grads) = gradients(params, loss_fn)?;
+        self.step_with(params, &mut || gradients(params, loss_fn))
+    }
+
+    /// One optimisation step with gradients from `grad_fn`, which returns the loss at the
+    /// current weights and one gradient per parameter (`None` for frozen ones), as
+    /// [`gradients`] does; SAM calls it twice. Used with hand-written backward passes
+    /// ([`crate::model::Mlp::manual_gradients`]).
+    pub fn step_with(&mut self, params: &[Param], grad_fn: &mut dyn FnMut() -> Result<(f64, Vec<Option<Tensor>>)>) -> Result<StepStats> {
+        let (loss, mut grads) = grad_fn()?;
         let sam = self.cfg.kind == OptimizerKind::SamSgd && self.cfg.sam_rho > 0.0;
         let grad_norm = (sam || self.cfg.grad_clip.is_some()).then(|| global_norm(&grads));
         if let (true, Some(grad_norm)) = (sam, grad_norm.filter(|g| g.is_finite())) {
@@ -249,7 +276,7 @@ impl Optimizer {
                 })
             };
             shift(1.0);
-            let second = gradients(params, loss_fn);
+            let second = grad_fn();
             shift(-1.0);
             grads = second?.1;
         }

@@ -15,7 +15,7 @@ use crate::data::{self, DataConfig, Dataset};
 use crate::device::DeviceChoice;
 use crate::loss::{accuracy, Loss};
 use crate::model::{Mlp, MlpConfig, Model};
-use crate::optim::{OptimConfig, Optimizer, StepStats};
+use crate::optim::{gradients, OptimConfig, Optimizer, StepStats};
 use crate::param::Parameterization;
 use crate::rng::{self, stream};
 use crate::{Error, Result};
@@ -241,6 +241,7 @@ pub struct Trainer {
     cursor: usize,
     epoch: u64,
     total_steps: usize,
+    keep_gradients: bool,
 }
 
 impl Trainer {
@@ -289,6 +290,7 @@ impl Trainer {
             cursor: 0,
             epoch: 0,
             total_steps,
+            keep_gradients: true,
         };
         t.reshuffle();
         Ok(t)
@@ -320,12 +322,17 @@ impl Trainer {
         (self.train.x.index_select(0, &it), self.train.y.index_select(0, &it))
     }
 
-    /// One optimisation step on the next mini-batch.
+    /// One optimisation step on the next mini-batch ([`mlp_step`]).
     pub fn step(&mut self) -> Result<StepStats> {
         let (x, y) = self.next_batch();
-        let model = &self.model;
-        let loss = self.cfg.loss;
-        self.optimizer.step(model.params(), &mut || loss.compute(&model.forward(&x), &y))
+        mlp_step(&self.model, &mut self.optimizer, &self.cfg.loss, &x, &y, self.keep_gradients)
+    }
+
+    /// Whether [`Trainer::step`] keeps the gradients it applied for
+    /// [`Optimizer::last_gradients`] (default: yes). Without, plain-SGD steps are fused into
+    /// the backward pass; [`run_loop`] turns this off when no hook watches the steps.
+    pub fn set_keep_gradients(&mut self, keep: bool) {
+        self.keep_gradients = keep;
     }
 
     /// Loss and accuracy of the current model on a dataset (in chunks, without gradients).
@@ -393,6 +400,9 @@ impl Steppable for Trainer {
     fn last_gradients(&self) -> &[Option<Tensor>] {
         self.optimizer.last_gradients()
     }
+    fn set_keep_gradients(&mut self, keep: bool) {
+        Trainer::set_keep_gradients(self, keep)
+    }
     fn evaluate(&self, step: usize) -> EvalRecord {
         Trainer::evaluate(self, step)
     }
@@ -415,6 +425,9 @@ pub trait Steppable {
     fn step(&mut self) -> Result<StepStats>;
     /// The gradients the last step applied.
     fn last_gradients(&self) -> &[Option<Tensor>];
+    /// Whether steps must keep their gradients for [`Steppable::last_gradients`] (a hook
+    /// reads them); a model may skip materialising them otherwise. Default: ignored.
+    fn set_keep_gradients(&mut self, _keep: bool) {}
     /// Metrics after `step` steps.
     fn evaluate(&self, step: usize) -> EvalRecord;
     fn total_steps(&self) -> usize;
@@ -456,6 +469,7 @@ pub fn run_loop(t: &mut dyn Steppable, progress: bool, mut hook: Option<&mut dyn
     if let Some(h) = hook.as_deref_mut() {
         h.start(t.model())?;
     }
+    t.set_keep_gradients(hook.is_some());
     let mut batch_losses = Vec::with_capacity(total);
     let mut evals = vec![];
     let mut outcome = Outcome::Completed;
@@ -501,6 +515,25 @@ pub fn run_loop(t: &mut dyn Steppable, progress: bool, mut hook: Option<&mut dyn
         last: Some(last),
         seconds,
         steps_per_second: steps as f64 / seconds.max(1e-9),
+    })
+}
+
+/// One optimisation step of an MLP on the batch `(x, y)`: gradients from the model's
+/// hand-written backward pass ([`Mlp::manual_gradients`]) when it supports the model, from
+/// autograd otherwise (normalisation layers). Without `keep_gradients`, a plain-SGD update
+/// ([`Optimizer::is_plain_sgd`]) is fused into that backward pass ([`Mlp::manual_sgd_step`])
+/// and [`Optimizer::last_gradients`] stays empty. What [`Trainer::step`], and so
+/// [`run_loop`], does every step; `benches/train_step.rs` times it.
+pub fn mlp_step(model: &Mlp, optimizer: &mut Optimizer, loss: &Loss, x: &Tensor, y: &Tensor, keep_gradients: bool) -> Result<StepStats> {
+    if !keep_gradients && optimizer.is_plain_sgd() {
+        if let Some(value) = model.manual_sgd_step(x, y, loss, &optimizer.param_lrs()) {
+            return Ok(optimizer.record_fused_step(value.double_value(&[])));
+        }
+    }
+    let params = model.params();
+    optimizer.step_with(params, &mut || match model.manual_gradients(x, y, loss) {
+        Some((value, grads)) => Ok((value.double_value(&[]), grads)),
+        None => gradients(params, &mut || loss.compute(&model.forward(x), y)),
     })
 }
 
@@ -568,6 +601,65 @@ mod tests {
             assert!(a.iter().zip(&b).all(|(x, y)| x.equal(y)));
             assert!(!a[0].equal(&c[0]));
         }
+    }
+
+    #[test]
+    fn mlp_step_matches_autograd_steps() {
+        // The hand-written backward (manual path) against Optimizer::step with autograd, over
+        // a few steps of every optimizer (SAM calls the gradient function twice).
+        let (x, y) = {
+            let mut t = Trainer::new(&teacher_cfg()).unwrap();
+            t.next_batch()
+        };
+        for kind in [OptimizerKind::Sgd, OptimizerKind::SamSgd, OptimizerKind::Adam] {
+            let mut cfg = teacher_cfg();
+            cfg.optim = OptimConfig { kind, momentum: if kind == OptimizerKind::Sgd { 0.9 } else { 0.0 }, ..OptimConfig::default() };
+            let (a, b) = (Trainer::new(&cfg).unwrap(), Trainer::new(&cfg).unwrap());
+            assert!(a.model.supports_manual_backward());
+            let (mut opt_a, mut opt_b) = (a.optimizer, b.optimizer);
+            for _ in 0..3 {
+                let sa = mlp_step(&a.model, &mut opt_a, &cfg.loss, &x, &y, true).unwrap();
+                assert_eq!(opt_a.last_gradients().len(), a.model.params().len());
+                let sb = opt_b.step(b.model.params(), &mut || cfg.loss.compute(&b.model.forward(&x), &y)).unwrap();
+                assert!((sa.loss - sb.loss).abs() < 1e-5 * sb.loss.abs(), "{kind:?}: {} vs {}", sa.loss, sb.loss);
+            }
+            for (p, q) in a.model.params().iter().zip(b.model.params()) {
+                let err = (&p.tensor - &q.tensor).norm().double_value(&[]) / q.tensor.norm().double_value(&[]);
+                assert!(err < 1e-5, "{kind:?} {}: {err}", p.name);
+            }
+        }
+    }
+
+    #[test]
+    fn fused_sgd_steps_match_autograd_steps() {
+        // Without kept gradients, plain SGD is fused into the backward pass; the trajectory
+        // is autograd's (to rounding), on a model with multipliers and biases.
+        let mut cfg = teacher_cfg();
+        cfg.param = ParamSpec::Name("mup-mult".into());
+        cfg.model.bias = true;
+        let (mut a, b) = (Trainer::new(&cfg).unwrap(), Trainer::new(&cfg).unwrap());
+        a.set_keep_gradients(false);
+        assert!(a.optimizer.is_plain_sgd());
+        let mut opt_b = b.optimizer;
+        let mut b_data = Trainer::new(&cfg).unwrap();
+        for _ in 0..4 {
+            let sa = a.step().unwrap();
+            let (x, y) = b_data.next_batch();
+            let sb = opt_b.step(b.model.params(), &mut || cfg.loss.compute(&b.model.forward(&x), &y)).unwrap();
+            assert!((sa.loss - sb.loss).abs() < 1e-5 * sb.loss.abs(), "{} vs {}", sa.loss, sb.loss);
+            assert!(a.optimizer.last_gradients().is_empty());
+        }
+        assert_eq!(a.optimizer.steps_taken(), 4);
+        for (p, q) in a.model.params().iter().zip(b.model.params()) {
+            let err = (&p.tensor - &q.tensor).norm().double_value(&[]) / q.tensor.norm().double_value(&[]).max(1e-12);
+            assert!(err < 1e-5, "{}: {err}", p.name);
+        }
+        // momentum is not plain SGD: gradients are kept even when not asked for
+        cfg.optim.momentum = 0.5;
+        let mut c = Trainer::new(&cfg).unwrap();
+        c.set_keep_gradients(false);
+        c.step().unwrap();
+        assert_eq!(c.optimizer.last_gradients().len(), c.model.params().len());
     }
 
     #[test]
