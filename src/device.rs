@@ -171,6 +171,7 @@ extern "C" {
     #[link_name = "_ZN2at8autocast18set_autocast_dtypeEN3c1010DeviceTypeENS1_10ScalarTypeE"]
     fn at_autocast_set_dtype(device_type: i8, dtype: i8);
     #[link_name = "_ZN2at8autocast18get_autocast_dtypeEN3c1010DeviceTypeE"]
+    #[cfg_attr(not(test), allow(dead_code))] // read back by the test
     fn at_autocast_get_dtype(device_type: i8) -> i8;
 }
 /// `c10::DeviceType::CUDA` and `c10::ScalarType::BFloat16`.
