@@ -11,10 +11,13 @@ use crate::data::{DataConfig, DatasetName};
 use crate::loss::{Loss, LossKind};
 use crate::model::MlpConfig;
 use crate::profile::Profile;
+use crate::optim::OptimizerKind;
+use crate::train::gpt::GptTrainConfig;
 use crate::train::{EvalConfig, ParamSpec, TrainConfig};
+use serde::{Deserialize, Serialize};
 use crate::Result;
 
-use super::analysis::{closest_clean, LrAnalysis};
+use super::analysis::{closest_clean, Instability, LrAnalysis, Objective};
 use super::{log2_grid, SweepSpec};
 use crate::fit::PowerLaw;
 
@@ -185,6 +188,144 @@ pub fn format_table_f1(rows: &[ExponentRow]) -> String {
         s += &format!("{:<26} {:>9} {:>18} {:>7} {:>7}\n", r.row, m, ci, clean, r.paper.map_or("-".into(), |p| format!("{p:+.2}")));
     }
     s
+}
+
+// ---- 06_gpt_lr_exponents: GPT learning-rate sweeps (section 5.1, Fig. 5, F.2-F.4, F.8) ----
+
+/// The four GPT settings of section 5.1 (Fig. 5, F.2-F.4, F.8), all in SP with a global
+/// learning rate, CE loss unless stated: SGD, AdamW with trainable LayerNorm gains and biases,
+/// AdamW with frozen LayerNorm parameters, and SGD under MSE loss.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum GptLrSetting {
+    /// SGD (no momentum, no weight decay, gradient clipping at 1), Fig. 5 left, F.4/F.5.
+    Sgd,
+    /// AdamW with trainable LayerNorm parameters, Fig. 5 center-left, F.2.
+    Adam,
+    /// AdamW with every LayerNorm gain and bias frozen at 1 and 0, Fig. 5 center-right, F.3.
+    AdamFrozenLn,
+    /// SGD as in [`GptLrSetting::Sgd`] under MSE loss, F.8.
+    Mse,
+}
+
+impl GptLrSetting {
+    pub const ALL: [GptLrSetting; 4] = [GptLrSetting::Sgd, GptLrSetting::Adam, GptLrSetting::AdamFrozenLn, GptLrSetting::Mse];
+
+    /// Short name (store and sweep names, table rows).
+    pub fn name(self) -> &'static str {
+        match self {
+            GptLrSetting::Sgd => "sgd",
+            GptLrSetting::Adam => "adam",
+            GptLrSetting::AdamFrozenLn => "adam-frozen-ln",
+            GptLrSetting::Mse => "sgd-mse",
+        }
+    }
+
+    /// The clean width exponent the paper reports for both the optimal and the max-stable
+    /// learning rate (section 5.1 and the captions of Fig. 5 and F.2-F.8; the paper gives
+    /// these as clean exponents, not as fitted numbers): SGD `-1/2`, Adam with trainable
+    /// LayerNorm `-1/2`, Adam with frozen LayerNorm `-1`, MSE `-1` (F.8 states it for the
+    /// optimal learning rate; the theory predicts it for the max-stable one).
+    pub fn paper_exponent(self) -> f64 {
+        match self {
+            GptLrSetting::Sgd | GptLrSetting::Adam => -0.5,
+            GptLrSetting::AdamFrozenLn | GptLrSetting::Mse => -1.0,
+        }
+    }
+}
+
+impl std::fmt::Display for GptLrSetting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The GPT of section 5.1 in one setting at a profile (learning rate unset). The optimizer
+/// settings are the authors' (`sbordt/litgpt`, `pretrain-experiment.py`): AdamW with betas
+/// (0.9, 0.95), eps 1e-12, weight decay 0.1; SGD without momentum and weight decay; gradient
+/// clipping at 1 and warmup then cosine decay to 10% for both.
+/// - `paper`: 6 blocks, sequence length 512, batch 256, 10681 steps with 700 warmup steps
+///   (appendix D.3; DCLM-Baseline there, Shakespeare here).
+/// - `quick`: 2 blocks, sequence length 32, batch 8, 64 steps (10% warmup): one to two
+///   seconds per run at width 128 on one core, so four settings x 3 widths fit in minutes.
+/// - `smoke`: 1 block, sequence length 16, batch 4, 8 steps.
+///
+/// The head dimension stays 32 (heads proportional to width) and the vocabulary is the
+/// 8192-token BPE, much larger than every width (the `d_out >> n` regime of language).
+pub fn gpt_lr_exponents_base(profile: Profile, setting: GptLrSetting) -> GptTrainConfig {
+    let (depth, seq_len, batch_size, steps, warmup_frac) = match profile {
+        Profile::Smoke => (1, 16, 4, 8, 0.1),
+        Profile::Quick => (2, 32, 8, 64, 0.1),
+        Profile::Paper => (6, 512, 256, 10_681, 700.0 / 10_681.0),
+    };
+    let mut c = GptTrainConfig { batch_size, steps, warmup_frac: Some(warmup_frac), ..GptTrainConfig::default() };
+    c.model.depth = depth;
+    c.data.seq_len = seq_len;
+    c.eval.batches = if profile == Profile::Paper { 16 } else { 2 };
+    match setting {
+        GptLrSetting::Sgd | GptLrSetting::Mse => {
+            c.optim.kind = OptimizerKind::Sgd;
+            c.optim.weight_decay = 0.0;
+        }
+        GptLrSetting::Adam => {}
+        GptLrSetting::AdamFrozenLn => c.model.train_norms = false,
+    }
+    if setting == GptLrSetting::Mse {
+        c.loss = Loss::new(LossKind::Mse);
+    }
+    c
+}
+
+/// Widths, seeds and learning rates of a setting at a profile. The learning-rate ranges are
+/// meant to cover the optimum and the first unstable point at every quick width; they were
+/// chosen from a calibration sweep at widths 32 and 128 with the quick settings: SGD optimum
+/// near 4, first unstable lr 16-32; Adam optimum 2^-7..2^-4 with losses rising slowly above
+/// it (no unstable lr up to 1 at width 32); MSE (mean over tokens and the 8192 classes, so
+/// gradients are 8192 times smaller than for a summed loss) optimum 16-32, blow-up between
+/// 2^7 and 2^12. `paper` extends the ranges by two octaves downwards for the larger widths.
+/// The paper averages SGD over 3 seeds and runs Adam once (appendix D.4).
+pub fn gpt_lr_exponents_grid(profile: Profile, setting: GptLrSetting) -> (Vec<i64>, Vec<u64>, Vec<f64>) {
+    let (lo, hi) = match setting {
+        GptLrSetting::Sgd => (-1.0, 6.0),
+        GptLrSetting::Adam | GptLrSetting::AdamFrozenLn => (-9.0, 3.0),
+        GptLrSetting::Mse => (0.0, 12.0),
+    };
+    let sgd = matches!(setting, GptLrSetting::Sgd | GptLrSetting::Mse);
+    match profile {
+        Profile::Smoke => (vec![32, 64], vec![0], log2_grid(lo, hi, 1).into_iter().step_by(4).collect()),
+        Profile::Quick => (vec![32, 64, 128], vec![0], log2_grid(lo, hi, 1)),
+        Profile::Paper => (vec![256, 512, 1024, 2048, 4096], if sgd { vec![0, 1, 2] } else { vec![0] }, log2_grid(lo - 2.0, hi, 2)),
+    }
+}
+
+/// The section 5.1 GPT sweep of one setting: widths x seeds x learning rates, stored under
+/// the name `06_gpt_lr_exponents_<setting>_<profile>`.
+pub fn gpt_lr_exponents(profile: Profile, setting: GptLrSetting) -> Result<SweepSpec> {
+    let (widths, seeds, lrs) = gpt_lr_exponents_grid(profile, setting);
+    SweepSpec::gpt(&format!("06_gpt_lr_exponents_{setting}_{profile}"), &gpt_lr_exponents_base(profile, setting))?.axis("width", widths)?.axis("seed", seeds)?.axis("lr", lrs)
+}
+
+/// The paper's analysis of a GPT sweep (Fig. 5, appendix D.4): the optimum minimises the
+/// final training loss, a run is unstable if its training loss is worse than the width's
+/// optimal loss + 1 (or it diverged). The analysis is labelled with the setting's name.
+pub fn gpt_lr_exponents_analysis(setting: GptLrSetting, records: &[super::RunRecord]) -> Result<LrAnalysis> {
+    let mut a = super::analysis::analyse(records, Objective::TrainLoss, Some(Instability::LossAbove(1.0)))?;
+    if a.len() != 1 {
+        return Err(crate::Error::config(format!("GPT sweep `{setting}`: expected one setting in the records, found {}", a.len())));
+    }
+    let mut a = a.remove(0);
+    a.label = setting.name().to_string();
+    Ok(a)
+}
+
+/// The optimal and max-stable rows of each analysed setting next to the paper's clean exponent.
+pub fn gpt_lr_exponent_rows(analyses: &[(GptLrSetting, &LrAnalysis)]) -> Vec<ExponentRow> {
+    analyses
+        .iter()
+        .flat_map(|(s, a)| {
+            [("max-stable", a.max_stable_fit), ("optimal", a.optimal_fit)].map(|(what, fit)| ExponentRow { row: format!("{s} {what}"), fit, paper: Some(s.paper_exponent()) })
+        })
+        .collect()
 }
 
 // ---- Section 5.2 (notebook 07): SP-full-align, MUSOLI and the proposed last-layer init ----
@@ -364,6 +505,62 @@ mod tests {
         let fit = crate::fit::fit_power_law(&[64.0, 128.0, 256.0], &[1.0, 0.7, 0.5]).unwrap();
         let t = format_table_f1(&[ExponentRow { row: "CE max-stable".into(), fit: Some(fit), paper: Some(-0.7) }, ExponentRow { row: "MSE optimal".into(), fit: None, paper: Some(-0.83) }]);
         assert!(t.contains("CE max-stable") && t.contains("-0.50") && t.contains("-0.70") && t.contains("n/a"), "{t}");
+    }
+
+    #[test]
+    fn gpt_lr_exponents_presets_follow_the_paper_settings() {
+        for profile in [Profile::Smoke, Profile::Quick, Profile::Paper] {
+            let mut all_keys = std::collections::HashSet::new();
+            for setting in GptLrSetting::ALL {
+                let spec = gpt_lr_exponents(profile, setting).unwrap();
+                assert_eq!(spec.kind, super::super::RunKind::Gpt);
+                assert!(spec.name.contains(setting.name()) && spec.name.ends_with(&profile.to_string()), "{}", spec.name);
+                let pts = spec.points().unwrap();
+                let (w, seeds, lrs) = gpt_lr_exponents_grid(profile, setting);
+                assert_eq!(pts.len(), w.len() * seeds.len() * lrs.len());
+                // widths span a factor >= 4 and stay far below the vocabulary (d_out >> n)
+                assert!(w[w.len() - 1] >= 4 * w[0] || profile == Profile::Smoke);
+                for p in &pts {
+                    let c = &p.config;
+                    assert_eq!(c["model"]["vocab_size"], 8192);
+                    // vocabulary >> width at the CPU profiles (the paper: 50k tokens, widths <= 4096)
+                    assert!(profile == Profile::Paper || c["model"]["width"].as_i64().unwrap() * 32 <= 8192);
+                    assert_eq!(c["model"]["head_dim"], 32);
+                    assert_eq!(c["optim"]["grad_clip"], 1.0);
+                    assert_eq!(c["model"]["train_norms"], setting != GptLrSetting::AdamFrozenLn);
+                    assert_eq!(c["loss"]["kind"], if setting == GptLrSetting::Mse { "mse" } else { "ce" });
+                    let sgd = matches!(setting, GptLrSetting::Sgd | GptLrSetting::Mse);
+                    assert_eq!(c["optim"]["kind"], if sgd { "sgd" } else { "adam-w" });
+                    if sgd {
+                        assert_eq!((c["optim"]["weight_decay"].as_f64(), c["optim"]["momentum"].as_f64()), (Some(0.0), Some(0.0)));
+                    } else {
+                        assert_eq!((c["optim"]["beta2"].as_f64(), c["optim"]["eps"].as_f64(), c["optim"]["weight_decay"].as_f64()), (Some(0.95), Some(1e-12), Some(0.1)));
+                    }
+                    // the four settings never share a run
+                    assert!(all_keys.insert(p.key.clone()));
+                }
+            }
+        }
+        let paper = gpt_lr_exponents_base(Profile::Paper, GptLrSetting::Adam);
+        assert_eq!((paper.model.depth, paper.data.seq_len, paper.batch_size, paper.steps), (6, 512, 256, 10_681));
+        assert_eq!(paper.optim_config().schedule, crate::optim::Schedule::WarmupCosine { warmup: 700, total: 10_681, final_frac: 0.1 });
+        assert_eq!(gpt_lr_exponents_grid(Profile::Paper, GptLrSetting::Sgd).1.len(), 3);
+        assert_eq!(GptLrSetting::ALL.map(|s| s.paper_exponent()), [-0.5, -0.5, -1.0, -1.0]);
+        // Rows: max-stable and optimal per setting, each with the paper's clean exponent.
+        let fit = crate::fit::fit_power_law(&[32.0, 64.0, 128.0], &[1.0, 0.5, 0.25]).unwrap();
+        let a = LrAnalysis {
+            label: "x".into(),
+            coords: Default::default(),
+            objective: Objective::TrainLoss,
+            instability: Instability::LossAbove(1.0),
+            widths: vec![],
+            optimal_fit: Some(fit),
+            max_stable_fit: None,
+        };
+        let rows = gpt_lr_exponent_rows(&[(GptLrSetting::AdamFrozenLn, &a)]);
+        assert_eq!(rows.iter().map(|r| r.row.as_str()).collect::<Vec<_>>(), ["adam-frozen-ln max-stable", "adam-frozen-ln optimal"]);
+        assert_eq!((rows[0].fit, rows[1].paper), (None, Some(-1.0)));
+        assert!((rows[1].fit.unwrap().exponent + 1.0).abs() < 1e-9);
     }
 
     #[test]
