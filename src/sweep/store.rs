@@ -240,7 +240,9 @@ impl Store {
     }
 
     fn parse(&self, json: &str) -> Result<RunRecord> {
-        serde_json::from_str(json).map_err(|e| self.incompatible(format!("a record cannot be read ({e})")))
+        let mut rec: RunRecord = serde_json::from_str(json).map_err(|e| self.incompatible(format!("a record cannot be read ({e})")))?;
+        rec.fill_coords();
+        Ok(rec)
     }
 
     /// Every record, by key.
@@ -284,7 +286,8 @@ impl Store {
                     stats.added += 1;
                 }
                 Some(j) => {
-                    let e: RunRecord = serde_json::from_str(&j)?;
+                    let mut e: RunRecord = serde_json::from_str(&j)?;
+                    e.fill_coords();
                     if e.same_result(r) {
                         stats.present += 1;
                     } else {
