@@ -417,7 +417,7 @@ mod tests {
             finished_at: 0.0,
         };
         old.fill_coords();
-        assert_eq!((old.coords["logit_norm"].clone(), old.coords["depth"].clone(), old.coords["width"].clone()), (Value::from(true), Value::from(3), Value::from(100)));
+        assert_eq!((old.coords["logit_norm"].clone(), old.coords["depth"].clone(), old.coords["width"].clone()), (Value::from(true), Value::from(8), Value::from(100)));
         assert!(r.resolve(&base, &[("width".to_string(), Value::from(0))].into()).unwrap_err().to_string().contains("width"));
     }
 
