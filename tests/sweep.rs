@@ -225,3 +225,44 @@ fn set_schema_version(store: &Path, v: i64) {
     let c = rusqlite::Connection::open(store).unwrap();
     assert_eq!(c.execute("UPDATE meta SET value = ?1 WHERE name = 'schema_version'", [v.to_string()]).unwrap(), 1);
 }
+
+/// `sweep analyze --instability` overrides the default rule (by loss: accuracy < 0.2 under CE,
+/// NaN under MSE), and a sweep over `model.logit_norm` (not a standard axis) is grouped,
+/// labelled and exported by it.
+#[test]
+fn analyze_chooses_the_instability_rule_and_groups_by_logit_norm() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("ln.toml");
+    let text = spec_text("ln", 4).replace("seed = [0, 1]", "seed = [0]").replace("loss = [\"ce\", \"mse\"]", "loss = [\"ce\", \"mse\"]\n\"model.logit_norm\" = [false, true]");
+    std::fs::write(&spec, text).unwrap();
+    let store = dir.path().join("s.db");
+    run_binary(&spec, &store, "2");
+    let analyze = |extra: &[&str]| {
+        let mut args = vec!["sweep", "analyze", spec.to_str().unwrap(), "--store", store.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        widthlab().args(&args).output().unwrap()
+    };
+    let out = analyze(&[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let s = String::from_utf8_lossy(&out.stdout);
+    // Four groups: loss x logit_norm, labelled by both; the rule follows the loss.
+    for label in ["logit_norm=false loss=ce", "logit_norm=true loss=ce", "logit_norm=false loss=mse", "logit_norm=true loss=mse"] {
+        assert!(s.contains(label), "no group `{label}` in:\n{s}");
+    }
+    assert_eq!(s.matches("unstable: AccBelow(0.2)").count(), 2, "{s}");
+    assert_eq!(s.matches("unstable: Nan").count(), 2, "{s}");
+    let out = analyze(&["--instability", "nan"]);
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout).matches("unstable: Nan").count(), 4);
+    let out = analyze(&["--instability", "acc-below:0.5"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).matches("unstable: AccBelow(0.5)").count(), 4);
+    assert_clean_error(&analyze(&["--instability", "loss-above:x"]), "instability rule");
+    // The CSV export has a logit_norm column with both values.
+    let csv = dir.path().join("r.csv");
+    assert!(widthlab().args(["sweep", "export", "--store", store.to_str().unwrap(), "-o", csv.to_str().unwrap()]).output().unwrap().status.success());
+    let text = std::fs::read_to_string(&csv).unwrap();
+    let header: Vec<&str> = text.lines().next().unwrap().split(',').collect();
+    let col = header.iter().position(|c| *c == "logit_norm").expect("logit_norm column");
+    let vals: std::collections::BTreeSet<&str> = text.lines().skip(1).map(|l| l.split(',').nth(col).unwrap()).collect();
+    assert_eq!(vals, ["false", "true"].into_iter().collect());
+}

@@ -2,7 +2,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use widthlab::sweep::analysis::{analyse, Objective};
+use widthlab::sweep::analysis::{analyse, Instability, Objective};
 use widthlab::sweep::{self, export, RunOptions, Shard, Store, SweepSpec};
 
 #[derive(clap::Args, Debug)]
@@ -70,6 +70,11 @@ pub enum SweepCommand {
         /// train-acc, train-loss, test-acc or test-loss.
         #[arg(long, default_value = "train-acc")]
         objective: Objective,
+        /// When a run counts as unstable: nan, acc-below[:T] or loss-above[:M] (appendix D.4).
+        /// Default: by run kind and loss (NaN under MSE, training accuracy < 0.2 under CE,
+        /// loss above the optimum + 1 for GPT).
+        #[arg(long)]
+        instability: Option<Instability>,
         /// Write SVG figures (curves and exponents per setting) and analysis.json here.
         #[arg(long)]
         out: Option<PathBuf>,
@@ -109,14 +114,14 @@ pub fn run(args: &SweepArgs) -> anyhow::Result<()> {
             export::write(&records, out)?;
             println!("{} runs written to {}", records.len(), out.display());
         }
-        SweepCommand::Analyze { spec, store, objective, out, n0 } => {
+        SweepCommand::Analyze { spec, store, objective, instability, out, n0 } => {
             let s = SweepSpec::from_file(spec)?;
             let keys: Vec<String> = s.points()?.into_iter().map(|p| p.key).collect();
             let records = Store::open_existing(store)?.records_for(&keys)?;
             if records.is_empty() {
                 anyhow::bail!("no finished runs of sweep `{}` in {}", s.name, store.display());
             }
-            let groups = analyse(&records, *objective, None)?;
+            let groups = analyse(&records, *objective, *instability)?;
             for g in &groups {
                 println!("{}", g.table());
             }

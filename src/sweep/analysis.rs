@@ -128,6 +128,24 @@ impl Instability {
     }
 }
 
+impl std::str::FromStr for Instability {
+    type Err = Error;
+    /// `nan`, `acc-below[:T]` (default 0.2) or `loss-above[:M]` (default 1.0).
+    fn from_str(s: &str) -> Result<Self> {
+        let bad = || Error::config(format!("unknown instability rule `{s}` (use nan, acc-below[:T], loss-above[:M], e.g. acc-below:0.2)"));
+        let (name, arg) = match s.split_once(':') {
+            Some((n, a)) => (n, Some(a.trim().parse::<f64>().ok().filter(|v| v.is_finite()).ok_or_else(bad)?)),
+            None => (s, None),
+        };
+        match (name.trim(), arg) {
+            ("nan", None) => Ok(Instability::Nan),
+            ("acc-below", a) => Ok(Instability::AccBelow(a.unwrap_or(0.2))),
+            ("loss-above", a) => Ok(Instability::LossAbove(a.unwrap_or(1.0))),
+            _ => Err(bad()),
+        }
+    }
+}
+
 /// One learning rate of one width: the objective over seeds.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CurvePoint {
@@ -568,6 +586,13 @@ mod tests {
         let gpt = Instability::LossAbove(1.0);
         assert!(!gpt.unstable(&low, 0.2) && gpt.unstable(&low, -0.5));
         assert_eq!(Objective::TrainAcc.value(&nan), 0.0);
+        assert_eq!("nan".parse::<Instability>().unwrap(), Instability::Nan);
+        assert_eq!("acc-below".parse::<Instability>().unwrap(), Instability::AccBelow(0.2));
+        assert_eq!("acc-below:0.5".parse::<Instability>().unwrap(), Instability::AccBelow(0.5));
+        assert_eq!("loss-above:2".parse::<Instability>().unwrap(), Instability::LossAbove(2.0));
+        for bad in ["nan:1", "acc-below:x", "inf", ""] {
+            assert!(bad.parse::<Instability>().unwrap_err().to_string().contains("instability rule"), "{bad}");
+        }
         assert_eq!(Objective::TrainLoss.value(&nan), f64::INFINITY);
     }
 

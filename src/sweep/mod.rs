@@ -13,6 +13,13 @@
 //! (`{ log2 = [-8, 2], per_octave = 2 }`). Every combination is one run. In TOML, quote dotted
 //! paths (`"optim.momentum" = [0.0, 0.9]`): unquoted dots make nested tables.
 //!
+//! Records carry *coordinates* derived from the resolved config ([`Runner::coords`]: for the
+//! MLP `width`, `depth`, `lr`, `seed`, `loss`, `optimizer`, `param`, `alpha`, `dataset`,
+//! `logit_norm`, `freeze`); analysis groups and CSV columns come from them. A dotted-path axis
+//! that is not a coordinate (e.g. `optim.momentum`) changes the runs' keys but not their
+//! coordinates, so its runs fall into one analysis group: select them by key (as the notebooks
+//! do with `records_for`) or add the field to the runner's coordinates.
+//!
 //! # Keys
 //! Each run's key is a 64-bit FNV-1a hash (16 hex digits) of its run kind and its resolved
 //! config serialised canonically (all defaults filled in, object keys sorted, `threads`

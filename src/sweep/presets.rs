@@ -9,7 +9,8 @@
 //! (64 steps) and 2 seeds so the whole notebook fits in about 10 minutes on 2 cores.
 use crate::data::{DataConfig, DatasetName};
 use crate::loss::{Loss, LossKind};
-use crate::model::MlpConfig;
+use crate::model::{Freeze, MlpConfig};
+use crate::optim::OptimizerKind;
 use crate::profile::Profile;
 use crate::optim::OptimizerKind;
 use crate::train::gpt::GptTrainConfig;
@@ -77,6 +78,96 @@ pub fn lr_exponents(profile: Profile, loss: LossKind) -> Result<SweepSpec> {
     SweepSpec::mlp(&format!("05_lr_exponents_{loss}_{profile}"), &mlp_base(profile, loss))?.axis("width", widths)?.axis("seed", seeds)?.axis("lr", lrs)
 }
 
+/// Extras of section 5.1 and appendix F, built from [`lr_exponents`] with extra axes (grids
+/// in [`lr_variant_grid`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LrVariant {
+    /// Fig. F.22: 2- and 3-layer MLPs under CE (the 8-layer runs are [`lr_exponents`]'s).
+    Depth,
+    /// Fig. F.25: the 8-layer MLP trained with Adam in SP under CE and MSE.
+    Adam,
+    /// Fig. F.19: 2-layer random-feature models (`model.freeze = random-features`, only the
+    /// last layer trains) under CE, MSE and MSE on softmax.
+    RandomFeatures,
+    /// Fig. 6, F.12, Table F.1: the 8-layer MLP in SP-full-align (SP init, muP SGD learning
+    /// rates relative to width 256) under CE.
+    SpFullAlign,
+}
+
+impl std::fmt::Display for LrVariant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            LrVariant::Depth => "depth",
+            LrVariant::Adam => "adam",
+            LrVariant::RandomFeatures => "random_features",
+            LrVariant::SpFullAlign => "sp_full_align",
+        })
+    }
+}
+
+/// Widths, seeds and learning rates of an [`LrVariant`]. Cheaper than the main sweep at
+/// `quick` (widths 64, 256, 1024, one seed, octaves), with ranges that cover the optimum and
+/// the first unstable point: shallow nets and SP-full-align stay stable up to `Theta(1)`
+/// learning rates, Adam's rates are small.
+pub fn lr_variant_grid(profile: Profile, variant: LrVariant) -> (Vec<i64>, Vec<u64>, Vec<f64>) {
+    let (lo, hi) = match variant {
+        LrVariant::Depth => (-6.0, 6.0),
+        LrVariant::Adam => (-15.0, -3.0),
+        LrVariant::RandomFeatures => (-10.0, 4.0),
+        LrVariant::SpFullAlign => (-6.0, 4.0),
+    };
+    match profile {
+        Profile::Smoke => (vec![32, 64], vec![0], log2_grid(lo, hi, 1).into_iter().step_by(3).collect()),
+        Profile::Quick => (vec![64, 256, 1024], vec![0], log2_grid(lo, hi, 1)),
+        Profile::Paper => (lr_exponents_grid(profile, LossKind::Ce).0, vec![0, 1, 2, 3], log2_grid(lo - 4.0, hi, 2)),
+    }
+}
+
+/// The sweep of an [`LrVariant`]: [`lr_exponents`]'s CE sweep with the variant's axes.
+pub fn lr_variant(profile: Profile, variant: LrVariant) -> Result<SweepSpec> {
+    let (widths, seeds, lrs) = lr_variant_grid(profile, variant);
+    let mut s = lr_exponents(profile, LossKind::Ce)?.axis("width", widths)?.axis("seed", seeds)?.axis("lr", lrs)?;
+    s.name = format!("05_{variant}_{profile}");
+    match variant {
+        LrVariant::Depth => s.axis("depth", [2, 3]),
+        LrVariant::Adam => s.axis("optimizer", [OptimizerKind::Adam])?.axis("loss", [LossKind::Ce, LossKind::Mse]),
+        LrVariant::RandomFeatures => s.axis("depth", [2])?.axis("model.freeze", [Freeze::RandomFeatures])?.axis("loss", [LossKind::Ce, LossKind::Mse, LossKind::MseSoftmax]),
+        LrVariant::SpFullAlign => s.axis("param", ["sp-full-align"]),
+    }
+}
+
+/// The paper's exponents for the [`LrVariant`] rows: `(row, exponent, source)`. Only the
+/// SP-full-align rows are Table F.1 numbers (Fashion-MNIST); the others are the clean
+/// exponents the paper reports its figures to follow (other datasets, no fitted numbers).
+pub const PAPER_VARIANT_EXPONENTS: [(&str, f64, &str); 8] = [
+    ("2-layer CE max-stable", 0.0, "F.22 (MNIST): ~n^0"),
+    ("3-layer CE max-stable", 0.0, "F.22 (MNIST): ~n^0"),
+    ("Adam CE optimal", -1.0, "F.25: ~n^-1"),
+    ("Adam MSE optimal", -1.0, "F.25: ~n^-1"),
+    ("RF CE optimal", -1.0, "F.19 (CIFAR-10): n^-1"),
+    ("RF MSE optimal", -1.0, "F.19 (CIFAR-10): n^-1"),
+    ("RF MSE-softmax optimal", -1.0, "F.19 (CIFAR-10): n^-1"),
+    ("SP-full-align max-stable", 0.0, "Table F.1"),
+];
+
+/// A row named `row` from an analysis' max-stable or optimal fit, with the paper's exponent
+/// ([`PAPER_TABLE_F1_FASHION_MNIST`], then [`PAPER_VARIANT_EXPONENTS`]).
+pub fn exponent_row(row: &str, a: &LrAnalysis) -> ExponentRow {
+    let fit = if row.ends_with("max-stable") { a.max_stable_fit } else { a.optimal_fit };
+    let paper = paper_exponent(row).or_else(|| PAPER_VARIANT_EXPONENTS.iter().find(|r| r.0 == row).map(|r| r.1));
+    ExponentRow { row: row.into(), fit, paper }
+}
+
+/// Section 5.3 with Adam (Fig. F.18, right): [`ce_vs_mse`] on Fashion-MNIST with the Adam
+/// learning rates of [`lr_variant_grid`]`(.., Adam)` (muP uses its Adam rules, `lr / fan_in`
+/// relative to width 256, [`crate::param`]); the SP runs share their keys with 05's Adam sweep.
+pub fn ce_vs_mse_adam(profile: Profile, param: &str) -> Result<SweepSpec> {
+    let (widths, seeds, lrs) = lr_variant_grid(profile, LrVariant::Adam);
+    let mut s = ce_vs_mse(profile, DatasetName::FashionMnist, param)?.axis("optimizer", [OptimizerKind::Adam])?.axis("width", widths)?.axis("seed", seeds)?.axis("lr", lrs)?;
+    s.name = format!("08_ce_vs_mse_adam_{param}_{profile}");
+    Ok(s)
+}
+
 /// Section 5.3 (Fig. 7, F.18): the 8-layer MLP trained with SGD in SP and muP under CE and MSE
 /// on `dataset` (Fashion-MNIST or the multi-index teacher of appendix D.2), learning rate unset.
 /// Fashion-MNIST as in [`mlp_base`]; the teacher data uses `d_in = 100`, 3 classes and a
@@ -141,6 +232,29 @@ pub fn mse_softmax(profile: Profile, depth: usize) -> Result<SweepSpec> {
         .axis("width", widths)?
         .axis("seed", seeds)?
         .axis("lr", lrs)
+}
+
+/// Learning rates above [`mse_softmax_grid`] for the 3-layer CE sweep only: with 3 classes
+/// the CE rule (training accuracy below 20%) is met only once training diverges, and at `quick`
+/// no 3-layer CE run up to `2^4` did, so its max-stable exponent was undefined. `2^5 .. 2^12`
+/// (quick; paper: `2^7 .. 2^12` above its wider grid) in octaves; smoke adds none.
+pub fn mse_softmax_ce_high_lrs(profile: Profile) -> Vec<f64> {
+    match profile {
+        Profile::Smoke => vec![],
+        Profile::Quick => log2_grid(5.0, 12.0, 1),
+        Profile::Paper => log2_grid(7.0, 12.0, 1),
+    }
+}
+
+/// The 3-layer CE runs at [`mse_softmax_ce_high_lrs`] (widths and seeds of
+/// [`mse_softmax_grid`]); analysed together with [`mse_softmax`]`(.., 3)`'s CE runs.
+pub fn mse_softmax_ce_high(profile: Profile) -> Result<SweepSpec> {
+    let (widths, seeds, _) = mse_softmax_grid(profile);
+    let lrs = mse_softmax_ce_high_lrs(profile);
+    let mut s = mse_softmax(profile, 3)?.axis("loss", [LossKind::Ce])?.axis("width", widths)?.axis("seed", seeds)?;
+    s.name = format!("09_mse_softmax_d3_ce_high_{profile}");
+    // An empty axis is an error: at smoke the sweep repeats the top of the main grid (no new runs).
+    s.axis("lr", if lrs.is_empty() { vec![*mse_softmax_grid(profile).2.last().unwrap_or(&1.0)] } else { lrs })
 }
 
 /// Fig. F.17 on the teacher data: MSE with and without LayerNorm on the logits
@@ -500,6 +614,46 @@ mod tests {
             let keys: std::collections::HashSet<_> = pts.iter().map(|p| &p.key).collect();
             assert!(ln.iter().filter(|p| p.config["model"]["logit_norm"] == false).all(|p| keys.contains(&p.key)));
         }
+        for profile in [Profile::Smoke, Profile::Quick, Profile::Paper] {
+            for variant in [LrVariant::Depth, LrVariant::Adam, LrVariant::RandomFeatures, LrVariant::SpFullAlign] {
+                let pts = lr_variant(profile, variant).unwrap().points().unwrap();
+                let (w, seeds, lrs) = lr_variant_grid(profile, variant);
+                let per = w.len() * seeds.len() * lrs.len();
+                let c = |p: &crate::sweep::RunPoint, a: &str, b: &str| p.config[a][b].clone();
+                // Everything not set by the variant is the section 5.1 base (Fashion-MNIST, SP, SGD).
+                assert!(pts.iter().all(|p| p.config["data"]["dataset"] == "fashion-mnist" && p.config["batch_size"] == 64));
+                match variant {
+                    LrVariant::Depth => {
+                        assert_eq!(pts.len(), 2 * per);
+                        assert!(pts.iter().all(|p| [2, 3].contains(&c(p, "model", "depth").as_i64().unwrap()) && c(p, "loss", "kind") == "ce"));
+                    }
+                    LrVariant::Adam => {
+                        assert_eq!(pts.len(), 2 * per);
+                        assert!(pts.iter().all(|p| c(p, "optim", "kind") == "adam" && c(p, "model", "depth") == 8 && p.config["param"] == "sp"));
+                    }
+                    LrVariant::RandomFeatures => {
+                        assert_eq!(pts.len(), 3 * per);
+                        assert!(pts.iter().all(|p| c(p, "model", "freeze") == "random-features" && c(p, "model", "depth") == 2));
+                    }
+                    LrVariant::SpFullAlign => {
+                        assert_eq!(pts.len(), per);
+                        assert!(pts.iter().all(|p| p.config["param"] == "sp-full-align" && c(p, "optim", "kind") == "sgd"));
+                    }
+                }
+            }
+            // 08 with Adam: SP runs are 05's Adam runs (same keys), muP differs.
+            let adam05: std::collections::HashSet<_> = lr_variant(profile, LrVariant::Adam).unwrap().points().unwrap().into_iter().map(|p| p.key).collect();
+            assert!(ce_vs_mse_adam(profile, "sp").unwrap().points().unwrap().iter().all(|p| adam05.contains(&p.key)));
+            let mup = ce_vs_mse_adam(profile, "mup").unwrap().points().unwrap();
+            assert!(mup.iter().all(|p| !adam05.contains(&p.key) && p.config["param"] == "mup" && p.config["optim"]["kind"] == "adam"));
+            // 09's high CE learning rates extend the 3-layer CE grid upwards only.
+            let high = mse_softmax_ce_high(profile).unwrap().points().unwrap();
+            let top = *mse_softmax_grid(profile).2.last().unwrap();
+            assert!(high.iter().all(|p| p.config["loss"]["kind"] == "ce" && p.config["model"]["depth"] == 3 && p.config["lr"].as_f64().unwrap() >= top));
+            assert!(mse_softmax_ce_high_lrs(profile).iter().all(|&l| l > top));
+            assert_eq!(high.len(), mse_softmax_grid(profile).0.len() * mse_softmax_grid(profile).1.len() * mse_softmax_ce_high_lrs(profile).len().max(1));
+        }
+        assert_eq!(mse_softmax_ce_high_lrs(Profile::Quick).last(), Some(&4096.0));
         assert_eq!(paper_exponent("CE max-stable"), Some(-0.7));
         assert_eq!(paper_exponent("nope"), None);
         let fit = crate::fit::fit_power_law(&[64.0, 128.0, 256.0], &[1.0, 0.7, 0.5]).unwrap();

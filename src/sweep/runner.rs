@@ -110,6 +110,20 @@ impl RunRecord {
     pub fn text(&self, name: &str) -> Option<String> {
         self.coords.get(name).map(super::plain)
     }
+    /// Adds the coordinates its run kind derives from its config today that the record lacks
+    /// (a record written before a coordinate such as `logit_norm` existed). Coordinates are
+    /// a function of the config, so this is what the run would record now; records whose
+    /// config cannot be read are left as they are.
+    pub fn fill_coords(&mut self) {
+        if !self.config.is_object() {
+            return;
+        }
+        if let Ok(now) = self.kind.runner().coords(&self.config) {
+            for (k, v) in now {
+                self.coords.entry(k).or_insert(v);
+            }
+        }
+    }
 }
 
 /// Trains one kind of run for the sweep engine.
@@ -211,6 +225,10 @@ impl Runner for MlpRunner {
         m.insert("param".into(), Value::from(param));
         m.insert("alpha".into(), c.alpha.map_or(Value::Null, Value::from));
         m.insert("dataset".into(), Value::from(c.data.dataset.to_string()));
+        // Model switches that sweeps vary (Fig. F.17, F.19): coordinates too, so analysis
+        // groups and CSV columns carry them.
+        m.insert("logit_norm".into(), Value::from(c.model.logit_norm));
+        m.insert("freeze".into(), serde_json::to_value(c.model.freeze)?);
         Ok(m)
     }
 
@@ -401,6 +419,25 @@ mod tests {
         assert_eq!(co["width"], 100);
         assert_eq!(co["loss"], "mse");
         assert_eq!(co["optimizer"], "sgd");
+        assert_eq!((co["logit_norm"].clone(), co["freeze"].clone()), (Value::from(false), Value::from("none")));
+        let ln = r.resolve(&base, &[("model.logit_norm".to_string(), Value::from(true)), ("model.freeze".to_string(), Value::from("random-features"))].into()).unwrap();
+        let co = r.coords(&ln).unwrap();
+        assert_eq!((co["logit_norm"].clone(), co["freeze"].clone()), (Value::from(true), Value::from("random-features")));
+        // A record written before these coordinates existed gets them from its config.
+        let mut old = RunRecord {
+            key: "k".into(),
+            sweep: "s".into(),
+            kind: RunKind::Mlp,
+            coords: [("width".to_string(), Value::from(100))].into(),
+            config: ln,
+            output: RunOutput { outcome: Outcome::Completed, steps: 1, train_loss: None, train_acc: None, test_loss: None, test_acc: None, final_batch_loss: None, loss_curve: vec![] },
+            seconds: 0.0,
+            threads: 1,
+            owner: "h:1".into(),
+            finished_at: 0.0,
+        };
+        old.fill_coords();
+        assert_eq!((old.coords["logit_norm"].clone(), old.coords["depth"].clone(), old.coords["width"].clone()), (Value::from(true), Value::from(8), Value::from(100)));
         assert!(r.resolve(&base, &[("width".to_string(), Value::from(0))].into()).unwrap_err().to_string().contains("width"));
     }
 
