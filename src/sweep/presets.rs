@@ -12,7 +12,6 @@ use crate::loss::{Loss, LossKind};
 use crate::model::{Freeze, MlpConfig};
 use crate::optim::OptimizerKind;
 use crate::profile::Profile;
-use crate::optim::OptimizerKind;
 use crate::train::gpt::GptTrainConfig;
 use crate::train::{EvalConfig, ParamSpec, TrainConfig};
 use serde::{Deserialize, Serialize};
