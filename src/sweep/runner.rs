@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use crate::data::DatasetName;
 use crate::train::gpt::GptTrainConfig;
-use crate::train::{EvalRecord, Outcome, ParamSpec, TrainConfig};
+use crate::train::{EvalRecord, Outcome, TrainConfig};
 use crate::{Error, Result};
 
 /// The kind of run a sweep trains.
@@ -171,6 +171,33 @@ pub fn set_path(root: &mut Value, path: &str, value: Value) -> Result<()> {
     Ok(())
 }
 
+/// `base` (or an empty object) with every axis value set at its config path.
+fn apply_axes(base: &Value, axes: &BTreeMap<String, Value>, path: impl Fn(&str) -> String) -> Result<Value> {
+    let mut v = if base.is_null() { Value::Object(Default::default()) } else { base.clone() };
+    for (name, value) in axes {
+        set_path(&mut v, &path(name), value.clone())?;
+    }
+    Ok(v)
+}
+
+/// `common_coords!(config)`: the coordinates every run kind records, from a `TrainConfig`
+/// or a `GptTrainConfig` (both name these settings alike).
+macro_rules! common_coords {
+    ($c:expr) => {{
+        let c = &$c;
+        let mut m = BTreeMap::new();
+        m.insert("width".to_string(), Value::from(c.model.width));
+        m.insert("depth".into(), Value::from(c.model.depth));
+        m.insert("lr".into(), Value::from(c.lr));
+        m.insert("seed".into(), Value::from(c.seed));
+        m.insert("loss".into(), Value::from(c.loss.kind.to_string()));
+        m.insert("optimizer".into(), serde_json::to_value(c.optim.kind)?);
+        m.insert("param".into(), Value::from(c.param.name()));
+        m.insert("alpha".into(), c.alpha.map_or(Value::Null, Value::from));
+        m
+    }};
+}
+
 /// A resolved run config (JSON) as the run kind's typed config.
 fn typed<T: serde::de::DeserializeOwned>(config: &Value) -> Result<T> {
     serde_json::from_value(config.clone()).map_err(|e| Error::config(e.to_string()))
@@ -199,10 +226,7 @@ impl Runner for MlpRunner {
     }
 
     fn resolve(&self, base: &Value, axes: &BTreeMap<String, Value>) -> Result<Value> {
-        let mut v = if base.is_null() { Value::Object(Default::default()) } else { base.clone() };
-        for (name, value) in axes {
-            set_path(&mut v, &self.axis_path(name), value.clone())?;
-        }
+        let v = apply_axes(base, axes, |a| self.axis_path(a))?;
         let mut cfg = typed::<TrainConfig>(&v)?;
         cfg.threads = None;
         cfg.validate()?;
@@ -211,19 +235,7 @@ impl Runner for MlpRunner {
 
     fn coords(&self, config: &Value) -> Result<BTreeMap<String, Value>> {
         let c = typed::<TrainConfig>(config)?;
-        let param = match &c.param {
-            crate::train::ParamSpec::Name(n) => n.clone(),
-            crate::train::ParamSpec::Inline(p) => p.name.clone(),
-        };
-        let mut m = BTreeMap::new();
-        m.insert("width".into(), Value::from(c.model.width));
-        m.insert("depth".into(), Value::from(c.model.depth));
-        m.insert("lr".into(), Value::from(c.lr));
-        m.insert("seed".into(), Value::from(c.seed));
-        m.insert("loss".into(), Value::from(c.loss.kind.to_string()));
-        m.insert("optimizer".into(), serde_json::to_value(c.optim.kind)?);
-        m.insert("param".into(), Value::from(param));
-        m.insert("alpha".into(), c.alpha.map_or(Value::Null, Value::from));
+        let mut m = common_coords!(c);
         m.insert("dataset".into(), Value::from(c.data.dataset.to_string()));
         // Model switches that sweeps vary (Fig. F.17, F.19): coordinates too, so analysis
         // groups and CSV columns carry them.
@@ -269,13 +281,6 @@ fn output(outcome: Outcome, steps: usize, last: Option<&EvalRecord>, batch_losse
     }
 }
 
-fn param_name(p: &ParamSpec) -> String {
-    match p {
-        ParamSpec::Name(n) => n.clone(),
-        ParamSpec::Inline(p) => p.name.clone(),
-    }
-}
-
 /// The GPT run kind: `base` and the resolved configs are [`GptTrainConfig`]s (defaults:
 /// AdamW, warmup-cosine, Shakespeare). Axes besides the MLP's names: `train_norms`
 /// (`model.train_norms`; `false` freezes the LayerNorm gains and biases, Fig. F.3),
@@ -302,10 +307,7 @@ impl Runner for GptRunner {
     }
 
     fn resolve(&self, base: &Value, axes: &BTreeMap<String, Value>) -> Result<Value> {
-        let mut v = if base.is_null() { Value::Object(Default::default()) } else { base.clone() };
-        for (name, value) in axes {
-            set_path(&mut v, &self.axis_path(name), value.clone())?;
-        }
+        let v = apply_axes(base, axes, |a| self.axis_path(a))?;
         let mut cfg = typed::<GptTrainConfig>(&v)?;
         cfg.threads = None;
         // The model's vocabulary is the tokenizer's: one value in the key.
@@ -320,15 +322,7 @@ impl Runner for GptRunner {
             crate::data::text::TextSource::Shakespeare => "shakespeare",
             crate::data::text::TextSource::Generated { .. } => "generated",
         };
-        let mut m = BTreeMap::new();
-        m.insert("width".into(), Value::from(c.model.width));
-        m.insert("depth".into(), Value::from(c.model.depth));
-        m.insert("lr".into(), Value::from(c.lr));
-        m.insert("seed".into(), Value::from(c.seed));
-        m.insert("loss".into(), Value::from(c.loss.kind.to_string()));
-        m.insert("optimizer".into(), serde_json::to_value(c.optim.kind)?);
-        m.insert("param".into(), Value::from(param_name(&c.param)));
-        m.insert("alpha".into(), c.alpha.map_or(Value::Null, Value::from));
+        let mut m = common_coords!(c);
         m.insert("train_norms".into(), Value::from(c.model.train_norms));
         m.insert("text".into(), Value::from(text));
         Ok(m)
