@@ -260,7 +260,32 @@ pub struct TextData {
 impl TextData {
     /// Loads (or generates) the text, trains or loads the cached tokenizer, tokenizes both
     /// splits. `seed` only matters for generated text.
+    ///
+    /// The tokenized text is kept for the life of the process, per config (and seed, for
+    /// generated text), as the IDX images are (`data::cached_idx`): a sweep or a width scan
+    /// trains many small runs on the same corpus, and encoding Shakespeare takes longer than
+    /// such a run. Callers get shallow copies (shared, read-only token tensors); the result
+    /// is the same as loading anew. Errors are not cached.
     pub fn load(cfg: &TextConfig, seed: u64) -> Result<Self> {
+        use std::collections::HashMap;
+        use std::sync::{Mutex, OnceLock};
+        static CACHE: OnceLock<Mutex<HashMap<String, TextData>>> = OnceLock::new();
+        let seed_part = match cfg.source {
+            TextSource::Generated { .. } => seed.to_string(),
+            TextSource::Shakespeare => String::new(),
+        };
+        let key = format!("{seed_part}\n{}", serde_json::to_string(cfg).map_err(|e| Error::config(e.to_string()))?);
+        let cache = CACHE.get_or_init(Default::default);
+        if let Some(d) = cache.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+            return Ok(d.shallow_clone());
+        }
+        let d = Self::load_uncached(cfg, seed)?;
+        cache.lock().unwrap_or_else(|p| p.into_inner()).insert(key, d.shallow_clone());
+        Ok(d)
+    }
+
+    /// [`TextData::load`] without the process cache.
+    fn load_uncached(cfg: &TextConfig, seed: u64) -> Result<Self> {
         cfg.validate()?;
         let (docs, name): (Vec<String>, String) = match cfg.source {
             TextSource::Generated { chars } => (vec![generated_text(chars, seed)], format!("generated({chars})")),

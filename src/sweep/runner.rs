@@ -337,29 +337,9 @@ impl Runner for GptRunner {
     fn run(&self, config: &Value, threads: usize) -> Result<RunOutput> {
         let mut cfg = typed::<GptTrainConfig>(config)?;
         cfg.threads = Some(threads.max(1));
-        let r = crate::train::gpt::GptTrainer::with_data(&cfg, cached_text(&cfg)?)?.run(false, None)?;
+        let r = crate::train::gpt::train_gpt(&cfg, false)?;
         Ok(output(r.outcome.clone(), r.steps, r.last.as_ref(), &r.batch_losses))
     }
-}
-
-/// The tokenized text of a GPT run, loaded once per process and data config: the runs of a
-/// sweep share one encoding of the corpus (encoding Shakespeare takes longer than a small
-/// run). Runs get shallow copies (shared, read-only token tensors); the result is the same as
-/// loading the text in every run.
-fn cached_text(cfg: &GptTrainConfig) -> Result<crate::data::text::TextData> {
-    use std::collections::HashMap;
-    use std::sync::{Mutex, OnceLock};
-    static CACHE: OnceLock<Mutex<HashMap<String, crate::data::text::TextData>>> = OnceLock::new();
-    // The seed only matters for generated text (`TextData::load`), so it is part of the key.
-    let key = format!("{}\n{}", cfg.seed, super::canonical_json(&serde_json::to_value(&cfg.data)?));
-    let mut cache = CACHE.get_or_init(Default::default).lock().map_err(|_| Error::config("text cache poisoned by a panicked run"))?;
-    if let Some(d) = cache.get(&key) {
-        return Ok(d.shallow_clone());
-    }
-    let d = crate::data::text::TextData::load(&cfg.data, cfg.seed)?;
-    let out = d.shallow_clone();
-    cache.insert(key, d);
-    Ok(out)
 }
 
 /// Averages `xs` into at most `points` consecutive windows of equal length (`None` for a
