@@ -23,11 +23,13 @@
 //! at 84-108% of the bare matrix products' GFLOP/s at 4096. At width 256 PyTorch spends ~85%
 //! of its step in `mm`, so matching the bare-matmul rate caps the ratio near 1.3x: the 1.5x
 //! target there is not met.
-use std::process::Command;
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use serde::Serialize;
 use tch::{Device, Kind, Tensor};
+use widthlab::gemm;
 use widthlab::loss::{Loss, LossKind};
 use widthlab::model::{Mlp, MlpConfig, Model};
 use widthlab::optim::{OptimConfig, Optimizer};
@@ -77,26 +79,80 @@ fn step_flops(n: i64) -> f64 {
 const BLOCKS: usize = 5;
 
 /// After 2 warm-up calls, repeats `f` in [`BLOCKS`] blocks of `seconds / BLOCKS` each (at least
-/// `min` calls per block); returns the calls per second of the fastest block and the total
-/// number of calls.
-fn rate(seconds: f64, min: usize, mut f: impl FnMut()) -> (f64, usize) {
+/// `min` calls per block); returns the calls per second of the fastest block.
+fn rate(seconds: f64, min: usize, mut f: impl FnMut()) -> f64 {
     f();
     f();
-    let (mut best, mut total) = (0.0f64, 0);
+    let mut best = 0.0f64;
     for _ in 0..BLOCKS {
-        let t0 = Instant::now();
-        let mut k = 0;
-        while k < min || t0.elapsed().as_secs_f64() < seconds / BLOCKS as f64 {
-            f();
-            k += 1;
-        }
-        best = best.max(k as f64 / t0.elapsed().as_secs_f64());
-        total += k;
+        best = best.max(block(seconds / BLOCKS as f64, min, &mut f));
     }
-    (best, total)
+    best
 }
 
-fn widthlab_rate(n: i64, seconds: f64) -> (f64, usize) {
+/// Calls `f` for at least `seconds` and `min` calls; returns calls per second.
+fn block(seconds: f64, min: usize, f: &mut impl FnMut()) -> f64 {
+    let t0 = Instant::now();
+    let mut k = 0;
+    while k < min || t0.elapsed().as_secs_f64() < seconds {
+        f();
+        k += 1;
+    }
+    k as f64 / t0.elapsed().as_secs_f64()
+}
+
+/// The PyTorch reference (benches/reference/mlp_step.py) as a child process serving timing
+/// blocks on request.
+struct Reference {
+    child: std::process::Child,
+    out: BufReader<std::process::ChildStdout>,
+}
+
+impl Reference {
+    fn start(n: i64, threads: i32) -> Option<Reference> {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/reference/mlp_step.py");
+        // The same glibc allocator settings as widthlab's (device::tune_allocator: no mmap for
+        // large blocks, no heap trimming), so that neither side pays page faults the other avoids.
+        let mut child = Command::new(python())
+            .args([script, &n.to_string(), &threads.to_string()])
+            .env("MALLOC_MMAP_MAX_", "0")
+            .env("MALLOC_TRIM_THRESHOLD_", i32::MAX.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .map_err(|e| eprintln!("PyTorch reference did not start: {e}"))
+            .ok()?;
+        let mut out = BufReader::new(child.stdout.take()?);
+        let mut line = String::new();
+        out.read_line(&mut line).ok()?;
+        if line.trim() != "ready" {
+            eprintln!("PyTorch reference failed (its error is above)");
+            return None;
+        }
+        Some(Reference { child, out })
+    }
+
+    /// Runs `steps` steps; returns steps per second.
+    fn block(&mut self, steps: usize) -> Option<f64> {
+        writeln!(self.child.stdin.as_mut()?, "{steps}").ok()?;
+        let mut line = String::new();
+        self.out.read_line(&mut line).ok()?;
+        let v: serde_json::Value = serde_json::from_str(&line).ok()?;
+        Some(steps as f64 / v["seconds"].as_f64()?)
+    }
+}
+
+impl Drop for Reference {
+    fn drop(&mut self) {
+        drop(self.child.stdin.take()); // end of input: the script exits
+        let _ = self.child.wait();
+    }
+}
+
+/// widthlab's and PyTorch's steps per second, measured in alternating blocks of about
+/// `seconds / BLOCKS` each (so that both see the same machine, also when its speed drifts),
+/// fastest block of each side.
+fn step_rates(n: i64, seconds: f64, threads: i32) -> (f64, Option<f64>) {
     let cfg = MlpConfig { d_in: D_IN, d_out: D_OUT, width: n, depth: DEPTH, ..MlpConfig::default() };
     let model = Mlp::new(&cfg, &Parameterization::sp(), 0, Device::Cpu).expect("model");
     let mut opt = Optimizer::new(&OptimConfig::default(), 1e-3, model.params()).expect("optimizer");
@@ -105,16 +161,34 @@ fn widthlab_rate(n: i64, seconds: f64) -> (f64, usize) {
     let y_all = Tensor::randint(D_OUT, [N_DATA], (Kind::Int64, Device::Cpu));
     let per_epoch = N_DATA / BATCH;
     let mut i = 0;
-    rate(seconds, 1, || {
+    let mut step = || {
         let j = (i % per_epoch) * BATCH;
         let (x, y) = (x_all.narrow(0, j, BATCH), y_all.narrow(0, j, BATCH));
         mlp_step(&model, &mut opt, &loss, &x, &y, false).expect("step");
         i += 1;
-    })
+    };
+    step();
+    step();
+    let mut reference = Reference::start(n, threads);
+    let per_block = seconds / BLOCKS as f64;
+    // PyTorch's block length in steps, from a short calibration block
+    let mut py_steps = reference.as_mut().and_then(|r| r.block(2)).map(|r| (r * per_block).ceil().max(1.0) as usize);
+    let (mut ours, mut theirs) = (0.0f64, None::<f64>);
+    for _ in 0..BLOCKS {
+        ours = ours.max(block(per_block, 1, &mut step));
+        if let (Some(r), Some(k)) = (reference.as_mut(), py_steps) {
+            py_steps = r.block(k).map(|rate| {
+                theirs = Some(theirs.unwrap_or(0.0).max(rate));
+                (rate * per_block).ceil().max(1.0) as usize
+            });
+        }
+    }
+    (ours, theirs)
 }
 
-/// The step's matrix products alone, into preallocated outputs.
-fn bare_matmul_rate(n: i64, seconds: f64) -> f64 {
+/// The step's matrix products alone, into preallocated outputs: through libtorch's `mm`
+/// (MKL) when `libtorch`, else through [`widthlab::gemm`] (what the step itself uses).
+fn bare_matmul_rate(n: i64, seconds: f64, libtorch: bool) -> f64 {
     let opts = (Kind::Float, Device::Cpu);
     let sets: Vec<_> = shapes(n)
         .into_iter()
@@ -126,12 +200,19 @@ fn bare_matmul_rate(n: i64, seconds: f64) -> f64 {
             (x, w.tr(), w, g.tr(), g, y, gw, gx)
         })
         .collect();
-    let (calls, _) = rate(seconds, 1, || {
+    let calls = rate(seconds, 1, || {
         for (l, (x, wt, w, gt, g, y, gw, gx)) in sets.iter().enumerate() {
-            let _ = x.matmul_out(y, wt); // forward       [B,i] x [i,o]
-            let _ = gt.matmul_out(gw, x); // weight grad  [o,B] x [B,i]
+            // forward [B,i] x [i,o]; weight grad [o,B] x [B,i]; input grad [B,o] x [o,i]
+            let mut products = vec![(y, x, wt), (gw, gt, x)];
             if l > 0 {
-                let _ = g.matmul_out(gx, w); // input grad [B,o] x [o,i]
+                products.push((gx, g, w));
+            }
+            for (out, a, b) in products {
+                if libtorch {
+                    let _ = a.matmul_out(out, b);
+                } else {
+                    gemm::gemm_into(out, a, b, 1.0, 0.0);
+                }
             }
         }
     });
@@ -145,28 +226,13 @@ struct Row {
     pytorch_steps_per_s: Option<f64>,
     ratio: Option<f64>,
     widthlab_gflops: f64,
+    /// The step's products through widthlab::gemm (what the step uses).
     bare_matmul_gflops: f64,
+    /// The same products through libtorch's mm.
+    bare_libtorch_mm_gflops: f64,
     fraction_of_bare: f64,
 }
 
-
-fn pytorch_rate(n: i64, steps: usize, threads: i32) -> Option<f64> {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/reference/mlp_step.py");
-    // The same glibc allocator settings as widthlab's (device::tune_allocator: no mmap for
-    // large blocks, no heap trimming), so that neither side pays page faults the other avoids.
-    let out = Command::new(python())
-        .args([script, &n.to_string(), &steps.to_string(), &threads.to_string(), &BLOCKS.to_string()])
-        .env("MALLOC_MMAP_MAX_", "0")
-        .env("MALLOC_TRIM_THRESHOLD_", i32::MAX.to_string())
-        .output()
-        .ok()?;
-    if !out.status.success() {
-        eprintln!("PyTorch reference failed: {}", String::from_utf8_lossy(&out.stderr));
-        return None;
-    }
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
-    v["steps_per_s"].as_f64()
-}
 
 fn main() {
     widthlab::device::tune_allocator();
@@ -177,15 +243,16 @@ fn main() {
     let seconds: f64 = std::env::var("WIDTHLAB_BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(3.0);
     let threads = tch::get_num_threads();
     println!("train_step: 8-layer MLP, SGD, SP, CE, batch 64, {threads} libtorch threads, ~{seconds} s per measurement, fastest of {BLOCKS} blocks");
+    println!("widthlab products: {}", gemm::describe());
     println!(
-        "{:>6} {:>14} {:>14} {:>8} {:>14} {:>14} {:>9}",
-        "width", "widthlab st/s", "pytorch st/s", "ratio", "widthlab GF/s", "bare mm GF/s", "of bare"
+        "{:>6} {:>14} {:>14} {:>8} {:>14} {:>14} {:>9} {:>16}",
+        "width", "widthlab st/s", "pytorch st/s", "ratio", "widthlab GF/s", "bare mm GF/s", "of bare", "libtorch mm GF/s"
     );
     let mut rows = vec![];
     for &n in &widths {
-        let (ours, steps) = widthlab_rate(n, seconds);
-        let theirs = pytorch_rate(n, steps, threads);
-        let bare = bare_matmul_rate(n, seconds);
+        let (ours, theirs) = step_rates(n, seconds, threads);
+        let bare = bare_matmul_rate(n, seconds, false);
+        let bare_torch = bare_matmul_rate(n, seconds, true);
         let gflops = ours * step_flops(n) / 1e9;
         let row = Row {
             width: n,
@@ -194,17 +261,19 @@ fn main() {
             ratio: theirs.map(|t| ours / t),
             widthlab_gflops: gflops,
             bare_matmul_gflops: bare,
+            bare_libtorch_mm_gflops: bare_torch,
             fraction_of_bare: gflops / bare,
         };
         println!(
-            "{:>6} {:>14.1} {:>14} {:>8} {:>14.1} {:>14.1} {:>8.0}%",
+            "{:>6} {:>14.1} {:>14} {:>8} {:>14.1} {:>14.1} {:>8.0}% {:>16.1}",
             n,
             ours,
             theirs.map_or("n/a".into(), |t| format!("{t:.1}")),
             row.ratio.map_or("n/a".into(), |r| format!("{r:.2}x")),
             gflops,
             bare,
-            100.0 * row.fraction_of_bare
+            100.0 * row.fraction_of_bare,
+            bare_torch
         );
         rows.push(row);
     }

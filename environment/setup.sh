@@ -7,7 +7,8 @@
 #
 # What it installs (Debian 12, Rust, Python 3.11; only the package registries are needed):
 #   1. Debian packages: dataset-fashion-mnist (the default dataset), libopenblas-dev (for
-#      ndarray-linalg), pkg-config.
+#      ndarray-linalg and widthlab::gemm), libopenblas0-openmp (the OpenMP build of OpenBLAS,
+#      which shares libtorch's threads; build.rs and the kernel prefer it), pkg-config.
 #   2. A project venv (.venv) with environment/requirements.txt: torch==2.13.0 (libtorch for
 #      tch 0.26; the CUDA wheel also runs on CPU) and the Jupyter stack.
 #   3. The .libtorch symlink to the venv's torch package, which .cargo/config.toml points
@@ -36,7 +37,7 @@ act() { echo "[setup] $*" >&2; }
 export PATH="$HOME/.cargo/bin:$PATH"
 
 # --- 1. Debian packages -------------------------------------------------------------
-APT_PKGS=(dataset-fashion-mnist libopenblas-dev pkg-config)
+APT_PKGS=(dataset-fashion-mnist libopenblas-dev libopenblas0-openmp pkg-config)
 need_apt=()
 for p in "${APT_PKGS[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || need_apt+=("$p")
@@ -89,11 +90,13 @@ else
   fi
 fi
 KERNEL_DIR="${JUPYTER_DATA_DIR:-$HOME/.local/share/jupyter}/kernels/rust"
+# OpenBLAS's OpenMP build, ahead of the system's pthreads build (see src/gemm.rs)
+OPENBLAS_OMP="/usr/lib/$(uname -m)-linux-gnu/openblas-openmp"
 kernel_ok() {
-  [ -f "$KERNEL_DIR/kernel.json" ] && "$PY" - "$KERNEL_DIR/kernel.json" "$ROOT" <<'PYEOF' >/dev/null 2>&1
+  [ -f "$KERNEL_DIR/kernel.json" ] && "$PY" - "$KERNEL_DIR/kernel.json" "$ROOT" "$OPENBLAS_OMP" <<'PYEOF' >/dev/null 2>&1
 import json, sys
 k = json.load(open(sys.argv[1])); root = sys.argv[2]
-assert k["env"]["LD_LIBRARY_PATH"].split(":")[0] == root + "/.libtorch/lib"
+assert k["env"]["LD_LIBRARY_PATH"].split(":") == [root + "/.libtorch/lib", sys.argv[3]]
 assert k["env"]["LIBTORCH"] == root + "/.libtorch"
 PYEOF
 }
@@ -101,12 +104,12 @@ if kernel_ok; then say "Rust kernel registered"; else
   if [ "$CHECK" = 1 ]; then MISSING+=("Rust Jupyter kernel"); elif command -v evcxr_jupyter >/dev/null 2>&1; then
     act "registering the Rust Jupyter kernel"
     evcxr_jupyter --install >/dev/null 2>&1
-    "$PY" - "$KERNEL_DIR/kernel.json" "$ROOT" <<'PYEOF'
+    "$PY" - "$KERNEL_DIR/kernel.json" "$ROOT" "$OPENBLAS_OMP" <<'PYEOF'
 import json, sys
 path, root = sys.argv[1], sys.argv[2]
 k = json.load(open(path))
 k.setdefault("env", {}).update({
-    "LD_LIBRARY_PATH": root + "/.libtorch/lib",
+    "LD_LIBRARY_PATH": root + "/.libtorch/lib:" + sys.argv[3],
     "LIBTORCH": root + "/.libtorch",
     "LIBTORCH_CXX11_ABI": "1",
 })

@@ -212,10 +212,13 @@ pub fn tune_allocator() {
     });
 }
 
-/// Sets libtorch's intra-op thread count (per process). Runs executed in parallel threads
-/// should use 1 each, or they oversubscribe the cores.
+/// Sets libtorch's intra-op thread count and OpenBLAS's (see [`crate::gemm`]; OpenBLAS's is
+/// process-wide). Runs executed in parallel threads should use 1 each, or they oversubscribe
+/// the cores.
 pub fn set_threads(n: usize) {
     tch::set_num_threads(n.max(1) as i32);
+    crate::gemm::init();
+    crate::gemm::set_openblas_threads(n);
 }
 
 #[cfg(test)]

@@ -22,6 +22,7 @@ pub mod data;
 pub mod device;
 pub mod error;
 pub mod fit;
+pub mod gemm;
 pub mod loss;
 pub mod model;
 pub mod optim;

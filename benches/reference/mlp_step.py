@@ -1,9 +1,12 @@
 """PyTorch eager reference for benches/train_step.rs: the paper's 8-layer ReLU MLP (no biases,
 He init, SGD without momentum, CE, batch 64, 784 -> n -> ... -> 10) trained on a synthetic
-Fashion-MNIST-shaped dataset, timed exactly like the Rust side: STEPS steps in BLOCKS
-timing blocks (default 1), steps/s of the fastest block. Prints one JSON line.
+Fashion-MNIST-shaped dataset.
 
-Usage: python mlp_step.py WIDTH STEPS THREADS [BLOCKS]
+Usage: python mlp_step.py WIDTH THREADS
+Serves timing blocks for benches/train_step.rs, which alternates them with its own so that
+both sides see the same machine: after 3 warm-up steps it prints `ready`, then for every line
+`N` read from stdin it runs N steps and prints one JSON line {"steps": N, "seconds": t}; it
+exits at the end of stdin.
 """
 import json
 import sys
@@ -13,8 +16,7 @@ import torch
 
 
 def main():
-    width, steps, threads = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
-    blocks = int(sys.argv[4]) if len(sys.argv) > 4 else 1
+    width, threads = int(sys.argv[1]), int(sys.argv[2])
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     depth, d_in, d_out, batch, n_data = 8, 784, 10, 64, 4096
@@ -42,18 +44,18 @@ def main():
         opt.step()
         return loss.item()
 
-    for i in range(3):  # warm-up
+    i = 0
+    for _ in range(3):  # warm-up
         step(i)
-    per_block = max(1, steps // blocks)
-    best, total, i = 0.0, 0.0, 0
-    for _ in range(blocks):
+        i += 1
+    print("ready", flush=True)
+    for line in sys.stdin:
+        n = int(line)
         t0 = time.perf_counter()
-        for _ in range(per_block):
+        for _ in range(n):
             step(i)
             i += 1
-        dt = time.perf_counter() - t0
-        best, total = max(best, per_block / dt), total + dt
-    print(json.dumps({"width": width, "steps": i, "seconds": total, "steps_per_s": best}))
+        print(json.dumps({"steps": n, "seconds": time.perf_counter() - t0}), flush=True)
 
 
 if __name__ == "__main__":

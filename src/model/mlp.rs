@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use tch::{Device, Tensor};
 
 use super::{Model, Param, ParamShape, Trace};
+use crate::gemm;
 use crate::loss::Loss;
 use crate::param::{ParamKind, Parameterization, Role};
 use crate::{Error, Result};
@@ -299,7 +300,10 @@ impl Mlp {
             let mut inputs: Vec<Tensor> = Vec::with_capacity(depth);
             let mut h = x.shallow_clone();
             for (l, layer) in self.layers.iter().enumerate() {
-                let mut out = self.dense(layer, &h, None); // [batch, fan_out]
+                let mut out = gemm::linear(&h, &params[layer.weight].tensor, layer.multiplier); // [batch, fan_out]
+                if let Some(b) = layer.bias {
+                    out += &params[b].tensor;
+                }
                 if relu && l + 1 < depth {
                     let _ = out.relu_();
                 }
@@ -312,6 +316,10 @@ impl Mlp {
                 params[d.weight].trainable || d.bias.is_some_and(|b| params[b].trainable)
             });
             let mut grads: Vec<Option<Tensor>> = params.iter().map(|_| None).collect();
+            // With fused SGD, layer l's weight update (W += -lr g^T x) waits until layer l-1's
+            // input gradient is computed, and the two products then run side by side
+            // (gemm::gemm_pair): (weight, g^T, x, -lr) of the layer above.
+            let mut pending: Option<(Tensor, Tensor, Tensor, f64)> = None;
             for l in (0..depth).rev() {
                 let Some(lowest) = lowest.filter(|&low| l >= low) else { break };
                 let layer = &self.layers[l];
@@ -329,21 +337,27 @@ impl Mlp {
                     g *= layer.multiplier;
                 }
                 let w = &params[layer.weight].tensor;
-                // the input gradient uses W before any in-place update
-                let dx = (l > lowest).then(|| g.mm(w)); // [batch, fan_in]
+                // the input gradient uses W before its update
+                let dx = (l > lowest).then(|| Tensor::empty([g.size()[0], w.size()[1]], (g.kind(), g.device()))); // [batch, fan_in]
+                match (&dx, pending.take()) {
+                    (Some(dx), Some((pw, pgt, px, lr))) => gemm::gemm_pair((dx, &g, w, 1.0, 0.0), (&pw, &pgt, &px, -lr, 1.0)),
+                    (Some(dx), None) => gemm::gemm_into(dx, &g, w, 1.0, 0.0),
+                    (None, Some((pw, pgt, px, lr))) => gemm::gemm_into(&pw, &pgt, &px, -lr, 1.0),
+                    (None, None) => {}
+                }
                 if params[layer.weight].trainable {
                     match sgd_lrs {
-                        Some(lrs) => {
-                            let step = &g * -lrs[layer.weight]; // [batch, fan_out]
-                            let _ = w.shallow_clone().addmm_(&step.tr(), &inputs[l]);
-                        }
-                        None => grads[layer.weight] = Some(g.tr().mm(&inputs[l])), // [fan_out, fan_in]
+                        Some(lrs) => pending = Some((w.shallow_clone(), g.tr(), inputs[l].shallow_clone(), lrs[layer.weight])),
+                        None => grads[layer.weight] = Some(gemm::mm(&g.tr(), &inputs[l], 1.0)), // [fan_out, fan_in]
                     }
                 }
                 if let Some(dx) = dx {
                     // threshold_backward(self = post-activation, grad): grad where self > 0
                     g = if relu { inputs[l].threshold_backward(&dx, 0.0) } else { dx };
                 }
+            }
+            if let Some((pw, pgt, px, lr)) = pending {
+                gemm::gemm_into(&pw, &pgt, &px, -lr, 1.0);
             }
             (value, grads)
         }))

@@ -1,0 +1,498 @@
+//! Dense matrix products on the CPU outside autograd: the one home of the GEMM calls of the
+//! MLP's hand-written backward ([`crate::model::Mlp::manual_gradients`]) and the RCC
+//! monitor's update products.
+//!
+//! On the CPU these go straight to OpenBLAS's CBLAS (`cblas_sgemm` / `cblas_dgemm`; the
+//! system library that ndarray-linalg already links), in its OpenMP build, whose threads are
+//! the ones libtorch runs its own kernels on (see [`threading`] for why the build matters).
+//! Two things make them faster than `Tensor::mm` for the MLP step's shapes:
+//! - a product with a short inner dimension (the weight gradient `g^T x`, inner dimension =
+//!   the batch) is split by output rows between the threads, one single-threaded call each,
+//!   which scales better than OpenBLAS's own partition ([`SPLIT_MAX_K`]);
+//! - [`gemm_pair`] runs two independent small products side by side, one per thread (the
+//!   backward pairs a layer's input gradient with the layer above's weight update).
+//!
+//! OpenBLAS's kernels are its own choice for the CPU, or `OPENBLAS_CORETYPE` when set; widthlab
+//! never overrides it (on this machine the image pins `Haswell`, as Debian 12's OpenBLAS
+//! 0.3.21 predates Zen 4/5). MKL inside libtorch takes its AVX2 path on AMD processors too.
+//!
+//! Everything else (CUDA tensors, other dtypes, operands whose strides BLAS cannot take, or
+//! `WIDTHLAB_GEMM=libtorch` in the environment) goes through libtorch. Results agree with
+//! libtorch's up to float rounding (tested); the same thread count gives the same numbers run
+//! to run (threads split the output, never a sum).
+//!
+//! OpenBLAS keeps one process-wide thread count; [`crate::device::set_threads`] sets it
+//! together with libtorch's, so the sweep and coordinate-check runners, which run one
+//! single-threaded job per core, also run single-threaded products.
+//!
+//! These functions write into tensors through raw pointers: no autograd graph records them,
+//! and they are meant for code that runs under [`tch::no_grad`] on tensors it owns.
+use std::ffi::{c_char, c_int, c_void, CStr};
+use std::sync::{Once, OnceLock};
+
+use tch::{Device, Kind, Tensor};
+
+// CBLAS enums.
+const ROW_MAJOR: c_int = 101;
+const NO_TRANS: c_int = 111;
+const TRANS: c_int = 112;
+
+// OpenBLAS's CBLAS products and its settings, resolved by the `-lopenblas` that
+// openblas-src (ndarray-linalg's backend) links; libtorch exports MKL's Fortran `sgemm_` but
+// not these CBLAS names, so they cannot bind to MKL.
+extern "C" {
+    fn cblas_sgemm(layout: c_int, ta: c_int, tb: c_int, m: c_int, n: c_int, k: c_int, alpha: f32, a: *const f32, lda: c_int, b: *const f32, ldb: c_int, beta: f32, c: *mut f32, ldc: c_int);
+    fn cblas_dgemm(layout: c_int, ta: c_int, tb: c_int, m: c_int, n: c_int, k: c_int, alpha: f64, a: *const f64, lda: c_int, b: *const f64, ldb: c_int, beta: f64, c: *mut f64, ldc: c_int);
+    fn openblas_set_num_threads(n: c_int);
+    fn openblas_get_corename() -> *const c_char;
+    fn openblas_get_parallel() -> c_int;
+}
+
+/// Which library computes the products.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    OpenBlas,
+    Libtorch,
+}
+
+/// The backend for CPU products: OpenBLAS, unless `WIDTHLAB_GEMM=libtorch`.
+pub fn backend() -> Backend {
+    static B: OnceLock<Backend> = OnceLock::new();
+    *B.get_or_init(|| match std::env::var("WIDTHLAB_GEMM") {
+        Ok(v) if v.eq_ignore_ascii_case("libtorch") => Backend::Libtorch,
+        _ => Backend::OpenBlas,
+    })
+}
+
+/// OpenBLAS's core type name (e.g. `SkylakeX`), if it reports one.
+pub fn core_name() -> Option<String> {
+    // SAFETY: returns a pointer to a static NUL-terminated string.
+    let p = unsafe { openblas_get_corename() };
+    (!p.is_null()).then(|| unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned())
+}
+
+static INIT: Once = Once::new();
+
+/// Sets OpenBLAS's thread count to libtorch's, once per process (see [`threading`]). Called
+/// by every product and by [`crate::device::set_threads`].
+pub fn init() {
+    INIT.call_once(|| {
+        if backend() == Backend::OpenBlas {
+            set_openblas_threads(tch::get_num_threads().max(1) as usize);
+        }
+    });
+}
+
+/// How the loaded OpenBLAS runs in parallel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Threading {
+    /// Single-threaded build.
+    Sequential,
+    /// Its own pthreads pool (Debian's default `libopenblas0-pthread`).
+    Pthreads,
+    /// libgomp's threads, the pool libtorch uses too (`libopenblas0-openmp`).
+    OpenMp,
+}
+
+/// The threading of the OpenBLAS this process loaded.
+///
+/// It matters: libtorch runs its own parallel kernels on libgomp's threads, which spin for
+/// milliseconds after each parallel region. A pthreads OpenBLAS then competes with them for
+/// the cores, and on this 2-core machine the MLP step ran up to 10x slower (measured at
+/// width 256: 92 steps/s with the pthreads build, 974 with the OpenMP build). With the
+/// OpenMP build both libraries share one pool, as PyTorch's MKL does. `environment/setup.sh` installs `libopenblas0-openmp` and `build.rs`
+/// puts its directory on the binaries' run path (`environment/env.sh` and the notebook
+/// kernel on `LD_LIBRARY_PATH`).
+pub fn threading() -> Threading {
+    // SAFETY: plain getter.
+    match unsafe { openblas_get_parallel() } {
+        2 => Threading::OpenMp,
+        1 => Threading::Pthreads,
+        _ => Threading::Sequential,
+    }
+}
+
+/// Sets OpenBLAS's thread count: `n` for the OpenMP build (which also follows the calling
+/// thread's OpenMP setting, like libtorch), and 1 for a pthreads build, whose own threads would
+/// compete with libtorch's (see [`threading`]): slower products, but no contention.
+pub(crate) fn set_openblas_threads(n: usize) {
+    let n = if threading() == Threading::Pthreads { 1 } else { n.max(1) };
+    // SAFETY: plain setter.
+    unsafe { openblas_set_num_threads(n as c_int) };
+}
+
+/// One line for logs and benchmarks: the backend, OpenBLAS's core type and threading.
+pub fn describe() -> String {
+    init();
+    match backend() {
+        Backend::Libtorch => "libtorch mm".to_string(),
+        Backend::OpenBlas => {
+            let core = core_name().unwrap_or_else(|| "?".into());
+            let threads = match threading() {
+                Threading::OpenMp => "OpenMP threads shared with libtorch",
+                Threading::Pthreads => "pthreads build, so single-threaded (install libopenblas0-openmp)",
+                Threading::Sequential => "sequential build",
+            };
+            format!("OpenBLAS {core} kernels, {threads}")
+        }
+    }
+}
+
+/// How BLAS reads a 2-D operand: `(transposed, leading dimension)`, or `None` if its
+/// strides are neither row- nor column-major.
+fn layout(t: &Tensor) -> Option<(bool, i64)> {
+    let (size, stride) = (t.size(), t.stride());
+    let (r, c) = (size[0], size[1]);
+    if stride[1] == 1 && stride[0] >= c.max(1) {
+        Some((false, stride[0]))
+    } else if stride[0] == 1 && stride[1] >= r.max(1) {
+        Some((true, stride[1]))
+    } else {
+        None
+    }
+}
+
+/// `c <- beta c + alpha a b` in place, for 2-D `a: [m, k]`, `b: [k, n]`, `c: [m, n]` (`a`
+/// and `b` may be transposed views; `c` must not overlap them).
+///
+/// # Shapes
+/// `a: [m, k]`, `b: [k, n]`, `c: [m, n]`.
+pub fn gemm_into(c: &Tensor, a: &Tensor, b: &Tensor, alpha: f64, beta: f64) {
+    if try_blas(c, a, b, alpha, beta) {
+        return;
+    }
+    tch::no_grad(|| {
+        let prod = a.mm(b) * alpha;
+        let mut c = c.shallow_clone();
+        if beta == 0.0 {
+            c.copy_(&prod);
+        } else {
+            if beta != 1.0 {
+                c *= beta;
+            }
+            c += prod;
+        }
+    });
+}
+
+/// Products up to this many multiply-adds are paired by [`gemm_pair`]. Measured on the
+/// 8-layer MLP step, 2 threads: at width 256 (4.2M per product) pairing gained ~15%, at
+/// width 1024 (67M) it lost ~10%.
+const PAIR_MAX_MACS: f64 = 16.0 * 1024.0 * 1024.0;
+
+/// Two independent products, `c0 <- beta0 c0 + alpha0 a0 b0` and the same for `c1`, run at
+/// the same time on two OpenMP threads, one single-threaded BLAS call each, when libtorch
+/// has at least 2 threads; one after the other otherwise. For small products two
+/// single-threaded calls side by side use the cores better than two split ones in a row
+/// (the MLP backward pairs a layer's input gradient with the layer above's weight update).
+/// The four tensors of one product must not overlap the other's output.
+pub fn gemm_pair(p0: (&Tensor, &Tensor, &Tensor, f64, f64), p1: (&Tensor, &Tensor, &Tensor, f64, f64)) {
+    let threads = tch::get_num_threads();
+    let both = (prepare(p0.0, p0.1, p0.2, p0.3, p0.4), prepare(p1.0, p1.1, p1.2, p1.3, p1.4));
+    let small = |c: &Call| (c.m * c.n) as f64 * c.k as f64 <= PAIR_MAX_MACS;
+    if let (Some(c0), Some(c1), Some(omp), true) = (&both.0, &both.1, openmp(), threads >= 2) {
+        if !(small(c0) && small(c1)) {
+            // large products scale well on their own (and two side by side contend for the
+            // caches): one after the other, each over all threads
+            // SAFETY: checked by prepare; the tensors outlive the calls.
+            unsafe {
+                c0.run();
+                c1.run();
+            }
+            return;
+        }
+        // SAFETY: both calls were checked by prepare and their tensors outlive the region;
+        // in_parallel is a plain query.
+        unsafe {
+            if (omp.in_parallel)() == 0 {
+                let pair = [c0, c1];
+                (omp.parallel)(pair_worker, &pair as *const [&Call; 2] as *mut c_void, 2, 0);
+                return;
+            }
+        }
+    }
+    gemm_into(p0.0, p0.1, p0.2, p0.3, p0.4);
+    gemm_into(p1.0, p1.1, p1.2, p1.3, p1.4);
+}
+
+/// The body of the OpenMP region of [`gemm_pair`]: thread `t` runs product `t`.
+extern "C" fn pair_worker(data: *mut c_void) {
+    // SAFETY: `data` is the pair `gemm_pair` passed, alive until GOMP_parallel returns.
+    unsafe {
+        let pair = &*(data as *const [&Call; 2]);
+        let Some(omp) = openmp() else { return };
+        // (a team of one thread runs both)
+        let (t, nt) = ((omp.thread_num)().max(0) as usize, (omp.num_threads)().max(1) as usize);
+        for call in pair.iter().skip(t).step_by(nt) {
+            call.block(0, call.m, 0, call.n);
+        }
+    }
+}
+
+/// The BLAS path of [`gemm_into`]; false (and nothing written) when it does not apply.
+fn try_blas(c: &Tensor, a: &Tensor, b: &Tensor, alpha: f64, beta: f64) -> bool {
+    match prepare(c, a, b, alpha, beta) {
+        // SAFETY: prepare checked the operands, which outlive this call.
+        Some(call) => unsafe { call.run() },
+        None => return false,
+    }
+    true
+}
+
+/// The checked BLAS call for `c <- beta c + alpha a b`, or `None` when BLAS does not apply.
+fn prepare(c: &Tensor, a: &Tensor, b: &Tensor, alpha: f64, beta: f64) -> Option<Call> {
+    if backend() != Backend::OpenBlas || c.device() != Device::Cpu || a.device() != Device::Cpu || b.device() != Device::Cpu {
+        return None;
+    }
+    let kind = c.kind();
+    if !matches!(kind, Kind::Float | Kind::Double) || a.kind() != kind || b.kind() != kind {
+        return None;
+    }
+    if a.dim() != 2 || b.dim() != 2 || c.dim() != 2 || !c.is_contiguous() {
+        return None;
+    }
+    let (m, k, n) = (a.size()[0], a.size()[1], b.size()[1]);
+    assert_eq!(b.size()[0], k, "gemm: inner dimensions differ");
+    assert_eq!(c.size(), [m, n], "gemm: output shape");
+    let fits = |v: i64| (1..=i32::MAX as i64).contains(&v);
+    if !(fits(m) && fits(n) && fits(k)) {
+        return None; // empty or huge: libtorch handles both
+    }
+    let (Some((ta, lda)), Some((tb, ldb))) = (layout(a), layout(b)) else { return None };
+    if !(fits(lda) && fits(ldb)) {
+        return None;
+    }
+    init();
+    Some(Call {
+        double: kind == Kind::Double,
+        ta,
+        tb,
+        m: m as usize,
+        n: n as usize,
+        k: k as c_int,
+        alpha,
+        beta,
+        a: a.data_ptr() as usize,
+        lda: lda as usize,
+        b: b.data_ptr() as usize,
+        ldb: ldb as usize,
+        c: c.data_ptr() as usize,
+    })
+}
+
+/// One checked BLAS product (pointers as addresses, so the row split can share it).
+struct Call {
+    double: bool,
+    ta: bool,
+    tb: bool,
+    m: usize,
+    n: usize,
+    k: c_int,
+    alpha: f64,
+    beta: f64,
+    a: usize,
+    lda: usize,
+    b: usize,
+    ldb: usize,
+    c: usize,
+}
+
+/// Products with an inner dimension up to this (the batch, in a weight gradient `g^T x`)
+/// are split by rows of the output between the OpenMP threads, each running a
+/// single-threaded OpenBLAS call: OpenBLAS's own threading scales poorly there. Measured
+/// at batch 64 with 2 threads (Haswell kernels): `[256, 64] x [64, 256]` 153 -> 219
+/// GFLOP/s, `[1024, 64] x [64, 1024]` 204 -> 248; forward and input-gradient products
+/// (inner dimension = width) gain nothing from it.
+const SPLIT_MAX_K: c_int = 256;
+
+impl Call {
+    /// Runs the product, split by output rows over libtorch's OpenMP threads when that
+    /// pays (see [`SPLIT_MAX_K`]).
+    ///
+    /// # Safety
+    /// The fields describe valid, live, non-overlapping (`c` vs `a`, `b`) CPU buffers.
+    unsafe fn run(&self) {
+        let threads = tch::get_num_threads().max(1) as usize;
+        let split = threads > 1 && self.k <= SPLIT_MAX_K && self.m >= 64 && threading() == Threading::OpenMp;
+        match openmp().filter(|_| split) {
+            Some(omp) if (omp.in_parallel)() == 0 => {
+                (omp.parallel)(split_worker, self as *const Call as *mut c_void, threads as u32, 0);
+            }
+            _ => self.block(0, self.m, 0, self.n),
+        }
+    }
+
+    /// The output block of rows `r0..r1` and columns `c0..c1` (one single-threaded call
+    /// when inside a parallel region).
+    unsafe fn block(&self, r0: usize, r1: usize, c0: usize, c1: usize) {
+        if r0 >= r1 || c0 >= c1 {
+            return;
+        }
+        let (ta, tb) = (if self.ta { TRANS } else { NO_TRANS }, if self.tb { TRANS } else { NO_TRANS });
+        // row r0 of op(a) and column c0 of op(b), in their storage order
+        let a_off = if self.ta { r0 } else { r0 * self.lda };
+        let b_off = if self.tb { c0 * self.ldb } else { c0 };
+        let c_off = r0 * self.n + c0;
+        let (m, n, lda, ldb, ldc) = ((r1 - r0) as c_int, (c1 - c0) as c_int, self.lda as c_int, self.ldb as c_int, self.n as c_int);
+        if self.double {
+            let (a, b, c) = (self.a as *const f64, self.b as *const f64, self.c as *mut f64);
+            cblas_dgemm(ROW_MAJOR, ta, tb, m, n, self.k, self.alpha, a.add(a_off), lda, b.add(b_off), ldb, self.beta, c.add(c_off), ldc);
+        } else {
+            let (a, b, c) = (self.a as *const f32, self.b as *const f32, self.c as *mut f32);
+            cblas_sgemm(ROW_MAJOR, ta, tb, m, n, self.k, self.alpha as f32, a.add(a_off), lda, b.add(b_off), ldb, self.beta as f32, c.add(c_off), ldc);
+        }
+    }
+}
+
+/// The body of the OpenMP region of [`Call::run`]: thread `t` of `T` takes the `t`-th block
+/// of output rows (multiples of 16, the kernels' row unrolling).
+extern "C" fn split_worker(data: *mut c_void) {
+    // SAFETY: `data` is the `Call` that `run` passed, alive until GOMP_parallel returns.
+    unsafe {
+        let call = &*(data as *const Call);
+        let Some(omp) = openmp() else { return };
+        let (t, nt) = ((omp.thread_num)().max(0) as usize, (omp.num_threads)().max(1) as usize);
+        let chunk = call.m.div_ceil(nt).div_ceil(16) * 16;
+        call.block((t * chunk).min(call.m), ((t + 1) * chunk).min(call.m), 0, call.n);
+    }
+}
+
+/// libgomp's entry points (the runtime libtorch's own parallel kernels use), looked up in the
+/// loaded library.
+struct OpenMp {
+    parallel: ParallelFn,
+    in_parallel: QueryFn,
+    thread_num: QueryFn,
+    num_threads: QueryFn,
+}
+type ParallelFn = unsafe extern "C" fn(extern "C" fn(*mut c_void), *mut c_void, u32, u32);
+type QueryFn = unsafe extern "C" fn() -> c_int;
+
+fn openmp() -> Option<&'static OpenMp> {
+    static OMP: OnceLock<Option<OpenMp>> = OnceLock::new();
+    OMP.get_or_init(|| unsafe {
+        // SAFETY: NOLOAD returns the already loaded runtime; the symbols have the
+        // signatures declared in OpenMp (GOMP_parallel is what `#pragma omp parallel`
+        // compiles to).
+        let h = libc::dlopen(c"libgomp.so.1".as_ptr(), libc::RTLD_LAZY | libc::RTLD_NOLOAD);
+        if h.is_null() {
+            return None;
+        }
+        let get = |name: &CStr| {
+            let p = libc::dlsym(h, name.as_ptr());
+            (!p.is_null()).then_some(p)
+        };
+        Some(OpenMp {
+            parallel: std::mem::transmute::<*mut c_void, ParallelFn>(get(c"GOMP_parallel")?),
+            in_parallel: std::mem::transmute::<*mut c_void, QueryFn>(get(c"omp_in_parallel")?),
+            thread_num: std::mem::transmute::<*mut c_void, QueryFn>(get(c"omp_get_thread_num")?),
+            num_threads: std::mem::transmute::<*mut c_void, QueryFn>(get(c"omp_get_num_threads")?),
+        })
+    })
+    .as_ref()
+}
+
+/// `alpha a b` as a new tensor.
+///
+/// # Shapes
+/// `a: [m, k]`, `b: [k, n]` -> `[m, n]`.
+pub fn mm(a: &Tensor, b: &Tensor, alpha: f64) -> Tensor {
+    let c = Tensor::empty([a.size()[0], b.size()[1]], (a.kind(), a.device()));
+    if try_blas(&c, a, b, alpha, 0.0) {
+        return c;
+    }
+    tch::no_grad(|| {
+        let y = a.mm(b);
+        if alpha == 1.0 {
+            y
+        } else {
+            y * alpha
+        }
+    })
+}
+
+/// `alpha x W^T` for a dense weight `w` (`[fan_out, fan_in]`) on inputs with any leading
+/// dimensions.
+///
+/// # Shapes
+/// `x: [.., fan_in]`, `w: [fan_out, fan_in]` -> `[.., fan_out]`.
+pub fn linear(x: &Tensor, w: &Tensor, alpha: f64) -> Tensor {
+    let size = x.size();
+    let fan_in = *size.last().expect("linear: x has a feature dimension");
+    let x2 = if size.len() == 2 { x.shallow_clone() } else { x.reshape([-1, fan_in]) };
+    let y = mm(&x2, &w.tr(), alpha);
+    if size.len() == 2 {
+        y
+    } else {
+        let mut out = size.clone();
+        *out.last_mut().expect("nonempty") = w.size()[0];
+        y.reshape(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn close(a: &Tensor, b: &Tensor, tol: f64) -> bool {
+        let scale = b.abs().max().double_value(&[]).max(1.0);
+        (a - b).abs().max().double_value(&[]) <= tol * scale
+    }
+
+    #[test]
+    fn products_match_libtorch_for_every_layout_and_kind() {
+        tch::manual_seed(0);
+        for kind in [Kind::Float, Kind::Double] {
+            let tol = if kind == Kind::Float { 1e-5 } else { 1e-12 };
+            let opts = (kind, Device::Cpu);
+            // (200, 64, 50) is split by rows between the OpenMP threads (k <= SPLIT_MAX_K)
+            for (m, k, n) in [(37, 53, 29), (200, 64, 50)] {
+                let a = Tensor::randn([m, k], opts);
+                let at = Tensor::randn([k, m], opts); // used as at.tr()
+                let b = Tensor::randn([k, n], opts);
+                let bt = Tensor::randn([n, k], opts);
+                for (aa, bb) in [(a.shallow_clone(), b.shallow_clone()), (at.tr(), b.shallow_clone()), (a.shallow_clone(), bt.tr()), (at.tr(), bt.tr())] {
+                    let want = aa.mm(&bb);
+                    assert!(close(&mm(&aa, &bb, 1.0), &want, tol));
+                    assert!(close(&mm(&aa, &bb, -0.5), &(&want * -0.5), tol));
+                    // accumulate: c <- 2 c + 3 a b
+                    let c0 = Tensor::randn([m, n], opts);
+                    let c = c0.copy();
+                    gemm_into(&c, &aa, &bb, 3.0, 2.0);
+                    assert!(close(&c, &(&c0 * 2.0 + &want * 3.0), tol));
+                }
+                // a strided (sliced) operand whose leading dimension exceeds its width
+                let wide = Tensor::randn([m, 2 * k], opts);
+                let sl = wide.narrow(1, 3, k);
+                assert!(close(&mm(&sl, &b, 1.0), &sl.mm(&b), tol));
+                // strides BLAS cannot take (every other column) fall back to libtorch
+                let every_other = Tensor::randn([m, 2 * k], opts).slice(1, 0, 2 * k, 2);
+                assert_eq!(layout(&every_other), None);
+                assert!(close(&mm(&every_other, &b, 1.0), &every_other.mm(&b), tol));
+                let c = Tensor::zeros([m, n], opts);
+                gemm_into(&c, &every_other, &b, 2.0, 0.0);
+                assert!(close(&c, &(every_other.mm(&b) * 2.0), tol));
+            }
+        }
+    }
+
+    #[test]
+    fn linear_takes_leading_dimensions() {
+        let x = Tensor::randn([2, 3, 5], (Kind::Float, Device::Cpu));
+        let w = Tensor::randn([4, 5], (Kind::Float, Device::Cpu));
+        let y = linear(&x, &w, 2.0);
+        assert_eq!(y.size(), [2, 3, 4]);
+        assert!(close(&y, &(x.matmul(&w.tr()) * 2.0), 1e-5));
+    }
+
+    #[test]
+    fn backend_is_openblas_here_and_described() {
+        // The system OpenBLAS is linked through ndarray-linalg, so its CBLAS symbols exist.
+        if std::env::var("WIDTHLAB_GEMM").is_err() {
+            assert_eq!(backend(), Backend::OpenBlas);
+            assert!(describe().starts_with("OpenBLAS"), "{}", describe());
+            // environment/setup.sh installs the OpenMP build and build.rs links to it
+            assert_eq!(threading(), Threading::OpenMp, "{}", describe());
+        }
+    }
+}
