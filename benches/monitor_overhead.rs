@@ -11,7 +11,9 @@
 //! With the probe as large as the training batch that is 3 forward-equivalents of matmuls
 //! beside the ~3 of a plain step (forward + backward), so the exact metrics cost at least
 //! ~2x a plain step in FLOPs (~1.7x Delta only); only a smaller probe gets under 1.5x.
-//! Measured on the shared 2-core machine (Nov 2026, load ~10, `WIDTHLAB_BENCH_THREADS=1`),
+//! Measured on the quiet 2-core machine (2026-11-26, 2 threads): Delta and delta 3.15x,
+//! Delta only 2.20x, probe 16 2.25x. Earlier, on the shared machine (Nov 2026, load ~10,
+//! `WIDTHLAB_BENCH_THREADS=1`),
 //! four runs: Delta and delta 2.8-3.1x (3.5-3.6x before the fast path), Delta only
 //! 2.1-2.5x, probe 16 2.0-2.2x; with the default 2 threads on the loaded machine OpenMP
 //! spin-waiting makes every number erratic (2.7-4.8x for Delta and delta).

@@ -5,9 +5,12 @@
 //! Run: `cargo bench --bench train_step` (widths via `WIDTHLAB_BENCH_WIDTHS=64,256`; seconds
 //! per measurement via `WIDTHLAB_BENCH_SECONDS`, default 3). Results also go to
 //! `target/bench-results/train_step.json`. Timings are only comparable within one run: the
-//! two implementations are measured back to back per width, on the same threads (libtorch's
-//! count, so `OMP_NUM_THREADS=1` runs both single-threaded: do that on a busy machine, where
-//! two-thread timings collapse whenever the other core is taken).
+//! two implementations are measured in alternating blocks per width (the PyTorch script runs
+//! as a child process serving blocks on request), on the same threads (libtorch's count, so
+//! `OMP_NUM_THREADS=1` runs both single-threaded: do that on a busy machine, where two-thread
+//! timings collapse whenever the other core is taken). The bare products are timed twice:
+//! through `widthlab::gemm` (what the step uses; the "of bare" column) and through libtorch's
+//! `mm`.
 //!
 //! Both sides do the same work per step: an 8-layer bias-free ReLU MLP in f32, He init, SGD
 //! without momentum at lr 1e-3, CE averaged over the batch, the batch a slice of a
@@ -17,11 +20,11 @@
 //! widthlab's glibc allocator settings ([`widthlab::device::tune_allocator`]) through
 //! `MALLOC_*` variables.
 //!
-//! Last measured 2026-11-25 on the shared 2-core machine (load average 4-13, so with
-//! `OMP_NUM_THREADS=1`), range of six runs: ratio 1.41-1.69x / 1.01-1.34x / 1.10-1.56x /
-//! 0.87-1.16x at widths 64 / 256 / 1024 / 4096 (medians ~1.6 / 1.25 / 1.2 / 1.06), widthlab
-//! at 84-108% of the bare matrix products' GFLOP/s at 4096. At width 256 PyTorch spends ~85%
-//! of its step in `mm`, so matching the bare-matmul rate caps the ratio near 1.3x: the 1.5x
+//! Last measured 2026-11-26 on the quiet 2-core machine (AMD EPYC; OpenBLAS's OpenMP build on
+//! the Haswell kernels the machine pins), 2 threads, three runs: ratio 2.16-2.21x / 1.37-1.38x
+//! / 1.49-1.51x / 1.40-1.45x at widths 64 / 256 / 1024 / 4096, widthlab at 90-93% of the bare
+//! products' GFLOP/s at 256 and 100-103% at 4096. At width 256 the step is over 90% matrix
+//! products, which run at 210-230 GFLOP/s at best here against PyTorch's ~185: the 1.5x
 //! target there is not met.
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};

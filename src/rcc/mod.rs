@@ -50,7 +50,9 @@
 //! (no second traced forward). With a probe as large as the training batch that is about
 //! three forward passes of matmuls beside the ~three of a plain SGD step, so the exact
 //! metrics cost >= ~2x a plain step. `cargo bench --bench monitor_overhead` (3-layer MLP,
-//! width 1024, batch 64, every step; shared 2-core machine, load ~10, one libtorch thread):
+//! width 1024, batch 64, every step; quiet 2-core machine, 2 threads, 2026-11-26): Delta and
+//! delta 3.15x, Delta only 2.20x, probe of 16 2.25x; earlier on the shared machine (load ~10,
+//! one libtorch thread):
 //! Delta and delta 2.8-3.1x a plain step (3.5-3.6x before this fast path, same
 //! conditions), Delta only 2.1-2.5x, Delta and delta on a probe of 16 2.0-2.2x (weight-sized passes: differences,
 //! matmul packing, power iterations, the snapshot, dominate there). The 1.5x target
