@@ -21,6 +21,12 @@
 //! libtorch's up to float rounding (tested); the same thread count gives the same numbers run
 //! to run (threads split the output, never a sum).
 //!
+//! A side effect worth knowing: in a process that loads OpenBLAS before libtorch (every
+//! widthlab binary and the notebook kernel, through ndarray-linalg's link), libtorch's own
+//! Fortran `sgemm_` calls bind to OpenBLAS's, not MKL's, so autograd paths (the GPT, models
+//! with normalisation layers) run their products on OpenBLAS too (`MKL_VERBOSE=1` prints no
+//! SGEMM line there). The GPT bench measured the same before and after the OpenMP build.
+//!
 //! OpenBLAS keeps one process-wide thread count; [`crate::device::set_threads`] sets it
 //! together with libtorch's, so the sweep and coordinate-check runners, which run one
 //! single-threaded job per core, also run single-threaded products.
