@@ -217,7 +217,7 @@ pub fn tune_allocator() {
 /// the cores.
 pub fn set_threads(n: usize) {
     tch::set_num_threads(n.max(1) as i32);
-    crate::gemm::init();
+    crate::gemm::init(); // so that a later first product does not reset the count below
     crate::gemm::set_openblas_threads(n);
 }
 

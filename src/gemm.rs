@@ -106,9 +106,10 @@ pub enum Threading {
 /// milliseconds after each parallel region. A pthreads OpenBLAS then competes with them for
 /// the cores, and on this 2-core machine the MLP step ran up to 10x slower (measured at
 /// width 256: 92 steps/s with the pthreads build, 974 with the OpenMP build). With the
-/// OpenMP build both libraries share one pool, as PyTorch's MKL does. `environment/setup.sh` installs `libopenblas0-openmp` and `build.rs`
-/// puts its directory on the binaries' run path (`environment/env.sh` and the notebook
-/// kernel on `LD_LIBRARY_PATH`).
+/// OpenMP build both libraries share one pool, as PyTorch's MKL does.
+/// `environment/setup.sh` installs `libopenblas0-openmp` and `build.rs` puts its directory on
+/// the binaries' run path (`environment/env.sh` and the notebook kernel on
+/// `LD_LIBRARY_PATH`).
 pub fn threading() -> Threading {
     // SAFETY: plain getter.
     match unsafe { openblas_get_parallel() } {
@@ -193,32 +194,29 @@ const PAIR_MAX_MACS: f64 = 16.0 * 1024.0 * 1024.0;
 /// (the MLP backward pairs a layer's input gradient with the layer above's weight update).
 /// The four tensors of one product must not overlap the other's output.
 pub fn gemm_pair(p0: (&Tensor, &Tensor, &Tensor, f64, f64), p1: (&Tensor, &Tensor, &Tensor, f64, f64)) {
-    let threads = tch::get_num_threads();
-    let both = (prepare(p0.0, p0.1, p0.2, p0.3, p0.4), prepare(p1.0, p1.1, p1.2, p1.3, p1.4));
+    let (Some(c0), Some(c1)) = (prepare(p0.0, p0.1, p0.2, p0.3, p0.4), prepare(p1.0, p1.1, p1.2, p1.3, p1.4)) else {
+        // (at least one goes through libtorch)
+        gemm_into(p0.0, p0.1, p0.2, p0.3, p0.4);
+        gemm_into(p1.0, p1.1, p1.2, p1.3, p1.4);
+        return;
+    };
+    // Large products scale well on their own (and two side by side contend for the caches).
     let small = |c: &Call| (c.m * c.n) as f64 * c.k as f64 <= PAIR_MAX_MACS;
-    if let (Some(c0), Some(c1), Some(omp), true) = (&both.0, &both.1, openmp(), threads >= 2) {
-        if !(small(c0) && small(c1)) {
-            // large products scale well on their own (and two side by side contend for the
-            // caches): one after the other, each over all threads
-            // SAFETY: checked by prepare; the tensors outlive the calls.
-            unsafe {
+    let side_by_side = tch::get_num_threads() >= 2 && small(&c0) && small(&c1);
+    // SAFETY: both calls were checked by prepare and their tensors outlive the region (or
+    // the two sequential calls); in_parallel is a plain query.
+    unsafe {
+        match openmp().filter(|_| side_by_side) {
+            Some(omp) if (omp.in_parallel)() == 0 => {
+                let pair = [&c0, &c1];
+                (omp.parallel)(pair_worker, &pair as *const [&Call; 2] as *mut c_void, 2, 0);
+            }
+            _ => {
                 c0.run();
                 c1.run();
             }
-            return;
-        }
-        // SAFETY: both calls were checked by prepare and their tensors outlive the region;
-        // in_parallel is a plain query.
-        unsafe {
-            if (omp.in_parallel)() == 0 {
-                let pair = [c0, c1];
-                (omp.parallel)(pair_worker, &pair as *const [&Call; 2] as *mut c_void, 2, 0);
-                return;
-            }
         }
     }
-    gemm_into(p0.0, p0.1, p0.2, p0.3, p0.4);
-    gemm_into(p1.0, p1.1, p1.2, p1.3, p1.4);
 }
 
 /// The body of the OpenMP region of [`gemm_pair`]: thread `t` runs product `t`.
