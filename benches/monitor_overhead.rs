@@ -1,22 +1,20 @@
-//! Cost of monitoring (the RCC [`Monitor`] measuring every step, spectral norms by
-//! warm-started power iteration) relative to a plain training step, measured side by side in
-//! one run: 3-layer MLP, SGD in SP, batch 64, width 1024 (set `WIDTHLAB_BENCH_WIDTHS` to
-//! change; `WIDTHLAB_BENCH_THREADS` sets libtorch's thread count). Issue target: a monitored
-//! step <= 1.5x a plain step.
+//! Cost of monitoring (the RCC [`Monitor`] measuring every step) relative to a plain
+//! training step, measured side by side in one run: 3-layer MLP, plain SGD in SP, batch 64,
+//! width 1024 (set `WIDTHLAB_BENCH_WIDTHS` to change; `WIDTHLAB_BENCH_THREADS` sets
+//! libtorch's thread count). Issue target: a monitored step <= 1.5x a plain step.
+//!
+//! Both sides step as [`widthlab::train::Trainer`] does: the plain step is the fused SGD step
+//! ([`mlp_step`] without kept gradients), and the monitored one is the same step (the monitor
+//! reads the weights' low-rank steps, not gradient tensors) plus the monitor. Three rounds go
+//! over all configurations in turn, and each rate is the median of its three.
 //!
 //! Rows: Delta and delta on a probe batch of 64 (= the training batch), Delta only, and
-//! Delta and delta on a probe of 16. Each measured step costs a traced forward of the probe
-//! plus, per reference (initial, previous step) and dense layer, one matmul `(W_t - W_ref)
-//! x_t` (the propagating update follows from the RCC identity, see [`widthlab::rcc`]).
-//! With the probe as large as the training batch that is 3 forward-equivalents of matmuls
-//! beside the ~3 of a plain step (forward + backward), so the exact metrics cost at least
-//! ~2x a plain step in FLOPs (~1.7x Delta only); only a smaller probe gets under 1.5x.
-//! Measured on the quiet 2-core machine (2026-11-26, 2 threads): Delta and delta 3.15x,
-//! Delta only 2.20x, probe 16 2.25x. Earlier, on the shared machine (Nov 2026, load ~10,
-//! `WIDTHLAB_BENCH_THREADS=1`),
-//! four runs: Delta and delta 2.8-3.1x (3.5-3.6x before the fast path), Delta only
-//! 2.1-2.5x, probe 16 2.0-2.2x; with the default 2 threads on the loaded machine OpenMP
-//! spin-waiting makes every number erratic (2.7-4.8x for Delta and delta).
+//! Delta and delta on probes of 32 and 16. Each measured step costs a traced forward of the
+//! probe plus one matmul `(W_t - W_0) x_t` per dense layer, and the one-step metrics come
+//! from the SGD step's factors (see [`widthlab::rcc`]). With the probe as large as the
+//! training batch the two matmuls are ~2 forward passes beside the ~3 of a plain step, a
+//! floor of ~1.7-1.8x; only a smaller probe can go lower. Measured on the quiet 2-core
+//! machine (2026-11-26, 2 threads): 2.8x, 2.4x, 2.4x and 2.1x. The target is not met.
 use std::time::Instant;
 
 use tch::{Device, Kind, Tensor};
@@ -25,7 +23,7 @@ use widthlab::model::{Mlp, MlpConfig, Model};
 use widthlab::optim::{OptimConfig, Optimizer};
 use widthlab::param::Parameterization;
 use widthlab::rcc::{Monitor, MonitorConfig, StepSchedule};
-use widthlab::train::StepHook;
+use widthlab::train::{mlp_step, StepHook, StepOutput};
 
 /// Training steps per second; the monitor (if any) watches a probe of the first `probe`
 /// examples of the training batch.
@@ -48,9 +46,11 @@ fn steps_per_second(n: i64, monitor: Option<(MonitorConfig, i64)>, steps: usize)
         if let Some(m) = mon.as_mut() {
             m.before_step(s, &model).expect("before");
         }
-        let st = opt.step(model.params(), &mut || loss.compute(&model.forward(&x), &y)).expect("step");
+        // what Trainer::step does, with the gradients kept only if the hook needs them
+        let keep = mon.as_ref().is_some_and(|m| m.needs_gradients());
+        let st = mlp_step(&model, &mut opt, &loss, &x, &y, keep).expect("step");
         if let Some(m) = mon.as_mut() {
-            m.after_step(s, &model, &st, opt.last_gradients()).expect("after");
+            m.after_step(s, &model, &StepOutput::of(&st, &opt)).expect("after");
         }
     }
     steps as f64 / t0.elapsed().as_secs_f64()
@@ -65,21 +65,38 @@ fn main() {
         .ok()
         .map(|s| s.split(',').filter_map(|w| w.trim().parse().ok()).collect())
         .unwrap_or_else(|| vec![1024]);
-    println!("monitor_overhead: 3-layer MLP, SGD, batch 64, monitor every step, {} libtorch threads", tch::get_num_threads());
-    println!("{:>6} {:>10} {:>22} {:>22} {:>22}", "width", "plain st/s", "Delta+delta, probe 64", "Delta only, probe 64", "Delta+delta, probe 16");
+    println!(
+        "monitor_overhead: 3-layer MLP, plain SGD as the Trainer runs it (fused step), batch 64, monitor every step, {} libtorch threads",
+        tch::get_num_threads()
+    );
+    let every = MonitorConfig { schedule: StepSchedule::Every, ..MonitorConfig::default() };
+    let no_delta = MonitorConfig { one_step: false, ..every.clone() };
+    let configs: Vec<(&str, Option<(MonitorConfig, i64)>)> = vec![
+        ("plain step", None),
+        ("Delta+delta, probe 64", Some((every.clone(), 64))),
+        ("Delta only,  probe 64", Some((no_delta, 64))),
+        ("Delta+delta, probe 32", Some((every.clone(), 32))),
+        ("Delta+delta, probe 16", Some((every, 16))),
+    ];
     for n in widths {
         let steps = if n >= 2048 { 10 } else { 40 };
-        let every = MonitorConfig { schedule: StepSchedule::Every, ..MonitorConfig::default() };
-        let no_delta = MonitorConfig { one_step: false, ..every.clone() };
-        // plain before and after the monitored runs (averaged), to share machine noise
-        let plain_a = steps_per_second(n, None, steps);
-        let full = steps_per_second(n, Some((every.clone(), 64)), steps);
-        let light = steps_per_second(n, Some((no_delta, 64)), steps);
-        let small = steps_per_second(n, Some((every, 16)), steps);
-        let plain_b = steps_per_second(n, None, steps);
-        let plain = 2.0 / (1.0 / plain_a + 1.0 / plain_b);
-        let cell = |r: f64| format!("{r:.1} st/s = {:.2}x", plain / r);
-        println!("{:>6} {:>10.1} {:>22} {:>22} {:>22}", n, plain, cell(full), cell(light), cell(small));
+        // three interleaved rounds over all configurations (so that all see the same machine
+        // phases); the median rate of each
+        let mut rates: Vec<Vec<f64>> = vec![vec![]; configs.len()];
+        for _ in 0..3 {
+            for (k, (_, c)) in configs.iter().enumerate() {
+                rates[k].push(steps_per_second(n, c.clone(), steps));
+            }
+        }
+        let median = |v: &mut Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        let med: Vec<f64> = rates.iter_mut().map(median).collect();
+        println!("width {n}");
+        for ((name, _), r) in configs.iter().zip(&med) {
+            println!("  {name:<24} {r:>8.1} st/s  {:>5.2}x", med[0] / r);
+        }
     }
     println!("ratio = time of a monitored step / time of a plain step; target <= 1.5x");
 }

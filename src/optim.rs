@@ -173,6 +173,21 @@ pub struct StepStats {
     pub grad_norm: Option<f64>,
 }
 
+/// A dense weight's plain-SGD step as the MLP's fused backward pass takes it
+/// ([`crate::model::Mlp::manual_sgd_step`]): the gradient is the rank-`B` product
+/// `g^T x` (`B` = training batch) and is never materialised; the step adds
+/// `delta W = -lr g^T x` to the weight. Kept so that a monitor can measure the one-step
+/// update from its factors (see [`crate::rcc`]) instead of from weight copies.
+#[derive(Debug)]
+pub struct LowRankStep {
+    /// The parameter's learning rate in this step.
+    pub lr: f64,
+    /// `[B, fan_out]`: `a dL/dh` of the training batch (`h = a x W^T`, multiplier included).
+    pub g: Tensor,
+    /// `[B, fan_in]`: the layer's input on the training batch.
+    pub x: Tensor,
+}
+
 /// Per-parameter optimizer state.
 #[derive(Debug, Default)]
 struct State {
@@ -192,6 +207,7 @@ pub struct Optimizer {
     state: Vec<State>,
     t: usize,
     last_grads: Vec<Option<Tensor>>,
+    last_low_rank: Vec<Option<LowRankStep>>,
     /// `-lr_p` as 0-dim tensors, reused while the learning rate does not change.
     neg_lrs: Vec<Option<(f64, Tensor)>>,
 }
@@ -207,7 +223,7 @@ impl Optimizer {
         let scales = params.iter().map(|p| if p.trainable { p.lr_scale(fam) } else { 0.0 }).collect();
         let state = params.iter().map(|_| State::default()).collect();
         let neg_lrs = params.iter().map(|_| None).collect();
-        Ok(Optimizer { cfg: cfg.clone(), eta, scales, state, t: 0, last_grads: vec![], neg_lrs })
+        Ok(Optimizer { cfg: cfg.clone(), eta, scales, state, t: 0, last_grads: vec![], last_low_rank: vec![], neg_lrs })
     }
 
     /// Number of steps taken.
@@ -237,11 +253,14 @@ impl Optimizer {
 
     /// Records a plain-SGD step the caller applied itself at the rates
     /// [`Optimizer::param_lrs`] gave before it (see [`Optimizer::is_plain_sgd`]): advances
-    /// the step count. No gradients exist: [`Optimizer::last_gradients`] becomes empty.
-    pub fn record_fused_step(&mut self, loss: f64) -> StepStats {
+    /// the step count and keeps what the step leaves: `grads` (one per parameter; `None`
+    /// where the gradient was not materialised) for [`Optimizer::last_gradients`] and
+    /// `low_rank` (one per parameter, or empty) for [`Optimizer::last_low_rank`].
+    pub fn record_fused_step(&mut self, loss: f64, grads: Vec<Option<Tensor>>, low_rank: Vec<Option<LowRankStep>>) -> StepStats {
         debug_assert!(self.is_plain_sgd());
         self.t += 1;
-        self.last_grads.clear();
+        self.last_grads = grads;
+        self.last_low_rank = low_rank;
         StepStats { loss, grad_norm: None }
     }
 
@@ -291,13 +310,21 @@ impl Optimizer {
         }
         self.update(params, &grads);
         self.last_grads = grads;
+        self.last_low_rank.clear();
         Ok(StepStats { loss, grad_norm })
     }
 
     /// The gradients used by the last step (after SAM and clipping), `None` for frozen
-    /// parameters; empty before the first step.
+    /// parameters and, after a fused plain-SGD step, for the weights (their gradients are
+    /// in [`Optimizer::last_low_rank`]); empty before the first step.
     pub fn last_gradients(&self) -> &[Option<Tensor>] {
         &self.last_grads
+    }
+
+    /// The weights' low-rank steps of the last step when it was a fused plain-SGD step
+    /// ([`Optimizer::record_fused_step`]; `None` for parameters without one), else empty.
+    pub fn last_low_rank(&self) -> &[Option<LowRankStep>] {
+        &self.last_low_rank
     }
 
     /// Applies the update rule with gradients `grads` (one per parameter).

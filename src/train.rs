@@ -15,7 +15,7 @@ use crate::data::{self, DataConfig, Dataset};
 use crate::device::DeviceChoice;
 use crate::loss::{accuracy, Loss};
 use crate::model::{Mlp, MlpConfig, Model};
-use crate::optim::{gradients, OptimConfig, Optimizer, StepStats};
+use crate::optim::{gradients, LowRankStep, OptimConfig, Optimizer, StepStats};
 use crate::param::Parameterization;
 use crate::rng::{self, stream};
 use crate::{Error, Result};
@@ -212,6 +212,24 @@ impl TrainResult {
     }
 }
 
+/// What a step leaves for a [`StepHook`].
+pub struct StepOutput<'a> {
+    pub stats: &'a StepStats,
+    /// The gradients the optimizer applied, one per parameter (`None` for frozen parameters,
+    /// and for weights whose step is in `low_rank`); empty when not kept.
+    pub grads: &'a [Option<Tensor>],
+    /// For a plain-SGD step fused into the MLP's backward pass, each trained weight's step
+    /// in low-rank form (see [`LowRankStep`]); empty otherwise.
+    pub low_rank: &'a [Option<LowRankStep>],
+}
+
+impl<'a> StepOutput<'a> {
+    /// What `optimizer`'s last step left.
+    pub fn of(stats: &'a StepStats, optimizer: &'a Optimizer) -> Self {
+        StepOutput { stats, grads: optimizer.last_gradients(), low_rank: optimizer.last_low_rank() }
+    }
+}
+
 /// Something that watches training (e.g. the RCC monitor): called after every step.
 pub trait StepHook {
     /// Called once before the first step.
@@ -223,9 +241,15 @@ pub trait StepHook {
     fn before_step(&mut self, _step: usize, _model: &dyn Model) -> Result<()> {
         Ok(())
     }
-    /// Called after step `step` (1-based count of steps taken), with the weights `W_step`.
-    /// `grads` are the gradients the optimizer applied (`None` for frozen parameters).
-    fn after_step(&mut self, step: usize, model: &dyn Model, stats: &StepStats, grads: &[Option<Tensor>]) -> Result<()>;
+    /// Called after step `step` (1-based count of steps taken), with the weights `W_step`
+    /// and what the step left (`out`).
+    fn after_step(&mut self, step: usize, model: &dyn Model, out: &StepOutput) -> Result<()>;
+    /// Whether the hook reads every parameter's gradient as a tensor (default: yes). If not,
+    /// plain-SGD steps stay fused and leave their weights' steps in low-rank form only
+    /// ([`StepOutput::low_rank`]).
+    fn needs_gradients(&self) -> bool {
+        true
+    }
 }
 
 /// A model, its optimizer and its data, ready to be stepped.
@@ -330,7 +354,9 @@ impl Trainer {
 
     /// Whether [`Trainer::step`] keeps the gradients it applied for
     /// [`Optimizer::last_gradients`] (default: yes). Without, plain-SGD steps are fused into
-    /// the backward pass; [`run_loop`] turns this off when no hook watches the steps.
+    /// the backward pass (the weights' steps then stay in [`Optimizer::last_low_rank`]);
+    /// [`run_loop`] turns this off unless a hook needs the gradients
+    /// ([`StepHook::needs_gradients`]).
     pub fn set_keep_gradients(&mut self, keep: bool) {
         self.keep_gradients = keep;
     }
@@ -400,6 +426,9 @@ impl Steppable for Trainer {
     fn last_gradients(&self) -> &[Option<Tensor>] {
         self.optimizer.last_gradients()
     }
+    fn last_low_rank(&self) -> &[Option<LowRankStep>] {
+        self.optimizer.last_low_rank()
+    }
     fn set_keep_gradients(&mut self, keep: bool) {
         Trainer::set_keep_gradients(self, keep)
     }
@@ -425,6 +454,11 @@ pub trait Steppable {
     fn step(&mut self) -> Result<StepStats>;
     /// The gradients the last step applied.
     fn last_gradients(&self) -> &[Option<Tensor>];
+    /// The weights' low-rank steps of the last step, if it was a fused plain-SGD step
+    /// ([`Optimizer::last_low_rank`]). Default: none.
+    fn last_low_rank(&self) -> &[Option<LowRankStep>] {
+        &[]
+    }
     /// Whether steps must keep their gradients for [`Steppable::last_gradients`] (a hook
     /// reads them); a model may skip materialising them otherwise. Default: ignored.
     fn set_keep_gradients(&mut self, _keep: bool) {}
@@ -469,7 +503,7 @@ pub fn run_loop(t: &mut dyn Steppable, progress: bool, mut hook: Option<&mut dyn
     if let Some(h) = hook.as_deref_mut() {
         h.start(t.model())?;
     }
-    t.set_keep_gradients(hook.is_some());
+    t.set_keep_gradients(hook.as_deref().is_some_and(|h| h.needs_gradients()));
     let mut batch_losses = Vec::with_capacity(total);
     let mut evals = vec![];
     let mut outcome = Outcome::Completed;
@@ -483,7 +517,8 @@ pub fn run_loop(t: &mut dyn Steppable, progress: bool, mut hook: Option<&mut dyn
         steps += 1;
         batch_losses.push(stats.loss);
         if let Some(h) = hook.as_deref_mut() {
-            h.after_step(steps, t.model(), &stats, t.last_gradients())?;
+            let out = StepOutput { stats: &stats, grads: t.last_gradients(), low_rank: t.last_low_rank() };
+            h.after_step(steps, t.model(), &out)?;
         }
         let too_big = t.max_loss().is_some_and(|m| stats.loss > m);
         if !stats.loss.is_finite() || too_big {
@@ -521,13 +556,14 @@ pub fn run_loop(t: &mut dyn Steppable, progress: bool, mut hook: Option<&mut dyn
 /// One optimisation step of an MLP on the batch `(x, y)`: gradients from the model's
 /// hand-written backward pass ([`Mlp::manual_gradients`]) when it supports the model, from
 /// autograd otherwise (normalisation layers). Without `keep_gradients`, a plain-SGD update
-/// ([`Optimizer::is_plain_sgd`]) is fused into that backward pass ([`Mlp::manual_sgd_step`])
-/// and [`Optimizer::last_gradients`] stays empty. What [`Trainer::step`], and so
+/// ([`Optimizer::is_plain_sgd`]) is fused into that backward pass ([`Mlp::manual_sgd_step`]):
+/// [`Optimizer::last_gradients`] then holds only the biases' gradients, and
+/// [`Optimizer::last_low_rank`] the weights' steps. What [`Trainer::step`], and so
 /// [`run_loop`], does every step; `benches/train_step.rs` times it.
 pub fn mlp_step(model: &Mlp, optimizer: &mut Optimizer, loss: &Loss, x: &Tensor, y: &Tensor, keep_gradients: bool) -> Result<StepStats> {
     if !keep_gradients && optimizer.is_plain_sgd() {
-        if let Some(value) = model.manual_sgd_step(x, y, loss, &optimizer.param_lrs()) {
-            return Ok(optimizer.record_fused_step(value.double_value(&[])));
+        if let Some((value, grads, low_rank)) = model.manual_sgd_step(x, y, loss, &optimizer.param_lrs()) {
+            return Ok(optimizer.record_fused_step(value.double_value(&[]), grads, low_rank));
         }
     }
     let params = model.params();
@@ -647,7 +683,12 @@ mod tests {
             let (x, y) = b_data.next_batch();
             let sb = opt_b.step(b.model.params(), &mut || cfg.loss.compute(&b.model.forward(&x), &y)).unwrap();
             assert!((sa.loss - sb.loss).abs() < 1e-5 * sb.loss.abs(), "{} vs {}", sa.loss, sb.loss);
-            assert!(a.optimizer.last_gradients().is_empty());
+            // biases' gradients are kept; the weights' steps stay in low-rank form
+            for (k, p) in a.model.params().iter().enumerate() {
+                let is_weight = p.tensor.dim() == 2;
+                assert_eq!(a.optimizer.last_gradients()[k].is_some(), !is_weight, "{}", p.name);
+                assert_eq!(a.optimizer.last_low_rank()[k].is_some(), is_weight, "{}", p.name);
+            }
         }
         assert_eq!(a.optimizer.steps_taken(), 4);
         for (p, q) in a.model.params().iter().zip(b.model.params()) {

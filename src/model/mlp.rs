@@ -15,8 +15,14 @@ use tch::{Device, Tensor};
 use super::{Model, Param, ParamShape, Trace};
 use crate::gemm;
 use crate::loss::Loss;
+use crate::optim::LowRankStep;
 use crate::param::{ParamKind, Parameterization, Role};
 use crate::{Error, Result};
+
+/// What [`Mlp::manual_sgd_step`] returns: the loss before the update, one gradient per
+/// parameter (the biases'; `None` for the weights and frozen parameters) and one
+/// [`LowRankStep`] per parameter (the trained weights').
+pub type FusedStep = (Tensor, Vec<Option<Tensor>>, Vec<Option<LowRankStep>>);
 
 /// Nonlinearity between layers.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -271,7 +277,7 @@ impl Mlp {
     /// `x: [batch, d_in]`, `y: [batch]` int64 -> (loss, one gradient per parameter, shaped
     /// like it).
     pub fn manual_gradients(&self, x: &Tensor, y: &Tensor, loss: &Loss) -> Option<(Tensor, Vec<Option<Tensor>>)> {
-        self.manual_backward(x, y, loss, None)
+        self.manual_backward(x, y, loss, None).map(|(value, grads, _)| (value, grads))
     }
 
     /// One plain SGD step `p <- p - lr_p dL/dp` fused into the hand-written backward of
@@ -281,14 +287,19 @@ impl Mlp {
     /// `lrs` holds one learning rate per parameter (as [`crate::optim::Optimizer::param_lrs`];
     /// frozen parameters are skipped). Returns the loss before the update, or `None` (and
     /// changes nothing) when the model has normalisation layers.
-    pub fn manual_sgd_step(&self, x: &Tensor, y: &Tensor, loss: &Loss, lrs: &[f64]) -> Option<Tensor> {
+    ///
+    /// Also returns what the step leaves for a monitor, one entry per parameter: the
+    /// biases' gradients (the weights' are `None`) and each trained weight's step in its
+    /// low-rank form [`LowRankStep`] (`delta W = -lr g^T x`; the factors are tensors the pass
+    /// computes anyway).
+    pub fn manual_sgd_step(&self, x: &Tensor, y: &Tensor, loss: &Loss, lrs: &[f64]) -> Option<FusedStep> {
         assert_eq!(lrs.len(), self.params.len(), "one learning rate per parameter");
-        self.manual_backward(x, y, loss, Some(lrs)).map(|(value, _)| value)
+        self.manual_backward(x, y, loss, Some(lrs))
     }
 
     /// The backward pass of [`Mlp::manual_gradients`]; with `sgd_lrs`, applies the SGD
-    /// update in place instead of returning gradients ([`Mlp::manual_sgd_step`]).
-    fn manual_backward(&self, x: &Tensor, y: &Tensor, loss: &Loss, sgd_lrs: Option<&[f64]>) -> Option<(Tensor, Vec<Option<Tensor>>)> {
+    /// update in place instead of returning the weights' gradients ([`Mlp::manual_sgd_step`]).
+    fn manual_backward(&self, x: &Tensor, y: &Tensor, loss: &Loss, sgd_lrs: Option<&[f64]>) -> Option<FusedStep> {
         if !self.supports_manual_backward() {
             return None;
         }
@@ -316,6 +327,7 @@ impl Mlp {
                 params[d.weight].trainable || d.bias.is_some_and(|b| params[b].trainable)
             });
             let mut grads: Vec<Option<Tensor>> = params.iter().map(|_| None).collect();
+            let mut low_rank: Vec<Option<LowRankStep>> = params.iter().map(|_| None).collect();
             // With fused SGD, layer l's weight update (W += -lr g^T x) waits until layer l-1's
             // input gradient is computed, and the two products then run side by side
             // (gemm::gemm_pair): (weight, g^T, x, -lr) of the layer above.
@@ -325,13 +337,11 @@ impl Mlp {
                 let layer = &self.layers[l];
                 if let Some(b) = layer.bias.filter(|&b| params[b].trainable) {
                     let db = g.sum_dim_intlist(&[0i64][..], false, g.kind()); // [fan_out]
-                    match sgd_lrs {
-                        Some(lrs) => {
-                            let mut bias = params[b].tensor.shallow_clone();
-                            bias += db * -lrs[b];
-                        }
-                        None => grads[b] = Some(db),
+                    if let Some(lrs) = sgd_lrs {
+                        let mut bias = params[b].tensor.shallow_clone();
+                        bias += &db * -lrs[b];
                     }
+                    grads[b] = Some(db);
                 }
                 if layer.multiplier != 1.0 {
                     g *= layer.multiplier;
@@ -347,7 +357,11 @@ impl Mlp {
                 }
                 if params[layer.weight].trainable {
                     match sgd_lrs {
-                        Some(lrs) => pending = Some((w.shallow_clone(), g.tr(), inputs[l].shallow_clone(), lrs[layer.weight])),
+                        Some(lrs) => {
+                            let lr = lrs[layer.weight];
+                            pending = Some((w.shallow_clone(), g.tr(), inputs[l].shallow_clone(), lr));
+                            low_rank[layer.weight] = Some(LowRankStep { lr, g: g.shallow_clone(), x: inputs[l].shallow_clone() });
+                        }
                         None => grads[layer.weight] = Some(gemm::mm(&g.tr(), &inputs[l], 1.0)), // [fan_out, fan_in]
                     }
                 }
@@ -359,7 +373,7 @@ impl Mlp {
             if let Some((pw, pgt, px, lr)) = pending {
                 gemm::gemm_into(&pw, &pgt, &px, -lr, 1.0);
             }
-            (value, grads)
+            (value, grads, low_rank)
         }))
     }
 
@@ -532,8 +546,21 @@ mod tests {
                         // the fused SGD step moves every parameter by -lr_p times that gradient
                         let lrs: Vec<f64> = (0..got.len()).map(|k| 0.1 * (k + 1) as f64).collect();
                         let before = m.snapshot();
-                        let fused_loss = m.manual_sgd_step(&x, &y, &loss, &lrs).expect("supported");
+                        let (fused_loss, fused_grads, low_rank) = m.manual_sgd_step(&x, &y, &loss, &lrs).expect("supported");
                         assert!(fused_loss.equal(&got_loss), "{name}: loss before the update");
+                        // what the fused step leaves: the biases' gradients, the weights' factors
+                        for (k, q) in m.params().iter().enumerate() {
+                            let is_weight = q.tensor.dim() == 2;
+                            match (&got[k], &fused_grads[k], &low_rank[k]) {
+                                (Some(g), None, Some(f)) if is_weight => {
+                                    assert_eq!(f.lr, lrs[k]);
+                                    assert!(rel_err(&f.g.tr().matmul(&f.x), g) <= tol, "{name} {}: g^T x", q.name);
+                                }
+                                (Some(g), Some(fg), None) if !is_weight => assert!(rel_err(fg, g) <= tol, "{name} {}", q.name),
+                                (None, None, None) => {}
+                                _ => panic!("{name} {}: fused step left the wrong things", q.name),
+                            }
+                        }
                         for (k, (q, w0)) in m.params().iter().zip(&before).enumerate() {
                             let want = match &got[k] {
                                 Some(g) => w0 - g * lrs[k],

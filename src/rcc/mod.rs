@@ -25,8 +25,24 @@
 //!   `Theta(1)` under LLN-like (fully aligned) accumulation.
 //! - `align_op_*`: `||A x||_RMS / (||A||_op ||x||_RMS)` (the paper's alpha-op).
 //! - Spectral norms: power iteration, warm-started from the previous step's vector, until
-//!   the estimate changes by less than `power_tol` (relative) between iterations; or exact
-//!   via libtorch's matrix 2-norm ([`Spectral::Exact`], costly at large width).
+//!   two successive estimates agree to the relative tolerance `tol` (see
+//!   [`power_iteration`]); or exact via libtorch's matrix 2-norm ([`Spectral::Exact`], costly
+//!   at large width). One-step updates known by their low-rank factors (below) get their
+//!   spectral norm from a `B x B` problem instead, to a relative residual of `1e-9`.
+//!
+//! # One-step updates of plain SGD from their factors
+//! Under a monitor the [`crate::train::Trainer`] keeps plain-SGD steps fused into the MLP's
+//! backward pass ([`StepHook::needs_gradients`] is false), which leaves each dense weight's
+//! step as `delta W = -lr g^T x` with `g: [B, fan_out]`, `x: [B, fan_in]` of the training
+//! batch ([`LowRankStep`]). The `delta_` metrics of those weights are then computed from the
+//! factors ([`Change::LowRank`]): no copy of the weights is kept between steps (only their
+//! norms), no weight-sized difference is formed, `delta W x_t` costs two thin products, and
+//! the update's Frobenius and spectral norms come from `B x B` Gram matrices
+//! ([`low_rank_norms`]). This is the update as the step computed it; the difference of the
+//! stored float32 weights would carry `eps |W_ij|` of rounding per entry, a sizeable fraction
+//! of a small step. The `grad` metric of such a weight is `||g^T x||_RMS` from the same Grams.
+//! Every other case (Adam, momentum, SAM, normalisation layers, the GPT) measures from
+//! weight copies, as defined.
 //!
 //! # Metrics (names used in JSON/CSV)
 //! Per site: `act` `||W_t x_t||`, `act_update` `||W_t x_t - W_0 x_0||`, `effective`,
@@ -41,23 +57,31 @@
 //! `||f_t||_RMS`, `chi` `||dl/df||_RMS` of the per-example loss, `loss` on the probe batch.
 //!
 //! # Cost
-//! A measured step runs one traced forward of the probe batch and, per reference (initial,
-//! previous step) and dense site, one matmul `(W_t - W_ref) x_t`; the propagating update
-//! comes from the RCC identity with the cached reference outputs `W_ref x_ref` (see
-//! [`site_metrics`] for the accuracy), inputs that did not change (the input layer, biases)
-//! cost nothing, one-hot inputs (the GPT's embedding) are lookups, the initial weights' norms
-//! are computed once, and the previous step's trace is kept as the next `delta` reference
-//! (no second traced forward). With a probe as large as the training batch that is about
-//! three forward passes of matmuls beside the ~three of a plain SGD step, so the exact
-//! metrics cost >= ~2x a plain step. `cargo bench --bench monitor_overhead` (3-layer MLP,
-//! width 1024, batch 64, every step; quiet 2-core machine, 2 threads, 2026-11-26): Delta and
-//! delta 3.15x, Delta only 2.20x, probe of 16 2.25x; earlier on the shared machine (load ~10,
-//! one libtorch thread):
-//! Delta and delta 2.8-3.1x a plain step (3.5-3.6x before this fast path, same
-//! conditions), Delta only 2.1-2.5x, Delta and delta on a probe of 16 2.0-2.2x (weight-sized passes: differences,
-//! matmul packing, power iterations, the snapshot, dominate there). The 1.5x target
-//! is not met; with libtorch's default 2 threads on the loaded machine OpenMP spin-waiting
-//! makes both sides, and the ratio, erratic (2.7-4.8x).
+//! A measured step runs one traced forward of the probe batch and, per dense site, one
+//! matmul `(W_t - W_0) x_t`; the propagating update comes from the RCC identity with the
+//! cached reference outputs `W_ref x_ref` (see [`site_metrics`] for the accuracy), inputs
+//! that did not change (the input layer, biases) cost nothing, one-hot inputs (the GPT's
+//! embedding) are lookups, the initial weights' norms are computed once, and the previous
+//! step's trace is kept as the next `delta` reference (no second traced forward). The
+//! one-step metrics cost another matmul per dense site, or, for fused plain-SGD steps, two
+//! thin products and two `B x B` Grams (above).
+//!
+//! With a probe as large as the training batch, the two matmuls per layer are about two
+//! forward passes beside the ~three of a plain SGD step. Against the fused step, which runs
+//! its products at the BLAS rate, that is a floor of ~1.7-1.8x a plain step for exact
+//! metrics; only a smaller probe can go lower.
+//!
+//! `cargo bench --bench monitor_overhead` (3-layer MLP, width 1024, batch 64, plain SGD as
+//! the Trainer runs it, every step; quiet 2-core machine, 2 threads, 2026-11-26):
+//! - Delta and delta, probe 64: 2.8x a plain step.
+//! - Delta only, probe 64: 2.4x.
+//! - Delta and delta, probe 32: 2.4x.
+//! - Delta and delta, probe 16: 2.1x.
+//!
+//! The 1.5x target is not met. The same run before the low-rank one-step path, with
+//! an autograd step as the plain step, gave 3.3x, 2.3x and 2.35x (probes 64, 64 Delta only,
+//! 16). The monitored step itself is ~30% faster in absolute terms (126 vs 88 steps/s at
+//! probe 64); the plain step it is compared with is ~20% faster too.
 use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
@@ -65,8 +89,8 @@ use tch::{Kind, Tensor};
 
 use crate::loss::Loss;
 use crate::model::{LinearOp, Model};
-use crate::optim::StepStats;
-use crate::train::StepHook;
+use crate::optim::LowRankStep;
+use crate::train::{StepHook, StepOutput};
 use crate::Result;
 
 pub mod gpt;
@@ -154,23 +178,28 @@ struct ProbeState {
     sites: Vec<(String, usize, LinearOp, Tensor, Tensor)>,
     activations: Vec<Tensor>,
     logits: Tensor,
-    /// Parameter values (snapshots for references, shallow views for the current step).
-    weights: Vec<Tensor>,
+    /// Parameter values (snapshots for references, shallow views for the current step);
+    /// `None` where a reference keeps only norms (`ref_norms`).
+    weights: Vec<Option<Tensor>>,
+    /// Per site name, `(||a W||_RMS, ||a W||_op)` of weights not copied (see
+    /// [`Change::LowRank`]).
+    ref_norms: HashMap<String, (f64, f64)>,
 }
 
 fn probe(model: &dyn Model, x: &Tensor, copy_weights: bool) -> ProbeState {
     tch::no_grad(|| {
         let t = model.forward_trace(x);
         let weights = if copy_weights {
-            model.snapshot()
+            model.snapshot().into_iter().map(Some).collect()
         } else {
-            model.params().iter().map(|p| p.tensor.detach()).collect()
+            model.params().iter().map(|p| Some(p.tensor.detach())).collect()
         };
         ProbeState {
             sites: t.sites.into_iter().map(|s| (s.name, s.param, s.op, s.input, s.output)).collect(),
             activations: t.activations,
             logits: t.logits,
             weights,
+            ref_norms: HashMap::new(),
         }
     })
 }
@@ -193,11 +222,17 @@ pub fn weight_rms(w: &Tensor) -> f64 {
 }
 
 /// Spectral norm `||A||_2` by power iteration, warm-started from `v` (updated in place).
-/// Returns the estimate after its relative change between two iterations is below `tol`,
-/// or after `max_iter` iterations. Works in the tensor's own precision.
+///
+/// Each iteration takes a unit vector `x` to `u = A x` and `y = A^T u / ||u||`, which gives
+/// two successive estimates `||A x|| <= ||y|| <= sigma_max` (power iteration on `A^T A`
+/// raises its Rayleigh quotient monotonically). It stops when they agree to the relative
+/// tolerance `tol`, or after `max_iter` iterations, and returns `||y||`. A warm start from a
+/// converged vector of a slightly changed matrix therefore costs one iteration (two
+/// matrix-vector products). Works in the tensor's own precision.
 pub fn power_iteration(a: &Tensor, v: &mut Tensor, tol: f64, max_iter: usize) -> f64 {
     tch::no_grad(|| {
-        let mut x = v.to_kind(a.kind());
+        let v0 = v.to_kind(a.kind());
+        let mut x = &v0 / v0.norm().double_value(&[]).max(f64::MIN_POSITIVE);
         let mut sigma = 0.0;
         for _ in 0..max_iter.max(1) {
             let u = a.mv(&x);
@@ -209,16 +244,99 @@ pub fn power_iteration(a: &Tensor, v: &mut Tensor, tol: f64, max_iter: usize) ->
             let y = a.tr().mv(&(u / un));
             let s = y.norm().double_value(&[]);
             x = y / s.max(f64::MIN_POSITIVE);
-            // ||A^T (A x / ||A x||)|| increases to sigma_max
-            let done = (s - sigma).abs() <= tol * s;
             sigma = s;
-            if done {
+            if s - un <= tol * s {
                 break;
             }
         }
         *v = x;
         sigma
     })
+}
+
+/// `(||M||_F, ||M||_2)` of the rank-`B` matrix `M = g^T x` (`g: [B, m]`, `x: [B, k]`) from
+/// its factors alone, without forming `M`: with the Gram matrices `G = g g^T` and
+/// `X = x x^T` (`[B, B]`), `||M||_F^2 = sum_ij G_ij X_ij`, and `||M||_2^2` is the largest
+/// eigenvalue of `G X` (the nonzero eigenvalues of `M^T M = x^T G x` are those of `G X`),
+/// found by [`top_eigenvalue_of_product`] to a relative residual of `1e-9`. The Grams are
+/// formed in the factors' precision, everything after in float64. Costs `2 B^2 (m + k)`
+/// multiply-adds instead of the `m k B` of forming `M`. NaN for non-finite factors. With
+/// `spectral = false` only the Frobenius norm is computed (the second value is then NaN).
+pub fn low_rank_norms(g: &Tensor, x: &Tensor, spectral: bool) -> (f64, f64) {
+    use ndarray::Array2;
+    let gram = |f: &Tensor| -> Option<Array2<f64>> {
+        let m = tch::no_grad(|| f.matmul(&f.tr())).to_kind(Kind::Double).contiguous(); // [B, B]
+        let b = m.size()[0] as usize;
+        let v = Vec::<f64>::try_from(m.view([-1])).ok()?;
+        Array2::from_shape_vec((b, b), v).ok()
+    };
+    let norms = || -> Option<(f64, f64)> {
+        let (gg, gx) = (gram(g)?, gram(x)?);
+        if !gg.iter().chain(gx.iter()).all(|v| v.is_finite()) {
+            return None;
+        }
+        let fro = (&gg * &gx).sum().max(0.0).sqrt();
+        if !spectral {
+            return Some((fro, f64::NAN));
+        }
+        let top = top_eigenvalue_of_product(&gg, &gx, 1e-9, 5000);
+        Some((fro, top.max(0.0).sqrt()))
+    };
+    norms().unwrap_or((f64::NAN, f64::NAN))
+}
+
+/// The largest eigenvalue of `G X` for symmetric positive semi-definite `G`, `X` (`[B, B]`),
+/// by power iteration on `P = G X` with the `X`-weighted Rayleigh quotient
+/// `rho = (Xv)^T G (Xv) / v^T X v`. That is power iteration on the symmetric
+/// `S = X^{1/2} G X^{1/2}` (same eigenvalues) without forming `X^{1/2}`; its residual
+/// `||S w - rho w||` (in `v`: `sqrt((z - rho v)^T X (z - rho v) / v^T X v)`, `z = P v`)
+/// bounds the distance from `rho` to an eigenvalue. Each iteration applies `P^8` (three
+/// squarings of `P / ||P||_F` up front), and it stops when the residual is below
+/// `tol * rho`, or after `max_iter` iterations (then `rho` is within the residual of an
+/// eigenvalue; slowly separating top eigenvalues are close to each other). Starts from a
+/// fixed vector, so results are reproducible.
+pub fn top_eigenvalue_of_product(g: &ndarray::Array2<f64>, x: &ndarray::Array2<f64>, tol: f64, max_iter: usize) -> f64 {
+    use ndarray::Array1;
+    let b = g.nrows();
+    if b == 0 {
+        return 0.0;
+    }
+    let p = g.dot(x);
+    let pn = p.iter().map(|a| a * a).sum::<f64>().sqrt();
+    if pn == 0.0 || !pn.is_finite() {
+        return if pn == 0.0 { 0.0 } else { f64::NAN };
+    }
+    let mut p8 = &p / pn;
+    for _ in 0..3 {
+        p8 = p8.dot(&p8);
+        let n = p8.iter().map(|a| a * a).sum::<f64>().sqrt();
+        if n == 0.0 {
+            break; // nilpotent up to rounding: iterate with what is left
+        }
+        p8 /= n;
+    }
+    let mut v = Array1::from_shape_fn(b, |i| 1.0 + 0.1 * ((i as f64) * 0.7).sin());
+    let mut rho = 0.0;
+    for _ in 0..max_iter.max(1) {
+        let u = x.dot(&v);
+        let vxv = v.dot(&u);
+        if vxv <= 0.0 || !vxv.is_finite() {
+            return rho;
+        }
+        rho = u.dot(&g.dot(&u)) / vxv;
+        let r = p.dot(&v) - &v * rho;
+        let res = (r.dot(&x.dot(&r)) / vxv).max(0.0).sqrt();
+        if res <= tol * rho.abs() {
+            break;
+        }
+        let z = p8.dot(&v);
+        let n = z.iter().map(|a| a * a).sum::<f64>().sqrt();
+        if n == 0.0 || !n.is_finite() {
+            break;
+        }
+        v = z / n;
+    }
+    rho
 }
 
 /// Spectral norm of a parameter *as the operator it applies* (see [`LinearOp`]); warm starts
@@ -276,14 +394,6 @@ fn eff_weight_rms(op: LinearOp, w: &Tensor) -> f64 {
     }
 }
 
-/// The accumulation constant `c` of `align_rms`: fan-in for dense weights, 1 otherwise.
-fn align_c(op: LinearOp, w: &Tensor) -> f64 {
-    match op {
-        LinearOp::Dense { .. } => w.size()[1] as f64,
-        _ => 1.0,
-    }
-}
-
 fn ratio(num: f64, den: f64) -> f64 {
     if den > 0.0 {
         num / den
@@ -334,6 +444,18 @@ fn cached_scalar(cache: &mut HashMap<String, Tensor>, key: String, fixed: bool, 
     v
 }
 
+/// How a site's weight changed against its reference, `dW = W_t - W_ref`.
+pub enum Change<'a> {
+    /// From the stored weights, `dW = w_t - w_ref`; the reference's norms are computed from
+    /// `w_ref` (once, when it is the initial weights).
+    Stored { w_t: &'a Tensor, w_ref: &'a Tensor },
+    /// One fused plain-SGD step of a dense weight, `dW = -lr g^T x`, known by its factors.
+    /// `norms` are `(||g^T x||_F, ||g^T x||_2)` ([`low_rank_norms`]); `ref_norms` are
+    /// `(||a W_ref||_RMS, ||a W_ref||_op)` of the reference weights, measured when they were
+    /// current (the weights are not copied).
+    LowRank { step: &'a LowRankStep, norms: (f64, f64), ref_norms: (f64, f64) },
+}
+
 /// Metrics of one site against a reference (initial or previous) weight and input.
 /// `ref_is_init` marks the reference as the (fixed) initial weights, whose norms are then
 /// computed once and cached under `key`.
@@ -352,13 +474,20 @@ fn cached_scalar(cache: &mut HashMap<String, Tensor>, key: String, fixed: bool, 
 /// definition in float32; at `eta = 1e-3`, 7e-6 vs 1.1e-5; at `eta = 0.1`, 1e-7 both.
 /// Gains and biases (elementwise, cheap) use the definition directly.
 ///
+/// # One step from its factors ([`Change::LowRank`])
+/// `dW x_t = -lr ((x_t x^T) g)` costs `2 B B_probe (fan_in + fan_out)` multiply-adds instead
+/// of a weight-sized difference and matmul, and the update's norms come from `B x B` Gram
+/// matrices ([`low_rank_norms`]; the spectral norm to a relative residual of `1e-9`). It
+/// is the update the step computed, before it was rounded into the float32 weights; the
+/// difference of two stored float32 weights carries an error of `eps |W_ij|` per entry,
+/// which at small learning rates is a sizeable fraction of the one-step update itself.
+///
 /// # Shapes
 /// `x_t, x_ref: [B, fan_in]`, `out_t, out_ref: [B, fan_out]`.
 #[allow(clippy::too_many_arguments)]
 pub fn site_metrics(
     op: LinearOp,
-    w_t: &Tensor,
-    w_ref: &Tensor,
+    change: Change,
     x_t: &Tensor,
     x_ref: &Tensor,
     out_t: &Tensor,
@@ -370,31 +499,52 @@ pub fn site_metrics(
 ) -> Vec<(&'static str, f64)> {
     let ref_tag = if ref_is_init { "W0" } else { "Wprev" };
     tch::no_grad(|| {
-        let dw = w_t - w_ref;
         let same_input = x_t.size() == x_ref.size() && x_t.equal(x_ref);
         let dense = matches!(op, LinearOp::Dense { .. });
-        let one_hot = if dense && same_input { one_hot_indices(x_t) } else { None };
-        let eff = apply_fast(op, &dw, x_t, one_hot.as_ref());
+        // (effective update, fan_in, fan_out, ||a dW||_F, ||a dW||_2, ||a W_ref||_RMS,
+        // ||a W_ref||_op, W_ref if stored)
+        let (eff, fan_in, fan_out, fro, spec, w_ref_rms, w_ref_op, w_ref) = match change {
+            Change::Stored { w_t, w_ref } => {
+                let dw = w_t - w_ref;
+                let one_hot = if dense && same_input { one_hot_indices(x_t) } else { None };
+                let eff = apply_fast(op, &dw, x_t, one_hot.as_ref());
+                let (fan_in, fan_out) = fans(op, w_t);
+                let to_rms_op = (fan_in / fan_out).sqrt();
+                let fro = eff_weight_rms(op, &dw) * (fan_in * fan_out).sqrt();
+                let spec = op_norm_2(op, &dw, spectral, cache, &format!("{key}/dW"));
+                let w_ref_rms = cached_scalar(cache, format!("{key}/{ref_tag}/rms"), ref_is_init, || eff_weight_rms(op, w_ref));
+                let w_ref_op = to_rms_op * op_norm_2(op, w_ref, spectral, cache, &format!("{key}/{ref_tag}"));
+                (eff, fan_in, fan_out, fro, spec, w_ref_rms, w_ref_op, Some(w_ref))
+            }
+            Change::LowRank { step, norms: (fro, spec), ref_norms: (w_ref_rms, w_ref_op) } => {
+                let a = match op {
+                    LinearOp::Dense { multiplier } => multiplier,
+                    _ => 1.0,
+                };
+                let eff = x_t.matmul(&step.x.tr()).matmul(&step.g) * (-step.lr * a); // [B_probe, fan_out]
+                let (fan_in, fan_out) = (step.x.size()[1] as f64, step.g.size()[1] as f64);
+                let scale = step.lr * a.abs();
+                (eff, fan_in, fan_out, scale * fro, scale * spec, w_ref_rms, w_ref_op, None)
+            }
+        };
         let d_out = out_t - out_ref;
         let (dx_rms, prop_rms) = if same_input {
             (0.0, 0.0)
         } else {
             let dx = x_t - x_ref;
-            let prop = if dense { &d_out - &eff } else { op.apply(w_ref, &dx) };
+            // dense: from the RCC identity (above); gains and biases: as defined
+            let prop = match w_ref {
+                Some(w_ref) if !dense => op.apply(w_ref, &dx),
+                _ => &d_out - &eff,
+            };
             (rms(&dx), rms(&prop))
         };
-        let (fan_in, fan_out) = fans(op, w_t);
         let to_rms_op = (fan_in / fan_out).sqrt();
-        let dw_rms = eff_weight_rms(op, &dw);
-        let w_ref_rms = cached_scalar(cache, format!("{key}/{ref_tag}/rms"), ref_is_init, || eff_weight_rms(op, w_ref));
-        let dw_op = to_rms_op * op_norm_2(op, &dw, spectral, cache, &format!("{key}/dW"));
-        let w_ref_op = to_rms_op * op_norm_2(op, w_ref, spectral, cache, &format!("{key}/{ref_tag}"));
+        let dw_rms = fro / (fan_in * fan_out).sqrt();
+        let dw_op = to_rms_op * spec;
         let x_rms = rms(x_t);
         let eff_rms = rms(&eff);
-        let c = align_c(op, w_t);
-        // Frobenius / spectral of the effective update, as a matrix.
-        let fro = dw_rms * (fan_in * fan_out).sqrt();
-        let spec = dw_op / to_rms_op;
+        let c = if dense { fan_in } else { 1.0 };
         vec![
             ("act", rms(out_t)),
             ("act_update", rms(&d_out)),
@@ -413,30 +563,35 @@ pub fn site_metrics(
     })
 }
 
-/// Mean cosine similarity between matching rows of `a` and `b` (`[B, n]`).
+/// Mean cosine similarity between matching rows of `a` and `b` (`[B, n]`). Products in
+/// the inputs' precision, sums accumulated in float64.
 pub fn cosine_rows(a: &Tensor, b: &Tensor) -> f64 {
-    let (a, b) = (a.to_kind(Kind::Double), b.to_kind(Kind::Double));
-    let num = (&a * &b).sum_dim_intlist(&[-1i64][..], false, Kind::Double);
-    let den = a.norm_scalaropt_dim(2, &[-1i64][..], false) * b.norm_scalaropt_dim(2, &[-1i64][..], false);
+    let dim = &[-1i64][..];
+    let num = (a * b).sum_dim_intlist(dim, false, Kind::Double); // [B]
+    let sq = |t: &Tensor| t.square().sum_dim_intlist(dim, false, Kind::Double);
+    let den = (sq(a) * sq(b)).sqrt();
     (num / den.clamp_min(1e-300)).mean(Kind::Double).double_value(&[])
 }
 
-/// Mean cosine similarity between different rows of `a` (`[B, n]`, `B >= 2`).
+/// Mean cosine similarity between different rows of `a` (`[B, n]`, `B >= 2`), without the
+/// `B x B` Gram matrix: with unit rows `u_i` (zero rows stay zero),
+/// `sum_{i != j} u_i . u_j = ||sum_i u_i||^2 - sum_i ||u_i||^2`. Sums in float64.
 pub fn cosine_cross(a: &Tensor) -> f64 {
-    let a = a.to_kind(Kind::Double);
     let b = a.size()[0];
     if b < 2 {
         return f64::NAN;
     }
-    let u = &a / a.norm_scalaropt_dim(2, &[-1i64][..], true).clamp_min(1e-300);
-    let g = u.matmul(&u.tr()); // [B, B]
-    let off = g.sum(Kind::Double).double_value(&[]) - g.trace().double_value(&[]);
-    off / (b * (b - 1)) as f64
+    let dim = &[-1i64][..];
+    let norms = a.square().sum_dim_intlist(dim, true, Kind::Double).sqrt(); // [B, 1]
+    let u = a.to_kind(Kind::Double) / norms.clamp_min(1e-300); // [B, n]
+    let total = u.sum_dim_intlist(&[0i64][..], false, Kind::Double).square().sum(Kind::Double).double_value(&[]);
+    let diag = u.square().sum(Kind::Double).double_value(&[]);
+    (total - diag) / (b * (b - 1)) as f64
 }
 
 /// Fraction of exactly-zero entries.
 pub fn sparsity(a: &Tensor) -> f64 {
-    a.eq(0.0).to_kind(Kind::Double).mean(Kind::Double).double_value(&[])
+    a.eq(0.0).sum(Kind::Int64).int64_value(&[]) as f64 / a.numel().max(1) as f64
 }
 
 /// Watches a training run and records the RCC at the scheduled steps. Implements
@@ -464,20 +619,44 @@ impl Monitor {
     }
 
     /// Measures the model at step `step` against the stored references; returns the probe
-    /// state it measured (weights as shallow views).
-    fn measure(&mut self, step: usize, model: &dyn Model, grads: &[Option<Tensor>]) -> Result<ProbeState> {
+    /// state it measured (weights as shallow views). `out` is what the step left (`None` at
+    /// initialisation).
+    fn measure(&mut self, step: usize, model: &dyn Model, out: Option<&StepOutput>) -> Result<ProbeState> {
         let now = probe(model, &self.probe_x, false);
         let spectral = self.cfg.spectral;
+        let (grads, low_rank) = out.map_or((&[][..], &[][..]), |o| (o.grads, o.low_rank));
+        // (||g^T x||_F, ||g^T x||_2) of each low-rank step: the one-step update's norms and
+        // the gradient's norm (the spectral norm only if the one-step metrics are measured)
+        let spec = self.prev.is_some();
+        let lr_norms: Vec<Option<(f64, f64)>> = (0..model.params().len())
+            .map(|p| {
+                let step = low_rank.get(p).and_then(Option::as_ref)?;
+                (spec || self.cfg.gradients).then(|| low_rank_norms(&step.g, &step.x, spec))
+            })
+            .collect();
         let mut rows: Vec<(String, String, f64)> = vec![];
         for (prefix, reference) in [("", self.init.as_ref()), ("delta_", self.prev.as_ref())] {
             let Some(r) = reference else { continue };
+            let one_step = !prefix.is_empty();
             for (i, (name, p, op, x, out)) in now.sites.iter().enumerate() {
                 let (_, _, _, x_ref, out_ref) = &r.sites[i];
                 let key = format!("{prefix}{name}");
-                let ms = site_metrics(*op, &now.weights[*p], &r.weights[*p], x, x_ref, out, out_ref, spectral, &mut self.cache, &key, prefix.is_empty());
+                let dense = matches!(op, LinearOp::Dense { .. });
+                let factored = match (one_step && dense, low_rank.get(*p).and_then(Option::as_ref), r.ref_norms.get(name)) {
+                    (true, Some(step), Some(&ref_norms)) => lr_norms[*p].map(|norms| Change::LowRank { step, norms, ref_norms }),
+                    _ => None,
+                };
+                let change = match (factored, &now.weights[*p], &r.weights[*p]) {
+                    (Some(c), _, _) => c,
+                    (None, Some(w_t), Some(w_ref)) => Change::Stored { w_t, w_ref },
+                    // a reference kept as norms only, but the step left no factors: the
+                    // one-step metrics of this site cannot be measured
+                    _ => continue,
+                };
+                let ms = site_metrics(*op, change, x, x_ref, out, out_ref, spectral, &mut self.cache, &key, !one_step);
                 for (m, v) in ms {
                     // input/act norms do not depend on the reference: record them once
-                    if prefix == "delta_" && (m == "act" || m == "input") {
+                    if one_step && (m == "act" || m == "input") {
                         continue;
                     }
                     rows.push((name.clone(), format!("{prefix}{m}"), v));
@@ -503,11 +682,15 @@ impl Monitor {
             let batch = now.logits.size()[0] as f64;
             rows.push(("model".into(), "chi".into(), rms(&g[0]) * batch));
             rows.push(("model".into(), "loss".into(), l.double_value(&[])));
-            // per-layer gradient norms of the training batch of this step
-            for (p, g) in model.params().iter().zip(grads) {
-                if let Some(g) = g {
-                    rows.push((p.name.clone(), "grad".into(), rms(g)));
-                }
+            // per-layer gradient norms of the training batch of this step (of g^T x for a
+            // weight whose step was fused)
+            for (k, p) in model.params().iter().enumerate() {
+                let value = match (grads.get(k).and_then(Option::as_ref), lr_norms[k]) {
+                    (Some(g), _) => rms(g),
+                    (None, Some((fro, _))) => fro / (p.tensor.numel() as f64).sqrt(),
+                    (None, None) => continue,
+                };
+                rows.push((p.name.clone(), "grad".into(), value));
             }
         }
         for (layer, metric, v) in rows {
@@ -541,7 +724,7 @@ impl StepHook for Monitor {
         self.init = Some(probe(model, &self.probe_x, true));
         self.prev = None;
         self.dump("init.safetensors", model, true)?;
-        self.measure(0, model, &[]).map(|_| ())
+        self.measure(0, model, None).map(|_| ())
     }
 
     fn before_step(&mut self, step: usize, model: &dyn Model) -> Result<()> {
@@ -553,21 +736,42 @@ impl StepHook for Monitor {
         Ok(())
     }
 
-    fn after_step(&mut self, step: usize, model: &dyn Model, _stats: &StepStats, grads: &[Option<Tensor>]) -> Result<()> {
+    fn after_step(&mut self, step: usize, model: &dyn Model, out: &StepOutput) -> Result<()> {
         if self.cfg.schedule.contains(step) {
-            let mut now = self.measure(step, model, grads)?;
+            let mut now = self.measure(step, model, Some(out))?;
             self.dump(&format!("step_{step}.safetensors"), model, false)?;
             self.prev = None;
             if self.cfg.one_step && self.cfg.schedule.contains(step + 1) {
-                // Keep this step's trace as the next step's reference: only the weights need
-                // copying (the optimizer updates them in place).
-                now.weights = model.snapshot();
+                // Keep this step's trace as the next step's reference. The optimizer updates
+                // the weights in place, so they are copied, except the dense weights whose
+                // steps come in low-rank form (plain SGD): the next step's update is then
+                // measured from its factors, and of these weights only the norms are kept.
+                let low_rank = |p: usize| out.low_rank.get(p).is_some_and(Option::is_some);
+                let spectral = self.cfg.spectral;
+                for (name, p, op, _, _) in &now.sites {
+                    if let (LinearOp::Dense { .. }, true, Some(w)) = (op, low_rank(*p), &now.weights[*p]) {
+                        let (fan_in, fan_out) = fans(*op, w);
+                        let w_op = (fan_in / fan_out).sqrt() * op_norm_2(*op, w, spectral, &mut self.cache, &format!("{name}/Wt"));
+                        now.ref_norms.insert(name.clone(), (eff_weight_rms(*op, w), w_op));
+                    }
+                }
+                now.weights = model
+                    .params()
+                    .iter()
+                    .enumerate()
+                    .map(|(p, param)| (!low_rank(p)).then(|| param.tensor.detach().copy()))
+                    .collect();
                 self.prev = Some(now);
             }
         } else {
             self.prev = None;
         }
         Ok(())
+    }
+
+    fn needs_gradients(&self) -> bool {
+        // the gradient norms of fused steps come from their low-rank factors
+        false
     }
 }
 

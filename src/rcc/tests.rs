@@ -4,6 +4,7 @@ use crate::loss::LossKind;
 use crate::model::{Mlp, MlpConfig, Norm};
 use crate::optim::{OptimConfig, Optimizer};
 use crate::param::Parameterization;
+use crate::train::StepOutput;
 use tch::Device;
 
 fn t(v: &[f64], shape: &[i64]) -> Tensor {
@@ -37,7 +38,7 @@ fn train_steps(m: &Mlp, opt: &mut Optimizer, x: &Tensor, y: &Tensor, k: usize, h
         }
         let st = opt.step(m.params(), &mut || loss.compute(&m.forward(x), y)).unwrap();
         if let Some(h) = hook.as_deref_mut() {
-            h.after_step(s, m, &st, opt.last_gradients()).unwrap();
+            h.after_step(s, m, &StepOutput::of(&st, opt)).unwrap();
         }
     }
 }
@@ -50,7 +51,7 @@ fn rcc_identity_holds_after_training() {
     let now = probe(&m, &x, false);
     assert!(now.sites.len() >= 8);
     for ((name, p, op, x_t, out_t), (_, _, _, x_0, out_0)) in now.sites.iter().zip(&init.sites) {
-        let (w_t, w_0) = (&now.weights[*p], &init.weights[*p]);
+        let (w_t, w_0) = (now.weights[*p].as_ref().unwrap(), init.weights[*p].as_ref().unwrap());
         let eff = op.apply(&(w_t - w_0), x_t);
         let prop = op.apply(w_0, &(x_t - x_0));
         let lhs = out_t - out_0;
@@ -71,7 +72,7 @@ fn metrics_of_a_tiny_dense_layer_by_hand() {
     let op = LinearOp::Dense { multiplier: 1.0 };
     let (out0, outt) = (op.apply(&w0, &x0), op.apply(&wt, &xt));
     let mut cache = HashMap::new();
-    let ms: HashMap<_, _> = site_metrics(op, &wt, &w0, &xt, &x0, &outt, &out0, Spectral::Exact, &mut cache, "k", true).into_iter().collect();
+    let ms: HashMap<_, _> = site_metrics(op, Change::Stored { w_t: &wt, w_ref: &w0 }, &xt, &x0, &outt, &out0, Spectral::Exact, &mut cache, "k", true).into_iter().collect();
     // dW x_t = [6, 0] -> RMS sqrt(18); W0 dx = [0, 0] since dx = [0,0,1]
     assert!(close(ms["effective"], 18f64.sqrt(), 1e-12));
     assert_eq!(ms["propagating"], 0.0);
@@ -95,19 +96,19 @@ fn diagonal_and_bias_sites() {
     let x = t(&[1., 1., 1., 1.], &[1, 4]);
     let op = LinearOp::Diagonal;
     let mut c = HashMap::new();
-    let ms: HashMap<_, _> = site_metrics(op, &gt, &g0, &x, &x, &op.apply(&gt, &x), &op.apply(&g0, &x), Spectral::Exact, &mut c, "g", true).into_iter().collect();
+    let ms: HashMap<_, _> = site_metrics(op, Change::Stored { w_t: &gt, w_ref: &g0 }, &x, &x, &op.apply(&gt, &x), &op.apply(&g0, &x), Spectral::Exact, &mut c, "g", true).into_iter().collect();
     assert!(close(ms["weight_update_op"], 1.0, 1e-12)); // max |dg|
     assert!(close(ms["effective"], 0.5, 1e-12)); // [0,1,0,0] -> rms 1/2
     assert!(close(ms["align_rms_eff"], 1.0, 1e-12)); // c = 1 for gains
     let b = LinearOp::Bias;
     let (b0, bt) = (t(&[0., 0.], &[2]), t(&[3., 4.], &[2]));
     let ones = t(&[1., 1.], &[1, 2]);
-    let ms: HashMap<_, _> = site_metrics(b, &bt, &b0, &ones, &ones, &b.apply(&bt, &ones), &b.apply(&b0, &ones), Spectral::Exact, &mut c, "b", true).into_iter().collect();
+    let ms: HashMap<_, _> = site_metrics(b, Change::Stored { w_t: &bt, w_ref: &b0 }, &ones, &ones, &b.apply(&bt, &ones), &b.apply(&b0, &ones), Spectral::Exact, &mut c, "b", true).into_iter().collect();
     assert!(close(ms["effective"], 12.5f64.sqrt(), 1e-12));
     assert!(close(ms["align_op_eff"], 1.0, 1e-12));
     assert_eq!(ms["propagating"], 0.0);
     // a bias acts on the constant 1: no propagating update, whatever the reference bias
-    let ms: HashMap<_, _> = site_metrics(b, &bt, &bt.ones_like(), &ones, &ones, &b.apply(&bt, &ones), &b.apply(&bt.ones_like(), &ones), Spectral::Exact, &mut c, "b2", false).into_iter().collect();
+    let ms: HashMap<_, _> = site_metrics(b, Change::Stored { w_t: &bt, w_ref: &bt.ones_like() }, &ones, &ones, &b.apply(&bt, &ones), &b.apply(&bt.ones_like(), &ones), Spectral::Exact, &mut c, "b2", false).into_iter().collect();
     assert_eq!(ms["propagating"], 0.0);
     assert!(close(ms["effective"], 6.5f64.sqrt(), 1e-12)); // [2, 3]
 }
@@ -147,7 +148,7 @@ fn delta_and_one_step_bookkeeping_over_three_steps() {
     for s in 1..=3 {
         mon.before_step(s, &m).unwrap();
         let st = opt.step(m.params(), &mut || loss.compute(&m.forward(&x), &y)).unwrap();
-        mon.after_step(s, &m, &st, opt.last_gradients()).unwrap();
+        mon.after_step(s, &m, &StepOutput::of(&st, &opt)).unwrap();
         snaps.push(m.snapshot());
     }
     let name = "layers.1.weight";
@@ -214,7 +215,7 @@ fn check_fast_path_against_definitions(m: &dyn Model, opt: &mut Optimizer, x: &T
     for s in 1..=3 {
         mon.before_step(s, m).unwrap();
         let st = opt.step(m.params(), &mut || loss.compute(&m.forward(x), y)).unwrap();
-        mon.after_step(s, m, &st, opt.last_gradients()).unwrap();
+        mon.after_step(s, m, &StepOutput::of(&st, opt)).unwrap();
         states.push(probe(m, x, true));
     }
     let same = |a: f64, b: f64| (a.is_nan() && b.is_nan()) || (a - b).abs() <= 1e-5 * a.abs().max(b.abs()).max(1e-30);
@@ -224,13 +225,13 @@ fn check_fast_path_against_definitions(m: &dyn Model, opt: &mut Optimizer, x: &T
         assert_eq!(now.sites.len(), want_sites);
         for (prefix, r) in [("", &states[0]), ("delta_", &states[s - 1])] {
             for ((name, p, op, x_t, out_t), (_, _, _, x_r, out_r)) in now.sites.iter().zip(&r.sites) {
-                let (w_t, w_r) = (&now.weights[*p], &r.weights[*p]);
+                let (w_t, w_r) = (now.weights[*p].as_ref().unwrap(), r.weights[*p].as_ref().unwrap());
                 let eff = rms(&op.apply(&(w_t - w_r), x_t));
                 // a bias acts on the constant 1, so W_ref (1 - 1) = 0 (`LinearOp::apply` of
                 // a bias ignores its input)
                 let prop = if *op == LinearOp::Bias { 0.0 } else { rms(&op.apply(w_r, &(x_t - x_r))) };
                 let dx = rms(&(x_t - x_r));
-                let c = align_c(*op, w_t);
+                let c = if matches!(op, LinearOp::Dense { .. }) { fans(*op, w_t).0 } else { 1.0 };
                 let want = [
                     ("effective", eff),
                     ("propagating", prop),
@@ -283,4 +284,96 @@ fn one_hot_inputs_are_detected_and_applied_by_lookup() {
     let w = crate::rng::normal(&[5, 4], 1.0, &mut r, Device::Cpu);
     let op = LinearOp::Dense { multiplier: 0.3 };
     assert!(apply_fast(op, &w, &x, Some(&idx)).equal(&op.apply(&w, &x)));
+}
+
+#[test]
+fn low_rank_norms_match_the_formed_matrix() {
+    let mut r = crate::rng::rng(11, crate::rng::stream::MISC);
+    for (b, m, k) in [(5, 7, 9), (12, 4, 30), (3, 40, 40)] {
+        let g = crate::rng::normal(&[b, m], 1.0, &mut r, Device::Cpu).to_kind(Kind::Double);
+        let x = crate::rng::normal(&[b, k], 1.0, &mut r, Device::Cpu).to_kind(Kind::Double);
+        let full = g.tr().matmul(&x); // [m, k]
+        let (fro, spec) = low_rank_norms(&g, &x, true);
+        assert!(close(fro, full.norm().double_value(&[]), 1e-12), "{b} {m} {k}: fro");
+        let exact = full.linalg_norm(2.0, &[-2i64, -1][..], false, Kind::Double).double_value(&[]);
+        assert!(close(spec, exact, 1e-10), "{b} {m} {k}: {spec} vs {exact}");
+    }
+    // a rank-one product: Frobenius = spectral
+    let g = t(&[1., 2.], &[1, 2]);
+    let x = t(&[3., 0., 4.], &[1, 3]);
+    let (fro, spec) = low_rank_norms(&g, &x, true);
+    assert!(close(fro, 5f64.sqrt() * 5.0, 1e-14) && close(spec, fro, 1e-12));
+    let (fro_only, none) = low_rank_norms(&g, &x, false);
+    assert!(fro_only == fro && none.is_nan());
+    let nan = Tensor::from_slice(&[f64::NAN, 1.0]).view([1, 2]);
+    assert!(low_rank_norms(&nan, &x, true).0.is_nan());
+}
+
+#[test]
+fn one_step_metrics_from_fused_sgd_factors_equal_the_definitions() {
+    // A float64 MLP trained by fused plain SGD (what the Trainer does under a monitor): the
+    // one-step metrics come from the steps' low-rank factors and the previous weights'
+    // kept norms; check them, and the gradient norms, against snapshots.
+    let cfg = MlpConfig { d_in: 6, d_out: 4, width: 24, depth: 3, bias: true, ..MlpConfig::default() };
+    let p = Parameterization::builtin("mup-mult").unwrap();
+    let m = Mlp::new(&cfg, &p, 5, Device::Cpu).unwrap().to_kind(Kind::Double);
+    let mut opt = Optimizer::new(&OptimConfig::default(), 0.3, m.params()).unwrap();
+    let loss = Loss::new(LossKind::Ce);
+    let mut r = crate::rng::rng(5, crate::rng::stream::MISC);
+    let x = crate::rng::normal(&[16, 6], 1.0, &mut r, Device::Cpu).to_kind(Kind::Double);
+    let y = Tensor::from_slice(&(0..16).map(|i| i % 4).collect::<Vec<i64>>());
+    let probe_x = x.narrow(0, 0, 8);
+    let mcfg = MonitorConfig { schedule: StepSchedule::Every, spectral: Spectral::Exact, ..MonitorConfig::default() };
+    let mut mon = Monitor::new(mcfg, probe_x.shallow_clone(), y.narrow(0, 0, 8), loss);
+    assert!(!mon.needs_gradients());
+    mon.start(&m).unwrap();
+    let mut states = vec![probe(&m, &probe_x, true)];
+    let mut grads = vec![];
+    for s in 1..=3 {
+        mon.before_step(s, &m).unwrap();
+        let (_, g) = m.manual_gradients(&x, &y, &loss).unwrap();
+        grads.push(g);
+        let st = crate::train::mlp_step(&m, &mut opt, &loss, &x, &y, false).unwrap();
+        assert!(opt.last_low_rank().iter().any(Option::is_some), "the step was fused");
+        mon.after_step(s, &m, &StepOutput::of(&st, &opt)).unwrap();
+        states.push(probe(&m, &probe_x, true));
+    }
+    let mut checked = 0;
+    for s in 2..=3 {
+        let (now, prev) = (&states[s], &states[s - 1]);
+        for ((name, p, op, x_t, out_t), (_, _, _, x_r, out_r)) in now.sites.iter().zip(&prev.sites) {
+            let (w_t, w_r) = (now.weights[*p].as_ref().unwrap(), prev.weights[*p].as_ref().unwrap());
+            let dw = w_t - w_r;
+            let (fan_in, fan_out) = fans(*op, w_t);
+            let to_op = (fan_in / fan_out).sqrt();
+            let norm2 = |w: &Tensor| match op {
+                LinearOp::Dense { multiplier } => multiplier.abs() * w.linalg_norm(2.0, &[-2i64, -1][..], false, Kind::Double).double_value(&[]),
+                _ => f64::NAN,
+            };
+            let eff = rms(&op.apply(&dw, x_t));
+            let prop = if x_t.equal(x_r) { 0.0 } else { rms(&(out_t - out_r - op.apply(&dw, x_t))) };
+            let dx = rms(&(x_t - x_r));
+            let mut want = vec![("effective", eff), ("propagating", prop), ("weight_update_rms", eff_weight_rms(*op, &dw))];
+            if matches!(op, LinearOp::Dense { .. }) {
+                let (dw_op, wr_op) = (to_op * norm2(&dw), to_op * norm2(w_r));
+                want.push(("weight_update_op", dw_op));
+                want.push(("align_op_eff", ratio(eff, dw_op * rms(x_t))));
+                want.push(("align_op_prop", ratio(prop, wr_op * dx)));
+                want.push(("align_rms_prop", ratio(prop, fan_in * eff_weight_rms(*op, w_r) * dx)));
+            }
+            for (metric, v) in want {
+                let got = mon.series(name, &format!("delta_{metric}")).iter().find(|r| r.0 == s).unwrap().1;
+                assert!((got.is_nan() && v.is_nan()) || close(got, v, 1e-9), "step {s}, {name}, delta_{metric}: {got} vs definition {v}");
+                checked += 1;
+            }
+        }
+        // gradient norms: of g^T x for the fused weights, of the kept gradient for biases
+        for (k, param) in m.params().iter().enumerate() {
+            let want = rms(grads[s - 1][k].as_ref().unwrap());
+            let got = mon.series(&param.name, "grad").iter().find(|r| r.0 == s).unwrap().1;
+            assert!(close(got, want, 1e-9), "step {s}, {}: grad {got} vs {want}", param.name);
+        }
+    }
+    // 3 dense sites x 7 metrics + 3 bias sites x 3, per step
+    assert_eq!(checked, 2 * (3 * 7 + 3 * 3));
 }
