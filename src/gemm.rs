@@ -57,17 +57,37 @@ extern "C" {
 /// Which library computes the products.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
+    /// The `matrixmultiply` crate's kernels (the default), one single-threaded call per
+    /// OpenMP thread.
+    MatrixMultiply,
+    /// OpenBLAS's CBLAS.
     OpenBlas,
+    /// libtorch's `mm`.
     Libtorch,
 }
 
-/// The backend for CPU products: OpenBLAS, unless `WIDTHLAB_GEMM=libtorch`.
+/// The backend for CPU products: matrixmultiply, unless `WIDTHLAB_GEMM` says `openblas` or
+/// `libtorch`.
 pub fn backend() -> Backend {
     static B: OnceLock<Backend> = OnceLock::new();
     *B.get_or_init(|| match std::env::var("WIDTHLAB_GEMM") {
         Ok(v) if v.eq_ignore_ascii_case("libtorch") => Backend::Libtorch,
-        _ => Backend::OpenBlas,
+        Ok(v) if v.eq_ignore_ascii_case("openblas") => Backend::OpenBlas,
+        _ => Backend::MatrixMultiply,
     })
+}
+
+/// Whether matrixmultiply runs its AVX-512 kernels here (it picks them at run time when the
+/// CPU has AVX-512F and it was built with rustc >= 1.89; AVX2+FMA kernels otherwise).
+pub fn avx512() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
 }
 
 /// OpenBLAS's core type name (e.g. `SkylakeX`), if it reports one.
@@ -79,14 +99,11 @@ pub fn core_name() -> Option<String> {
 
 static INIT: Once = Once::new();
 
-/// Sets OpenBLAS's thread count to libtorch's, once per process (see [`threading`]). Called
-/// by every product and by [`crate::device::set_threads`].
+/// Sets OpenBLAS's thread count to libtorch's, once per process (see [`threading`]; libtorch's
+/// own products run on OpenBLAS in widthlab processes, see the module docs). Called by every
+/// product and by [`crate::device::set_threads`].
 pub fn init() {
-    INIT.call_once(|| {
-        if backend() == Backend::OpenBlas {
-            set_openblas_threads(tch::get_num_threads().max(1) as usize);
-        }
-    });
+    INIT.call_once(|| set_openblas_threads(tch::get_num_threads().max(1) as usize));
 }
 
 /// How the loaded OpenBLAS runs in parallel.
@@ -128,11 +145,16 @@ pub(crate) fn set_openblas_threads(n: usize) {
     unsafe { openblas_set_num_threads(n as c_int) };
 }
 
-/// One line for logs and benchmarks: the backend, OpenBLAS's core type and threading.
+/// One line for logs and benchmarks: the backend, its kernels and threading.
 pub fn describe() -> String {
     init();
+    let omp = if openmp().is_some() { "split over libtorch's OpenMP threads" } else { "single-threaded (no OpenMP runtime found)" };
     match backend() {
         Backend::Libtorch => "libtorch mm".to_string(),
+        Backend::MatrixMultiply => {
+            let isa = if avx512() { "AVX-512" } else { "AVX2/FMA or portable" };
+            format!("matrixmultiply {isa} kernels, {omp}")
+        }
         Backend::OpenBlas => {
             let core = core_name().unwrap_or_else(|| "?".into());
             let threads = match threading() {
@@ -194,7 +216,7 @@ const PAIR_MAX_MACS: f64 = 16.0 * 1024.0 * 1024.0;
 /// (the MLP backward pairs a layer's input gradient with the layer above's weight update).
 /// The four tensors of one product must not overlap the other's output.
 pub fn gemm_pair(p0: (&Tensor, &Tensor, &Tensor, f64, f64), p1: (&Tensor, &Tensor, &Tensor, f64, f64)) {
-    let (Some(c0), Some(c1)) = (prepare(p0.0, p0.1, p0.2, p0.3, p0.4), prepare(p1.0, p1.1, p1.2, p1.3, p1.4)) else {
+    let (Some(c0), Some(c1)) = (prepare(backend(), p0.0, p0.1, p0.2, p0.3, p0.4), prepare(backend(), p1.0, p1.1, p1.2, p1.3, p1.4)) else {
         // (at least one goes through libtorch)
         gemm_into(p0.0, p0.1, p0.2, p0.3, p0.4);
         gemm_into(p1.0, p1.1, p1.2, p1.3, p1.4);
@@ -235,7 +257,7 @@ extern "C" fn pair_worker(data: *mut c_void) {
 
 /// The BLAS path of [`gemm_into`]; false (and nothing written) when it does not apply.
 fn try_blas(c: &Tensor, a: &Tensor, b: &Tensor, alpha: f64, beta: f64) -> bool {
-    match prepare(c, a, b, alpha, beta) {
+    match prepare(backend(), c, a, b, alpha, beta) {
         // SAFETY: prepare checked the operands, which outlive this call.
         Some(call) => unsafe { call.run() },
         None => return false,
@@ -243,9 +265,10 @@ fn try_blas(c: &Tensor, a: &Tensor, b: &Tensor, alpha: f64, beta: f64) -> bool {
     true
 }
 
-/// The checked BLAS call for `c <- beta c + alpha a b`, or `None` when BLAS does not apply.
-fn prepare(c: &Tensor, a: &Tensor, b: &Tensor, alpha: f64, beta: f64) -> Option<Call> {
-    if backend() != Backend::OpenBlas || c.device() != Device::Cpu || a.device() != Device::Cpu || b.device() != Device::Cpu {
+/// The checked call for `c <- beta c + alpha a b`, or `None` when neither kernel library
+/// applies (then libtorch computes it).
+fn prepare(backend: Backend, c: &Tensor, a: &Tensor, b: &Tensor, alpha: f64, beta: f64) -> Option<Call> {
+    if backend == Backend::Libtorch || c.device() != Device::Cpu || a.device() != Device::Cpu || b.device() != Device::Cpu {
         return None;
     }
     let kind = c.kind();
@@ -262,62 +285,75 @@ fn prepare(c: &Tensor, a: &Tensor, b: &Tensor, alpha: f64, beta: f64) -> Option<
     if !(fits(m) && fits(n) && fits(k)) {
         return None; // empty or huge: libtorch handles both
     }
-    let (Some((ta, lda)), Some((tb, ldb))) = (layout(a), layout(b)) else { return None };
-    if !(fits(lda) && fits(ldb)) {
-        return None;
+    // OpenBLAS needs row- or column-major operands; matrixmultiply takes any strides.
+    if backend == Backend::OpenBlas {
+        let (Some((_, lda)), Some((_, ldb))) = (layout(a), layout(b)) else { return None };
+        if !(fits(lda) && fits(ldb)) {
+            return None;
+        }
     }
     init();
+    let strides = |t: &Tensor| (t.stride()[0] as isize, t.stride()[1] as isize);
     Some(Call {
+        backend,
         double: kind == Kind::Double,
-        ta,
-        tb,
         m: m as usize,
         n: n as usize,
-        k: k as c_int,
+        k: k as usize,
         alpha,
         beta,
         a: a.data_ptr() as usize,
-        lda: lda as usize,
+        sa: strides(a),
         b: b.data_ptr() as usize,
-        ldb: ldb as usize,
+        sb: strides(b),
         c: c.data_ptr() as usize,
     })
 }
 
-/// One checked BLAS product (pointers as addresses, so the row split can share it).
+/// One checked product (pointers as addresses, so that the threads of a split can share
+/// it): `c <- beta c + alpha a b`, `a: [m, k]`, `b: [k, n]` with (row, column) strides
+/// `sa`, `sb` in elements, `c: [m, n]` contiguous.
 struct Call {
+    backend: Backend,
     double: bool,
-    ta: bool,
-    tb: bool,
     m: usize,
     n: usize,
-    k: c_int,
+    k: usize,
     alpha: f64,
     beta: f64,
     a: usize,
-    lda: usize,
+    sa: (isize, isize),
     b: usize,
-    ldb: usize,
+    sb: (isize, isize),
     c: usize,
 }
 
-/// Products with an inner dimension up to this (the batch, in a weight gradient `g^T x`)
-/// are split by rows of the output between the OpenMP threads, each running a
+/// OpenBLAS: products with an inner dimension up to this (the batch, in a weight gradient
+/// `g^T x`) are split by rows of the output between the OpenMP threads, each running a
 /// single-threaded OpenBLAS call: OpenBLAS's own threading scales poorly there. Measured
 /// at batch 64 with 2 threads (Haswell kernels): `[256, 64] x [64, 256]` 153 -> 219
 /// GFLOP/s, `[1024, 64] x [64, 1024]` 204 -> 248; forward and input-gradient products
 /// (inner dimension = width) gain nothing from it.
-const SPLIT_MAX_K: c_int = 256;
+const SPLIT_MAX_K: usize = 256;
+
+/// matrixmultiply (single-threaded kernels): products of at least this many multiply-adds
+/// are split between the OpenMP threads (below it, a parallel region costs more than it
+/// saves; `64 x 64 x 64` is 0.26M).
+const SPLIT_MIN_MACS: usize = 1 << 20;
 
 impl Call {
-    /// Runs the product, split by output rows over libtorch's OpenMP threads when that
-    /// pays (see [`SPLIT_MAX_K`]).
+    /// Runs the product, split over libtorch's OpenMP threads when that pays (see
+    /// [`SPLIT_MIN_MACS`], [`SPLIT_MAX_K`]).
     ///
     /// # Safety
     /// The fields describe valid, live, non-overlapping (`c` vs `a`, `b`) CPU buffers.
     unsafe fn run(&self) {
         let threads = tch::get_num_threads().max(1) as usize;
-        let split = threads > 1 && self.k <= SPLIT_MAX_K && self.m >= 64 && threading() == Threading::OpenMp;
+        let split = threads > 1
+            && match self.backend {
+                Backend::MatrixMultiply => self.m * self.n * self.k >= SPLIT_MIN_MACS,
+                _ => self.k <= SPLIT_MAX_K && self.m >= 64 && threading() == Threading::OpenMp,
+            };
         match openmp().filter(|_| split) {
             Some(omp) if (omp.in_parallel)() == 0 => {
                 (omp.parallel)(split_worker, self as *const Call as *mut c_void, threads as u32, 0);
@@ -326,38 +362,69 @@ impl Call {
         }
     }
 
-    /// The output block of rows `r0..r1` and columns `c0..c1` (one single-threaded call
-    /// when inside a parallel region).
+    /// Thread `t` of `nt`'s share of the output: blocks of rows (OpenBLAS; matrixmultiply
+    /// when the output has at least as many rows as columns) or of columns, in multiples of
+    /// 16 (the kernels' unrolling).
+    unsafe fn share(&self, t: usize, nt: usize) {
+        let by_rows = self.backend != Backend::MatrixMultiply || self.m >= self.n;
+        let len = if by_rows { self.m } else { self.n };
+        let chunk = len.div_ceil(nt).div_ceil(16) * 16;
+        let (lo, hi) = ((t * chunk).min(len), ((t + 1) * chunk).min(len));
+        if by_rows {
+            self.block(lo, hi, 0, self.n)
+        } else {
+            self.block(0, self.m, lo, hi)
+        }
+    }
+
+    /// The output block of rows `r0..r1` and columns `c0..c1`, by one single-threaded call
+    /// when inside a parallel region.
     unsafe fn block(&self, r0: usize, r1: usize, c0: usize, c1: usize) {
         if r0 >= r1 || c0 >= c1 {
             return;
         }
-        let (ta, tb) = (if self.ta { TRANS } else { NO_TRANS }, if self.tb { TRANS } else { NO_TRANS });
-        // row r0 of op(a) and column c0 of op(b), in their storage order
-        let a_off = if self.ta { r0 } else { r0 * self.lda };
-        let b_off = if self.tb { c0 * self.ldb } else { c0 };
-        let c_off = r0 * self.n + c0;
-        let (m, n, lda, ldb, ldc) = ((r1 - r0) as c_int, (c1 - c0) as c_int, self.lda as c_int, self.ldb as c_int, self.n as c_int);
-        if self.double {
-            let (a, b, c) = (self.a as *const f64, self.b as *const f64, self.c as *mut f64);
-            cblas_dgemm(ROW_MAJOR, ta, tb, m, n, self.k, self.alpha, a.add(a_off), lda, b.add(b_off), ldb, self.beta, c.add(c_off), ldc);
-        } else {
-            let (a, b, c) = (self.a as *const f32, self.b as *const f32, self.c as *mut f32);
-            cblas_sgemm(ROW_MAJOR, ta, tb, m, n, self.k, self.alpha as f32, a.add(a_off), lda, b.add(b_off), ldb, self.beta as f32, c.add(c_off), ldc);
+        // row r0 of a, column c0 of b, element (r0, c0) of c
+        let a_off = r0 as isize * self.sa.0;
+        let b_off = c0 as isize * self.sb.1;
+        let c_off = (r0 * self.n + c0) as isize;
+        let (m, n, k) = (r1 - r0, c1 - c0, self.k);
+        match self.backend {
+            Backend::MatrixMultiply => {
+                let ((rsa, csa), (rsb, csb), (rsc, csc)) = (self.sa, self.sb, (self.n as isize, 1));
+                if self.double {
+                    let (a, b, c) = (self.a as *const f64, self.b as *const f64, self.c as *mut f64);
+                    matrixmultiply::dgemm(m, k, n, self.alpha, a.offset(a_off), rsa, csa, b.offset(b_off), rsb, csb, self.beta, c.offset(c_off), rsc, csc);
+                } else {
+                    let (a, b, c) = (self.a as *const f32, self.b as *const f32, self.c as *mut f32);
+                    let (alpha, beta) = (self.alpha as f32, self.beta as f32);
+                    matrixmultiply::sgemm(m, k, n, alpha, a.offset(a_off), rsa, csa, b.offset(b_off), rsb, csb, beta, c.offset(c_off), rsc, csc);
+                }
+            }
+            _ => {
+                // CBLAS row-major: an operand stored column-major is a transposed one
+                let blas = |(rs, cs): (isize, isize)| if cs == 1 { (NO_TRANS, rs as c_int) } else { (TRANS, cs as c_int) };
+                let ((ta, lda), (tb, ldb)) = (blas(self.sa), blas(self.sb));
+                let (m, n, k, ldc) = (m as c_int, n as c_int, k as c_int, self.n as c_int);
+                if self.double {
+                    let (a, b, c) = (self.a as *const f64, self.b as *const f64, self.c as *mut f64);
+                    cblas_dgemm(ROW_MAJOR, ta, tb, m, n, k, self.alpha, a.offset(a_off), lda, b.offset(b_off), ldb, self.beta, c.offset(c_off), ldc);
+                } else {
+                    let (a, b, c) = (self.a as *const f32, self.b as *const f32, self.c as *mut f32);
+                    cblas_sgemm(ROW_MAJOR, ta, tb, m, n, k, self.alpha as f32, a.offset(a_off), lda, b.offset(b_off), ldb, self.beta as f32, c.offset(c_off), ldc);
+                }
+            }
         }
     }
 }
 
-/// The body of the OpenMP region of [`Call::run`]: thread `t` of `T` takes the `t`-th block
-/// of output rows (multiples of 16, the kernels' row unrolling).
+/// The body of the OpenMP region of [`Call::run`]: thread `t` computes its share.
 extern "C" fn split_worker(data: *mut c_void) {
     // SAFETY: `data` is the `Call` that `run` passed, alive until GOMP_parallel returns.
     unsafe {
         let call = &*(data as *const Call);
         let Some(omp) = openmp() else { return };
         let (t, nt) = ((omp.thread_num)().max(0) as usize, (omp.num_threads)().max(1) as usize);
-        let chunk = call.m.div_ceil(nt).div_ceil(16) * 16;
-        call.block((t * chunk).min(call.m), ((t + 1) * chunk).min(call.m), 0, call.n);
+        call.share(t, nt);
     }
 }
 
@@ -415,6 +482,16 @@ pub fn mm(a: &Tensor, b: &Tensor, alpha: f64) -> Tensor {
     })
 }
 
+/// Whether autograd records operations on this thread (false inside [`tch::no_grad`]).
+pub fn grad_enabled() -> bool {
+    // SAFETY: sets the thread-local grad mode and restores the previous value it returned.
+    unsafe {
+        let prev = torch_sys::at_grad_set_enabled(1);
+        torch_sys::at_grad_set_enabled(prev);
+        prev != 0
+    }
+}
+
 /// `alpha x W^T` for a dense weight `w` (`[fan_out, fan_in]`) on inputs with any leading
 /// dimensions.
 ///
@@ -443,41 +520,62 @@ mod tests {
         (a - b).abs().max().double_value(&[]) <= tol * scale
     }
 
+    /// `c <- beta c + alpha a b` through `backend` (libtorch when it does not apply).
+    fn product(backend: Backend, c: &Tensor, a: &Tensor, b: &Tensor, alpha: f64, beta: f64) {
+        match prepare(backend, c, a, b, alpha, beta) {
+            // SAFETY: checked by prepare; the tensors outlive the call.
+            Some(call) => unsafe { call.run() },
+            None => gemm_into(c, a, b, alpha, beta),
+        }
+    }
+
     #[test]
-    fn products_match_libtorch_for_every_layout_and_kind() {
+    fn products_match_libtorch_for_every_layout_kind_and_backend() {
         tch::manual_seed(0);
-        for kind in [Kind::Float, Kind::Double] {
-            let tol = if kind == Kind::Float { 1e-5 } else { 1e-12 };
-            let opts = (kind, Device::Cpu);
-            // (200, 64, 50) is split by rows between the OpenMP threads (k <= SPLIT_MAX_K)
-            for (m, k, n) in [(37, 53, 29), (200, 64, 50)] {
-                let a = Tensor::randn([m, k], opts);
-                let at = Tensor::randn([k, m], opts); // used as at.tr()
-                let b = Tensor::randn([k, n], opts);
-                let bt = Tensor::randn([n, k], opts);
-                for (aa, bb) in [(a.shallow_clone(), b.shallow_clone()), (at.tr(), b.shallow_clone()), (a.shallow_clone(), bt.tr()), (at.tr(), bt.tr())] {
-                    let want = aa.mm(&bb);
-                    assert!(close(&mm(&aa, &bb, 1.0), &want, tol));
-                    assert!(close(&mm(&aa, &bb, -0.5), &(&want * -0.5), tol));
-                    // accumulate: c <- 2 c + 3 a b
-                    let c0 = Tensor::randn([m, n], opts);
-                    let c = c0.copy();
-                    gemm_into(&c, &aa, &bb, 3.0, 2.0);
-                    assert!(close(&c, &(&c0 * 2.0 + &want * 3.0), tol));
+        for backend in [Backend::MatrixMultiply, Backend::OpenBlas] {
+            for kind in [Kind::Float, Kind::Double] {
+                let tol = if kind == Kind::Float { 1e-5 } else { 1e-12 };
+                let opts = (kind, Device::Cpu);
+                // unsplit; split by rows (OpenBLAS: k <= SPLIT_MAX_K; matrixmultiply: >= 1M
+                // multiply-adds, m >= n); split by columns (matrixmultiply, m < n)
+                for (m, k, n) in [(37, 53, 29), (200, 64, 50), (300, 64, 70), (64, 200, 130)] {
+                    let a = Tensor::randn([m, k], opts);
+                    let at = Tensor::randn([k, m], opts); // used as at.tr()
+                    let b = Tensor::randn([k, n], opts);
+                    let bt = Tensor::randn([n, k], opts);
+                    for (aa, bb) in [(a.shallow_clone(), b.shallow_clone()), (at.tr(), b.shallow_clone()), (a.shallow_clone(), bt.tr()), (at.tr(), bt.tr())] {
+                        let want = aa.mm(&bb);
+                        let c = Tensor::empty([m, n], opts);
+                        product(backend, &c, &aa, &bb, -0.5, 0.0);
+                        assert!(close(&c, &(&want * -0.5), tol), "{backend:?} {m}x{k}x{n}");
+                        // accumulate: c <- 2 c + 3 a b
+                        let c0 = Tensor::randn([m, n], opts);
+                        let c = c0.copy();
+                        product(backend, &c, &aa, &bb, 3.0, 2.0);
+                        assert!(close(&c, &(&c0 * 2.0 + &want * 3.0), tol), "{backend:?} {m}x{k}x{n} accumulate");
+                    }
+                    // a strided (sliced) operand whose leading dimension exceeds its width
+                    let sl = Tensor::randn([m, 2 * k], opts).narrow(1, 3, k);
+                    let c = Tensor::empty([m, n], opts);
+                    product(backend, &c, &sl, &b, 1.0, 0.0);
+                    assert!(close(&c, &sl.mm(&b), tol));
+                    // every other column: not a BLAS layout (OpenBLAS falls back to libtorch),
+                    // any strides for matrixmultiply
+                    let every_other = Tensor::randn([m, 2 * k], opts).slice(1, 0, 2 * k, 2);
+                    assert_eq!(layout(&every_other), None);
+                    let c = Tensor::zeros([m, n], opts);
+                    assert_eq!(prepare(backend, &c, &every_other, &b, 2.0, 0.0).is_some(), backend == Backend::MatrixMultiply);
+                    product(backend, &c, &every_other, &b, 2.0, 0.0);
+                    assert!(close(&c, &(every_other.mm(&b) * 2.0), tol));
                 }
-                // a strided (sliced) operand whose leading dimension exceeds its width
-                let wide = Tensor::randn([m, 2 * k], opts);
-                let sl = wide.narrow(1, 3, k);
-                assert!(close(&mm(&sl, &b, 1.0), &sl.mm(&b), tol));
-                // strides BLAS cannot take (every other column) fall back to libtorch
-                let every_other = Tensor::randn([m, 2 * k], opts).slice(1, 0, 2 * k, 2);
-                assert_eq!(layout(&every_other), None);
-                assert!(close(&mm(&every_other, &b, 1.0), &every_other.mm(&b), tol));
-                let c = Tensor::zeros([m, n], opts);
-                gemm_into(&c, &every_other, &b, 2.0, 0.0);
-                assert!(close(&c, &(every_other.mm(&b) * 2.0), tol));
             }
         }
+        // the public entry points, through the default backend
+        let (a, b) = (Tensor::randn([70, 40], (Kind::Float, Device::Cpu)), Tensor::randn([40, 90], (Kind::Float, Device::Cpu)));
+        assert!(close(&mm(&a, &b, 2.0), &(a.mm(&b) * 2.0), 1e-5));
+        let (c0, c1) = (Tensor::zeros([70, 90], (Kind::Float, Device::Cpu)), Tensor::ones([40, 40], (Kind::Float, Device::Cpu)));
+        gemm_pair((&c0, &a, &b, 1.0, 0.0), (&c1, &a.tr(), &a, -1.0, 1.0));
+        assert!(close(&c0, &a.mm(&b), 1e-5) && close(&c1, &(1.0 - a.tr().mm(&a)), 1e-5));
     }
 
     #[test]
@@ -490,13 +588,14 @@ mod tests {
     }
 
     #[test]
-    fn backend_is_openblas_here_and_described() {
-        // The system OpenBLAS is linked through ndarray-linalg, so its CBLAS symbols exist.
+    fn backend_is_matrixmultiply_and_openblas_is_the_openmp_build() {
         if std::env::var("WIDTHLAB_GEMM").is_err() {
-            assert_eq!(backend(), Backend::OpenBlas);
-            assert!(describe().starts_with("OpenBLAS"), "{}", describe());
-            // environment/setup.sh installs the OpenMP build and build.rs links to it
-            assert_eq!(threading(), Threading::OpenMp, "{}", describe());
+            assert_eq!(backend(), Backend::MatrixMultiply);
+            assert!(describe().starts_with("matrixmultiply"), "{}", describe());
         }
+        // libtorch's own products run on the system OpenBLAS (linked through ndarray-linalg):
+        // environment/setup.sh installs its OpenMP build and build.rs links to it
+        assert_eq!(threading(), Threading::OpenMp);
+        assert!(core_name().is_some());
     }
 }
