@@ -85,7 +85,9 @@ fn trained_of(o: &Output) -> usize {
 #[test]
 fn sigkill_then_resume_gives_the_uninterrupted_results_without_recomputing() {
     let dir = tempfile::tempdir().unwrap();
-    let (spec_path, spec) = write_spec(dir.path(), "kill", 150);
+    // 600 steps per run, so that the 48 runs outlast the kill window below (with 150 the
+    // sweep sometimes finished before the kill once the MLP step got faster)
+    let (spec_path, spec) = write_spec(dir.path(), "kill", 600);
     let reference = dir.path().join("reference.db");
     let out = run_binary(&spec_path, &reference, "2");
     assert_eq!(trained_of(&out), 48);

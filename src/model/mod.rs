@@ -111,6 +111,11 @@ impl LinearOp {
     pub fn apply(&self, w: &Tensor, x: &Tensor) -> Tensor {
         match *self {
             LinearOp::Dense { multiplier } => {
+                // Outside autograd (evaluation, the RCC monitor) through widthlab's own
+                // products (crate::gemm); where gradients may be needed, libtorch's.
+                if !crate::gemm::grad_enabled() || !(x.requires_grad() || w.requires_grad()) {
+                    return crate::gemm::linear(x, w, multiplier);
+                }
                 let y = x.linear::<&Tensor>(w, None);
                 if multiplier == 1.0 {
                     y
@@ -145,8 +150,8 @@ pub(crate) fn dense(params: &[Param], weight: usize, bias: Option<usize>, multip
     let op = LinearOp::Dense { multiplier };
     let w = &params[weight].tensor;
     if rec.is_none() {
-        // fast path: one fused kernel when there is no multiplier
-        return match (bias, multiplier == 1.0) {
+        // fast path under autograd: one fused kernel when there is no multiplier
+        return match (bias, multiplier == 1.0 && crate::gemm::grad_enabled()) {
             (Some(b), true) => x.linear(w, Some(&params[b].tensor)),
             (Some(b), false) => op.apply(w, x) + &params[b].tensor,
             (None, _) => op.apply(w, x),
