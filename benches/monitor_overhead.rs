@@ -13,8 +13,9 @@
 //! probe plus one matmul `(W_t - W_0) x_t` per dense layer, and the one-step metrics come
 //! from the SGD step's factors (see [`widthlab::rcc`]). With the probe as large as the
 //! training batch the two matmuls are ~2 forward passes beside the ~3 of a plain step, a
-//! floor of ~1.7-1.8x; only a smaller probe can go lower. Measured on the quiet 2-core
-//! machine (2026-11-26, 2 threads): 2.8x, 2.4x, 2.4x and 2.1x. The target is not met.
+//! floor of ~1.7-1.8x; only a smaller probe can go lower. Measured on the 2-core machine
+//! (2026-11-26, 2 threads, matrixmultiply products, three runs): 3.23-3.39x, 2.69-2.86x,
+//! 2.79-2.87x and 2.49-2.59x, the plain step at 523-532 steps/s. The target is not met.
 use std::time::Instant;
 
 use tch::{Device, Kind, Tensor};

@@ -20,12 +20,12 @@
 //! widthlab's glibc allocator settings ([`widthlab::device::tune_allocator`]) through
 //! `MALLOC_*` variables.
 //!
-//! Last measured 2026-11-26 on the quiet 2-core machine (AMD EPYC; OpenBLAS's OpenMP build on
-//! the Haswell kernels the machine pins), 2 threads, three runs: ratio 2.16-2.21x / 1.37-1.38x
-//! / 1.49-1.51x / 1.40-1.45x at widths 64 / 256 / 1024 / 4096, widthlab at 90-93% of the bare
-//! products' GFLOP/s at 256 and 100-103% at 4096. At width 256 the step is over 90% matrix
-//! products, which run at 210-230 GFLOP/s at best here against PyTorch's ~185: the 1.5x
-//! target there is not met.
+//! Last measured 2026-11-26 on the 2-core machine (AMD EPYC, Zen 5), 2 threads, with
+//! `widthlab::gemm` on matrixmultiply's AVX-512 kernels, three runs: ratio 2.21-2.39x /
+//! 1.87-2.53x / 1.89-1.93x / 1.81-2.03x at widths 64 / 256 / 1024 / 4096, widthlab at 93-96%
+//! of the bare products' GFLOP/s at 4096 (about 265-280 GFLOP/s). Every target is met. With
+//! OpenBLAS's Haswell kernels (`WIDTHLAB_GEMM=openblas`) the same day: 2.16-2.21x /
+//! 1.37-1.38x / 1.49-1.51x / 1.40-1.45x, 100-103% of bare at 4096.
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::time::Instant;

@@ -1,31 +1,35 @@
 //! Dense matrix products on the CPU outside autograd: the one home of the GEMM calls of the
-//! MLP's hand-written backward ([`crate::model::Mlp::manual_gradients`]) and the RCC
-//! monitor's update products.
+//! MLP's hand-written backward ([`crate::model::Mlp::manual_gradients`]), of every dense
+//! layer evaluated without gradients ([`crate::model::LinearOp::apply`]: evaluation, the RCC
+//! monitor's probe passes and update products).
 //!
-//! On the CPU these go straight to OpenBLAS's CBLAS (`cblas_sgemm` / `cblas_dgemm`; the
-//! system library that ndarray-linalg already links), in its OpenMP build, whose threads are
-//! the ones libtorch runs its own kernels on (see [`threading`] for why the build matters).
-//! Two things make them faster than `Tensor::mm` for the MLP step's shapes:
-//! - a product with a short inner dimension (the weight gradient `g^T x`, inner dimension =
-//!   the batch) is split by output rows between the threads, one single-threaded call each,
-//!   which scales better than OpenBLAS's own partition ([`SPLIT_MAX_K`]);
-//! - [`gemm_pair`] runs two independent small products side by side, one per thread (the
-//!   backward pairs a layer's input gradient with the layer above's weight update).
+//! On the CPU these run the [`matrixmultiply`] crate's kernels (already ndarray's matmul
+//! backend), which dispatch at run time to AVX-512 kernels on CPUs that have AVX-512F (built
+//! with rustc >= 1.89) and to AVX2/FMA ones otherwise. They are single-threaded; widthlab
+//! splits each product of at least 2^20 multiply-adds between libtorch's OpenMP
+//! threads, by blocks of output rows or columns, one call per thread. [`gemm_pair`] runs two
+//! independent small products side by side, one per thread (the backward pairs a layer's
+//! input gradient with the layer above's weight update).
 //!
-//! OpenBLAS's kernels are its own choice for the CPU, or `OPENBLAS_CORETYPE` when set; widthlab
-//! never overrides it (on this machine the image pins `Haswell`, as Debian 12's OpenBLAS
-//! 0.3.21 predates Zen 4/5). MKL inside libtorch takes its AVX2 path on AMD processors too.
+//! Why not OpenBLAS or MKL: on this machine (AMD EPYC, Zen 5), single-threaded, matrixmultiply
+//! ran the 8-layer MLP step's products at 157-232 GFLOP/s; OpenBLAS 0.3.21's Haswell kernels
+//! (the image pins `OPENBLAS_CORETYPE=Haswell`, as that release predates Zen 4/5) at
+//! 115-125; MKL inside libtorch takes its AVX2 path on AMD processors. With two threads the
+//! train step at widths 256-4096 runs at ~275-280 GFLOP/s (`benches/train_step.rs`).
+//! `WIDTHLAB_GEMM=openblas` selects OpenBLAS's CBLAS instead (row-split for short inner
+//! dimensions); `WIDTHLAB_GEMM=libtorch` selects `Tensor::mm`.
 //!
-//! Everything else (CUDA tensors, other dtypes, operands whose strides BLAS cannot take, or
-//! `WIDTHLAB_GEMM=libtorch` in the environment) goes through libtorch. Results agree with
-//! libtorch's up to float rounding (tested); the same thread count gives the same numbers run
-//! to run (threads split the output, never a sum).
+//! Everything else (CUDA tensors, dtypes other than f32/f64, mixed dtypes, outputs that are
+//! not contiguous) goes through libtorch. Results agree with libtorch's up to float rounding
+//! (tested); the same thread count gives the same numbers run to run (threads split the
+//! output, never a sum).
 //!
 //! A side effect worth knowing: in a process that loads OpenBLAS before libtorch (every
 //! widthlab binary and the notebook kernel, through ndarray-linalg's link), libtorch's own
 //! Fortran `sgemm_` calls bind to OpenBLAS's, not MKL's, so autograd paths (the GPT, models
-//! with normalisation layers) run their products on OpenBLAS too (`MKL_VERBOSE=1` prints no
-//! SGEMM line there). The GPT bench measured the same before and after the OpenMP build.
+//! with normalisation layers) run their products on OpenBLAS (`MKL_VERBOSE=1` prints no SGEMM
+//! line there). `environment/setup.sh` installs OpenBLAS's OpenMP build so that it shares
+//! libgomp's threads with libtorch (see [`threading`]).
 //!
 //! OpenBLAS keeps one process-wide thread count; [`crate::device::set_threads`] sets it
 //! together with libtorch's, so the sweep and coordinate-check runners, which run one

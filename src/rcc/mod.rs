@@ -68,20 +68,22 @@
 //!
 //! With a probe as large as the training batch, the two matmuls per layer are about two
 //! forward passes beside the ~three of a plain SGD step. Against the fused step, which runs
-//! its products at the BLAS rate, that is a floor of ~1.7-1.8x a plain step for exact
-//! metrics; only a smaller probe can go lower.
+//! its products at the kernel library's rate, that is a floor of ~1.7-1.8x a plain step for
+//! exact metrics; only a smaller probe can go lower. Above that floor the cost is spread over
+//! weight-sized passes (the difference `W_t - W_0`, its norm, power iterations, the norms of
+//! `W_t` kept for the next step), the `B x B` Grams and many small kernels.
 //!
 //! `cargo bench --bench monitor_overhead` (3-layer MLP, width 1024, batch 64, plain SGD as
-//! the Trainer runs it, every step; quiet 2-core machine, 2 threads, 2026-11-26):
-//! - Delta and delta, probe 64: 2.8x a plain step.
-//! - Delta only, probe 64: 2.4x.
-//! - Delta and delta, probe 32: 2.4x.
-//! - Delta and delta, probe 16: 2.1x.
+//! the Trainer runs it, every step; 2-core machine, 2 threads, 2026-11-26, three runs):
+//! - Delta and delta, probe 64: 3.23-3.39x a plain step;
+//! - Delta only, probe 64: 2.69-2.86x;
+//! - Delta and delta, probe 32: 2.79-2.87x; probe 16: 2.49-2.59x.
 //!
-//! The 1.5x target is not met. The same run before the low-rank one-step path, with
-//! an autograd step as the plain step, gave 3.3x, 2.3x and 2.35x (probes 64, 64 Delta only,
-//! 16). The monitored step itself is ~30% faster in absolute terms (126 vs 88 steps/s at
-//! probe 64); the plain step it is compared with is ~20% faster too.
+//! The 1.5x target is not met. In absolute terms a monitored step got faster: at
+//! probe 64, 155-165 monitored steps/s against 88 before the low-rank one-step path and the
+//! matrixmultiply products, but the plain step got faster still (523-532 steps/s, from ~295
+//! with an autograd step and OpenBLAS), so the ratio rose (it was 3.15-3.34x, 2.20-2.33x and
+//! 2.25-2.35x for probe 64, Delta only, probe 16).
 use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
