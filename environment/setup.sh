@@ -98,6 +98,8 @@ import json, sys
 k = json.load(open(sys.argv[1])); root = sys.argv[2]
 assert k["env"]["LD_LIBRARY_PATH"].split(":") == [root + "/.libtorch/lib", sys.argv[3]]
 assert k["env"]["LIBTORCH"] == root + "/.libtorch"
+assert k["env"].get("CARGO_PROFILE_DEV_DEBUG_ASSERTIONS") == "false"
+assert k["env"].get("CARGO_PROFILE_DEV_OVERFLOW_CHECKS") == "false"
 PYEOF
 }
 if kernel_ok; then say "Rust kernel registered"; else
@@ -112,6 +114,11 @@ k.setdefault("env", {}).update({
     "LD_LIBRARY_PATH": root + "/.libtorch/lib:" + sys.argv[3],
     "LIBTORCH": root + "/.libtorch",
     "LIBTORCH_CXX11_ABI": "1",
+    # evcxr builds cells and their dependencies with opt-level 2 but with debug assertions
+    # and overflow checks, which halve the speed of matrixmultiply's kernels (widthlab's
+    # products, src/gemm.rs); cargo's environment overrides the profile evcxr writes.
+    "CARGO_PROFILE_DEV_DEBUG_ASSERTIONS": "false",
+    "CARGO_PROFILE_DEV_OVERFLOW_CHECKS": "false",
 })
 json.dump(k, open(path, "w"), indent=1)
 PYEOF
