@@ -175,11 +175,15 @@ pub fn describe() -> String {
 /// strides are neither row- nor column-major.
 fn layout(t: &Tensor) -> Option<(bool, i64)> {
     let (size, stride) = (t.size(), t.stride());
-    let (r, c) = (size[0], size[1]);
-    if stride[1] == 1 && stride[0] >= c.max(1) {
-        Some((false, stride[0]))
-    } else if stride[0] == 1 && stride[1] >= r.max(1) {
-        Some((true, stride[1]))
+    layout_of(size[0], size[1], (stride[0] as isize, stride[1] as isize)).map(|(tr, ld)| (tr, ld as i64))
+}
+
+/// [`layout`] of an `rows x cols` operand with (row, column) strides `s`.
+fn layout_of(rows: i64, cols: i64, s: (isize, isize)) -> Option<(bool, isize)> {
+    if s.1 == 1 && s.0 >= cols.max(1) as isize {
+        Some((false, s.0))
+    } else if s.0 == 1 && s.1 >= rows.max(1) as isize {
+        Some((true, s.1))
     } else {
         None
     }
@@ -405,9 +409,13 @@ impl Call {
                 }
             }
             _ => {
-                // CBLAS row-major: an operand stored column-major is a transposed one
-                let blas = |(rs, cs): (isize, isize)| if cs == 1 { (NO_TRANS, rs as c_int) } else { (TRANS, cs as c_int) };
-                let ((ta, lda), (tb, ldb)) = (blas(self.sa), blas(self.sb));
+                // CBLAS row-major: an operand stored column-major is a transposed one (prepare
+                // checked that both have a BLAS layout)
+                let blas = |rows: usize, cols: usize, s: (isize, isize)| {
+                    let (tr, ld) = layout_of(rows as i64, cols as i64, s).unwrap_or((false, s.0));
+                    (if tr { TRANS } else { NO_TRANS }, ld as c_int)
+                };
+                let ((ta, lda), (tb, ldb)) = (blas(self.m, self.k, self.sa), blas(self.k, self.n, self.sb));
                 let (m, n, k, ldc) = (m as c_int, n as c_int, k as c_int, self.n as c_int);
                 if self.double {
                     let (a, b, c) = (self.a as *const f64, self.b as *const f64, self.c as *mut f64);

@@ -330,8 +330,12 @@ impl Mlp {
             let mut low_rank: Vec<Option<LowRankStep>> = params.iter().map(|_| None).collect();
             // With fused SGD, layer l's weight update (W += -lr g^T x) waits until layer l-1's
             // input gradient is computed, and the two products then run side by side
-            // (gemm::gemm_pair): (weight, g^T, x, -lr) of the layer above.
-            let mut pending: Option<(Tensor, Tensor, Tensor, f64)> = None;
+            // (gemm::gemm_pair). `pending` is that weight's index; its step is in `low_rank`.
+            let mut pending: Option<usize> = None;
+            // (W, g^T, x, -lr) of a pending update
+            let update = |low_rank: &[Option<LowRankStep>], p: usize| {
+                low_rank[p].as_ref().map(|s| (params[p].tensor.shallow_clone(), s.g.tr(), s.x.shallow_clone(), -s.lr))
+            };
             for l in (0..depth).rev() {
                 let Some(lowest) = lowest.filter(|&low| l >= low) else { break };
                 let layer = &self.layers[l];
@@ -349,18 +353,17 @@ impl Mlp {
                 let w = &params[layer.weight].tensor;
                 // the input gradient uses W before its update
                 let dx = (l > lowest).then(|| Tensor::empty([g.size()[0], w.size()[1]], (g.kind(), g.device()))); // [batch, fan_in]
-                match (&dx, pending.take()) {
-                    (Some(dx), Some((pw, pgt, px, lr))) => gemm::gemm_pair((dx, &g, w, 1.0, 0.0), (&pw, &pgt, &px, -lr, 1.0)),
+                match (&dx, pending.take().and_then(|p| update(&low_rank, p))) {
+                    (Some(dx), Some((pw, pgt, px, a))) => gemm::gemm_pair((dx, &g, w, 1.0, 0.0), (&pw, &pgt, &px, a, 1.0)),
                     (Some(dx), None) => gemm::gemm_into(dx, &g, w, 1.0, 0.0),
-                    (None, Some((pw, pgt, px, lr))) => gemm::gemm_into(&pw, &pgt, &px, -lr, 1.0),
+                    (None, Some((pw, pgt, px, a))) => gemm::gemm_into(&pw, &pgt, &px, a, 1.0),
                     (None, None) => {}
                 }
                 if params[layer.weight].trainable {
                     match sgd_lrs {
                         Some(lrs) => {
-                            let lr = lrs[layer.weight];
-                            pending = Some((w.shallow_clone(), g.tr(), inputs[l].shallow_clone(), lr));
-                            low_rank[layer.weight] = Some(LowRankStep { lr, g: g.shallow_clone(), x: inputs[l].shallow_clone() });
+                            low_rank[layer.weight] = Some(LowRankStep { lr: lrs[layer.weight], g: g.shallow_clone(), x: inputs[l].shallow_clone() });
+                            pending = Some(layer.weight);
                         }
                         None => grads[layer.weight] = Some(gemm::mm(&g.tr(), &inputs[l], 1.0)), // [fan_out, fan_in]
                     }
@@ -370,8 +373,8 @@ impl Mlp {
                     g = if relu { inputs[l].threshold_backward(&dx, 0.0) } else { dx };
                 }
             }
-            if let Some((pw, pgt, px, lr)) = pending {
-                gemm::gemm_into(&pw, &pgt, &px, -lr, 1.0);
+            if let Some((pw, pgt, px, a)) = pending.and_then(|p| update(&low_rank, p)) {
+                gemm::gemm_into(&pw, &pgt, &px, a, 1.0);
             }
             (value, grads, low_rank)
         }))

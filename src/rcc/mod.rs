@@ -379,6 +379,13 @@ fn op_norm_2(op: LinearOp, w: &Tensor, spectral: Spectral, cache: &mut HashMap<S
     }
 }
 
+/// The RMS -> RMS operator norm `sqrt(fan_in / fan_out) ||a W||_2` of a site's weight
+/// ([`op_norm_2`], warm starts under `key`).
+fn op_norm_rms(op: LinearOp, w: &Tensor, spectral: Spectral, cache: &mut HashMap<String, Tensor>, key: &str) -> f64 {
+    let (fan_in, fan_out) = fans(op, w);
+    (fan_in / fan_out).sqrt() * op_norm_2(op, w, spectral, cache, key)
+}
+
 /// `(fan_in, fan_out)` of the operator a site applies.
 fn fans(op: LinearOp, w: &Tensor) -> (f64, f64) {
     match op {
@@ -511,11 +518,10 @@ pub fn site_metrics(
                 let one_hot = if dense && same_input { one_hot_indices(x_t) } else { None };
                 let eff = apply_fast(op, &dw, x_t, one_hot.as_ref());
                 let (fan_in, fan_out) = fans(op, w_t);
-                let to_rms_op = (fan_in / fan_out).sqrt();
                 let fro = eff_weight_rms(op, &dw) * (fan_in * fan_out).sqrt();
                 let spec = op_norm_2(op, &dw, spectral, cache, &format!("{key}/dW"));
                 let w_ref_rms = cached_scalar(cache, format!("{key}/{ref_tag}/rms"), ref_is_init, || eff_weight_rms(op, w_ref));
-                let w_ref_op = to_rms_op * op_norm_2(op, w_ref, spectral, cache, &format!("{key}/{ref_tag}"));
+                let w_ref_op = op_norm_rms(op, w_ref, spectral, cache, &format!("{key}/{ref_tag}"));
                 (eff, fan_in, fan_out, fro, spec, w_ref_rms, w_ref_op, Some(w_ref))
             }
             Change::LowRank { step, norms: (fro, spec), ref_norms: (w_ref_rms, w_ref_op) } => {
@@ -752,8 +758,7 @@ impl StepHook for Monitor {
                 let spectral = self.cfg.spectral;
                 for (name, p, op, _, _) in &now.sites {
                     if let (LinearOp::Dense { .. }, true, Some(w)) = (op, low_rank(*p), &now.weights[*p]) {
-                        let (fan_in, fan_out) = fans(*op, w);
-                        let w_op = (fan_in / fan_out).sqrt() * op_norm_2(*op, w, spectral, &mut self.cache, &format!("{name}/Wt"));
+                        let w_op = op_norm_rms(*op, w, spectral, &mut self.cache, &format!("{name}/Wt"));
                         now.ref_norms.insert(name.clone(), (eff_weight_rms(*op, w), w_op));
                     }
                 }
