@@ -11,6 +11,12 @@
 //! independent small products side by side, one per thread (the backward pairs a layer's
 //! input gradient with the layer above's weight update).
 //!
+//! Thin products `x W^T` with at most [`THIN_MAX_ROWS`] rows of `x` (the RCC monitor's probe
+//! passes) run widthlab's own tile kernel [`thin_product`] instead: a GEMM library packs the
+//! whole weight for them, which costs several times the arithmetic (`16 x 1024 x 1024`, 2
+//! threads: ~125 us against matrixmultiply's ~300). [`gram`] computes `f f^T` by the same
+//! tiles on and below the diagonal (64 x 1024: ~31 us against ~65).
+//!
 //! Why not OpenBLAS or MKL: on this machine (AMD EPYC, Zen 5), single-threaded, matrixmultiply
 //! ran the 8-layer MLP step's products at 157-232 GFLOP/s; OpenBLAS 0.3.21's Haswell kernels
 //! (the image pins `OPENBLAS_CORETYPE=Haswell`, as that release predates Zen 4/5) at
@@ -398,14 +404,13 @@ impl Call {
         let (m, n, k) = (r1 - r0, c1 - c0, self.k);
         match self.backend {
             Backend::MatrixMultiply => {
-                let ((rsa, csa), (rsb, csb), (rsc, csc)) = (self.sa, self.sb, (self.n as isize, 1));
+                let (sa, sb, sc) = (self.sa, self.sb, (self.n as isize, 1));
                 if self.double {
                     let (a, b, c) = (self.a as *const f64, self.b as *const f64, self.c as *mut f64);
-                    matrixmultiply::dgemm(m, k, n, self.alpha, a.offset(a_off), rsa, csa, b.offset(b_off), rsb, csb, self.beta, c.offset(c_off), rsc, csc);
+                    f64::gemm(m, k, n, self.alpha, a.offset(a_off), sa, b.offset(b_off), sb, self.beta, c.offset(c_off), sc);
                 } else {
                     let (a, b, c) = (self.a as *const f32, self.b as *const f32, self.c as *mut f32);
-                    let (alpha, beta) = (self.alpha as f32, self.beta as f32);
-                    matrixmultiply::sgemm(m, k, n, alpha, a.offset(a_off), rsa, csa, b.offset(b_off), rsb, csb, beta, c.offset(c_off), rsc, csc);
+                    f32::gemm(m, k, n, self.alpha, a.offset(a_off), sa, b.offset(b_off), sb, self.beta, c.offset(c_off), sc);
                 }
             }
             _ => {
@@ -437,6 +442,282 @@ extern "C" fn split_worker(data: *mut c_void) {
         let Some(omp) = openmp() else { return };
         let (t, nt) = ((omp.thread_num)().max(0) as usize, (omp.num_threads)().max(1) as usize);
         call.share(t, nt);
+    }
+}
+
+/// The element types widthlab's own kernels run on (float32 and float64 tensors; `KIND`
+/// comes from tch's `Element`), with matrixmultiply's single-threaded product.
+pub(crate) trait Real: tch::kind::Element + Copy + Default + Send + Sync + std::ops::Sub<Output = Self> + std::ops::Mul<Output = Self> + std::ops::AddAssign + 'static {
+    fn to_f64(self) -> f64;
+    fn from_f64(v: f64) -> Self;
+    /// `self * a + b`, fused (a single instruction where the CPU has FMA; callers run it
+    /// only inside functions compiled for such CPUs).
+    fn mul_add(self, a: Self, b: Self) -> Self;
+    /// `c <- beta c + alpha a b` (`a: [m, k]`, `b: [k, n]`, `c: [m, n]` with (row, column)
+    /// strides in elements), single-threaded.
+    ///
+    /// # Safety
+    /// The pointers and strides describe valid buffers; `c` overlaps neither `a` nor `b`.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn gemm(m: usize, k: usize, n: usize, alpha: f64, a: *const Self, sa: (isize, isize), b: *const Self, sb: (isize, isize), beta: f64, c: *mut Self, sc: (isize, isize));
+}
+
+impl Real for f32 {
+    fn to_f64(self) -> f64 {
+        self as f64
+    }
+    fn from_f64(v: f64) -> Self {
+        v as f32
+    }
+    #[inline(always)]
+    fn mul_add(self, a: f32, b: f32) -> f32 {
+        f32::mul_add(self, a, b)
+    }
+    unsafe fn gemm(m: usize, k: usize, n: usize, alpha: f64, a: *const f32, sa: (isize, isize), b: *const f32, sb: (isize, isize), beta: f64, c: *mut f32, sc: (isize, isize)) {
+        matrixmultiply::sgemm(m, k, n, alpha as f32, a, sa.0, sa.1, b, sb.0, sb.1, beta as f32, c, sc.0, sc.1);
+    }
+}
+
+impl Real for f64 {
+    fn to_f64(self) -> f64 {
+        self
+    }
+    fn from_f64(v: f64) -> Self {
+        v
+    }
+    #[inline(always)]
+    fn mul_add(self, a: f64, b: f64) -> f64 {
+        f64::mul_add(self, a, b)
+    }
+    unsafe fn gemm(m: usize, k: usize, n: usize, alpha: f64, a: *const f64, sa: (isize, isize), b: *const f64, sb: (isize, isize), beta: f64, c: *mut f64, sc: (isize, isize)) {
+        matrixmultiply::dgemm(m, k, n, alpha, a, sa.0, sa.1, b, sb.0, sb.1, beta, c, sc.0, sc.1);
+    }
+}
+
+/// Products `x W^T` with at most this many rows of `x` run [`thin_product`] (see there).
+pub(crate) const THIN_MAX_ROWS: usize = 32;
+
+/// `y[q, i] = alpha sum_j x[q, j] w[i, j]` for the `rows` rows of `w` (row-major `[rows, k]`)
+/// and the `p` rows of `x` (row-major `[p, k]`), written to `y` with (row, column) strides
+/// `ys`, single-threaded. For thin products (`p` up to [`THIN_MAX_ROWS`], the RCC monitor's
+/// probe passes): a GEMM library packs all of `w` into its panel layout, gathering across
+/// rows because `w` enters transposed; for a handful of rows of `x` that packing costs
+/// several times the arithmetic (matrixmultiply: ~300 us for `16 x 1024 x 1024` on this
+/// machine). Here each tile of 4 rows of `w` and 4 rows of `x` is accumulated over 16-lane
+/// chunks straight from the row-major data (`w`'s rows are read once, `x` stays in L1/L2),
+/// in the widest vector instructions the CPU has (checked at run time). Sums run over 16
+/// lanes in `T`, so results differ from a GEMM library's by float rounding only.
+///
+/// # Safety
+/// `y` with strides `ys` addresses a valid `[p, rows]` buffer that overlaps neither input.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn thin_product<T: Real>(w: &[T], rows: usize, k: usize, x: &[T], p: usize, alpha: f64, y: *mut T, ys: (isize, isize)) {
+    debug_assert!(w.len() >= rows * k && x.len() >= p * k);
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("fma") {
+            return thin_avx512(w, rows, k, x, p, alpha, y, ys);
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+            return thin_avx2(w, rows, k, x, p, alpha, y, ys);
+        }
+    }
+    thin_any(w, rows, k, x, p, alpha, y, ys)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn thin_avx512<T: Real>(w: &[T], rows: usize, k: usize, x: &[T], p: usize, alpha: f64, y: *mut T, ys: (isize, isize)) {
+    thin_any(w, rows, k, x, p, alpha, y, ys)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn thin_avx2<T: Real>(w: &[T], rows: usize, k: usize, x: &[T], p: usize, alpha: f64, y: *mut T, ys: (isize, isize)) {
+    thin_any(w, rows, k, x, p, alpha, y, ys)
+}
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn thin_any<T: Real>(w: &[T], rows: usize, k: usize, x: &[T], p: usize, alpha: f64, y: *mut T, ys: (isize, isize)) {
+    let mut i = 0;
+    while i < rows {
+        let r = (rows - i).min(4);
+        let mut q = 0;
+        while q < p {
+            let n = (p - q).min(4);
+            let wr = &w[i * k..(i + r) * k];
+            let xr = &x[q * k..(q + n) * k];
+            let out = y.offset(q as isize * ys.0 + i as isize * ys.1);
+            match (r, n) {
+                (4, 4) => thin_tile::<T, 4, 4>(wr, xr, k, alpha, out, ys),
+                (4, 3) => thin_tile::<T, 4, 3>(wr, xr, k, alpha, out, ys),
+                (4, 2) => thin_tile::<T, 4, 2>(wr, xr, k, alpha, out, ys),
+                (4, 1) => thin_tile::<T, 4, 1>(wr, xr, k, alpha, out, ys),
+                (3, 4) => thin_tile::<T, 3, 4>(wr, xr, k, alpha, out, ys),
+                (2, 4) => thin_tile::<T, 2, 4>(wr, xr, k, alpha, out, ys),
+                (1, 4) => thin_tile::<T, 1, 4>(wr, xr, k, alpha, out, ys),
+                _ => {
+                    for a in 0..r {
+                        for b in 0..n {
+                            thin_tile::<T, 1, 1>(&wr[a * k..(a + 1) * k], &xr[b * k..(b + 1) * k], k, alpha, out.offset(b as isize * ys.0 + a as isize * ys.1), ys);
+                        }
+                    }
+                }
+            }
+            q += n;
+        }
+        i += r;
+    }
+}
+
+/// One `R x Q` tile of [`thin_product`]: rows `w[0..R]` against `x[0..Q]`. (Indexed loops
+/// over fixed-size arrays: the form the compiler turns into one vector register per
+/// accumulator.)
+#[inline(always)]
+#[allow(clippy::needless_range_loop)]
+unsafe fn thin_tile<T: Real, const R: usize, const Q: usize>(w: &[T], x: &[T], k: usize, alpha: f64, out: *mut T, ys: (isize, isize)) {
+    const L: usize = 16;
+    let mut acc = [[[T::default(); L]; Q]; R];
+    let chunks = k / L;
+    let (wp, xp) = (w.as_ptr(), x.as_ptr());
+    for c in 0..chunks {
+        let base = c * L;
+        let mut wv = [[T::default(); L]; R];
+        let mut xv = [[T::default(); L]; Q];
+        for r in 0..R {
+            wv[r] = std::ptr::read_unaligned(wp.add(r * k + base) as *const [T; L]);
+        }
+        for q in 0..Q {
+            xv[q] = std::ptr::read_unaligned(xp.add(q * k + base) as *const [T; L]);
+        }
+        for r in 0..R {
+            for q in 0..Q {
+                for l in 0..L {
+                    acc[r][q][l] = wv[r][l].mul_add(xv[q][l], acc[r][q][l]);
+                }
+            }
+        }
+    }
+    for r in 0..R {
+        for q in 0..Q {
+            let mut tail = T::default();
+            for j in chunks * L..k {
+                tail += w[r * k + j] * x[q * k + j];
+            }
+            let mut sum = 0.0;
+            for l in 0..L {
+                sum += acc[r][q][l].to_f64();
+            }
+            // alpha applied in T, as a GEMM library does (so a one-hot row times alpha is
+            // bitwise the lookup times alpha)
+            let v = T::from_f64(sum + tail.to_f64());
+            *out.offset(q as isize * ys.0 + r as isize * ys.1) = if alpha == 1.0 { v } else { v * T::from_f64(alpha) };
+        }
+    }
+}
+
+/// `alpha x w^T` by [`thin_product`] for at most [`THIN_MAX_ROWS`] rows of `x` (rows of `w`
+/// split between the OpenMP threads); `None` when it does not apply (another backend, not
+/// on the CPU, kinds other than one of f32/f64, a `w` that is not contiguous).
+fn thin_linear(x: &Tensor, w: &Tensor, alpha: f64) -> Option<Tensor> {
+    let (p, k, m) = (x.size()[0] as usize, x.size()[1] as usize, w.size()[0] as usize);
+    let kind = x.kind();
+    if backend() != Backend::MatrixMultiply || p == 0 || p > THIN_MAX_ROWS || x.device() != Device::Cpu || w.device() != Device::Cpu || w.kind() != kind || !w.is_contiguous() || w.dim() != 2 {
+        return None;
+    }
+    let x = x.contiguous();
+    let y = Tensor::empty([p as i64, m as i64], (kind, Device::Cpu));
+    fn run<T: Real>(x: &Tensor, w: &Tensor, y: &Tensor, alpha: f64, (p, k, m): (usize, usize, usize)) {
+        // SAFETY: contiguous CPU tensors of kind T; the threads write disjoint columns of y.
+        let (xs, ws) = unsafe { (std::slice::from_raw_parts(x.data_ptr() as *const T, p * k), std::slice::from_raw_parts(w.data_ptr() as *const T, m * k)) };
+        let out = y.data_ptr() as usize;
+        on_threads(p * k * m >= SPLIT_MIN_MACS, &|t, nt| {
+            let chunk = m.div_ceil(nt).div_ceil(4) * 4;
+            let (lo, hi) = ((t * chunk).min(m), ((t + 1) * chunk).min(m));
+            if lo < hi {
+                // SAFETY: rows lo..hi of w, columns lo..hi of y ([p, m]).
+                unsafe { thin_product(&ws[lo * k..hi * k], hi - lo, k, xs, p, alpha, (out as *mut T).add(lo), (m as isize, 1)) };
+            }
+        });
+    }
+    match kind {
+        Kind::Float => run::<f32>(&x, w, &y, alpha, (p, k, m)),
+        Kind::Double => run::<f64>(&x, w, &y, alpha, (p, k, m)),
+        _ => return None,
+    }
+    Some(y)
+}
+
+/// The Gram matrix `f f^T` (`[B, B]`, float64) of a float32 or float64 CPU matrix `f`
+/// (`[B, n]`), computed in `f`'s precision by [`thin_product`] tiles on and below the
+/// diagonal only (half the multiply-adds of a GEMM), split between the OpenMP threads by
+/// blocks of 4 rows, and mirrored. `None` for other kinds or devices.
+///
+/// # Shapes
+/// `f: [B, n]` -> `[B, B]`.
+pub fn gram(f: &Tensor) -> Option<Tensor> {
+    if f.device() != Device::Cpu || f.dim() != 2 {
+        return None;
+    }
+    let (b, n) = (f.size()[0] as usize, f.size()[1] as usize);
+    let f = f.contiguous();
+    let out = Tensor::zeros([b as i64, b as i64], (f.kind(), Device::Cpu));
+    fn run<T: Real>(f: &Tensor, out: &Tensor, b: usize, n: usize) {
+        // SAFETY: contiguous CPU tensors of kind T; each block row q0..q0+4 of the output is
+        // written by one thread only.
+        let fs = unsafe { std::slice::from_raw_parts(f.data_ptr() as *const T, b * n) };
+        let o = out.data_ptr() as usize;
+        let blocks = b.div_ceil(4);
+        on_threads(b * b * n >= 2 * SPLIT_MIN_MACS, &|t, nt| {
+            for blk in (t..blocks).step_by(nt) {
+                let q0 = blk * 4;
+                let q1 = (q0 + 4).min(b);
+                // rows q0.. of f against rows q0..q1: y[q, i] for i >= q0 (the lower triangle)
+                unsafe { thin_product(&fs[q0 * n..], b - q0, n, &fs[q0 * n..q1 * n], q1 - q0, 1.0, (o as *mut T).add(q0 * b + q0), (b as isize, 1)) };
+            }
+        });
+    }
+    match f.kind() {
+        Kind::Float => run::<f32>(&f, &out, b, n),
+        Kind::Double => run::<f64>(&f, &out, b, n),
+        _ => return None,
+    }
+    // the blocks computed rows q of y[q, i >= q0(q)]: keep the upper triangle and mirror it
+    let upper = out.triu(0);
+    Some(&upper + upper.triu(1).tr())
+}
+
+/// Runs `f(t, nt)` once on each of libtorch's `nt` OpenMP threads (`t = 0..nt`), or as
+/// `f(0, 1)` on the calling thread when `parallel` is false, libtorch has one thread, no
+/// OpenMP runtime is loaded, or the caller already is inside a parallel region. For
+/// widthlab's own kernels that split work between the cores the products use.
+pub(crate) fn on_threads(parallel: bool, f: &(dyn Fn(usize, usize) + Sync)) {
+    let threads = tch::get_num_threads().max(1) as u32;
+    // SAFETY: in_parallel is a plain query; `f` outlives the region, which GOMP_parallel
+    // joins before returning.
+    unsafe {
+        match openmp().filter(|_| parallel && threads > 1) {
+            Some(omp) if (omp.in_parallel)() == 0 => {
+                let data = &f as *const &(dyn Fn(usize, usize) + Sync) as *mut c_void;
+                (omp.parallel)(closure_worker, data, threads, 0);
+            }
+            _ => f(0, 1),
+        }
+    }
+}
+
+/// The body of the OpenMP region of [`on_threads`].
+extern "C" fn closure_worker(data: *mut c_void) {
+    // SAFETY: `data` points to the closure reference on_threads passed, alive until
+    // GOMP_parallel returns.
+    unsafe {
+        let f = &*(data as *const &(dyn Fn(usize, usize) + Sync));
+        let Some(omp) = openmp() else { return };
+        let (t, nt) = ((omp.thread_num)().max(0) as usize, (omp.num_threads)().max(1) as usize);
+        f(t, nt);
     }
 }
 
@@ -513,7 +794,7 @@ pub fn linear(x: &Tensor, w: &Tensor, alpha: f64) -> Tensor {
     let size = x.size();
     let fan_in = *size.last().expect("linear: x has a feature dimension");
     let x2 = if size.len() == 2 { x.shallow_clone() } else { x.reshape([-1, fan_in]) };
-    let y = mm(&x2, &w.tr(), alpha);
+    let y = thin_linear(&x2, w, alpha).unwrap_or_else(|| mm(&x2, &w.tr(), alpha));
     if size.len() == 2 {
         y
     } else {
@@ -539,6 +820,37 @@ mod tests {
             Some(call) => unsafe { call.run() },
             None => gemm_into(c, a, b, alpha, beta),
         }
+    }
+
+    /// The thin kernel (via `linear`, at most THIN_MAX_ROWS rows: tiles of 4 x 4 and every
+    /// remainder, odd inner dimensions) and the half-computed Gram against libtorch.
+    #[test]
+    fn thin_products_and_grams_match_libtorch() {
+        tch::manual_seed(1);
+        for kind in [Kind::Float, Kind::Double] {
+            let tol = if kind == Kind::Float { 1e-5 } else { 1e-12 };
+            let opts = (kind, Device::Cpu);
+            for (p, k, m) in [(1, 5, 3), (3, 37, 9), (6, 16, 7), (16, 100, 33), (32, 1030, 1027)] {
+                let x = Tensor::randn([p, k], opts);
+                let w = Tensor::randn([m, k], opts);
+                let want = x.matmul(&w.tr()) * 0.7;
+                if backend() == Backend::MatrixMultiply {
+                    assert!(thin_linear(&x, &w, 0.7).is_some(), "{p}x{k}x{m}");
+                }
+                assert!(close(&linear(&x, &w, 0.7), &want, tol), "{kind:?} {p}x{k}x{m}");
+                // a transposed weight is not row-major: the general path
+                let wt = Tensor::randn([k, m], opts);
+                assert!(thin_linear(&x, &wt.tr(), 1.0).is_none());
+                assert!(close(&linear(&x, &wt.tr(), 1.0), &x.matmul(&wt), tol));
+            }
+            for (b, n) in [(1, 3), (5, 17), (64, 300), (70, 1024)] {
+                let f = Tensor::randn([b, n], opts);
+                let g = gram(&f).unwrap();
+                assert!(close(&g, &f.matmul(&f.tr()), tol), "{kind:?} {b}x{n}");
+                assert!(g.equal(&g.tr()), "symmetric");
+            }
+        }
+        assert!(gram(&Tensor::ones([3, 3], (Kind::Int64, Device::Cpu))).is_none());
     }
 
     #[test]
