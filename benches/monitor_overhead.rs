@@ -10,12 +10,14 @@
 //!
 //! Rows: Delta and delta on a probe batch of 64 (= the training batch), Delta only, and
 //! Delta and delta on probes of 32 and 16. Each measured step costs a traced forward of the
-//! probe plus one matmul `(W_t - W_0) x_t` per dense layer, and the one-step metrics come
-//! from the SGD step's factors (see [`widthlab::rcc`]). With the probe as large as the
-//! training batch the two matmuls are ~2 forward passes beside the ~3 of a plain step, a
-//! floor of ~1.7-1.8x; only a smaller probe can go lower. Measured on the 2-core machine
-//! (2026-11-26, 2 threads, matrixmultiply products, three runs): 3.23-3.39x, 2.69-2.86x,
-//! 2.79-2.87x and 2.49-2.59x, the plain step at 523-532 steps/s. The target is not met.
+//! probe plus one fused pass per dense layer over `W_t` and `W_0` (the product
+//! `(W_t - W_0) x_t`, the difference's norms, the norms of `W_t`), and the one-step metrics
+//! come from the SGD step's factors (see [`widthlab::rcc`]). With the probe as large as the
+//! training batch the two products are ~2 forward passes beside the ~3 of a plain step, a
+//! floor of ~1.7x; only a smaller probe can go lower. Measured on the 2-core machine
+//! (2026-11-26, 2 threads, three runs): 3.08-3.40x, 2.64-2.91x, 2.21-2.42x and 1.90-2.07x,
+//! the plain step at 464-522 steps/s (before the fused pass and the thin products:
+//! 3.23-3.39x, 2.69-2.86x, 2.79-2.87x, 2.49-2.59x). The target is not met.
 use std::time::Instant;
 
 use tch::{Device, Kind, Tensor};

@@ -28,7 +28,8 @@
 //!   two successive estimates agree to the relative tolerance `tol` (see
 //!   [`power_iteration`]); or exact via libtorch's matrix 2-norm ([`Spectral::Exact`], costly
 //!   at large width). One-step updates known by their low-rank factors (below) get their
-//!   spectral norm from a `B x B` problem instead, to a relative residual of `1e-9`.
+//!   spectral norm from a `B x B` problem instead, to a relative residual of `tol` (`1e-9`
+//!   under [`Spectral::Exact`]).
 //!
 //! # One-step updates of plain SGD from their factors
 //! Under a monitor the [`crate::train::Trainer`] keeps plain-SGD steps fused into the MLP's
@@ -58,32 +59,39 @@
 //!
 //! # Cost
 //! A measured step runs one traced forward of the probe batch and, per dense site, one
-//! matmul `(W_t - W_0) x_t`; the propagating update comes from the RCC identity with the
+//! product `(W_t - W_0) x_t`; the propagating update comes from the RCC identity with the
 //! cached reference outputs `W_ref x_ref` (see [`site_metrics`] for the accuracy), inputs
 //! that did not change (the input layer, biases) cost nothing, one-hot inputs (the GPT's
 //! embedding) are lookups, the initial weights' norms are computed once, and the previous
 //! step's trace is kept as the next `delta` reference (no second traced forward). The
-//! one-step metrics cost another matmul per dense site, or, for fused plain-SGD steps, two
+//! one-step metrics cost another product per dense site, or, for fused plain-SGD steps, two
 //! thin products and two `B x B` Grams (above).
 //!
-//! With a probe as large as the training batch, the two matmuls per layer are about two
-//! forward passes beside the ~three of a plain SGD step. Against the fused step, which runs
-//! its products at the kernel library's rate, that is a floor of ~1.7-1.8x a plain step for
-//! exact metrics; only a smaller probe can go lower. Above that floor the cost is spread over
-//! weight-sized passes (the difference `W_t - W_0`, its norm, power iterations, the norms of
-//! `W_t` kept for the next step), the `B x B` Grams and many small kernels.
+//! Dense weights against their stored reference take one fused pass over `W_t` and `W_ref`
+//! (module `dense`): the rows of the difference are formed block by block in cache and used
+//! there for the effective update's product, `||W_t - W_ref||_F`, one warm-started
+//! power-iteration step on the difference and, when the next step's one-step metrics need
+//! them, the norms of `W_t`; no weight-sized difference is stored. Probes of up to 32 rows
+//! multiply by [`crate::gemm::thin_product`] (no packing of the weights), and the Grams are
+//! computed on and below the diagonal only ([`crate::gemm::gram`]).
+//!
+//! With a probe as large as the training batch, the two products per layer are about two
+//! forward passes beside the ~three of a plain SGD step: a floor of ~1.7x a plain step for
+//! exact metrics; only a smaller probe can go lower.
 //!
 //! `cargo bench --bench monitor_overhead` (3-layer MLP, width 1024, batch 64, plain SGD as
 //! the Trainer runs it, every step; 2-core machine, 2 threads, 2026-11-26, three runs):
-//! - Delta and delta, probe 64: 3.23-3.39x a plain step;
-//! - Delta only, probe 64: 2.69-2.86x;
-//! - Delta and delta, probe 32: 2.79-2.87x; probe 16: 2.49-2.59x.
+//! - Delta and delta, probe 64: 3.08-3.40x a plain step (3.23-3.39x before the fused pass);
+//! - Delta only, probe 64: 2.64-2.91x (2.69-2.86x);
+//! - Delta and delta, probe 32: 2.21-2.42x (2.79-2.87x); probe 16: 1.90-2.07x (2.49-2.59x).
 //!
-//! The 1.5x target is not met. In absolute terms a monitored step got faster: at
-//! probe 64, 155-165 monitored steps/s against 88 before the low-rank one-step path and the
-//! matrixmultiply products, but the plain step got faster still (523-532 steps/s, from ~295
-//! with an autograd step and OpenBLAS), so the ratio rose (it was 3.15-3.34x, 2.20-2.33x and
-//! 2.25-2.35x for probe 64, Delta only, probe 16).
+//! The plain step ran at 464-522 steps/s in these runs. At probe 64 the block products still
+//! run matrixmultiply (which packs the probe for every block), so that row barely moved.
+//!
+//! The 1.5x target is not met. Measured per monitored step at probe 16 (one run,
+//! plain step ~1.9 ms): probe forward ~0.25 ms, the fused pass of each 1024-wide dense
+//! layer ~0.4 ms, the low-rank norms of the three one-step updates ~0.4 ms together, the
+//! one-step sites ~0.15 ms, activation metrics and gradient norms ~0.2 ms.
 use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
@@ -95,6 +103,7 @@ use crate::optim::LowRankStep;
 use crate::train::{StepHook, StepOutput};
 use crate::Result;
 
+mod dense;
 pub mod gpt;
 pub mod regime;
 pub mod runner;
@@ -260,14 +269,16 @@ pub fn power_iteration(a: &Tensor, v: &mut Tensor, tol: f64, max_iter: usize) ->
 /// its factors alone, without forming `M`: with the Gram matrices `G = g g^T` and
 /// `X = x x^T` (`[B, B]`), `||M||_F^2 = sum_ij G_ij X_ij`, and `||M||_2^2` is the largest
 /// eigenvalue of `G X` (the nonzero eigenvalues of `M^T M = x^T G x` are those of `G X`),
-/// found by [`top_eigenvalue_of_product`] to a relative residual of `1e-9`. The Grams are
-/// formed in the factors' precision, everything after in float64. Costs `2 B^2 (m + k)`
-/// multiply-adds instead of the `m k B` of forming `M`. NaN for non-finite factors. With
-/// `spectral = false` only the Frobenius norm is computed (the second value is then NaN).
-pub fn low_rank_norms(g: &Tensor, x: &Tensor, spectral: bool) -> (f64, f64) {
+/// found by [`top_eigenvalue_of_product`] to the relative residual `spectral` (`Some(tol)`;
+/// the monitor passes its power-iteration tolerance, or `1e-9` for [`Spectral::Exact`]). The
+/// Grams are formed in the factors' precision, everything after in float64. Costs
+/// `2 B^2 (m + k)` multiply-adds instead of the `m k B` of forming `M`. NaN for non-finite
+/// factors. With `spectral = None` only the Frobenius norm is computed (the second value is
+/// then NaN).
+pub fn low_rank_norms(g: &Tensor, x: &Tensor, spectral: Option<f64>) -> (f64, f64) {
     use ndarray::Array2;
     let gram = |f: &Tensor| -> Option<Array2<f64>> {
-        let m = tch::no_grad(|| f.matmul(&f.tr())).to_kind(Kind::Double).contiguous(); // [B, B]
+        let m = tch::no_grad(|| crate::gemm::gram(f).unwrap_or_else(|| f.matmul(&f.tr()))).to_kind(Kind::Double).contiguous(); // [B, B]
         let b = m.size()[0] as usize;
         let v = Vec::<f64>::try_from(m.view([-1])).ok()?;
         Array2::from_shape_vec((b, b), v).ok()
@@ -278,22 +289,26 @@ pub fn low_rank_norms(g: &Tensor, x: &Tensor, spectral: bool) -> (f64, f64) {
             return None;
         }
         let fro = (&gg * &gx).sum().max(0.0).sqrt();
-        if !spectral {
+        let Some(tol) = spectral else {
             return Some((fro, f64::NAN));
-        }
-        let top = top_eigenvalue_of_product(&gg, &gx, 1e-9, 5000);
+        };
+        let top = top_eigenvalue_of_product(&gg, &gx, tol, 5000);
         Some((fro, top.max(0.0).sqrt()))
     };
     norms().unwrap_or((f64::NAN, f64::NAN))
 }
+
+/// Iterations of [`top_eigenvalue_of_product`] with `P` before it switches to `P^8`.
+const PLAIN_ITERATIONS: usize = 16;
 
 /// The largest eigenvalue of `G X` for symmetric positive semi-definite `G`, `X` (`[B, B]`),
 /// by power iteration on `P = G X` with the `X`-weighted Rayleigh quotient
 /// `rho = (Xv)^T G (Xv) / v^T X v`. That is power iteration on the symmetric
 /// `S = X^{1/2} G X^{1/2}` (same eigenvalues) without forming `X^{1/2}`; its residual
 /// `||S w - rho w||` (in `v`: `sqrt((z - rho v)^T X (z - rho v) / v^T X v)`, `z = P v`)
-/// bounds the distance from `rho` to an eigenvalue. Each iteration applies `P^8` (three
-/// squarings of `P / ||P||_F` up front), and it stops when the residual is below
+/// bounds the distance from `rho` to an eigenvalue. The first 16 iterations apply `P`, later
+/// ones `P^8` (three squarings of `P / ||P||_F`, for slowly separating eigenvalues), and it
+/// stops when the residual is below
 /// `tol * rho`, or after `max_iter` iterations (then `rho` is within the residual of an
 /// eigenvalue; slowly separating top eigenvalues are close to each other). Starts from a
 /// fixed vector, so results are reproducible.
@@ -308,18 +323,21 @@ pub fn top_eigenvalue_of_product(g: &ndarray::Array2<f64>, x: &ndarray::Array2<f
     if pn == 0.0 || !pn.is_finite() {
         return if pn == 0.0 { 0.0 } else { f64::NAN };
     }
-    let mut p8 = &p / pn;
-    for _ in 0..3 {
-        p8 = p8.dot(&p8);
-        let n = p8.iter().map(|a| a * a).sum::<f64>().sqrt();
-        if n == 0.0 {
-            break; // nilpotent up to rounding: iterate with what is left
-        }
-        p8 /= n;
-    }
+    // iterate with P itself first (cheap), then with P^8 if that has not converged
+    let mut step = &p / pn;
     let mut v = Array1::from_shape_fn(b, |i| 1.0 + 0.1 * ((i as f64) * 0.7).sin());
     let mut rho = 0.0;
-    for _ in 0..max_iter.max(1) {
+    for it in 0..max_iter.max(1) {
+        if it == PLAIN_ITERATIONS {
+            for _ in 0..3 {
+                step = step.dot(&step);
+                let n = step.iter().map(|a| a * a).sum::<f64>().sqrt();
+                if n == 0.0 {
+                    break; // nilpotent up to rounding: iterate with what is left
+                }
+                step /= n;
+            }
+        }
         let u = x.dot(&v);
         let vxv = v.dot(&u);
         if vxv <= 0.0 || !vxv.is_finite() {
@@ -331,7 +349,7 @@ pub fn top_eigenvalue_of_product(g: &ndarray::Array2<f64>, x: &ndarray::Array2<f
         if res <= tol * rho.abs() {
             break;
         }
-        let z = p8.dot(&v);
+        let z = step.dot(&v);
         let n = z.iter().map(|a| a * a).sum::<f64>().sqrt();
         if n == 0.0 || !n.is_finite() {
             break;
@@ -362,12 +380,10 @@ fn op_norm_2(op: LinearOp, w: &Tensor, spectral: Spectral, cache: &mut HashMap<S
                     w.to_kind(Kind::Double).linalg_norm(2.0, &[-2i64, -1][..], false, Kind::Double).double_value(&[])
                 }),
                 Spectral::PowerIteration { tol, max_iter } => {
-                    let v = cache.entry(key.to_string()).or_insert_with(|| {
-                        let n = w.size()[1];
-                        let mut r = crate::rng::rng(n as u64, crate::rng::stream::PROBE);
-                        crate::rng::normal(&[n], 1.0, &mut r, w.device())
-                    });
-                    power_iteration(w, v, tol, max_iter)
+                    let mut v = warm_start(cache, key, w);
+                    let s = power_iteration(w, &mut v, tol, max_iter);
+                    cache.insert(key.to_string(), v);
+                    s
                 }
             };
             let s = multiplier.abs() * s;
@@ -377,6 +393,16 @@ fn op_norm_2(op: LinearOp, w: &Tensor, spectral: Spectral, cache: &mut HashMap<S
             s
         }
     }
+}
+
+/// The power-iteration vector kept under `key` for a dense weight `w` (taken out of the
+/// cache; the caller puts the updated one back), or a fresh seeded start.
+fn warm_start(cache: &mut HashMap<String, Tensor>, key: &str, w: &Tensor) -> Tensor {
+    cache.remove(key).unwrap_or_else(|| {
+        let n = w.size()[1];
+        let mut r = crate::rng::rng(n as u64, crate::rng::stream::PROBE);
+        crate::rng::normal(&[n], 1.0, &mut r, w.device())
+    })
 }
 
 /// The RMS -> RMS operator norm `sqrt(fan_in / fan_out) ||a W||_2` of a site's weight
@@ -456,8 +482,10 @@ fn cached_scalar(cache: &mut HashMap<String, Tensor>, key: String, fixed: bool, 
 /// How a site's weight changed against its reference, `dW = W_t - W_ref`.
 pub enum Change<'a> {
     /// From the stored weights, `dW = w_t - w_ref`; the reference's norms are computed from
-    /// `w_ref` (once, when it is the initial weights).
-    Stored { w_t: &'a Tensor, w_ref: &'a Tensor },
+    /// `w_ref` (once, when it is the initial weights). If `norms_t` is given, it receives
+    /// `(||a W_t||_RMS, ||a W_t||_op)` (for dense weights from the same fused pass, see
+    /// below), which the monitor keeps as the next step's reference norms.
+    Stored { w_t: &'a Tensor, w_ref: &'a Tensor, norms_t: Option<&'a std::cell::Cell<(f64, f64)>> },
     /// One fused plain-SGD step of a dense weight, `dW = -lr g^T x`, known by its factors.
     /// `norms` are `(||g^T x||_F, ||g^T x||_2)` ([`low_rank_norms`]); `ref_norms` are
     /// `(||a W_ref||_RMS, ||a W_ref||_op)` of the reference weights, measured when they were
@@ -486,7 +514,7 @@ pub enum Change<'a> {
 /// # One step from its factors ([`Change::LowRank`])
 /// `dW x_t = -lr ((x_t x^T) g)` costs `2 B B_probe (fan_in + fan_out)` multiply-adds instead
 /// of a weight-sized difference and matmul, and the update's norms come from `B x B` Gram
-/// matrices ([`low_rank_norms`]; the spectral norm to a relative residual of `1e-9`). It
+/// matrices ([`low_rank_norms`]; the spectral norm to a relative residual of `tol`). It
 /// is the update the step computed, before it was rounded into the float32 weights; the
 /// difference of two stored float32 weights carries an error of `eps |W_ij|` per entry,
 /// which at small learning rates is a sizeable fraction of the one-step update itself.
@@ -513,13 +541,42 @@ pub fn site_metrics(
         // (effective update, fan_in, fan_out, ||a dW||_F, ||a dW||_2, ||a W_ref||_RMS,
         // ||a W_ref||_op, W_ref if stored)
         let (eff, fan_in, fan_out, fro, spec, w_ref_rms, w_ref_op, w_ref) = match change {
-            Change::Stored { w_t, w_ref } => {
-                let dw = w_t - w_ref;
+            Change::Stored { w_t, w_ref, norms_t } => {
                 let one_hot = if dense && same_input { one_hot_indices(x_t) } else { None };
-                let eff = apply_fast(op, &dw, x_t, one_hot.as_ref());
                 let (fan_in, fan_out) = fans(op, w_t);
-                let fro = eff_weight_rms(op, &dw) * (fan_in * fan_out).sqrt();
-                let spec = op_norm_2(op, &dw, spectral, cache, &format!("{key}/dW"));
+                let (key_dw, key_wt) = (format!("{key}/dW"), format!("{key}/Wt"));
+                // dense weights: one fused pass over W_t and W_ref (see `dense`)
+                let fused = match (op, spectral, &one_hot) {
+                    (LinearOp::Dense { multiplier }, Spectral::PowerIteration { tol, max_iter }, None) => {
+                        let mut v_d = warm_start(cache, &key_dw, w_t);
+                        let mut v_w = norms_t.map(|_| warm_start(cache, &key_wt, w_t));
+                        let fused = dense::dense_change(w_t, w_ref, x_t, multiplier, &mut v_d, v_w.as_mut(), tol, max_iter);
+                        cache.insert(key_dw.clone(), v_d);
+                        if let Some(v) = v_w {
+                            cache.insert(key_wt.clone(), v);
+                        }
+                        fused.map(|c| (c, multiplier.abs()))
+                    }
+                    _ => None,
+                };
+                let (eff, fro, spec) = match fused {
+                    Some((c, a)) => {
+                        if let (Some(cell), Some((f, s))) = (norms_t, c.current) {
+                            cell.set((a * f / (fan_in * fan_out).sqrt(), (fan_in / fan_out).sqrt() * a * s));
+                        }
+                        (c.eff, a * c.diff.0, a * c.diff.1)
+                    }
+                    None => {
+                        let dw = w_t - w_ref;
+                        let eff = apply_fast(op, &dw, x_t, one_hot.as_ref());
+                        let fro = eff_weight_rms(op, &dw) * (fan_in * fan_out).sqrt();
+                        let spec = op_norm_2(op, &dw, spectral, cache, &key_dw);
+                        if let Some(cell) = norms_t {
+                            cell.set((eff_weight_rms(op, w_t), op_norm_rms(op, w_t, spectral, cache, &key_wt)));
+                        }
+                        (eff, fro, spec)
+                    }
+                };
                 let w_ref_rms = cached_scalar(cache, format!("{key}/{ref_tag}/rms"), ref_is_init, || eff_weight_rms(op, w_ref));
                 let w_ref_op = op_norm_rms(op, w_ref, spectral, cache, &format!("{key}/{ref_tag}"));
                 (eff, fan_in, fan_out, fro, spec, w_ref_rms, w_ref_op, Some(w_ref))
@@ -639,10 +696,17 @@ impl Monitor {
         let lr_norms: Vec<Option<(f64, f64)>> = (0..model.params().len())
             .map(|p| {
                 let step = low_rank.get(p).and_then(Option::as_ref)?;
-                (spec || self.cfg.gradients).then(|| low_rank_norms(&step.g, &step.x, spec))
+                let tol = match spectral {
+                    Spectral::PowerIteration { tol, .. } => tol,
+                    Spectral::Exact => 1e-9,
+                };
+                (spec || self.cfg.gradients).then(|| low_rank_norms(&step.g, &step.x, spec.then_some(tol)))
             })
             .collect();
         let mut rows: Vec<(String, String, f64)> = vec![];
+        let next_one_step = self.cfg.one_step && self.cfg.schedule.contains(step + 1);
+        let keep_norms = |p: usize| next_one_step && low_rank.get(p).is_some_and(Option::is_some);
+        let mut kept_norms = vec![];
         for (prefix, reference) in [("", self.init.as_ref()), ("delta_", self.prev.as_ref())] {
             let Some(r) = reference else { continue };
             let one_step = !prefix.is_empty();
@@ -654,14 +718,22 @@ impl Monitor {
                     (true, Some(step), Some(&ref_norms)) => lr_norms[*p].map(|norms| Change::LowRank { step, norms, ref_norms }),
                     _ => None,
                 };
+                // the norms of W_t, kept as the next step's one-step reference when that
+                // step's update of this weight comes in low-rank form
+                let norms_t = (!one_step && keep_norms(*p)).then(|| (name, std::cell::Cell::new((f64::NAN, f64::NAN))));
                 let change = match (factored, &now.weights[*p], &r.weights[*p]) {
                     (Some(c), _, _) => c,
-                    (None, Some(w_t), Some(w_ref)) => Change::Stored { w_t, w_ref },
+                    (None, Some(w_t), Some(w_ref)) => Change::Stored { w_t, w_ref, norms_t: norms_t.as_ref().map(|(_, c)| c) },
                     // a reference kept as norms only, but the step left no factors: the
                     // one-step metrics of this site cannot be measured
                     _ => continue,
                 };
                 let ms = site_metrics(*op, change, x, x_ref, out, out_ref, spectral, &mut self.cache, &key, !one_step);
+                if let Some((name, cell)) = norms_t {
+                    if dense {
+                        kept_norms.push((name.clone(), cell.get()));
+                    }
+                }
                 for (m, v) in ms {
                     // input/act norms do not depend on the reference: record them once
                     if one_step && (m == "act" || m == "input") {
@@ -704,6 +776,8 @@ impl Monitor {
         for (layer, metric, v) in rows {
             self.push(step, &layer, &metric, v);
         }
+        let mut now = now;
+        now.ref_norms.extend(kept_norms);
         Ok(now)
     }
 
@@ -757,6 +831,9 @@ impl StepHook for Monitor {
                 let low_rank = |p: usize| out.low_rank.get(p).is_some_and(Option::is_some);
                 let spectral = self.cfg.spectral;
                 for (name, p, op, _, _) in &now.sites {
+                    if now.ref_norms.contains_key(name) {
+                        continue; // measured in the Delta pass (see measure)
+                    }
                     if let (LinearOp::Dense { .. }, true, Some(w)) = (op, low_rank(*p), &now.weights[*p]) {
                         let w_op = op_norm_rms(*op, w, spectral, &mut self.cache, &format!("{name}/Wt"));
                         now.ref_norms.insert(name.clone(), (eff_weight_rms(*op, w), w_op));

@@ -71,8 +71,17 @@ fn metrics_of_a_tiny_dense_layer_by_hand() {
     let (x0, xt) = (t(&[1., 2., 2.], &[1, 3]), t(&[1., 2., 3.], &[1, 3]));
     let op = LinearOp::Dense { multiplier: 1.0 };
     let (out0, outt) = (op.apply(&w0, &x0), op.apply(&wt, &xt));
+    // exact norms (term by term), and power iteration (the fused pass over W_t and W_0,
+    // which also measures W_t's norms)
+    for spectral in [Spectral::Exact, Spectral::PowerIteration { tol: 1e-14, max_iter: 10_000 }] {
     let mut cache = HashMap::new();
-    let ms: HashMap<_, _> = site_metrics(op, Change::Stored { w_t: &wt, w_ref: &w0 }, &xt, &x0, &outt, &out0, Spectral::Exact, &mut cache, "k", true).into_iter().collect();
+    let norms_t = std::cell::Cell::new((f64::NAN, f64::NAN));
+    let ms: HashMap<_, _> = site_metrics(op, Change::Stored { w_t: &wt, w_ref: &w0, norms_t: Some(&norms_t) }, &xt, &x0, &outt, &out0, spectral, &mut cache, "k", true).into_iter().collect();
+    // W_t = [[2,1,1],[0,1,0]]: ||W_t||_RMS = sqrt(7/6); W_t W_t^T = [[6,1],[1,1]], so
+    // ||W_t||_2^2 = (7 + sqrt(29)) / 2
+    let (w_rms, w_op) = norms_t.get();
+    assert!(close(w_rms, (7f64 / 6.).sqrt(), 1e-12), "{spectral:?}: {w_rms}");
+    assert!(close(w_op, 1.5f64.sqrt() * ((7. + 29f64.sqrt()) / 2.).sqrt(), 1e-9), "{spectral:?}: {w_op}");
     // dW x_t = [6, 0] -> RMS sqrt(18); W0 dx = [0, 0] since dx = [0,0,1]
     assert!(close(ms["effective"], 18f64.sqrt(), 1e-12));
     assert_eq!(ms["propagating"], 0.0);
@@ -88,6 +97,7 @@ fn metrics_of_a_tiny_dense_layer_by_hand() {
     let x_rms = (14f64 / 3.).sqrt();
     assert!(close(ms["align_rms_eff"], 18f64.sqrt() / (3.0 * 0.5f64.sqrt() * x_rms), 1e-9));
     assert!(close(ms["align_op_eff"], 18f64.sqrt() / (4.5f64.sqrt() * x_rms), 1e-9));
+    }
 }
 
 #[test]
@@ -96,19 +106,19 @@ fn diagonal_and_bias_sites() {
     let x = t(&[1., 1., 1., 1.], &[1, 4]);
     let op = LinearOp::Diagonal;
     let mut c = HashMap::new();
-    let ms: HashMap<_, _> = site_metrics(op, Change::Stored { w_t: &gt, w_ref: &g0 }, &x, &x, &op.apply(&gt, &x), &op.apply(&g0, &x), Spectral::Exact, &mut c, "g", true).into_iter().collect();
+    let ms: HashMap<_, _> = site_metrics(op, Change::Stored { w_t: &gt, w_ref: &g0, norms_t: None }, &x, &x, &op.apply(&gt, &x), &op.apply(&g0, &x), Spectral::Exact, &mut c, "g", true).into_iter().collect();
     assert!(close(ms["weight_update_op"], 1.0, 1e-12)); // max |dg|
     assert!(close(ms["effective"], 0.5, 1e-12)); // [0,1,0,0] -> rms 1/2
     assert!(close(ms["align_rms_eff"], 1.0, 1e-12)); // c = 1 for gains
     let b = LinearOp::Bias;
     let (b0, bt) = (t(&[0., 0.], &[2]), t(&[3., 4.], &[2]));
     let ones = t(&[1., 1.], &[1, 2]);
-    let ms: HashMap<_, _> = site_metrics(b, Change::Stored { w_t: &bt, w_ref: &b0 }, &ones, &ones, &b.apply(&bt, &ones), &b.apply(&b0, &ones), Spectral::Exact, &mut c, "b", true).into_iter().collect();
+    let ms: HashMap<_, _> = site_metrics(b, Change::Stored { w_t: &bt, w_ref: &b0, norms_t: None }, &ones, &ones, &b.apply(&bt, &ones), &b.apply(&b0, &ones), Spectral::Exact, &mut c, "b", true).into_iter().collect();
     assert!(close(ms["effective"], 12.5f64.sqrt(), 1e-12));
     assert!(close(ms["align_op_eff"], 1.0, 1e-12));
     assert_eq!(ms["propagating"], 0.0);
     // a bias acts on the constant 1: no propagating update, whatever the reference bias
-    let ms: HashMap<_, _> = site_metrics(b, Change::Stored { w_t: &bt, w_ref: &bt.ones_like() }, &ones, &ones, &b.apply(&bt, &ones), &b.apply(&bt.ones_like(), &ones), Spectral::Exact, &mut c, "b2", false).into_iter().collect();
+    let ms: HashMap<_, _> = site_metrics(b, Change::Stored { w_t: &bt, w_ref: &bt.ones_like(), norms_t: None }, &ones, &ones, &b.apply(&bt, &ones), &b.apply(&bt.ones_like(), &ones), Spectral::Exact, &mut c, "b2", false).into_iter().collect();
     assert_eq!(ms["propagating"], 0.0);
     assert!(close(ms["effective"], 6.5f64.sqrt(), 1e-12)); // [2, 3]
 }
@@ -199,7 +209,9 @@ fn dump_writes_safetensors_that_reproduce_the_metrics() {
     // recompute the weight-update RMS of the readout from the files
     let name = "layers.2.weight";
     let want = mon.series(name, "weight_update_rms").last().unwrap().1;
-    assert!(close(rms(&(&now[name] - &init[name])), want, 1e-9));
+    // (the squares summed in float64, as the monitor does)
+    let got = rms(&(&now[name] - &init[name]).to_kind(Kind::Double));
+    assert!(close(got, want, 1e-9), "{got} vs {want}");
 }
 
 /// Runs the monitor for three steps (Delta and delta) and checks the metrics whose fast path
@@ -293,7 +305,7 @@ fn low_rank_norms_match_the_formed_matrix() {
         let g = crate::rng::normal(&[b, m], 1.0, &mut r, Device::Cpu).to_kind(Kind::Double);
         let x = crate::rng::normal(&[b, k], 1.0, &mut r, Device::Cpu).to_kind(Kind::Double);
         let full = g.tr().matmul(&x); // [m, k]
-        let (fro, spec) = low_rank_norms(&g, &x, true);
+        let (fro, spec) = low_rank_norms(&g, &x, Some(1e-9));
         assert!(close(fro, full.norm().double_value(&[]), 1e-12), "{b} {m} {k}: fro");
         let exact = full.linalg_norm(2.0, &[-2i64, -1][..], false, Kind::Double).double_value(&[]);
         assert!(close(spec, exact, 1e-10), "{b} {m} {k}: {spec} vs {exact}");
@@ -301,12 +313,12 @@ fn low_rank_norms_match_the_formed_matrix() {
     // a rank-one product: Frobenius = spectral
     let g = t(&[1., 2.], &[1, 2]);
     let x = t(&[3., 0., 4.], &[1, 3]);
-    let (fro, spec) = low_rank_norms(&g, &x, true);
+    let (fro, spec) = low_rank_norms(&g, &x, Some(1e-9));
     assert!(close(fro, 5f64.sqrt() * 5.0, 1e-14) && close(spec, fro, 1e-12));
-    let (fro_only, none) = low_rank_norms(&g, &x, false);
+    let (fro_only, none) = low_rank_norms(&g, &x, None);
     assert!(fro_only == fro && none.is_nan());
     let nan = Tensor::from_slice(&[f64::NAN, 1.0]).view([1, 2]);
-    assert!(low_rank_norms(&nan, &x, true).0.is_nan());
+    assert!(low_rank_norms(&nan, &x, Some(1e-9)).0.is_nan());
 }
 
 #[test]

@@ -1,0 +1,463 @@
+//! The fused weight pass of a dense site: everything the monitor needs from a weight `W_t`
+//! and its reference `W_ref` in one read of the two matrices.
+//!
+//! Per measured step, a dense site's `Delta` metrics need the effective update
+//! `(W_t - W_ref) x_t`, the Frobenius and spectral norms of `D = W_t - W_ref`, and, when the
+//! next step's one-step metrics come from low-rank factors, the norms of `W_t` itself. Done
+//! one at a time these are a weight-sized difference, a matmul, a norm and (per
+//! power-iteration step) two matrix-vector products over `D`, plus two more and a norm over
+//! `W_t`: at width 1024 about nine passes over 4 MB matrices. This module does them in one:
+//! the rows of `D` are formed block by block in a per-thread scratch that stays in the L2
+//! cache, and each block is used for
+//! - its rows' squared sums (`||D||_F^2`, and `||W_t||_F^2` from the rows of `W_t`);
+//! - one power-iteration step: with the block's rows `d_i` and the current unit vector `v`,
+//!   `a_i = d_i . v` gives `D v`, and `z += a_i d_i` accumulates `D^T D v` in the same pass
+//!   (the same for `W_t` with its own vector);
+//! - its columns of `(W_t - W_ref) x^T` by one matrixmultiply product.
+//!
+//! Rows are split between libtorch's OpenMP threads (contiguous halves at two threads), each
+//! with its own accumulators, merged in thread order: the same thread count gives the same
+//! numbers. The iteration is [`super::power_iteration`]'s: `u = D v`, `y = D^T u / ||u||`,
+//! stop when `||y|| - ||u|| <= tol ||y||`. A warm-started vector of a slowly changing matrix
+//! converges in the one iteration the pass makes; otherwise further passes (power steps only)
+//! run until it does or `max_iter` is reached. Sums of squares are accumulated in f64, the
+//! power-iteration products in the weights' precision (16 lanes per row, f64 across rows).
+use std::cell::RefCell;
+use std::sync::Mutex;
+
+use tch::{Device, Kind, Tensor};
+
+use crate::gemm::{on_threads, Real};
+
+/// What [`dense_change`] measured.
+pub(crate) struct DenseChange {
+    /// `alpha (W_t - W_ref) x^T`, as `[P, fan_out]`.
+    pub eff: Tensor,
+    /// `(||W_t - W_ref||_F, ||W_t - W_ref||_2)`.
+    pub diff: (f64, f64),
+    /// `(||W_t||_F, ||W_t||_2)`, if asked for.
+    pub current: Option<(f64, f64)>,
+}
+
+/// The fused pass (module docs) for `w_t`, `w_ref` (`[fan_out, fan_in]`) and inputs `x`
+/// (`[P, fan_in]`): the effective update scaled by `alpha`, the norms of the difference with
+/// power iteration warm-started from `v_diff`, and, if `v_current` is given, those of `w_t`
+/// (warm-started from it). The vectors are updated in place (and replaced if their kind or
+/// length do not fit). `None` when it does not apply: tensors not on the CPU, not float32 or
+/// float64, kinds that differ, or other shapes; the caller then measures term by term.
+///
+/// # Shapes
+/// `w_t, w_ref: [fan_out, fan_in]`, `x: [P, fan_in]` -> `eff: [P, fan_out]`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn dense_change(
+    w_t: &Tensor,
+    w_ref: &Tensor,
+    x: &Tensor,
+    alpha: f64,
+    v_diff: &mut Tensor,
+    v_current: Option<&mut Tensor>,
+    tol: f64,
+    max_iter: usize,
+) -> Option<DenseChange> {
+    let kind = w_t.kind();
+    let on_cpu = [w_t, w_ref, x].iter().all(|t| t.device() == Device::Cpu);
+    if !on_cpu || w_ref.kind() != kind || x.kind() != kind || w_t.dim() != 2 || x.dim() != 2 || w_ref.size() != w_t.size() {
+        return None;
+    }
+    let (m, k) = (w_t.size()[0] as usize, w_t.size()[1] as usize);
+    if x.size()[1] as usize != k || m == 0 || k == 0 {
+        return None;
+    }
+    match kind {
+        Kind::Float => Some(run::<f32>(w_t, w_ref, x, alpha, v_diff, v_current, tol, max_iter)),
+        Kind::Double => Some(run::<f64>(w_t, w_ref, x, alpha, v_diff, v_current, tol, max_iter)),
+        _ => None,
+    }
+}
+
+/// A contiguous tensor's elements (the tensor must outlive the slice and not be written).
+fn slice<T: Real>(t: &Tensor) -> &[T] {
+    debug_assert!(t.is_contiguous() && t.kind() == T::KIND);
+    // SAFETY: a contiguous CPU tensor of kind T holds numel() elements at data_ptr().
+    unsafe { std::slice::from_raw_parts(t.data_ptr() as *const T, t.numel()) }
+}
+
+/// A warm-start vector as a unit vector of `n` elements of kind `T` (a fresh all-ones
+/// direction if it has the wrong length).
+fn unit<T: Real>(v: &Tensor, n: usize) -> Vec<T> {
+    let mut u: Vec<T> = if v.numel() == n && v.device() == Device::Cpu {
+        let c = v.to_kind(T::KIND).contiguous();
+        slice::<T>(&c).to_vec()
+    } else {
+        vec![T::from_f64(1.0); n]
+    };
+    let norm = u.iter().map(|a| a.to_f64() * a.to_f64()).sum::<f64>().sqrt();
+    if norm > 0.0 && norm.is_finite() {
+        let s = T::from_f64(1.0 / norm);
+        u.iter_mut().for_each(|a| *a = *a * s);
+    }
+    u
+}
+
+/// One power-iteration chain: the unit vector in, and what the pass accumulated.
+struct Chain<T> {
+    v: Vec<T>,
+    /// `||A v||^2`
+    av2: f64,
+    /// `A^T A v`
+    z: Vec<T>,
+}
+
+impl<T: Real> Chain<T> {
+    fn new(v: Vec<T>) -> Self {
+        let n = v.len();
+        Chain { v, av2: 0.0, z: vec![T::default(); n] }
+    }
+
+    /// `(||A v||, ||A^T A v|| / ||A v||)`: the iteration's two estimates of `||A||_2`.
+    fn estimates(&self) -> (f64, f64) {
+        let un = self.av2.sqrt();
+        let zn = self.z.iter().map(|a| a.to_f64() * a.to_f64()).sum::<f64>().sqrt();
+        (un, if un > 0.0 { zn / un } else { un })
+    }
+
+    /// Moves `v` to `A^T A v / ||.||` and clears the accumulators.
+    fn advance(&mut self) {
+        let zn = self.z.iter().map(|a| a.to_f64() * a.to_f64()).sum::<f64>().sqrt();
+        if zn > 0.0 && zn.is_finite() {
+            let s = T::from_f64(1.0 / zn);
+            for (v, z) in self.v.iter_mut().zip(&self.z) {
+                *v = *z * s;
+            }
+        }
+        self.av2 = 0.0;
+        self.z.iter_mut().for_each(|z| *z = T::default());
+    }
+}
+
+/// What one thread accumulates over its rows.
+struct Acc<T> {
+    fro_d: f64,
+    fro_w: f64,
+    d: Option<Chain<T>>,
+    w: Option<Chain<T>>,
+}
+
+const LANES: usize = 16;
+
+/// `(sum a_j^2, sum a_j v_j)` over 16 lanes (so the compiler vectorises it); the squares
+/// are summed in f64 (norms to float64 accuracy), the products (power iteration) in `T`.
+#[inline(always)]
+fn sq_dot<T: Real>(a: &[T], v: &[T]) -> (f64, T) {
+    let (mut s, mut d) = ([0f64; LANES], [T::default(); LANES]);
+    let (ac, vc) = (a.chunks_exact(LANES), v.chunks_exact(LANES));
+    let (ar, vr) = (ac.remainder(), vc.remainder());
+    for (x, y) in ac.zip(vc) {
+        let (x, y): (&[T; LANES], &[T; LANES]) = (x.try_into().expect("a full chunk"), y.try_into().expect("a full chunk"));
+        for l in 0..LANES {
+            let xl = x[l].to_f64();
+            s[l] = xl.mul_add(xl, s[l]);
+            d[l] = x[l].mul_add(y[l], d[l]);
+        }
+    }
+    for (l, (x, y)) in ar.iter().zip(vr).enumerate() {
+        s[l] += x.to_f64() * x.to_f64();
+        d[l] += *x * *y;
+    }
+    (s.iter().sum(), T::from_f64(d.iter().fold(0.0, |acc, a| acc + a.to_f64())))
+}
+
+/// `z += c a`.
+#[inline(always)]
+fn axpy<T: Real>(c: T, a: &[T], z: &mut [T]) {
+    for (z, a) in z.iter_mut().zip(a) {
+        *z = c.mul_add(*a, *z);
+    }
+}
+
+/// Rows of `D` formed at once by a thread: `~64K` elements (256 KB in float32), which stay in
+/// the L2 cache between the row sums, the power step and the product.
+///
+/// With a probe of more than [`crate::gemm::THIN_MAX_ROWS`] rows the block's product runs
+/// matrixmultiply, whose per-call packing of the probe pays off only over larger blocks
+/// (`~256K` elements measured best at `64 x 1024 x 1024`: 0.77 ms against 0.88 at 64K).
+fn block_rows(k: usize, p: usize) -> usize {
+    let elements = if p > crate::gemm::THIN_MAX_ROWS { 256 * 1024 } else { 64 * 1024 };
+    (elements / k).clamp(1, 4096)
+}
+
+thread_local! {
+    /// Per-thread scratch for blocks of `D` (bytes, reused across calls).
+    static SCRATCH: RefCell<Vec<u64>> = const { RefCell::new(Vec::new()) };
+}
+
+/// What a pass computes; `v_d`/`v_w` are the chains' input vectors.
+struct Pass<'a, T> {
+    wt: &'a [T],
+    wr: &'a [T],
+    m: usize,
+    k: usize,
+    /// `(x [P, k] contiguous, P, alpha, eff [P, m] output address)`
+    product: Option<(&'a [T], usize, f64, usize)>,
+    /// Accumulate the squared sums.
+    fro: bool,
+    v_d: Option<&'a [T]>,
+    v_w: Option<&'a [T]>,
+}
+
+impl<T: Real> Pass<'_, T> {
+    /// Rows `lo..hi`, compiled for the widest vector instructions the CPU has (checked at
+    /// run time: the crate is built for baseline x86-64, whose SSE2 would make these loops
+    /// several times slower than the memory they read).
+    fn rows(&self, lo: usize, hi: usize) -> Acc<T> {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("fma") {
+                // SAFETY: the CPU has AVX-512F and FMA.
+                return unsafe { self.rows_avx512(lo, hi) };
+            }
+            if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+                // SAFETY: the CPU has AVX2 and FMA.
+                return unsafe { self.rows_avx2(lo, hi) };
+            }
+        }
+        self.rows_any(lo, hi)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,fma")]
+    unsafe fn rows_avx512(&self, lo: usize, hi: usize) -> Acc<T> {
+        self.rows_any(lo, hi)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn rows_avx2(&self, lo: usize, hi: usize) -> Acc<T> {
+        self.rows_any(lo, hi)
+    }
+
+    #[inline(always)]
+    fn rows_any(&self, lo: usize, hi: usize) -> Acc<T> {
+        let k = self.k;
+        let mut acc = Acc {
+            fro_d: 0.0,
+            fro_w: 0.0,
+            d: self.v_d.map(|v| Chain { v: vec![], av2: 0.0, z: vec![T::default(); v.len()] }),
+            w: self.v_w.map(|v| Chain { v: vec![], av2: 0.0, z: vec![T::default(); v.len()] }),
+        };
+        let need_d = self.fro || self.v_d.is_some() || self.product.is_some();
+        let blk = block_rows(k, self.product.map_or(0, |p| p.1));
+        // (taken out of the thread-local, so that the loops below are compiled in this
+        // function, with its target features)
+        let mut s = SCRATCH.with(|s| std::mem::take(&mut *s.borrow_mut()));
+        {
+            let words = (blk * k * std::mem::size_of::<T>()).div_ceil(8);
+            if s.len() < words {
+                s.resize(words, 0);
+            }
+            // SAFETY: the scratch holds at least blk * k elements of T (u64-aligned).
+            let scratch = unsafe { std::slice::from_raw_parts_mut(s.as_mut_ptr() as *mut T, blk * k) };
+            let mut r0 = lo;
+            while r0 < hi {
+                let r1 = (r0 + blk).min(hi);
+                for i in r0..r1 {
+                    let wt = &self.wt[i * k..(i + 1) * k];
+                    if need_d {
+                        let d = &mut scratch[(i - r0) * k..(i - r0 + 1) * k];
+                        for ((d, a), b) in d.iter_mut().zip(wt).zip(&self.wr[i * k..(i + 1) * k]) {
+                            *d = *a - *b;
+                        }
+                        let d = &scratch[(i - r0) * k..(i - r0 + 1) * k];
+                        match (self.v_d, acc.d.as_mut()) {
+                            (Some(v), Some(c)) => {
+                                let (ss, a) = sq_dot(d, v);
+                                acc.fro_d += ss;
+                                c.av2 += a.to_f64() * a.to_f64();
+                                axpy(a, d, &mut c.z);
+                            }
+                            _ => acc.fro_d += sq_dot(d, d).0,
+                        }
+                    }
+                    match (self.v_w, acc.w.as_mut()) {
+                        (Some(v), Some(c)) => {
+                            let (ss, a) = sq_dot(wt, v);
+                            acc.fro_w += ss;
+                            c.av2 += a.to_f64() * a.to_f64();
+                            axpy(a, wt, &mut c.z);
+                        }
+                        _ if self.fro => acc.fro_w += sq_dot(wt, wt).0,
+                        _ => {}
+                    }
+                }
+                if let Some((x, p, alpha, eff)) = self.product {
+                    // eff[:, r0..r1] = alpha x D_block^T: a [P, k] x [k, r1 - r0] product
+                    // SAFETY: x is [P, k] contiguous, the block's rows are in the scratch,
+                    // and the threads write disjoint columns r0..r1 of eff ([P, m]).
+                    unsafe {
+                        if p <= crate::gemm::THIN_MAX_ROWS {
+                            crate::gemm::thin_product(&scratch[..(r1 - r0) * k], r1 - r0, k, x, p, alpha, (eff as *mut T).add(r0), (self.m as isize, 1));
+                        } else {
+                            T::gemm(p, k, r1 - r0, alpha, x.as_ptr(), (k as isize, 1), scratch.as_ptr(), (1, k as isize), 0.0, (eff as *mut T).add(r0), (self.m as isize, 1));
+                        }
+                    }
+                }
+                r0 = r1;
+            }
+        }
+        SCRATCH.with(|cell| *cell.borrow_mut() = s);
+        acc
+    }
+
+    /// All rows, split between the threads when the matrix is large enough to pay for it;
+    /// the threads' accumulators are merged in thread order.
+    fn run(&self) -> Acc<T> {
+        let slots: Vec<Mutex<Option<Acc<T>>>> = (0..tch::get_num_threads().max(1)).map(|_| Mutex::new(None)).collect();
+        let blk = block_rows(self.k, self.product.map_or(0, |p| p.1));
+        on_threads(self.m * self.k >= 1 << 16, &|t, nt| {
+            let chunk = self.m.div_ceil(nt.max(1)).div_ceil(blk) * blk;
+            let (lo, hi) = ((t * chunk).min(self.m), ((t + 1) * chunk).min(self.m));
+            let acc = self.rows(lo, hi);
+            if let Some(slot) = slots.get(t) {
+                *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(acc);
+            }
+        });
+        let mut total: Option<Acc<T>> = None;
+        for acc in slots.into_iter().filter_map(|s| s.into_inner().unwrap_or_else(|e| e.into_inner())) {
+            match total.as_mut() {
+                None => total = Some(acc),
+                Some(t) => {
+                    t.fro_d += acc.fro_d;
+                    t.fro_w += acc.fro_w;
+                    for (a, b) in [(&mut t.d, acc.d), (&mut t.w, acc.w)] {
+                        if let (Some(a), Some(b)) = (a.as_mut(), b) {
+                            a.av2 += b.av2;
+                            a.z.iter_mut().zip(&b.z).for_each(|(x, y)| *x += *y);
+                        }
+                    }
+                }
+            }
+        }
+        total.expect("on_threads ran thread 0")
+    }
+}
+
+/// Runs one chain's iteration to convergence (the first step is already accumulated in
+/// `chain`); `step` runs one more pass for it. Returns `||A||_2` and leaves the vector in
+/// `chain.v`.
+fn converge<T: Real>(chain: &mut Chain<T>, tol: f64, max_iter: usize, mut step: impl FnMut(&[T]) -> (f64, Vec<T>)) -> f64 {
+    for it in 1..=max_iter.max(1) {
+        let (un, s) = chain.estimates();
+        if un == 0.0 || !un.is_finite() {
+            return un;
+        }
+        chain.advance();
+        if s - un <= tol * s || it == max_iter.max(1) {
+            return s;
+        }
+        let (av2, z) = step(&chain.v);
+        chain.av2 = av2;
+        chain.z = z;
+    }
+    f64::NAN
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run<T: Real>(w_t: &Tensor, w_ref: &Tensor, x: &Tensor, alpha: f64, v_diff: &mut Tensor, v_current: Option<&mut Tensor>, tol: f64, max_iter: usize) -> DenseChange {
+    let (m, k) = (w_t.size()[0] as usize, w_t.size()[1] as usize);
+    let (wt, wr, x) = (w_t.contiguous(), w_ref.contiguous(), x.contiguous());
+    let p = x.size()[0] as usize;
+    let eff = Tensor::empty([p as i64, m as i64], (T::KIND, Device::Cpu));
+    let mut d = Chain::new(unit::<T>(v_diff, k));
+    let mut w = v_current.as_ref().map(|v| Chain::new(unit::<T>(v, k)));
+    let (wts, wrs) = (slice::<T>(&wt), slice::<T>(&wr));
+    let first = Pass {
+        wt: wts,
+        wr: wrs,
+        m,
+        k,
+        product: (p > 0).then(|| (slice::<T>(&x), p, alpha, eff.data_ptr() as usize)),
+        fro: true,
+        v_d: Some(&d.v),
+        v_w: w.as_ref().map(|c| c.v.as_slice()),
+    }
+    .run();
+    let (fro_d, fro_w) = (first.fro_d.sqrt(), first.fro_w.sqrt());
+    let take = |c: &mut Chain<T>, a: Option<Chain<T>>| {
+        if let Some(a) = a {
+            c.av2 = a.av2;
+            c.z = a.z;
+        }
+    };
+    take(&mut d, first.d);
+    if let Some(w) = w.as_mut() {
+        take(w, first.w);
+    }
+    // further power steps, over D only or W_t only
+    let power = |on_d: bool, v: &[T]| {
+        let pass = Pass { wt: wts, wr: wrs, m, k, product: None, fro: false, v_d: on_d.then_some(v), v_w: (!on_d).then_some(v) };
+        let acc = pass.run();
+        let c = if on_d { acc.d } else { acc.w }.expect("the chain was asked for");
+        (c.av2, c.z)
+    };
+    let sigma_d = converge(&mut d, tol, max_iter, |v| power(true, v));
+    let current = w.as_mut().map(|c| (fro_w, converge(c, tol, max_iter, |v| power(false, v))));
+    let store = |t: &mut Tensor, v: &[T]| *t = Tensor::from_slice(v);
+    store(v_diff, &d.v);
+    if let (Some(t), Some(c)) = (v_current, w.as_ref()) {
+        store(t, &c.v);
+    }
+    DenseChange { eff, diff: (fro_d, sigma_d), current }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exact_2norm(a: &Tensor) -> f64 {
+        a.to_kind(Kind::Double).linalg_norm(2.0, &[-2i64, -1][..], false, Kind::Double).double_value(&[])
+    }
+
+    /// The fused pass against the term-by-term definitions, in float64 and float32, on
+    /// shapes that split into several blocks and between threads, and with a cold start.
+    #[test]
+    fn fused_pass_matches_the_definitions() {
+        tch::manual_seed(3);
+        for (kind, tol) in [(Kind::Double, 1e-10), (Kind::Float, 2e-5)] {
+            for (m, k, p) in [(300, 700, 5), (37, 3000, 16), (1, 9, 2)] {
+                let opts = (kind, Device::Cpu);
+                let w0 = Tensor::randn([m, k], opts);
+                let wt = &w0 + Tensor::randn([m, k], opts) * 0.01 + Tensor::randn([m, 1], opts).matmul(&Tensor::randn([1, k], opts)) * 0.05;
+                let x = Tensor::randn([p, k], opts);
+                let (mut vd, mut vw) = (Tensor::ones([k], opts), Tensor::ones([k], opts));
+                let out = dense_change(&wt, &w0, &x, 0.5, &mut vd, Some(&mut vw), 1e-12, 5000).unwrap();
+                let d = &wt - &w0;
+                let eff = x.matmul(&d.tr()) * 0.5;
+                let err = (&out.eff - &eff).abs().max().double_value(&[]) / eff.abs().max().double_value(&[]);
+                assert!(err < tol * 10.0, "{kind:?} {m}x{k}: eff off by {err}");
+                let close = |a: f64, b: f64, what: &str| assert!((a - b).abs() <= tol * 10.0 * b.abs(), "{kind:?} {m}x{k} {what}: {a} vs {b}");
+                close(out.diff.0, d.norm().double_value(&[]), "||D||_F");
+                close(out.diff.1, exact_2norm(&d), "||D||_2");
+                let (fw, sw) = out.current.unwrap();
+                close(fw, wt.norm().double_value(&[]), "||W||_F");
+                close(sw, exact_2norm(&wt), "||W||_2");
+                // warm started from the converged vectors, one pass suffices and agrees
+                let again = dense_change(&wt, &w0, &x, 0.5, &mut vd, None, 1e-12, 1).unwrap();
+                close(again.diff.1, exact_2norm(&d), "||D||_2, warm");
+                assert!(again.current.is_none());
+            }
+        }
+    }
+
+    #[test]
+    fn zero_difference_and_unsupported_inputs() {
+        let w = Tensor::randn([8, 4], (Kind::Float, Device::Cpu));
+        let x = Tensor::randn([3, 4], (Kind::Float, Device::Cpu));
+        let mut v = Tensor::ones([4], (Kind::Float, Device::Cpu));
+        let out = dense_change(&w, &w, &x, 1.0, &mut v, None, 1e-3, 50).unwrap();
+        assert_eq!(out.diff, (0.0, 0.0));
+        assert_eq!(out.eff.abs().max().double_value(&[]), 0.0);
+        // mixed kinds and mismatched shapes fall back to the term-by-term path
+        assert!(dense_change(&w, &w.to_kind(Kind::Double), &x, 1.0, &mut v, None, 1e-3, 50).is_none());
+        assert!(dense_change(&w, &w, &x.narrow(1, 0, 3), 1.0, &mut v, None, 1e-3, 50).is_none());
+    }
+}
