@@ -12,7 +12,7 @@
 //! input gradient with the layer above's weight update).
 //!
 //! Thin products `x W^T` with at most [`THIN_MAX_ROWS`] rows of `x` (the RCC monitor's probe
-//! passes) run widthlab's own tile kernel [`thin_product`] instead: a GEMM library packs the
+//! passes) run widthlab's own tile kernel (`thin_product`) instead: a GEMM library packs the
 //! whole weight for them, which costs several times the arithmetic (`16 x 1024 x 1024`, 2
 //! threads: ~125 us against matrixmultiply's ~300). [`gram`] computes `f f^T` by the same
 //! tiles on and below the diagonal (64 x 1024: ~31 us against ~65).
@@ -652,7 +652,7 @@ fn thin_linear(x: &Tensor, w: &Tensor, alpha: f64) -> Option<Tensor> {
 }
 
 /// The Gram matrix `f f^T` (`[B, B]`, float64) of a float32 or float64 CPU matrix `f`
-/// (`[B, n]`), computed in `f`'s precision by [`thin_product`] tiles on and below the
+/// (`[B, n]`), computed in `f`'s precision by the thin kernel's tiles on and below the
 /// diagonal only (half the multiply-adds of a GEMM), split between the OpenMP threads by
 /// blocks of 4 rows, and mirrored. `None` for other kinds or devices.
 ///

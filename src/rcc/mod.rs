@@ -72,7 +72,7 @@
 //! there for the effective update's product, `||W_t - W_ref||_F`, one warm-started
 //! power-iteration step on the difference and, when the next step's one-step metrics need
 //! them, the norms of `W_t`; no weight-sized difference is stored. Probes of up to 32 rows
-//! multiply by [`crate::gemm::thin_product`] (no packing of the weights), and the Grams are
+//! multiply by widthlab's thin kernel (see [`crate::gemm`]; no packing of the weights), and the Grams are
 //! computed on and below the diagonal only ([`crate::gemm::gram`]).
 //!
 //! With a probe as large as the training batch, the two products per layer are about two
