@@ -105,6 +105,7 @@ use crate::Result;
 
 mod dense;
 pub mod gpt;
+mod stats;
 pub mod regime;
 pub mod runner;
 pub use runner::{CoordCheck, CoordCheckResult, Profile};
@@ -215,14 +216,25 @@ fn probe(model: &dyn Model, x: &Tensor, copy_weights: bool) -> ProbeState {
     })
 }
 
-/// `sqrt(mean(v^2))` over all entries (libtorch's 2-norm, which accumulates in a wider type
-/// with cascade summation, so no f64 copy is made).
+/// `sqrt(mean(v^2))` over all entries, summed in f64 (on other devices and kinds by
+/// libtorch's 2-norm, which accumulates in a wider type with cascade summation).
 pub fn rms(v: &Tensor) -> f64 {
-    let n = v.numel();
+    rms_of_difference(&[v])
+}
+
+/// `sqrt(mean((t0 - t1 - ...)^2))`: the RMS norm of a difference without forming it as a
+/// tensor (the differences in the tensors' precision, left to right, as libtorch would form
+/// them; see `stats`), or through libtorch on other devices and kinds.
+fn rms_of_difference(ts: &[&Tensor]) -> f64 {
+    if let Some(v) = stats::rms_of_difference(ts) {
+        return v;
+    }
+    let d = ts[1..].iter().fold(ts[0].shallow_clone(), |acc, t| acc - *t);
+    let n = d.numel();
     if n == 0 {
         return f64::NAN;
     }
-    v.norm().double_value(&[]) / (n as f64).sqrt()
+    d.norm().double_value(&[]) / (n as f64).sqrt()
 }
 
 /// The RMS norm of a parameter tensor as the matrix it acts as (see module docs): weight
@@ -318,43 +330,57 @@ pub fn top_eigenvalue_of_product(g: &ndarray::Array2<f64>, x: &ndarray::Array2<f
     if b == 0 {
         return 0.0;
     }
-    let p = g.dot(x);
-    let pn = p.iter().map(|a| a * a).sum::<f64>().sqrt();
-    if pn == 0.0 || !pn.is_finite() {
-        return if pn == 0.0 { 0.0 } else { f64::NAN };
-    }
-    // iterate with P itself first (cheap), then with P^8 if that has not converged
-    let mut step = &p / pn;
+    // With u = X v and w = G u = P v, each iteration costs two matrix-vector products:
+    // rho = u.w / v.u, the residual from (w - rho v) and X w - rho u, and the next iterate
+    // v' = w / ||w|| has X v' = X w / ||w|| already.
     let mut v = Array1::from_shape_fn(b, |i| 1.0 + 0.1 * ((i as f64) * 0.7).sin());
+    let mut u = x.dot(&v);
+    let mut p8: Option<ndarray::Array2<f64>> = None;
     let mut rho = 0.0;
     for it in 0..max_iter.max(1) {
-        if it == PLAIN_ITERATIONS {
-            for _ in 0..3 {
-                step = step.dot(&step);
-                let n = step.iter().map(|a| a * a).sum::<f64>().sqrt();
-                if n == 0.0 {
-                    break; // nilpotent up to rounding: iterate with what is left
-                }
-                step /= n;
-            }
-        }
-        let u = x.dot(&v);
         let vxv = v.dot(&u);
         if vxv <= 0.0 || !vxv.is_finite() {
             return rho;
         }
-        rho = u.dot(&g.dot(&u)) / vxv;
-        let r = p.dot(&v) - &v * rho;
-        let res = (r.dot(&x.dot(&r)) / vxv).max(0.0).sqrt();
-        if res <= tol * rho.abs() {
+        let w = g.dot(&u); // P v
+        rho = u.dot(&w) / vxv;
+        let xw = x.dot(&w);
+        let res = ((&w - &v * rho).dot(&(&xw - &u * rho)) / vxv).max(0.0).sqrt();
+        if res <= tol * rho.abs() || !res.is_finite() {
             break;
         }
-        let z = step.dot(&v);
+        if it + 1 == PLAIN_ITERATIONS && p8.is_none() {
+            // slowly separating eigenvalues: continue with P^8 (three squarings of P/||P||)
+            let p = g.dot(x);
+            let pn = p.iter().map(|a| a * a).sum::<f64>().sqrt();
+            if pn == 0.0 || !pn.is_finite() {
+                return if pn == 0.0 { 0.0 } else { f64::NAN };
+            }
+            let mut q = p / pn;
+            for _ in 0..3 {
+                q = q.dot(&q);
+                let n = q.iter().map(|a| a * a).sum::<f64>().sqrt();
+                if n == 0.0 {
+                    break; // nilpotent up to rounding: iterate with what is left
+                }
+                q /= n;
+            }
+            p8 = Some(q);
+        }
+        let (z, xz) = match &p8 {
+            Some(q) => {
+                let z = q.dot(&v);
+                let xz = x.dot(&z);
+                (z, xz)
+            }
+            None => (w, xw),
+        };
         let n = z.iter().map(|a| a * a).sum::<f64>().sqrt();
         if n == 0.0 || !n.is_finite() {
             break;
         }
         v = z / n;
+        u = xz / n;
     }
     rho
 }
@@ -592,17 +618,16 @@ pub fn site_metrics(
                 (eff, fan_in, fan_out, scale * fro, scale * spec, w_ref_rms, w_ref_op, None)
             }
         };
-        let d_out = out_t - out_ref;
         let (dx_rms, prop_rms) = if same_input {
             (0.0, 0.0)
         } else {
-            let dx = x_t - x_ref;
-            // dense: from the RCC identity (above); gains and biases: as defined
+            // dense: from the RCC identity (above), (out_t - out_ref) - eff; gains and
+            // biases: as defined
             let prop = match w_ref {
-                Some(w_ref) if !dense => op.apply(w_ref, &dx),
-                _ => &d_out - &eff,
+                Some(w_ref) if !dense => rms(&op.apply(w_ref, &(x_t - x_ref))),
+                _ => rms_of_difference(&[out_t, out_ref, &eff]),
             };
-            (rms(&dx), rms(&prop))
+            (rms_of_difference(&[x_t, x_ref]), prop)
         };
         let to_rms_op = (fan_in / fan_out).sqrt();
         let dw_rms = fro / (fan_in * fan_out).sqrt();
@@ -612,7 +637,7 @@ pub fn site_metrics(
         let c = if dense { fan_in } else { 1.0 };
         vec![
             ("act", rms(out_t)),
-            ("act_update", rms(&d_out)),
+            ("act_update", rms_of_difference(&[out_t, out_ref])),
             ("effective", eff_rms),
             ("propagating", prop_rms),
             ("input", x_rms),
@@ -628,9 +653,12 @@ pub fn site_metrics(
     })
 }
 
-/// Mean cosine similarity between matching rows of `a` and `b` (`[B, n]`). Products in
-/// the inputs' precision, sums accumulated in float64.
+/// Mean cosine similarity between matching rows of `a` and `b` (`[B, n]`). On the CPU in
+/// float64 (see `stats`); elsewhere products in the inputs' precision, sums in float64.
 pub fn cosine_rows(a: &Tensor, b: &Tensor) -> f64 {
+    if let Some(c) = stats::cosine_rows(a, b) {
+        return c;
+    }
     let dim = &[-1i64][..];
     let num = (a * b).sum_dim_intlist(dim, false, Kind::Double); // [B]
     let sq = |t: &Tensor| t.square().sum_dim_intlist(dim, false, Kind::Double);
@@ -646,6 +674,9 @@ pub fn cosine_cross(a: &Tensor) -> f64 {
     if b < 2 {
         return f64::NAN;
     }
+    if let Some(c) = stats::cosine_cross(a) {
+        return c;
+    }
     let dim = &[-1i64][..];
     let norms = a.square().sum_dim_intlist(dim, true, Kind::Double).sqrt(); // [B, 1]
     let u = a.to_kind(Kind::Double) / norms.clamp_min(1e-300); // [B, n]
@@ -656,6 +687,9 @@ pub fn cosine_cross(a: &Tensor) -> f64 {
 
 /// Fraction of exactly-zero entries.
 pub fn sparsity(a: &Tensor) -> f64 {
+    if let Some(s) = stats::sparsity(a) {
+        return s;
+    }
     a.eq(0.0).sum(Kind::Int64).int64_value(&[]) as f64 / a.numel().max(1) as f64
 }
 
