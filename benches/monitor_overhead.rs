@@ -15,9 +15,10 @@
 //! come from the SGD step's factors (see [`widthlab::rcc`]). With the probe as large as the
 //! training batch the two products are ~2 forward passes beside the ~3 of a plain step, a
 //! floor of ~1.7x; only a smaller probe can go lower. Measured on the 2-core machine
-//! (2026-11-26, 2 threads, three runs): 3.08-3.40x, 2.64-2.91x, 2.21-2.42x and 1.90-2.07x,
-//! the plain step at 464-522 steps/s (before the fused pass and the thin products:
-//! 3.23-3.39x, 2.69-2.86x, 2.79-2.87x, 2.49-2.59x). The target is not met.
+//! (2026-11-26, 2 threads), side by side with the code before the fused pass (commit
+//! 009361b), three interleaved rounds: 2.89-3.21x, 2.50-2.56x, 2.14-2.38x and 1.84-2.00x
+//! (before: 3.29-3.44x, 2.74-2.99x, 2.79-2.93x, 2.51-2.65x), the plain step at 445-492
+//! steps/s. The target is not met.
 use std::time::Instant;
 
 use tch::{Device, Kind, Tensor};

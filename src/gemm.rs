@@ -11,7 +11,7 @@
 //! independent small products side by side, one per thread (the backward pairs a layer's
 //! input gradient with the layer above's weight update).
 //!
-//! Thin products `x W^T` with at most [`THIN_MAX_ROWS`] rows of `x` (the RCC monitor's probe
+//! Thin products `x W^T` with at most `THIN_MAX_ROWS` (32) rows of `x` (the RCC monitor's probe
 //! passes) run widthlab's own tile kernel (`thin_product`) instead: a GEMM library packs the
 //! whole weight for them, which costs several times the arithmetic (`16 x 1024 x 1024`, 2
 //! threads: ~125 us against matrixmultiply's ~300). [`gram`] computes `f f^T` by the same
@@ -651,43 +651,43 @@ fn thin_linear(x: &Tensor, w: &Tensor, alpha: f64) -> Option<Tensor> {
     Some(y)
 }
 
-/// The Gram matrix `f f^T` (`[B, B]`, float64) of a float32 or float64 CPU matrix `f`
-/// (`[B, n]`), computed in `f`'s precision by the thin kernel's tiles on and below the
-/// diagonal only (half the multiply-adds of a GEMM), split between the OpenMP threads by
-/// blocks of 4 rows, and mirrored. `None` for other kinds or devices.
+/// The Gram matrix `f f^T` (`[B, B]`) of a float32 or float64 CPU matrix `f` (`[B, n]`),
+/// computed in `f`'s precision by the thin kernel's tiles on and below the diagonal only
+/// (half the multiply-adds of a GEMM), split between the OpenMP threads by blocks of 4 rows,
+/// mirrored, and returned in float64. `None` for other kinds or devices.
 ///
 /// # Shapes
 /// `f: [B, n]` -> `[B, B]`.
-pub fn gram(f: &Tensor) -> Option<Tensor> {
+pub fn gram(f: &Tensor) -> Option<ndarray::Array2<f64>> {
     if f.device() != Device::Cpu || f.dim() != 2 {
         return None;
     }
     let (b, n) = (f.size()[0] as usize, f.size()[1] as usize);
     let f = f.contiguous();
-    let out = Tensor::zeros([b as i64, b as i64], (f.kind(), Device::Cpu));
-    fn run<T: Real>(f: &Tensor, out: &Tensor, b: usize, n: usize) {
-        // SAFETY: contiguous CPU tensors of kind T; each block row q0..q0+4 of the output is
+    fn run<T: Real>(f: &Tensor, b: usize, n: usize) -> ndarray::Array2<f64> {
+        let mut out = vec![T::default(); b * b];
+        // SAFETY: a contiguous CPU tensor of kind T; each block row q0..q0+4 of `out` is
         // written by one thread only.
         let fs = unsafe { std::slice::from_raw_parts(f.data_ptr() as *const T, b * n) };
-        let o = out.data_ptr() as usize;
+        let o = out.as_mut_ptr() as usize;
         let blocks = b.div_ceil(4);
         on_threads(b * b * n >= 2 * SPLIT_MIN_MACS, &|t, nt| {
             for blk in (t..blocks).step_by(nt) {
                 let q0 = blk * 4;
                 let q1 = (q0 + 4).min(b);
-                // rows q0.. of f against rows q0..q1: y[q, i] for i >= q0 (the lower triangle)
+                // rows q0.. of f against rows q0..q1: out[q, i] for i >= q0
                 unsafe { thin_product(&fs[q0 * n..], b - q0, n, &fs[q0 * n..q1 * n], q1 - q0, 1.0, (o as *mut T).add(q0 * b + q0), (b as isize, 1)) };
             }
         });
+        // row q holds out[q, i] for i >= q (and a few below, within its block): mirror the
+        // upper triangle
+        ndarray::Array2::from_shape_fn((b, b), |(r, c)| if r <= c { out[r * b + c] } else { out[c * b + r] }.to_f64())
     }
     match f.kind() {
-        Kind::Float => run::<f32>(&f, &out, b, n),
-        Kind::Double => run::<f64>(&f, &out, b, n),
-        _ => return None,
+        Kind::Float => Some(run::<f32>(&f, b, n)),
+        Kind::Double => Some(run::<f64>(&f, b, n)),
+        _ => None,
     }
-    // the blocks computed rows q of y[q, i >= q0(q)]: keep the upper triangle and mirror it
-    let upper = out.triu(0);
-    Some(&upper + upper.triu(1).tr())
 }
 
 /// Runs `f(t, nt)` once on each of libtorch's `nt` OpenMP threads (`t = 0..nt`), or as
@@ -846,8 +846,9 @@ mod tests {
             for (b, n) in [(1, 3), (5, 17), (64, 300), (70, 1024)] {
                 let f = Tensor::randn([b, n], opts);
                 let g = gram(&f).unwrap();
-                assert!(close(&g, &f.matmul(&f.tr()), tol), "{kind:?} {b}x{n}");
-                assert!(g.equal(&g.tr()), "symmetric");
+                assert_eq!(g, g.t(), "symmetric");
+                let g = Tensor::from_slice(g.as_slice().unwrap()).reshape([b, b]);
+                assert!(close(&g, &f.matmul(&f.tr()).to_kind(Kind::Double), tol), "{kind:?} {b}x{n}");
             }
         }
         assert!(gram(&Tensor::ones([3, 3], (Kind::Int64, Device::Cpu))).is_none());

@@ -19,8 +19,8 @@
 //! with its own accumulators, merged in thread order: the same thread count gives the same
 //! numbers. The iteration is [`super::power_iteration`]'s: `u = D v`, `y = D^T u / ||u||`,
 //! stop when `||y|| - ||u|| <= tol ||y||`. A warm-started vector of a slowly changing matrix
-//! converges in the one iteration the pass makes; otherwise further passes (power steps only)
-//! run until it does or `max_iter` is reached. Sums of squares are accumulated in f64, the
+//! converges in the one iteration the pass makes; otherwise further passes (power steps only,
+//! one pass for both chains while both need one) run until it does or `max_iter` is reached. Sums of squares are accumulated in f64, the
 //! power-iteration products in the weights' precision (16 lanes per row, f64 across rows).
 use std::cell::RefCell;
 use std::sync::Mutex;
@@ -347,24 +347,15 @@ impl<T: Real> Pass<'_, T> {
     }
 }
 
-/// Runs one chain's iteration to convergence (the first step is already accumulated in
-/// `chain`); `step` runs one more pass for it. Returns `||A||_2` and leaves the vector in
-/// `chain.v`.
-fn converge<T: Real>(chain: &mut Chain<T>, tol: f64, max_iter: usize, mut step: impl FnMut(&[T]) -> (f64, Vec<T>)) -> f64 {
-    for it in 1..=max_iter.max(1) {
-        let (un, s) = chain.estimates();
-        if un == 0.0 || !un.is_finite() {
-            return un;
-        }
-        chain.advance();
-        if s - un <= tol * s || it == max_iter.max(1) {
-            return s;
-        }
-        let (av2, z) = step(&chain.v);
-        chain.av2 = av2;
-        chain.z = z;
+/// One convergence check of a chain whose step is accumulated: `Some(||A||_2)` when done
+/// (the estimates agree to `tol`, or the last iteration), after moving the vector on.
+fn check<T: Real>(chain: &mut Chain<T>, tol: f64, last: bool) -> Option<f64> {
+    let (un, s) = chain.estimates();
+    if un == 0.0 || !un.is_finite() {
+        return Some(un);
     }
-    f64::NAN
+    chain.advance();
+    (s - un <= tol * s || last).then_some(s)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -398,15 +389,38 @@ fn run<T: Real>(w_t: &Tensor, w_ref: &Tensor, x: &Tensor, alpha: f64, v_diff: &m
     if let Some(w) = w.as_mut() {
         take(w, first.w);
     }
-    // further power steps, over D only or W_t only
-    let power = |on_d: bool, v: &[T]| {
-        let pass = Pass { wt: wts, wr: wrs, m, k, product: None, fro: false, v_d: on_d.then_some(v), v_w: (!on_d).then_some(v) };
+    // further power steps for the chains that have not converged, both in one pass when
+    // both need one (a pass for W_t alone reads only W_t)
+    let (mut sigma_d, mut sigma_w) = (None, if w.is_some() { None } else { Some(f64::NAN) });
+    for it in 1..=max_iter.max(1) {
+        let last = it == max_iter.max(1);
+        if sigma_d.is_none() {
+            sigma_d = check(&mut d, tol, last);
+        }
+        if let (None, Some(c)) = (sigma_w, w.as_mut()) {
+            sigma_w = check(c, tol, last);
+        }
+        if sigma_d.is_some() && sigma_w.is_some() {
+            break;
+        }
+        let pass = Pass {
+            wt: wts,
+            wr: wrs,
+            m,
+            k,
+            product: None,
+            fro: false,
+            v_d: sigma_d.is_none().then_some(d.v.as_slice()),
+            v_w: if sigma_w.is_none() { w.as_ref().map(|c| c.v.as_slice()) } else { None },
+        };
         let acc = pass.run();
-        let c = if on_d { acc.d } else { acc.w }.expect("the chain was asked for");
-        (c.av2, c.z)
-    };
-    let sigma_d = converge(&mut d, tol, max_iter, |v| power(true, v));
-    let current = w.as_mut().map(|c| (fro_w, converge(c, tol, max_iter, |v| power(false, v))));
+        take(&mut d, acc.d);
+        if let Some(w) = w.as_mut() {
+            take(w, acc.w);
+        }
+    }
+    let sigma_d = sigma_d.unwrap_or(f64::NAN);
+    let current = w.as_ref().map(|_| (fro_w, sigma_w.unwrap_or(f64::NAN)));
     let store = |t: &mut Tensor, v: &[T]| *t = Tensor::from_slice(v);
     store(v_diff, &d.v);
     if let (Some(t), Some(c)) = (v_current, w.as_ref()) {

@@ -77,21 +77,24 @@
 //!
 //! With a probe as large as the training batch, the two products per layer are about two
 //! forward passes beside the ~three of a plain SGD step: a floor of ~1.7x a plain step for
-//! exact metrics; only a smaller probe can go lower.
+//! exact metrics; only a smaller probe can go lower. Activation-sized norms, cosines and
+//! sparsity are single host passes over the tensors (module `stats`), not chains of libtorch
+//! kernels.
 //!
 //! `cargo bench --bench monitor_overhead` (3-layer MLP, width 1024, batch 64, plain SGD as
-//! the Trainer runs it, every step; 2-core machine, 2 threads, 2026-11-26, three runs):
-//! - Delta and delta, probe 64: 3.08-3.40x a plain step (3.23-3.39x before the fused pass);
-//! - Delta only, probe 64: 2.64-2.91x (2.69-2.86x);
-//! - Delta and delta, probe 32: 2.21-2.42x (2.79-2.87x); probe 16: 1.90-2.07x (2.49-2.59x).
+//! the Trainer runs it, every step; 2-core machine, 2 threads, 2026-11-26), this code and the
+//! code before the fused pass (commit 009361b) side by side, three interleaved rounds:
+//! - Delta and delta, probe 64: 2.89-3.21x a plain step (before: 3.29-3.44x);
+//! - Delta only, probe 64: 2.50-2.56x (2.74-2.99x);
+//! - Delta and delta, probe 32: 2.14-2.38x (2.79-2.93x);
+//! - Delta and delta, probe 16: 1.84-2.00x (2.51-2.65x); 242-253 monitored steps/s against
+//!   178-185.
 //!
-//! The plain step ran at 464-522 steps/s in these runs. At probe 64 the block products still
-//! run matrixmultiply (which packs the probe for every block), so that row barely moved.
-//!
-//! The 1.5x target is not met. Measured per monitored step at probe 16 (one run,
-//! plain step ~1.9 ms): probe forward ~0.25 ms, the fused pass of each 1024-wide dense
-//! layer ~0.4 ms, the low-rank norms of the three one-step updates ~0.4 ms together, the
-//! one-step sites ~0.15 ms, activation metrics and gradient norms ~0.2 ms.
+//! The 1.5x target is not met. Measured per monitored step at probe 16 (one
+//! instrumented run, plain step ~2 ms): the probe forward ~0.25 ms, the fused pass of each
+//! 1024-wide layer ~0.35-0.45 ms (reading `W_t` and `W_0` bounds it; a warm start that has
+//! not converged costs another pass), the low-rank norms of the three one-step updates
+//! ~0.25 ms, the one-step sites ~0.2 ms, activation metrics and gradient norms ~0.1 ms.
 use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
@@ -283,28 +286,50 @@ pub fn power_iteration(a: &Tensor, v: &mut Tensor, tol: f64, max_iter: usize) ->
 /// eigenvalue of `G X` (the nonzero eigenvalues of `M^T M = x^T G x` are those of `G X`),
 /// found by [`top_eigenvalue_of_product`] to the relative residual `spectral` (`Some(tol)`;
 /// the monitor passes its power-iteration tolerance, or `1e-9` for [`Spectral::Exact`]). The
-/// Grams are formed in the factors' precision, everything after in float64. Costs
+/// Grams are formed in the factors' precision, everything after in float64. When a factor is
+/// narrower than the batch (a readout's `g: [B, d_out]`), the problem has that factor's width
+/// instead: `M M^T = g^T X g` (or `M^T M = x^T G x`), with the identity as the second
+/// matrix. Costs
 /// `2 B^2 (m + k)` multiply-adds instead of the `m k B` of forming `M`. NaN for non-finite
 /// factors. With `spectral = None` only the Frobenius norm is computed (the second value is
 /// then NaN).
 pub fn low_rank_norms(g: &Tensor, x: &Tensor, spectral: Option<f64>) -> (f64, f64) {
     use ndarray::Array2;
     let gram = |f: &Tensor| -> Option<Array2<f64>> {
-        let m = tch::no_grad(|| crate::gemm::gram(f).unwrap_or_else(|| f.matmul(&f.tr()))).to_kind(Kind::Double).contiguous(); // [B, B]
+        if let Some(g) = crate::gemm::gram(f) {
+            return Some(g); // [B, B]
+        }
+        let m = tch::no_grad(|| f.matmul(&f.tr())).to_kind(Kind::Double).contiguous(); // [B, B]
         let b = m.size()[0] as usize;
         let v = Vec::<f64>::try_from(m.view([-1])).ok()?;
         Array2::from_shape_vec((b, b), v).ok()
     };
+    // a factor narrower than the batch (a readout's g: [B, d_out]) gives a smaller problem:
+    // with f that factor, M M^T (or M^T M) = f^T Gram(other) f, of f's width
+    let as_array = |f: &Tensor| -> Option<Array2<f64>> {
+        let f = f.to_kind(Kind::Double).contiguous();
+        let (r, c) = (f.size()[0] as usize, f.size()[1] as usize);
+        Array2::from_shape_vec((r, c), Vec::<f64>::try_from(f.view([-1])).ok()?).ok()
+    };
+    let (b, m, k) = (g.size()[0], g.size()[1], x.size()[1]);
     let norms = || -> Option<(f64, f64)> {
-        let (gg, gx) = (gram(g)?, gram(x)?);
-        if !gg.iter().chain(gx.iter()).all(|v| v.is_finite()) {
+        let (p, q) = if m.min(k) < b {
+            let (narrow, other) = if m <= k { (g, x) } else { (x, g) };
+            let f = as_array(narrow)?; // [B, w]
+            let small = f.t().dot(&gram(other)?).dot(&f); // [w, w]
+            let eye = Array2::eye(small.nrows());
+            (small, eye)
+        } else {
+            (gram(g)?, gram(x)?)
+        };
+        if !p.iter().chain(q.iter()).all(|v| v.is_finite()) {
             return None;
         }
-        let fro = (&gg * &gx).sum().max(0.0).sqrt();
+        let fro = (&p * &q).sum().max(0.0).sqrt();
         let Some(tol) = spectral else {
             return Some((fro, f64::NAN));
         };
-        let top = top_eigenvalue_of_product(&gg, &gx, tol, 5000);
+        let top = top_eigenvalue_of_product(&p, &q, tol, 5000);
         Some((fro, top.max(0.0).sqrt()))
     };
     norms().unwrap_or((f64::NAN, f64::NAN))
@@ -472,6 +497,9 @@ fn one_hot_indices(x: &Tensor) -> Option<Tensor> {
         return None;
     }
     let v = *x.size().last()?;
+    if stats::all_zero_or_one(x) == Some(false) {
+        return None; // (the common case, found without libtorch kernels)
+    }
     let idx = x.argmax(-1, false);
     x.equal(&idx.one_hot(v).to_kind(x.kind())).then_some(idx)
 }

@@ -20,7 +20,7 @@ fn with_slices<R>(ts: &[&Tensor], f32s: impl FnOnce(Vec<&[f32]>) -> R, f64s: imp
         return None;
     }
     let owned: Vec<Tensor> = ts.iter().map(|t| t.contiguous()).collect();
-    fn slices<'a, T: Real>(ts: &'a [Tensor]) -> Vec<&'a [T]> {
+    fn slices<T: Real>(ts: &[Tensor]) -> Vec<&[T]> {
         // SAFETY: contiguous CPU tensors of kind T hold numel() elements at data_ptr(); they
         // live (in `owned`) as long as the slices.
         ts.iter().map(|t| unsafe { std::slice::from_raw_parts(t.data_ptr() as *const T, t.numel()) }).collect()
@@ -129,6 +129,17 @@ pub(crate) fn cosine_cross(a: &Tensor) -> Option<f64> {
     with_slices(&[a], |v| go(v, n, b), |v| go(v, n, b))
 }
 
+/// Whether every entry is exactly 0 or 1 (stops at the first that is not).
+pub(crate) fn all_zero_or_one(a: &Tensor) -> Option<bool> {
+    fn go<T: Real>(v: Vec<&[T]>) -> bool {
+        v[0].iter().all(|x| {
+            let x = x.to_f64();
+            x == 0.0 || x == 1.0
+        })
+    }
+    with_slices(&[a], go, go)
+}
+
 /// Fraction of exactly-zero entries.
 pub(crate) fn sparsity(a: &Tensor) -> Option<f64> {
     let n = a.numel();
@@ -169,6 +180,8 @@ mod tests {
             assert!(close(cosine_rows(&a, &b).unwrap(), want));
             let want = a.eq(0.0).sum(Kind::Int64).int64_value(&[]) as f64 / a.numel() as f64;
             assert_eq!(sparsity(&a).unwrap(), want);
+            assert_eq!(all_zero_or_one(&a), Some(false));
+            assert_eq!(all_zero_or_one(&a.gt(0.5).to_kind(kind)), Some(true));
         }
         // what they do not take: mixed kinds, other kinds, mismatched sizes
         let a = Tensor::ones([2, 3], (Kind::Float, Device::Cpu));
