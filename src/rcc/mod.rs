@@ -640,7 +640,8 @@ pub fn site_metrics(
                     LinearOp::Dense { multiplier } => multiplier,
                     _ => 1.0,
                 };
-                let eff = x_t.matmul(&step.x.tr()).matmul(&step.g) * (-step.lr * a); // [B_probe, fan_out]
+                let xx = crate::gemm::linear(x_t, &step.x, 1.0); // [B_probe, B]
+                let eff = crate::gemm::mm(&xx, &step.g, -step.lr * a); // [B_probe, fan_out]
                 let (fan_in, fan_out) = (step.x.size()[1] as f64, step.g.size()[1] as f64);
                 let scale = step.lr * a.abs();
                 (eff, fan_in, fan_out, scale * fro, scale * spec, w_ref_rms, w_ref_op, None)
