@@ -240,31 +240,19 @@ pub fn gemm_pair(p0: (&Tensor, &Tensor, &Tensor, f64, f64), p1: (&Tensor, &Tenso
     let small = |c: &Call| (c.m * c.n) as f64 * c.k as f64 <= PAIR_MAX_MACS;
     let side_by_side = tch::get_num_threads() >= 2 && small(&c0) && small(&c1);
     // SAFETY: both calls were checked by prepare and their tensors outlive the region (or
-    // the two sequential calls); in_parallel is a plain query.
+    // the two sequential calls).
     unsafe {
-        match openmp().filter(|_| side_by_side) {
-            Some(omp) if (omp.in_parallel)() == 0 => {
-                let pair = [&c0, &c1];
-                (omp.parallel)(pair_worker, &pair as *const [&Call; 2] as *mut c_void, 2, 0);
-            }
-            _ => {
-                c0.run();
-                c1.run();
-            }
-        }
-    }
-}
-
-/// The body of the OpenMP region of [`gemm_pair`]: thread `t` runs product `t`.
-extern "C" fn pair_worker(data: *mut c_void) {
-    // SAFETY: `data` is the pair `gemm_pair` passed, alive until GOMP_parallel returns.
-    unsafe {
-        let pair = &*(data as *const [&Call; 2]);
-        let Some(omp) = openmp() else { return };
-        // (a team of one thread runs both)
-        let (t, nt) = ((omp.thread_num)().max(0) as usize, (omp.num_threads)().max(1) as usize);
-        for call in pair.iter().skip(t).step_by(nt) {
-            call.block(0, call.m, 0, call.n);
+        if side_by_side {
+            // thread t runs product t (a team of one thread runs both)
+            let pair = [&c0, &c1];
+            on_threads(2, &|t, nt| {
+                for call in pair.iter().skip(t).step_by(nt) {
+                    call.block(0, call.m, 0, call.n);
+                }
+            });
+        } else {
+            c0.run();
+            c1.run();
         }
     }
 }
@@ -368,12 +356,8 @@ impl Call {
                 Backend::MatrixMultiply => self.m * self.n * self.k >= SPLIT_MIN_MACS,
                 _ => self.k <= SPLIT_MAX_K && self.m >= 64 && threading() == Threading::OpenMp,
             };
-        match openmp().filter(|_| split) {
-            Some(omp) if (omp.in_parallel)() == 0 => {
-                (omp.parallel)(split_worker, self as *const Call as *mut c_void, threads as u32, 0);
-            }
-            _ => self.block(0, self.m, 0, self.n),
-        }
+        // SAFETY (of the closure): as for this function; each thread writes its own share.
+        on_threads(if split { threads } else { 1 }, &|t, nt| unsafe { self.share(t, nt) });
     }
 
     /// Thread `t` of `nt`'s share of the output: blocks of rows (OpenBLAS; matrixmultiply
@@ -431,17 +415,6 @@ impl Call {
                 }
             }
         }
-    }
-}
-
-/// The body of the OpenMP region of [`Call::run`]: thread `t` computes its share.
-extern "C" fn split_worker(data: *mut c_void) {
-    // SAFETY: `data` is the `Call` that `run` passed, alive until GOMP_parallel returns.
-    unsafe {
-        let call = &*(data as *const Call);
-        let Some(omp) = openmp() else { return };
-        let (t, nt) = ((omp.thread_num)().max(0) as usize, (omp.num_threads)().max(1) as usize);
-        call.share(t, nt);
     }
 }
 
@@ -631,10 +604,10 @@ fn thin_linear(x: &Tensor, w: &Tensor, alpha: f64) -> Option<Tensor> {
     let x = x.contiguous();
     let y = Tensor::empty([p as i64, m as i64], (kind, Device::Cpu));
     fn run<T: Real>(x: &Tensor, w: &Tensor, y: &Tensor, alpha: f64, (p, k, m): (usize, usize, usize)) {
-        // SAFETY: contiguous CPU tensors of kind T; the threads write disjoint columns of y.
-        let (xs, ws) = unsafe { (std::slice::from_raw_parts(x.data_ptr() as *const T, p * k), std::slice::from_raw_parts(w.data_ptr() as *const T, m * k)) };
+        let (xs, ws) = (elements::<T>(x), elements::<T>(w));
         let out = y.data_ptr() as usize;
-        on_threads(p * k * m >= SPLIT_MIN_MACS, &|t, nt| {
+        // (the threads write disjoint columns of y)
+        on_threads(threads_if(p * k * m >= SPLIT_MIN_MACS), &|t, nt| {
             let chunk = m.div_ceil(nt).div_ceil(4) * 4;
             let (lo, hi) = ((t * chunk).min(m), ((t + 1) * chunk).min(m));
             if lo < hi {
@@ -666,16 +639,16 @@ pub fn gram(f: &Tensor) -> Option<ndarray::Array2<f64>> {
     let f = f.contiguous();
     fn run<T: Real>(f: &Tensor, b: usize, n: usize) -> ndarray::Array2<f64> {
         let mut out = vec![T::default(); b * b];
-        // SAFETY: a contiguous CPU tensor of kind T; each block row q0..q0+4 of `out` is
-        // written by one thread only.
-        let fs = unsafe { std::slice::from_raw_parts(f.data_ptr() as *const T, b * n) };
+        let fs = elements::<T>(f);
         let o = out.as_mut_ptr() as usize;
         let blocks = b.div_ceil(4);
-        on_threads(b * b * n >= 2 * SPLIT_MIN_MACS, &|t, nt| {
+        // (each block row q0..q0+4 of `out` is written by one thread only)
+        on_threads(threads_if(b * b * n >= 2 * SPLIT_MIN_MACS), &|t, nt| {
             for blk in (t..blocks).step_by(nt) {
                 let q0 = blk * 4;
                 let q1 = (q0 + 4).min(b);
                 // rows q0.. of f against rows q0..q1: out[q, i] for i >= q0
+                // SAFETY: `out` is [b, b]; this writes rows q0..q1, columns q0..b of it.
                 unsafe { thin_product(&fs[q0 * n..], b - q0, n, &fs[q0 * n..q1 * n], q1 - q0, 1.0, (o as *mut T).add(q0 * b + q0), (b as isize, 1)) };
             }
         });
@@ -690,23 +663,39 @@ pub fn gram(f: &Tensor) -> Option<ndarray::Array2<f64>> {
     }
 }
 
-/// Runs `f(t, nt)` once on each of libtorch's `nt` OpenMP threads (`t = 0..nt`), or as
-/// `f(0, 1)` on the calling thread when `parallel` is false, libtorch has one thread, no
-/// OpenMP runtime is loaded, or the caller already is inside a parallel region. For
-/// widthlab's own kernels that split work between the cores the products use.
-pub(crate) fn on_threads(parallel: bool, f: &(dyn Fn(usize, usize) + Sync)) {
-    let threads = tch::get_num_threads().max(1) as u32;
+/// Runs `f(t, nt)` once on each of `threads` OpenMP threads (libgomp's, which libtorch's
+/// kernels use; `t = 0..nt`), or as `f(0, 1)` on the calling thread when `threads <= 1`, no
+/// OpenMP runtime is loaded, or the caller already is inside a parallel region. The one
+/// place widthlab opens a parallel region (its products and its own kernels).
+pub(crate) fn on_threads(threads: usize, f: &(dyn Fn(usize, usize) + Sync)) {
     // SAFETY: in_parallel is a plain query; `f` outlives the region, which GOMP_parallel
     // joins before returning.
     unsafe {
-        match openmp().filter(|_| parallel && threads > 1) {
+        match openmp().filter(|_| threads > 1) {
             Some(omp) if (omp.in_parallel)() == 0 => {
                 let data = &f as *const &(dyn Fn(usize, usize) + Sync) as *mut c_void;
-                (omp.parallel)(closure_worker, data, threads, 0);
+                (omp.parallel)(closure_worker, data, threads as u32, 0);
             }
             _ => f(0, 1),
         }
     }
+}
+
+/// libtorch's thread count if `parallel`, else 1: the `threads` argument of [`on_threads`]
+/// for work that splits only above some size.
+pub(crate) fn threads_if(parallel: bool) -> usize {
+    if parallel {
+        tch::get_num_threads().max(1) as usize
+    } else {
+        1
+    }
+}
+
+/// The elements of a contiguous CPU tensor of kind `T` (panics otherwise: callers check).
+pub(crate) fn elements<T: Real>(t: &Tensor) -> &[T] {
+    assert!(t.device() == Device::Cpu && t.is_contiguous() && t.kind() == T::KIND, "elements: a contiguous CPU tensor of the right kind");
+    // SAFETY: such a tensor holds numel() elements of T at data_ptr(), alive as long as `t`.
+    unsafe { std::slice::from_raw_parts(t.data_ptr() as *const T, t.numel()) }
 }
 
 /// The body of the OpenMP region of [`on_threads`].

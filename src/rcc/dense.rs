@@ -27,7 +27,7 @@ use std::sync::Mutex;
 
 use tch::{Device, Kind, Tensor};
 
-use crate::gemm::{on_threads, Real};
+use crate::gemm::{elements, on_threads, threads_if, Real};
 
 /// What [`dense_change`] measured.
 pub(crate) struct DenseChange {
@@ -75,19 +75,12 @@ pub(crate) fn dense_change(
     }
 }
 
-/// A contiguous tensor's elements (the tensor must outlive the slice and not be written).
-fn slice<T: Real>(t: &Tensor) -> &[T] {
-    debug_assert!(t.is_contiguous() && t.kind() == T::KIND);
-    // SAFETY: a contiguous CPU tensor of kind T holds numel() elements at data_ptr().
-    unsafe { std::slice::from_raw_parts(t.data_ptr() as *const T, t.numel()) }
-}
-
 /// A warm-start vector as a unit vector of `n` elements of kind `T` (a fresh all-ones
 /// direction if it has the wrong length).
 fn unit<T: Real>(v: &Tensor, n: usize) -> Vec<T> {
     let mut u: Vec<T> = if v.numel() == n && v.device() == Device::Cpu {
         let c = v.to_kind(T::KIND).contiguous();
-        slice::<T>(&c).to_vec()
+        elements::<T>(&c).to_vec()
     } else {
         vec![T::from_f64(1.0); n]
     };
@@ -112,6 +105,16 @@ impl<T: Real> Chain<T> {
     fn new(v: Vec<T>) -> Self {
         let n = v.len();
         Chain { v, av2: 0.0, z: vec![T::default(); n] }
+    }
+
+    /// Adds one row `a_i` of `A` to the step from `v`: `||A v||^2 += (a_i . v)^2` and
+    /// `A^T A v += (a_i . v) a_i`. Returns `||a_i||^2`. Inlined into the vectorised pass.
+    #[inline(always)]
+    fn accumulate(&mut self, row: &[T], v: &[T]) -> f64 {
+        let (ss, a) = sq_dot(row, v);
+        self.av2 += a.to_f64() * a.to_f64();
+        axpy(a, row, &mut self.z);
+        ss
     }
 
     /// `(||A v||, ||A^T A v|| / ||A v||)`: the iteration's two estimates of `||A||_2`.
@@ -274,23 +277,13 @@ impl<T: Real> Pass<'_, T> {
                             *d = *a - *b;
                         }
                         let d = &scratch[(i - r0) * k..(i - r0 + 1) * k];
-                        match (self.v_d, acc.d.as_mut()) {
-                            (Some(v), Some(c)) => {
-                                let (ss, a) = sq_dot(d, v);
-                                acc.fro_d += ss;
-                                c.av2 += a.to_f64() * a.to_f64();
-                                axpy(a, d, &mut c.z);
-                            }
-                            _ => acc.fro_d += sq_dot(d, d).0,
-                        }
+                        acc.fro_d += match (self.v_d, acc.d.as_mut()) {
+                            (Some(v), Some(c)) => c.accumulate(d, v),
+                            _ => sq_dot(d, d).0,
+                        };
                     }
                     match (self.v_w, acc.w.as_mut()) {
-                        (Some(v), Some(c)) => {
-                            let (ss, a) = sq_dot(wt, v);
-                            acc.fro_w += ss;
-                            c.av2 += a.to_f64() * a.to_f64();
-                            axpy(a, wt, &mut c.z);
-                        }
+                        (Some(v), Some(c)) => acc.fro_w += c.accumulate(wt, v),
                         _ if self.fro => acc.fro_w += sq_dot(wt, wt).0,
                         _ => {}
                     }
@@ -319,7 +312,7 @@ impl<T: Real> Pass<'_, T> {
     fn run(&self) -> Acc<T> {
         let slots: Vec<Mutex<Option<Acc<T>>>> = (0..tch::get_num_threads().max(1)).map(|_| Mutex::new(None)).collect();
         let blk = block_rows(self.k, self.product.map_or(0, |p| p.1));
-        on_threads(self.m * self.k >= 1 << 16, &|t, nt| {
+        on_threads(threads_if(self.m * self.k >= 1 << 16), &|t, nt| {
             let chunk = self.m.div_ceil(nt.max(1)).div_ceil(blk) * blk;
             let (lo, hi) = ((t * chunk).min(self.m), ((t + 1) * chunk).min(self.m));
             let acc = self.rows(lo, hi);
@@ -366,13 +359,13 @@ fn run<T: Real>(w_t: &Tensor, w_ref: &Tensor, x: &Tensor, alpha: f64, v_diff: &m
     let eff = Tensor::empty([p as i64, m as i64], (T::KIND, Device::Cpu));
     let mut d = Chain::new(unit::<T>(v_diff, k));
     let mut w = v_current.as_ref().map(|v| Chain::new(unit::<T>(v, k)));
-    let (wts, wrs) = (slice::<T>(&wt), slice::<T>(&wr));
+    let (wts, wrs) = (elements::<T>(&wt), elements::<T>(&wr));
     let first = Pass {
         wt: wts,
         wr: wrs,
         m,
         k,
-        product: (p > 0).then(|| (slice::<T>(&x), p, alpha, eff.data_ptr() as usize)),
+        product: (p > 0).then(|| (elements::<T>(&x), p, alpha, eff.data_ptr() as usize)),
         fro: true,
         v_d: Some(&d.v),
         v_w: w.as_ref().map(|c| c.v.as_slice()),

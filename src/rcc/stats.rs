@@ -9,7 +9,7 @@
 //! match); the callers then use libtorch.
 use tch::{Device, Kind, Tensor};
 
-use crate::gemm::Real;
+use crate::gemm::{elements, Real};
 
 /// The contiguous CPU tensors `ts`, all of one kind (float32 or float64) and one number of
 /// elements, as slices for `f`.
@@ -21,9 +21,7 @@ fn with_slices<R>(ts: &[&Tensor], f32s: impl FnOnce(Vec<&[f32]>) -> R, f64s: imp
     }
     let owned: Vec<Tensor> = ts.iter().map(|t| t.contiguous()).collect();
     fn slices<T: Real>(ts: &[Tensor]) -> Vec<&[T]> {
-        // SAFETY: contiguous CPU tensors of kind T hold numel() elements at data_ptr(); they
-        // live (in `owned`) as long as the slices.
-        ts.iter().map(|t| unsafe { std::slice::from_raw_parts(t.data_ptr() as *const T, t.numel()) }).collect()
+        ts.iter().map(elements::<T>).collect()
     }
     match kind {
         Kind::Float => Some(f32s(slices::<f32>(&owned))),
