@@ -624,6 +624,140 @@ fn thin_linear(x: &Tensor, w: &Tensor, alpha: f64) -> Option<Tensor> {
     Some(y)
 }
 
+/// `alpha a^T b` for a short inner dimension: `a: [k, p]`, `b: [k, n]`, `k` and `p` small (a batch, a probe or a readout's width), `n` large. The
+/// RCC monitor's one-step products `(x_t x^T) g` and a readout's `g^T x` have this shape; a
+/// GEMM library packs all of `b` for them (matrixmultiply: ~20 us for `[64, 10]^T [64, 1024]`
+/// against the ~2 of the arithmetic). Here tiles of 4 columns of `a` by 32 of `b` are
+/// accumulated over `k` straight from the row-major data ([`TnTile`]), the columns of `b`
+/// split between the OpenMP threads. Float32/float64 CPU tensors of one kind; `None`
+/// otherwise (or with another backend selected: the caller then uses [`mm`]).
+///
+/// # Shapes
+/// `a: [k, p]`, `b: [k, n]` -> `[p, n]`.
+pub fn tn(a: &Tensor, b: &Tensor, alpha: f64) -> Option<Tensor> {
+    let kind = b.kind();
+    if backend() != Backend::MatrixMultiply || a.dim() != 2 || b.dim() != 2 || a.kind() != kind || [a, b].iter().any(|t| t.device() != Device::Cpu) {
+        return None;
+    }
+    let (k, p, n) = (a.size()[0] as usize, a.size()[1] as usize, b.size()[1] as usize);
+    if b.size()[0] as usize != k {
+        return None;
+    }
+    let (a, b) = (a.contiguous(), b.contiguous());
+    let c = Tensor::zeros([p as i64, n as i64], (kind, Device::Cpu));
+    fn run<T: Real>(a: &Tensor, b: &Tensor, c: &Tensor, alpha: f64, (k, p, n): (usize, usize, usize)) {
+        if k == 0 || p == 0 || n == 0 {
+            return;
+        }
+        let bs = elements::<T>(b);
+        let (ap, cp) = (a.data_ptr() as usize, c.data_ptr() as usize);
+        // (the threads write disjoint columns of c)
+        on_threads(threads_if(k * p * n >= SPLIT_MIN_MACS), &|t, nt| {
+            let chunk = n.div_ceil(nt).div_ceil(TN_COLS) * TN_COLS;
+            let (lo, hi) = ((t * chunk).min(n), ((t + 1) * chunk).min(n));
+            // (a is a contiguous [k, p]; c is a contiguous [p, n] of which this thread writes
+            // columns lo..hi only)
+            simd(TnTile { a: ap as *const T, b: bs, c: cp as *mut T, k, p, n, lo, hi, alpha: T::from_f64(alpha) });
+        });
+    }
+    match kind {
+        Kind::Float => run::<f32>(&a, &b, &c, alpha, (k, p, n)),
+        Kind::Double => run::<f64>(&a, &b, &c, alpha, (k, p, n)),
+        _ => return None,
+    }
+    Some(c)
+}
+
+/// Columns of `b` per tile of [`tn`].
+const TN_COLS: usize = 32;
+
+/// Columns `lo..hi` of [`tn`]'s product: for each tile of up to 4 columns `i` of `a` and
+/// 32 columns `j` of `b`, `c[i, j] = alpha sum_r a[r, i] b[r, j]` in `4 x 32` accumulators
+/// (vector registers), with `a`'s entries broadcast and `b`'s rows read in place.
+struct TnTile<'a, T> {
+    /// `a`, contiguous `[k, p]`.
+    a: *const T,
+    b: &'a [T],
+    c: *mut T,
+    k: usize,
+    p: usize,
+    n: usize,
+    lo: usize,
+    hi: usize,
+    alpha: T,
+}
+
+impl<T: Real> Simd for TnTile<'_, T> {
+    type Out = ();
+    #[inline(always)]
+    fn run(self) {
+        let mut j0 = self.lo;
+        while j0 + TN_COLS <= self.hi {
+            let mut i0 = 0;
+            while i0 < self.p {
+                let q = match self.p - i0 {
+                    4.. => 4,
+                    2..=3 => 2,
+                    _ => 1,
+                };
+                match q {
+                    4 => self.tile::<4>(i0, j0),
+                    2 => self.tile::<2>(i0, j0),
+                    _ => self.tile::<1>(i0, j0),
+                }
+                i0 += q;
+            }
+            j0 += TN_COLS;
+        }
+        // the last columns, fewer than a tile
+        for i in 0..self.p {
+            for j in j0..self.hi {
+                let mut v = T::default();
+                for r in 0..self.k {
+                    v = self.at(r, i).mul_add(self.b[r * self.n + j], v);
+                }
+                // SAFETY: row i < p, column j < hi <= n of c.
+                unsafe { *self.c.add(i * self.n + j) = self.alpha * v };
+            }
+        }
+    }
+}
+
+impl<T: Real> TnTile<'_, T> {
+    /// `a[r, i]`.
+    #[inline(always)]
+    fn at(&self, r: usize, i: usize) -> T {
+        // SAFETY: r < k, i < p: inside a's contiguous [k, p] (see tn).
+        unsafe { *self.a.add(r * self.p + i) }
+    }
+
+    /// Columns `i0..i0 + Q` of `a` against `j0..j0 + 32` of `b`.
+    #[inline(always)]
+    #[allow(clippy::needless_range_loop)]
+    fn tile<const Q: usize>(&self, i0: usize, j0: usize) {
+        let mut acc = [[T::default(); TN_COLS]; Q];
+        let bp = self.b.as_ptr();
+        assert!(self.b.len() >= (self.k.max(1) - 1) * self.n + j0 + TN_COLS, "b holds the tile");
+        for r in 0..self.k {
+            // SAFETY: row r < k, columns j0..j0 + TN_COLS <= n of b (asserted above).
+            let row: [T; TN_COLS] = unsafe { std::ptr::read_unaligned(bp.add(r * self.n + j0) as *const [T; TN_COLS]) };
+            // SAFETY: a is a contiguous [k, p] (see tn) and i0 + Q <= p.
+            let ar: [T; Q] = unsafe { std::ptr::read_unaligned(self.a.add(r * self.p + i0) as *const [T; Q]) };
+            for i in 0..Q {
+                for l in 0..TN_COLS {
+                    acc[i][l] = ar[i].mul_add(row[l], acc[i][l]);
+                }
+            }
+        }
+        for i in 0..Q {
+            for l in 0..TN_COLS {
+                // SAFETY: row i0 + i < p, column j0 + l < hi <= n of c.
+                unsafe { *self.c.add((i0 + i) * self.n + j0 + l) = self.alpha * acc[i][l] };
+            }
+        }
+    }
+}
+
 /// The Gram matrix `f f^T` (`[B, B]`) of a float32 or float64 CPU matrix `f` (`[B, n]`),
 /// computed in `f`'s precision by the thin kernel's tiles on and below the diagonal only
 /// (half the multiply-adds of a GEMM), split between the OpenMP threads by blocks of 4 rows,
@@ -661,6 +795,39 @@ pub fn gram(f: &Tensor) -> Option<ndarray::Array2<f64>> {
         Kind::Double => Some(run::<f64>(&f, b, n)),
         _ => None,
     }
+}
+
+/// A loop to compile for the widest vector instructions the CPU has: [`simd`] runs
+/// [`Simd::run`] inside a function compiled for AVX-512 or AVX2+FMA (picked at run time;
+/// the crate itself is built for baseline x86-64). `run` must be `#[inline(always)]`, like
+/// everything it calls, so that it is compiled there (closures would not be).
+pub(crate) trait Simd {
+    type Out;
+    fn run(self) -> Self::Out;
+}
+
+/// Runs `k` compiled for AVX-512F or AVX2+FMA where the CPU has them (see [`Simd`]).
+pub(crate) fn simd<K: Simd>(k: K) -> K::Out {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx512f,fma")]
+        unsafe fn avx512<K: Simd>(k: K) -> K::Out {
+            k.run()
+        }
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn avx2<K: Simd>(k: K) -> K::Out {
+            k.run()
+        }
+        if std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("fma") {
+            // SAFETY: the CPU has AVX-512F and FMA.
+            return unsafe { avx512(k) };
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+            // SAFETY: the CPU has AVX2 and FMA.
+            return unsafe { avx2(k) };
+        }
+    }
+    k.run()
 }
 
 /// Runs `f(t, nt)` once on each of `threads` OpenMP threads (libgomp's, which libtorch's
@@ -841,6 +1008,33 @@ mod tests {
             }
         }
         assert!(gram(&Tensor::ones([3, 3], (Kind::Int64, Device::Cpu))).is_none());
+    }
+
+    /// `tn` (a^T b for a short inner dimension) against libtorch: every tile height (4, 2, 1
+    /// columns of a), column counts below, at and past a tile, a transposed view for a, the
+    /// split between threads, and what it does not take.
+    #[test]
+    fn short_inner_products_match_libtorch() {
+        tch::manual_seed(2);
+        if backend() != Backend::MatrixMultiply {
+            return;
+        }
+        for kind in [Kind::Float, Kind::Double] {
+            let tol = if kind == Kind::Float { 1e-5 } else { 1e-12 };
+            let opts = (kind, Device::Cpu);
+            for (k, p, n) in [(1, 1, 1), (5, 3, 31), (64, 10, 1024), (7, 7, 33), (64, 16, 1030), (3, 9, 64)] {
+                let a = Tensor::randn([k, p], opts);
+                let b = Tensor::randn([k, n], opts);
+                let want = a.tr().matmul(&b) * -0.3;
+                assert!(close(&tn(&a, &b, -0.3).unwrap(), &want, tol), "{kind:?} {k}x{p}x{n}");
+                // a as a transposed view ([p, k] row-major underneath)
+                let at = Tensor::randn([p, k], opts);
+                assert!(close(&tn(&at.tr(), &b, 1.0).unwrap(), &at.matmul(&b), tol), "{kind:?} {k}x{p}x{n}, view");
+            }
+        }
+        let a = Tensor::ones([3, 2], (Kind::Float, Device::Cpu));
+        assert!(tn(&a, &a.to_kind(Kind::Double), 1.0).is_none());
+        assert!(tn(&a, &Tensor::ones([4, 2], (Kind::Float, Device::Cpu)), 1.0).is_none());
     }
 
     #[test]

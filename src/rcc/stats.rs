@@ -9,7 +9,7 @@
 //! match); the callers then use libtorch.
 use tch::{Device, Kind, Tensor};
 
-use crate::gemm::{elements, Real};
+use crate::gemm::{elements, simd, Real, Simd};
 
 /// The contiguous CPU tensors `ts`, all of one kind (float32 or float64) and one number of
 /// elements, as slices for `f`.
@@ -30,31 +30,59 @@ fn with_slices<R>(ts: &[&Tensor], f32s: impl FnOnce(Vec<&[f32]>) -> R, f64s: imp
     }
 }
 
-/// `sum_i (t0_i - t1_i - t2_i - ...)^2`, the differences in `T`, the sum in f64 (8 lanes).
-fn sum_sq_of_difference<T: Real>(ts: &[&[T]]) -> f64 {
-    let n = ts[0].len();
-    let mut acc = [0f64; 8];
-    let mut i = 0;
-    while i + 8 <= n {
-        for (l, a) in acc.iter_mut().enumerate() {
-            let mut v = ts[0][i + l];
+/// `sum_i (t0_i - t1_i - ... - t{N-1}_i)^2`, the differences in `T`, the sum in f64 (8
+/// lanes), compiled for the CPU's vector instructions ([`simd`]).
+struct SumSqOfDifference<'a, T, const N: usize>([&'a [T]; N]);
+
+impl<T: Real, const N: usize> Simd for SumSqOfDifference<'_, T, N> {
+    type Out = f64;
+    #[inline(always)]
+    fn run(self) -> f64 {
+        let ts = self.0;
+        let n = ts[0].len();
+        assert!(ts.iter().all(|t| t.len() == n), "tensors of one size");
+        // SAFETY: i < n, the length of every slice (checked above).
+        let value = |i: usize| unsafe {
+            let mut v = *ts[0].get_unchecked(i);
             for t in &ts[1..] {
-                v = v - t[i + l];
+                v = v - *t.get_unchecked(i);
             }
-            let v = v.to_f64();
-            *a += v * v;
+            v.to_f64()
+        };
+        let mut acc = [0f64; 16];
+        let mut i = 0;
+        while i + 16 <= n {
+            for (l, a) in acc.iter_mut().enumerate() {
+                let v = value(i + l);
+                *a += v * v;
+            }
+            i += 16;
         }
-        i += 8;
-    }
-    let mut s: f64 = acc.iter().sum();
-    for j in i..n {
-        let mut v = ts[0][j];
-        for t in &ts[1..] {
-            v = v - t[j];
+        let mut s: f64 = acc.iter().sum();
+        for j in i..n {
+            s += value(j) * value(j);
         }
-        s += v.to_f64() * v.to_f64();
+        s
     }
-    s
+}
+
+/// [`SumSqOfDifference`] for one to four tensors.
+fn sum_sq_of_difference<T: Real>(ts: &[&[T]]) -> f64 {
+    match *ts {
+        [a] => simd(SumSqOfDifference([a])),
+        [a, b] => simd(SumSqOfDifference([a, b])),
+        [a, b, c] => simd(SumSqOfDifference([a, b, c])),
+        [a, b, c, d] => simd(SumSqOfDifference([a, b, c, d])),
+        _ => {
+            let n = ts.first().map_or(0, |t| t.len());
+            (0..n)
+                .map(|i| {
+                    let v = ts[1..].iter().fold(ts[0][i], |v, t| v - t[i]).to_f64();
+                    v * v
+                })
+                .sum()
+        }
+    }
 }
 
 /// `sqrt(mean((t0 - t1 - ...)^2))` for CPU float tensors of one kind and size (see the module
@@ -65,26 +93,64 @@ pub(crate) fn rms_of_difference(ts: &[&Tensor]) -> Option<f64> {
     Some(if n == 0 { f64::NAN } else { (s / n as f64).sqrt() })
 }
 
-/// `(sum of squares, dot products with b)` of each row of `a` (`[rows, n]` flattened).
-fn row_sums<T: Real>(a: &[T], b: Option<&[T]>, n: usize) -> Vec<(f64, f64, f64)> {
-    a.chunks_exact(n.max(1))
-        .enumerate()
-        .map(|(r, row)| {
-            let (mut aa, mut ab, mut bb) = (0.0, 0.0, 0.0);
+/// `(sum of squares, dot products with b, b's sum of squares)` of each row of `a`
+/// (`[rows, n]` flattened), in f64, compiled for the CPU's vector instructions ([`simd`]).
+struct RowSums<'a, T> {
+    a: &'a [T],
+    b: Option<&'a [T]>,
+    n: usize,
+}
+
+impl<T: Real> Simd for RowSums<'_, T> {
+    type Out = Vec<(f64, f64, f64)>;
+    #[inline(always)]
+    fn run(self) -> Self::Out {
+        let (a, b, n) = (self.a, self.b, self.n.max(1));
+        let mut out = Vec::with_capacity(a.len() / n);
+        for (r, row) in a.chunks_exact(n).enumerate() {
+            let (mut aa, mut ab, mut bb) = ([0f64; 8], [0f64; 8], [0f64; 8]);
+            let rc = row.chunks_exact(8);
+            let rest = rc.remainder();
             match b {
                 Some(b) => {
-                    for (x, y) in row.iter().zip(&b[r * n..(r + 1) * n]) {
+                    let brow = &b[r * n..(r + 1) * n];
+                    let bc = brow.chunks_exact(8);
+                    let brest = bc.remainder();
+                    for (x, y) in rc.zip(bc) {
+                        for l in 0..8 {
+                            let (x, y) = (x[l].to_f64(), y[l].to_f64());
+                            aa[l] += x * x;
+                            ab[l] += x * y;
+                            bb[l] += y * y;
+                        }
+                    }
+                    for (x, y) in rest.iter().zip(brest) {
                         let (x, y) = (x.to_f64(), y.to_f64());
-                        aa += x * x;
-                        ab += x * y;
-                        bb += y * y;
+                        aa[0] += x * x;
+                        ab[0] += x * y;
+                        bb[0] += y * y;
                     }
                 }
-                None => aa = row.iter().map(|x| x.to_f64() * x.to_f64()).sum(),
+                None => {
+                    for x in rc {
+                        for l in 0..8 {
+                            let x = x[l].to_f64();
+                            aa[l] += x * x;
+                        }
+                    }
+                    for x in rest {
+                        aa[0] += x.to_f64() * x.to_f64();
+                    }
+                }
             }
-            (aa, ab, bb)
-        })
-        .collect()
+            out.push((aa.iter().sum(), ab.iter().sum(), bb.iter().sum()));
+        }
+        out
+    }
+}
+
+fn row_sums<T: Real>(a: &[T], b: Option<&[T]>, n: usize) -> Vec<(f64, f64, f64)> {
+    simd(RowSums { a, b, n })
 }
 
 /// Mean cosine of matching rows of `a` and `b` (`[B, n]`; zero rows count as cosine 0).
@@ -112,19 +178,33 @@ pub(crate) fn cosine_cross(a: &Tensor) -> Option<f64> {
     }
     fn go<T: Real>(v: Vec<&[T]>, n: usize, b: usize) -> f64 {
         let rows = row_sums(v[0], None, n);
-        let mut total = vec![0f64; n];
-        let mut diag = 0.0;
-        for (r, &(aa, _, _)) in rows.iter().enumerate() {
-            let inv = 1.0 / aa.sqrt().max(1e-300);
-            for (t, x) in total.iter_mut().zip(&v[0][r * n..(r + 1) * n]) {
-                *t += x.to_f64() * inv;
-            }
-            diag += aa * inv * inv;
-        }
-        let total: f64 = total.iter().map(|t| t * t).sum();
+        let inv: Vec<f64> = rows.iter().map(|&(aa, _, _)| 1.0 / aa.sqrt().max(1e-300)).collect();
+        let diag: f64 = rows.iter().zip(&inv).map(|(&(aa, _, _), i)| aa * i * i).sum();
+        let total = simd(SumOfUnitRows { a: v[0], n, inv: &inv });
         (total - diag) / (b * (b - 1)) as f64
     }
     with_slices(&[a], |v| go(v, n, b), |v| go(v, n, b))
+}
+
+/// `||sum_r inv_r a_r||^2` over the rows `a_r` of `a` (`[rows, n]` flattened), in f64.
+struct SumOfUnitRows<'a, T> {
+    a: &'a [T],
+    n: usize,
+    inv: &'a [f64],
+}
+
+impl<T: Real> Simd for SumOfUnitRows<'_, T> {
+    type Out = f64;
+    #[inline(always)]
+    fn run(self) -> f64 {
+        let mut total = vec![0f64; self.n];
+        for (row, &inv) in self.a.chunks_exact(self.n.max(1)).zip(self.inv) {
+            for (t, x) in total.iter_mut().zip(row) {
+                *t += x.to_f64() * inv;
+            }
+        }
+        total.iter().map(|t| t * t).sum()
+    }
 }
 
 /// Whether every entry is exactly 0 or 1 (stops at the first that is not).
