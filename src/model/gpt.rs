@@ -56,7 +56,7 @@
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
-use super::{affine, dense, Model, Param, ParamShape, Trace};
+use super::{affine, dense, DenseProducts, Model, Param, ParamShape, Trace};
 use crate::param::{ParamKind, Parameterization, Role};
 use crate::{Error, Result};
 
@@ -428,8 +428,8 @@ impl Model for Gpt {
     fn forward(&self, x: &Tensor) -> Tensor {
         self.run(x, None)
     }
-    fn forward_trace(&self, x: &Tensor) -> Trace {
-        let mut t = Trace { sites: vec![], activations: vec![], logits: Tensor::new() };
+    fn forward_trace_with<'p>(&self, x: &Tensor, products: Option<&'p mut dyn DenseProducts>) -> Trace<'p> {
+        let mut t = Trace::new(products);
         t.logits = self.run(x, Some(&mut t));
         t
     }

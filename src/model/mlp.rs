@@ -12,7 +12,7 @@
 use serde::{Deserialize, Serialize};
 use tch::{Device, Tensor};
 
-use super::{Model, Param, ParamShape, Trace};
+use super::{DenseProducts, Model, Param, ParamShape, Trace};
 use crate::gemm;
 use crate::loss::Loss;
 use crate::optim::LowRankStep;
@@ -411,8 +411,8 @@ impl Model for Mlp {
     fn forward(&self, x: &Tensor) -> Tensor {
         self.run(x, None)
     }
-    fn forward_trace(&self, x: &Tensor) -> Trace {
-        let mut t = Trace { sites: vec![], activations: vec![], logits: Tensor::new() };
+    fn forward_trace_with<'p>(&self, x: &Tensor, products: Option<&'p mut dyn DenseProducts>) -> Trace<'p> {
+        let mut t = Trace::new(products);
         t.logits = self.run(x, Some(&mut t));
         t
     }

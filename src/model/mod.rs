@@ -157,7 +157,8 @@ pub(crate) fn dense(params: &[Param], weight: usize, bias: Option<usize>, multip
             (None, _) => op.apply(w, x),
         };
     }
-    let y = op.apply(w, x);
+    let taken = rec.as_deref_mut().and_then(|r| r.products.as_deref_mut()).and_then(|p| p.product(weight, w, multiplier, x));
+    let y = taken.unwrap_or_else(|| op.apply(w, x));
     record(params, rec.as_deref_mut(), weight, op, x, &y);
     match bias {
         Some(b) => {
@@ -200,15 +201,43 @@ pub struct Site {
     pub output: Tensor,
 }
 
+/// Computes the products of a traced forward pass's dense sites in place of the model, so
+/// that whoever traces can read each weight once for both the site's output and its own
+/// measurements (the RCC monitor's fused pass, see [`crate::rcc`]).
+pub trait DenseProducts {
+    /// `a x W^T` for the dense weight with parameter index `param` (`w: [fan_out, fan_in]`,
+    /// `x: [.., fan_in]`, `a` the multiplier), or `None` to leave it to the model.
+    fn product(&mut self, param: usize, w: &Tensor, multiplier: f64, x: &Tensor) -> Option<Tensor>;
+}
+
 /// What a traced forward pass records.
-#[derive(Debug)]
-pub struct Trace {
+pub struct Trace<'p> {
     /// In forward order.
     pub sites: Vec<Site>,
     /// Post-activations of hidden layers `x^l` (for sparsity and cosine metrics).
     pub activations: Vec<Tensor>,
     /// The network output (logits).
     pub logits: Tensor,
+    /// Computes the dense sites' products, if set.
+    pub products: Option<&'p mut dyn DenseProducts>,
+}
+
+impl<'p> Trace<'p> {
+    /// An empty trace whose dense products `products` computes (if given).
+    pub fn new(products: Option<&'p mut dyn DenseProducts>) -> Self {
+        Trace { sites: vec![], activations: vec![], logits: Tensor::new(), products }
+    }
+}
+
+impl std::fmt::Debug for Trace<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Trace")
+            .field("sites", &self.sites)
+            .field("activations", &self.activations)
+            .field("logits", &self.logits)
+            .field("products", &self.products.is_some())
+            .finish()
+    }
 }
 
 /// What every widthlab model offers to the trainer and the monitors.
@@ -222,7 +251,12 @@ pub trait Model {
     /// Plain forward pass: logits.
     fn forward(&self, x: &Tensor) -> Tensor;
     /// Forward pass that records every [`Site`].
-    fn forward_trace(&self, x: &Tensor) -> Trace;
+    fn forward_trace(&self, x: &Tensor) -> Trace<'static> {
+        self.forward_trace_with(x, None)
+    }
+    /// [`Model::forward_trace`], with the dense sites' products computed by `products`
+    /// where it takes them (see [`DenseProducts`]).
+    fn forward_trace_with<'p>(&self, x: &Tensor, products: Option<&'p mut dyn DenseProducts>) -> Trace<'p>;
 
     /// Detached copies of all parameter values (a snapshot, not sharing storage).
     fn snapshot(&self) -> Vec<Tensor> {

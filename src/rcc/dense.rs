@@ -29,20 +29,25 @@ use tch::{Device, Kind, Tensor};
 
 use crate::gemm::{elements, on_threads, threads_if, Real};
 
-/// What [`dense_change`] measured.
-pub(crate) struct DenseChange {
+/// What the fused pass over a dense weight and its reference measured (see [`crate::rcc`],
+/// Cost), unscaled by any multiplier except in `eff` and `out`.
+pub struct DenseChange {
     /// `alpha (W_t - W_ref) x^T`, as `[P, fan_out]`.
     pub eff: Tensor,
     /// `(||W_t - W_ref||_F, ||W_t - W_ref||_2)`.
     pub diff: (f64, f64),
     /// `(||W_t||_F, ||W_t||_2)`, if asked for.
     pub current: Option<(f64, f64)>,
+    /// `alpha W_t x^T`, as `[P, fan_out]`, if asked for (the site's output in a traced
+    /// forward pass, from the same read of `W_t`).
+    pub out: Option<Tensor>,
 }
 
 /// The fused pass (module docs) for `w_t`, `w_ref` (`[fan_out, fan_in]`) and inputs `x`
 /// (`[P, fan_in]`): the effective update scaled by `alpha`, the norms of the difference with
 /// power iteration warm-started from `v_diff`, and, if `v_current` is given, those of `w_t`
-/// (warm-started from it). The vectors are updated in place (and replaced if their kind or
+/// (warm-started from it), and, if `forward`, the output `alpha W_t x^T` (see
+/// [`DenseChange::out`]). The vectors are updated in place (and replaced if their kind or
 /// length do not fit). `None` when it does not apply: tensors not on the CPU, not float32 or
 /// float64, kinds that differ, or other shapes; the caller then measures term by term.
 ///
@@ -58,6 +63,7 @@ pub(crate) fn dense_change(
     v_current: Option<&mut Tensor>,
     tol: f64,
     max_iter: usize,
+    forward: bool,
 ) -> Option<DenseChange> {
     let kind = w_t.kind();
     let on_cpu = [w_t, w_ref, x].iter().all(|t| t.device() == Device::Cpu);
@@ -69,8 +75,8 @@ pub(crate) fn dense_change(
         return None;
     }
     match kind {
-        Kind::Float => Some(run::<f32>(w_t, w_ref, x, alpha, v_diff, v_current, tol, max_iter)),
-        Kind::Double => Some(run::<f64>(w_t, w_ref, x, alpha, v_diff, v_current, tol, max_iter)),
+        Kind::Float => Some(run::<f32>(w_t, w_ref, x, alpha, v_diff, v_current, tol, max_iter, forward)),
+        Kind::Double => Some(run::<f64>(w_t, w_ref, x, alpha, v_diff, v_current, tol, max_iter, forward)),
         _ => None,
     }
 }
@@ -107,14 +113,12 @@ impl<T: Real> Chain<T> {
         Chain { v, av2: 0.0, z: vec![T::default(); n] }
     }
 
-    /// Adds one row `a_i` of `A` to the step from `v`: `||A v||^2 += (a_i . v)^2` and
-    /// `A^T A v += (a_i . v) a_i`. Returns `||a_i||^2`. Inlined into the vectorised pass.
+    /// Adds one row `a_i` of `A`, with `a = a_i . v`, to the step from `v`:
+    /// `||A v||^2 += a^2` and `A^T A v += a a_i`. Inlined into the vectorised pass.
     #[inline(always)]
-    fn accumulate(&mut self, row: &[T], v: &[T]) -> f64 {
-        let (ss, a) = sq_dot(row, v);
+    fn add(&mut self, a: T, row: &[T]) {
         self.av2 += a.to_f64() * a.to_f64();
         axpy(a, row, &mut self.z);
-        ss
     }
 
     /// `(||A v||, ||A^T A v|| / ||A v||)`: the iteration's two estimates of `||A||_2`.
@@ -148,24 +152,101 @@ struct Acc<T> {
 
 const LANES: usize = 16;
 
+/// Instruction sets of the per-row loops (a const parameter, so each compiled copy of the
+/// pass calls its own).
+const PORTABLE: u8 = 0;
+const AVX2: u8 = 1;
+const AVX512: u8 = 2;
+
+/// The per-row operations of the pass. Float32 rows run explicit AVX-512 or AVX2 code
+/// (compiled generically, the float64 conversions of the squares came out as lane shuffles
+/// and the pass cost ~4x its memory traffic); everything else the portable loops.
+trait Rows: Real {
+    /// `d = a - b` (written), and `(sum d_j^2, sum d_j v_j)` (`0` without `v`).
+    fn diff_sq_dot<const ISA: u8>(a: &[Self], b: &[Self], d: &mut [Self], v: Option<&[Self]>) -> (f64, Self) {
+        for ((d, a), b) in d.iter_mut().zip(a).zip(b) {
+            *d = *a - *b;
+        }
+        sq_dot(d, v)
+    }
+    /// `(sum a_j^2, sum a_j v_j)` (`0` without `v`).
+    fn sq_dot<const ISA: u8>(a: &[Self], v: Option<&[Self]>) -> (f64, Self) {
+        sq_dot(a, v)
+    }
+}
+
+impl Rows for f64 {}
+
+impl Rows for f32 {
+    #[inline(always)]
+    fn diff_sq_dot<const ISA: u8>(a: &[f32], b: &[f32], d: &mut [f32], v: Option<&[f32]>) -> (f64, f32) {
+        assert!(a.len() == d.len() && b.len() == d.len() && v.is_none_or(|v| v.len() == d.len()));
+        // SAFETY: ISA is only AVX512 or AVX2 in functions compiled for (and called on
+        // CPUs with) those features; the lengths are checked above.
+        #[cfg(target_arch = "x86_64")]
+        unsafe {
+            match ISA {
+                AVX512 => return simd::rows_avx512(a, Some(b), Some(d), v),
+                AVX2 => return simd::rows_avx2(a, Some(b), Some(d), v),
+                _ => {}
+            }
+        }
+        for ((d, a), b) in d.iter_mut().zip(a).zip(b) {
+            *d = *a - *b;
+        }
+        sq_dot(d, v)
+    }
+    #[inline(always)]
+    fn sq_dot<const ISA: u8>(a: &[f32], v: Option<&[f32]>) -> (f64, f32) {
+        assert!(v.is_none_or(|v| v.len() == a.len()));
+        // SAFETY: as above.
+        #[cfg(target_arch = "x86_64")]
+        unsafe {
+            match ISA {
+                AVX512 => return simd::rows_avx512(a, None, None, v),
+                AVX2 => return simd::rows_avx2(a, None, None, v),
+                _ => {}
+            }
+        }
+        sq_dot(a, v)
+    }
+}
+
 /// `(sum a_j^2, sum a_j v_j)` over 16 lanes (so the compiler vectorises it); the squares
 /// are summed in f64 (norms to float64 accuracy), the products (power iteration) in `T`.
 #[inline(always)]
-fn sq_dot<T: Real>(a: &[T], v: &[T]) -> (f64, T) {
+fn sq_dot<T: Real>(a: &[T], v: Option<&[T]>) -> (f64, T) {
     let (mut s, mut d) = ([0f64; LANES], [T::default(); LANES]);
-    let (ac, vc) = (a.chunks_exact(LANES), v.chunks_exact(LANES));
-    let (ar, vr) = (ac.remainder(), vc.remainder());
-    for (x, y) in ac.zip(vc) {
-        let (x, y): (&[T; LANES], &[T; LANES]) = (x.try_into().expect("a full chunk"), y.try_into().expect("a full chunk"));
-        for l in 0..LANES {
-            let xl = x[l].to_f64();
-            s[l] = xl.mul_add(xl, s[l]);
-            d[l] = x[l].mul_add(y[l], d[l]);
+    let ac = a.chunks_exact(LANES);
+    let ar = ac.remainder();
+    match v {
+        Some(v) => {
+            let vc = v.chunks_exact(LANES);
+            let vr = vc.remainder();
+            for (x, y) in ac.zip(vc) {
+                let (x, y): (&[T; LANES], &[T; LANES]) = (x.try_into().expect("a full chunk"), y.try_into().expect("a full chunk"));
+                for l in 0..LANES {
+                    let xl = x[l].to_f64();
+                    s[l] = xl.mul_add(xl, s[l]);
+                    d[l] = x[l].mul_add(y[l], d[l]);
+                }
+            }
+            for (l, (x, y)) in ar.iter().zip(vr).enumerate() {
+                d[l] += *x * *y;
+            }
+        }
+        None => {
+            for x in ac {
+                let x: &[T; LANES] = x.try_into().expect("a full chunk");
+                for l in 0..LANES {
+                    let xl = x[l].to_f64();
+                    s[l] = xl.mul_add(xl, s[l]);
+                }
+            }
         }
     }
-    for (l, (x, y)) in ar.iter().zip(vr).enumerate() {
+    for (l, x) in ar.iter().enumerate() {
         s[l] += x.to_f64() * x.to_f64();
-        d[l] += *x * *y;
     }
     (s.iter().sum(), T::from_f64(d.iter().fold(0.0, |acc, a| acc + a.to_f64())))
 }
@@ -175,6 +256,114 @@ fn sq_dot<T: Real>(a: &[T], v: &[T]) -> (f64, T) {
 fn axpy<T: Real>(c: T, a: &[T], z: &mut [T]) {
     for (z, a) in z.iter_mut().zip(a) {
         *z = c.mul_add(*a, *z);
+    }
+}
+
+/// The float32 row loops in explicit vector instructions: one sweep over a row forms
+/// `d = a - b` (if `b` is given, written to `d`), sums its squares in float64 (each 8-lane
+/// half converted exactly) and its products with `v` in float32 lanes.
+#[cfg(target_arch = "x86_64")]
+mod simd {
+    use std::arch::x86_64::*;
+
+    /// # Safety
+    /// The CPU has AVX-512F and FMA; `b`, `d` and `v`, where given, are as long as `a`.
+    #[target_feature(enable = "avx512f,fma")]
+    pub(super) unsafe fn rows_avx512(a: &[f32], b: Option<&[f32]>, d: Option<&mut [f32]>, v: Option<&[f32]>) -> (f64, f32) {
+        let k = a.len();
+        let n = k / 16 * 16;
+        let (pa, pb) = (a.as_ptr(), b.map(|b| b.as_ptr()));
+        let pd = d.map(|d| d.as_mut_ptr());
+        let pv = v.map(|v| v.as_ptr());
+        // two independent sets of accumulators (the FMA latency would bound a single chain)
+        let (mut s0, mut s1, mut s2, mut s3) = (_mm512_setzero_pd(), _mm512_setzero_pd(), _mm512_setzero_pd(), _mm512_setzero_pd());
+        let (mut dot0, mut dot1) = (_mm512_setzero_ps(), _mm512_setzero_ps());
+        let step = |j: usize, s0: &mut __m512d, s1: &mut __m512d, dot: &mut __m512| {
+            let mut x = _mm512_loadu_ps(pa.add(j));
+            if let Some(pb) = pb {
+                x = _mm512_sub_ps(x, _mm512_loadu_ps(pb.add(j)));
+            }
+            if let Some(pd) = pd {
+                _mm512_storeu_ps(pd.add(j), x);
+            }
+            let lo = _mm512_cvtps_pd(_mm512_castps512_ps256(x));
+            let hi = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(x))));
+            *s0 = _mm512_fmadd_pd(lo, lo, *s0);
+            *s1 = _mm512_fmadd_pd(hi, hi, *s1);
+            if let Some(pv) = pv {
+                *dot = _mm512_fmadd_ps(x, _mm512_loadu_ps(pv.add(j)), *dot);
+            }
+        };
+        let mut j = 0;
+        while j + 32 <= n {
+            step(j, &mut s0, &mut s1, &mut dot0);
+            step(j + 16, &mut s2, &mut s3, &mut dot1);
+            j += 32;
+        }
+        if j < n {
+            step(j, &mut s0, &mut s1, &mut dot0);
+            j += 16;
+        }
+        let (s0, s1, dot) = (_mm512_add_pd(s0, s2), _mm512_add_pd(s1, s3), _mm512_add_ps(dot0, dot1));
+        let (mut ss, mut dt) = (_mm512_reduce_add_pd(_mm512_add_pd(s0, s1)), _mm512_reduce_add_ps(dot));
+        tail(j, k, pa, pb, pd, pv, &mut ss, &mut dt);
+        (ss, dt)
+    }
+
+    /// # Safety
+    /// The CPU has AVX2 and FMA; `b`, `d` and `v`, where given, are as long as `a`.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn rows_avx2(a: &[f32], b: Option<&[f32]>, d: Option<&mut [f32]>, v: Option<&[f32]>) -> (f64, f32) {
+        let k = a.len();
+        let n = k / 8 * 8;
+        let (pa, pb) = (a.as_ptr(), b.map(|b| b.as_ptr()));
+        let pd = d.map(|d| d.as_mut_ptr());
+        let pv = v.map(|v| v.as_ptr());
+        let (mut s0, mut s1, mut dot) = (_mm256_setzero_pd(), _mm256_setzero_pd(), _mm256_setzero_ps());
+        let mut j = 0;
+        while j < n {
+            let mut x = _mm256_loadu_ps(pa.add(j));
+            if let Some(pb) = pb {
+                x = _mm256_sub_ps(x, _mm256_loadu_ps(pb.add(j)));
+            }
+            if let Some(pd) = pd {
+                _mm256_storeu_ps(pd.add(j), x);
+            }
+            let lo = _mm256_cvtps_pd(_mm256_castps256_ps128(x));
+            let hi = _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(x));
+            s0 = _mm256_fmadd_pd(lo, lo, s0);
+            s1 = _mm256_fmadd_pd(hi, hi, s1);
+            if let Some(pv) = pv {
+                dot = _mm256_fmadd_ps(x, _mm256_loadu_ps(pv.add(j)), dot);
+            }
+            j += 8;
+        }
+        let mut s = [0f64; 4];
+        _mm256_storeu_pd(s.as_mut_ptr(), _mm256_add_pd(s0, s1));
+        let mut t = [0f32; 8];
+        _mm256_storeu_ps(t.as_mut_ptr(), dot);
+        let (mut ss, mut dt) = (s.iter().sum::<f64>(), t.iter().sum::<f32>());
+        tail(j, k, pa, pb, pd, pv, &mut ss, &mut dt);
+        (ss, dt)
+    }
+
+    /// The elements `j..k` that do not fill a vector.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn tail(j: usize, k: usize, pa: *const f32, pb: Option<*const f32>, pd: Option<*mut f32>, pv: Option<*const f32>, ss: &mut f64, dt: &mut f32) {
+        for j in j..k {
+            let mut x = *pa.add(j);
+            if let Some(pb) = pb {
+                x -= *pb.add(j);
+            }
+            if let Some(pd) = pd {
+                *pd.add(j) = x;
+            }
+            *ss += x as f64 * x as f64;
+            if let Some(pv) = pv {
+                *dt += x * *pv.add(j);
+            }
+        }
     }
 }
 
@@ -208,13 +397,15 @@ struct Pass<'a, T> {
     k: usize,
     /// `(x [P, k] contiguous, P, alpha, eff [P, m] output address)`
     product: Option<(&'a [T], usize, f64, usize)>,
+    /// The output address of `alpha x W_t^T` (`[P, m]`, with `product`'s `x` and `alpha`).
+    out: Option<usize>,
     /// Accumulate the squared sums.
     fro: bool,
     v_d: Option<&'a [T]>,
     v_w: Option<&'a [T]>,
 }
 
-impl<T: Real> Pass<'_, T> {
+impl<T: Rows> Pass<'_, T> {
     /// Rows `lo..hi`, compiled for the widest vector instructions the CPU has (checked at
     /// run time: the crate is built for baseline x86-64, whose SSE2 would make these loops
     /// several times slower than the memory they read).
@@ -230,23 +421,23 @@ impl<T: Real> Pass<'_, T> {
                 return unsafe { self.rows_avx2(lo, hi) };
             }
         }
-        self.rows_any(lo, hi)
+        self.rows_any::<PORTABLE>(lo, hi)
     }
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f,fma")]
     unsafe fn rows_avx512(&self, lo: usize, hi: usize) -> Acc<T> {
-        self.rows_any(lo, hi)
+        self.rows_any::<AVX512>(lo, hi)
     }
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
     unsafe fn rows_avx2(&self, lo: usize, hi: usize) -> Acc<T> {
-        self.rows_any(lo, hi)
+        self.rows_any::<AVX2>(lo, hi)
     }
 
     #[inline(always)]
-    fn rows_any(&self, lo: usize, hi: usize) -> Acc<T> {
+    fn rows_any<const ISA: u8>(&self, lo: usize, hi: usize) -> Acc<T> {
         let k = self.k;
         let mut acc = Acc {
             fro_d: 0.0,
@@ -273,31 +464,37 @@ impl<T: Real> Pass<'_, T> {
                     let wt = &self.wt[i * k..(i + 1) * k];
                     if need_d {
                         let d = &mut scratch[(i - r0) * k..(i - r0 + 1) * k];
-                        for ((d, a), b) in d.iter_mut().zip(wt).zip(&self.wr[i * k..(i + 1) * k]) {
-                            *d = *a - *b;
+                        let (ss, a) = T::diff_sq_dot::<ISA>(wt, &self.wr[i * k..(i + 1) * k], d, self.v_d);
+                        acc.fro_d += ss;
+                        if let Some(c) = acc.d.as_mut() {
+                            c.add(a, d);
                         }
-                        let d = &scratch[(i - r0) * k..(i - r0 + 1) * k];
-                        acc.fro_d += match (self.v_d, acc.d.as_mut()) {
-                            (Some(v), Some(c)) => c.accumulate(d, v),
-                            _ => sq_dot(d, d).0,
-                        };
                     }
-                    match (self.v_w, acc.w.as_mut()) {
-                        (Some(v), Some(c)) => acc.fro_w += c.accumulate(wt, v),
-                        _ if self.fro => acc.fro_w += sq_dot(wt, wt).0,
-                        _ => {}
+                    if self.fro || self.v_w.is_some() {
+                        let (ss, a) = T::sq_dot::<ISA>(wt, self.v_w);
+                        acc.fro_w += ss;
+                        if let Some(c) = acc.w.as_mut() {
+                            c.add(a, wt);
+                        }
                     }
                 }
                 if let Some((x, p, alpha, eff)) = self.product {
-                    // eff[:, r0..r1] = alpha x D_block^T: a [P, k] x [k, r1 - r0] product
-                    // SAFETY: x is [P, k] contiguous, the block's rows are in the scratch,
-                    // and the threads write disjoint columns r0..r1 of eff ([P, m]).
-                    unsafe {
-                        if p <= THIN_ROWS {
-                            crate::gemm::thin_product(&scratch[..(r1 - r0) * k], r1 - r0, k, x, p, alpha, (eff as *mut T).add(r0), (self.m as isize, 1));
-                        } else {
-                            T::gemm(p, k, r1 - r0, alpha, x.as_ptr(), (k as isize, 1), scratch.as_ptr(), (1, k as isize), 0.0, (eff as *mut T).add(r0), (self.m as isize, 1));
+                    // eff[:, r0..r1] = alpha x D_block^T (and out[:, r0..r1] = alpha x
+                    // W_t_block^T, while the block is in cache): [P, k] x [k, r1 - r0]
+                    let block = |w: &[T], y: usize| {
+                        // SAFETY: x is [P, k] contiguous, w holds the block's r1 - r0 rows,
+                        // and the threads write disjoint columns r0..r1 of y ([P, m]).
+                        unsafe {
+                            if p <= THIN_ROWS {
+                                crate::gemm::thin_product(w, r1 - r0, k, x, p, alpha, (y as *mut T).add(r0), (self.m as isize, 1));
+                            } else {
+                                T::gemm(p, k, r1 - r0, alpha, x.as_ptr(), (k as isize, 1), w.as_ptr(), (1, k as isize), 0.0, (y as *mut T).add(r0), (self.m as isize, 1));
+                            }
                         }
+                    };
+                    block(&scratch[..(r1 - r0) * k], eff);
+                    if let Some(out) = self.out {
+                        block(&self.wt[r0 * k..r1 * k], out);
                     }
                 }
                 r0 = r1;
@@ -352,11 +549,12 @@ fn check<T: Real>(chain: &mut Chain<T>, tol: f64, last: bool) -> Option<f64> {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn run<T: Real>(w_t: &Tensor, w_ref: &Tensor, x: &Tensor, alpha: f64, v_diff: &mut Tensor, v_current: Option<&mut Tensor>, tol: f64, max_iter: usize) -> DenseChange {
+fn run<T: Rows>(w_t: &Tensor, w_ref: &Tensor, x: &Tensor, alpha: f64, v_diff: &mut Tensor, v_current: Option<&mut Tensor>, tol: f64, max_iter: usize, forward: bool) -> DenseChange {
     let (m, k) = (w_t.size()[0] as usize, w_t.size()[1] as usize);
     let (wt, wr, x) = (w_t.contiguous(), w_ref.contiguous(), x.contiguous());
     let p = x.size()[0] as usize;
     let eff = Tensor::empty([p as i64, m as i64], (T::KIND, Device::Cpu));
+    let out = forward.then(|| Tensor::empty([p as i64, m as i64], (T::KIND, Device::Cpu)));
     let mut d = Chain::new(unit::<T>(v_diff, k));
     let mut w = v_current.as_ref().map(|v| Chain::new(unit::<T>(v, k)));
     let (wts, wrs) = (elements::<T>(&wt), elements::<T>(&wr));
@@ -366,6 +564,7 @@ fn run<T: Real>(w_t: &Tensor, w_ref: &Tensor, x: &Tensor, alpha: f64, v_diff: &m
         m,
         k,
         product: (p > 0).then(|| (elements::<T>(&x), p, alpha, eff.data_ptr() as usize)),
+        out: out.as_ref().filter(|_| p > 0).map(|o| o.data_ptr() as usize),
         fro: true,
         v_d: Some(&d.v),
         v_w: w.as_ref().map(|c| c.v.as_slice()),
@@ -402,6 +601,7 @@ fn run<T: Real>(w_t: &Tensor, w_ref: &Tensor, x: &Tensor, alpha: f64, v_diff: &m
             m,
             k,
             product: None,
+            out: None,
             fro: false,
             v_d: sigma_d.is_none().then_some(d.v.as_slice()),
             v_w: if sigma_w.is_none() { w.as_ref().map(|c| c.v.as_slice()) } else { None },
@@ -419,7 +619,7 @@ fn run<T: Real>(w_t: &Tensor, w_ref: &Tensor, x: &Tensor, alpha: f64, v_diff: &m
     if let (Some(t), Some(c)) = (v_current, w.as_ref()) {
         store(t, &c.v);
     }
-    DenseChange { eff, diff: (fro_d, sigma_d), current }
+    DenseChange { eff, diff: (fro_d, sigma_d), current, out }
 }
 
 #[cfg(test)]
@@ -442,7 +642,7 @@ mod tests {
                 let wt = &w0 + Tensor::randn([m, k], opts) * 0.01 + Tensor::randn([m, 1], opts).matmul(&Tensor::randn([1, k], opts)) * 0.05;
                 let x = Tensor::randn([p, k], opts);
                 let (mut vd, mut vw) = (Tensor::ones([k], opts), Tensor::ones([k], opts));
-                let out = dense_change(&wt, &w0, &x, 0.5, &mut vd, Some(&mut vw), 1e-12, 5000).unwrap();
+                let out = dense_change(&wt, &w0, &x, 0.5, &mut vd, Some(&mut vw), 1e-12, 5000, true).unwrap();
                 let d = &wt - &w0;
                 let eff = x.matmul(&d.tr()) * 0.5;
                 let err = (&out.eff - &eff).abs().max().double_value(&[]) / eff.abs().max().double_value(&[]);
@@ -454,9 +654,47 @@ mod tests {
                 close(fw, wt.norm().double_value(&[]), "||W||_F");
                 close(sw, exact_2norm(&wt), "||W||_2");
                 // warm started from the converged vectors, one pass suffices and agrees
-                let again = dense_change(&wt, &w0, &x, 0.5, &mut vd, None, 1e-12, 1).unwrap();
+                let again = dense_change(&wt, &w0, &x, 0.5, &mut vd, None, 1e-12, 1, false).unwrap();
                 close(again.diff.1, exact_2norm(&d), "||D||_2, warm");
                 assert!(again.current.is_none());
+            }
+        }
+    }
+
+    /// The explicit float32 row loops (AVX-512 and AVX2, where the CPU has them) against the
+    /// portable ones: differences written, squares summed in f64, products with `v`.
+    #[test]
+    #[cfg(target_arch = "x86_64")]
+    fn vector_row_loops_match_the_portable_ones() {
+        let mut r = crate::rng::rng(4, crate::rng::stream::MISC);
+        for k in [1usize, 15, 16, 17, 33, 1000] {
+            let draw = |r: &mut _| -> Vec<f32> { crate::rng::normal(&[k as i64], 1.0, r, Device::Cpu).try_into().unwrap() };
+            let (a, b, v) = (draw(&mut r), draw(&mut r), draw(&mut r));
+            let mut d_want = vec![0f32; k];
+            let want = <f64 as Rows>::diff_sq_dot::<PORTABLE>(&[], &[], &mut [], None); // (an empty row)
+            assert_eq!(want, (0.0, 0.0));
+            let want = <f32 as Rows>::diff_sq_dot::<PORTABLE>(&a, &b, &mut d_want, Some(&v));
+            let want_sq = <f32 as Rows>::sq_dot::<PORTABLE>(&a, None);
+            let mut isas = vec![];
+            if std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("fma") {
+                isas.push(AVX512);
+            }
+            if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+                isas.push(AVX2);
+            }
+            for isa in isas {
+                let mut d = vec![0f32; k];
+                // SAFETY: the CPU has the ISA (checked above); all slices are k long.
+                let (got, got_sq) = unsafe {
+                    match isa {
+                        AVX512 => (simd::rows_avx512(&a, Some(&b), Some(&mut d), Some(&v)), simd::rows_avx512(&a, None, None, None)),
+                        _ => (simd::rows_avx2(&a, Some(&b), Some(&mut d), Some(&v)), simd::rows_avx2(&a, None, None, None)),
+                    }
+                };
+                assert_eq!(d, d_want, "isa {isa}, k {k}: differences");
+                assert!((got.0 - want.0).abs() <= 1e-12 * want.0, "isa {isa}, k {k}: {got:?} vs {want:?}");
+                assert!((got.1 - want.1).abs() <= 1e-5 * (k as f32).sqrt(), "isa {isa}, k {k}: {got:?} vs {want:?}");
+                assert!((got_sq.0 - want_sq.0).abs() <= 1e-12 * want_sq.0 && got_sq.1 == 0.0, "isa {isa}, k {k}");
             }
         }
     }
@@ -466,11 +704,11 @@ mod tests {
         let w = Tensor::randn([8, 4], (Kind::Float, Device::Cpu));
         let x = Tensor::randn([3, 4], (Kind::Float, Device::Cpu));
         let mut v = Tensor::ones([4], (Kind::Float, Device::Cpu));
-        let out = dense_change(&w, &w, &x, 1.0, &mut v, None, 1e-3, 50).unwrap();
+        let out = dense_change(&w, &w, &x, 1.0, &mut v, None, 1e-3, 50, false).unwrap();
         assert_eq!(out.diff, (0.0, 0.0));
         assert_eq!(out.eff.abs().max().double_value(&[]), 0.0);
         // mixed kinds and mismatched shapes fall back to the term-by-term path
-        assert!(dense_change(&w, &w.to_kind(Kind::Double), &x, 1.0, &mut v, None, 1e-3, 50).is_none());
-        assert!(dense_change(&w, &w, &x.narrow(1, 0, 3), 1.0, &mut v, None, 1e-3, 50).is_none());
+        assert!(dense_change(&w, &w.to_kind(Kind::Double), &x, 1.0, &mut v, None, 1e-3, 50, false).is_none());
+        assert!(dense_change(&w, &w, &x.narrow(1, 0, 3), 1.0, &mut v, None, 1e-3, 50, false).is_none());
     }
 }

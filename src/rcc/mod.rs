@@ -101,12 +101,13 @@ use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
 use crate::loss::Loss;
-use crate::model::{LinearOp, Model};
+use crate::model::{DenseProducts, LinearOp, Model};
 use crate::optim::LowRankStep;
 use crate::train::{StepHook, StepOutput};
 use crate::Result;
 
 mod dense;
+pub use dense::DenseChange;
 pub mod gpt;
 mod stats;
 pub mod regime;
@@ -201,9 +202,9 @@ struct ProbeState {
     ref_norms: HashMap<String, (f64, f64)>,
 }
 
-fn probe(model: &dyn Model, x: &Tensor, copy_weights: bool) -> ProbeState {
+fn probe(model: &dyn Model, x: &Tensor, copy_weights: bool, products: Option<&mut dyn DenseProducts>) -> ProbeState {
     tch::no_grad(|| {
-        let t = model.forward_trace(x);
+        let t = model.forward_trace_with(x, products);
         let weights = if copy_weights {
             model.snapshot().into_iter().map(Some).collect()
         } else {
@@ -217,6 +218,64 @@ fn probe(model: &dyn Model, x: &Tensor, copy_weights: bool) -> ProbeState {
             ref_norms: HashMap::new(),
         }
     })
+}
+
+/// The monitor's [`DenseProducts`] for the traced forward of a measured step: each dense
+/// site's output `a W_t x_t` comes from the same fused pass (module `dense`) that measures
+/// the site against the initial weights, so `W_t` is read once for both; where the input
+/// has not changed since initialisation (`x_t = x_0`: the input layer on the fixed probe),
+/// the output is `a W_0 x_0 + a (W_t - W_0) x_0` from the initial trace and the effective
+/// update, with no product by `W_t` at all (as accurate as the product: the sum rounds to
+/// `eps |W_t x_0|`, less than the product's own rounding). The results wait in
+/// `done` (by parameter index) for [`site_metrics`] ([`Change::Stored`]'s `measured`). It
+/// takes exactly the sites `site_metrics` would fuse itself: dense weights whose initial
+/// copy is stored, on CPU float inputs that are not one-hot (those are lookups there), under
+/// power iteration; a weight used at a second site is left to the model there.
+struct FusedForward<'a> {
+    /// The initial weights, by parameter index.
+    init: &'a [Option<Tensor>],
+    /// The initial trace's dense sites, by parameter index: `(x_0, a W_0 x_0)`.
+    init_sites: HashMap<usize, (&'a Tensor, &'a Tensor)>,
+    /// Parameter names (the sites' cache keys).
+    names: Vec<String>,
+    cache: &'a mut HashMap<String, Tensor>,
+    /// Per parameter: also measure `W_t`'s norms (the next step's one-step reference).
+    keep_norms: Vec<bool>,
+    tol: f64,
+    max_iter: usize,
+    done: HashMap<usize, DenseChange>,
+}
+
+impl DenseProducts for FusedForward<'_> {
+    fn product(&mut self, param: usize, w: &Tensor, multiplier: f64, x: &Tensor) -> Option<Tensor> {
+        if self.done.contains_key(&param) || x.dim() < 2 || w.dim() != 2 || stats::all_zero_or_one(x) != Some(false) {
+            return None;
+        }
+        // [.., fan_in] inputs (the GPT's [B, T, d]) as rows, the results shaped back
+        let mut shape = x.size();
+        *shape.last_mut()? = w.size()[0];
+        let x = &x.reshape([-1, *x.size().last()?]);
+        let w_ref = self.init.get(param)?.as_ref()?;
+        let name = self.names.get(param)?;
+        let (key_dw, key_wt) = (format!("{name}/dW"), format!("{name}/Wt"));
+        let mut v_d = warm_start(self.cache, &key_dw, w);
+        let mut v_w = self.keep_norms.get(param).copied().unwrap_or(false).then(|| warm_start(self.cache, &key_wt, w));
+        // an input unchanged since initialisation: the output from the initial one
+        let unchanged = self.init_sites.get(&param).filter(|(x0, _)| x0.numel() == x.numel() && x0.reshape(x.size()).equal(x)).map(|&(_, out0)| out0);
+        let fused = dense::dense_change(w, w_ref, x, multiplier, &mut v_d, v_w.as_mut(), self.tol, self.max_iter, unchanged.is_none());
+        self.cache.insert(key_dw, v_d);
+        if let Some(v) = v_w {
+            self.cache.insert(key_wt, v);
+        }
+        let mut fused = fused?;
+        fused.eff = fused.eff.reshape(&shape[..]);
+        let out = match unchanged {
+            Some(out0) => out0 + &fused.eff,
+            None => fused.out.take()?.reshape(&shape[..]),
+        };
+        self.done.insert(param, fused);
+        Some(out)
+    }
 }
 
 /// `sqrt(mean(v^2))` over all entries, summed in f64 (on other devices and kinds by
@@ -315,8 +374,14 @@ pub fn low_rank_norms(g: &Tensor, x: &Tensor, spectral: Option<f64>) -> (f64, f6
     let norms = || -> Option<(f64, f64)> {
         let (p, q) = if m.min(k) < b {
             let (narrow, other) = if m <= k { (g, x) } else { (x, g) };
-            let f = as_array(narrow)?; // [B, w]
-            let small = f.t().dot(&gram(other)?).dot(&f); // [w, w]
+            let small = if 2 * m.min(k) <= b {
+                // much narrower: M = f^T other ([w, wide]) costs w B wide, less than the Gram
+                let f = crate::gemm::tn(narrow, other, 1.0).unwrap_or_else(|| crate::gemm::mm(&narrow.tr(), other, 1.0));
+                gram(&f)? // [w, w]
+            } else {
+                let f = as_array(narrow)?; // [B, w]
+                f.t().dot(&gram(other)?).dot(&f) // [w, w]
+            };
             let eye = Array2::eye(small.nrows());
             (small, eye)
         } else {
@@ -335,79 +400,138 @@ pub fn low_rank_norms(g: &Tensor, x: &Tensor, spectral: Option<f64>) -> (f64, f6
     norms().unwrap_or((f64::NAN, f64::NAN))
 }
 
-/// Iterations of [`top_eigenvalue_of_product`] with `P` before it switches to `P^8`.
-const PLAIN_ITERATIONS: usize = 16;
-
 /// The largest eigenvalue of `G X` for symmetric positive semi-definite `G`, `X` (`[B, B]`),
-/// by power iteration on `P = G X` with the `X`-weighted Rayleigh quotient
-/// `rho = (Xv)^T G (Xv) / v^T X v`. That is power iteration on the symmetric
-/// `S = X^{1/2} G X^{1/2}` (same eigenvalues) without forming `X^{1/2}`; its residual
-/// `||S w - rho w||` (in `v`: `sqrt((z - rho v)^T X (z - rho v) / v^T X v)`, `z = P v`)
-/// bounds the distance from `rho` to an eigenvalue. The first 16 iterations apply `P`, later
-/// ones `P^8` (three squarings of `P / ||P||_F`, for slowly separating eigenvalues), and it
-/// stops when the residual is below
-/// `tol * rho`, or after `max_iter` iterations (then `rho` is within the residual of an
-/// eigenvalue; slowly separating top eigenvalues are close to each other). Starts from a
-/// fixed vector, so results are reproducible.
+/// by Lanczos iteration on `P = G X` in the `X` inner product `<a, b>_X = a^T X b`, in which
+/// `P` is self-adjoint. That is Lanczos on the symmetric `S = X^{1/2} G X^{1/2}` (same
+/// eigenvalues) without forming `X^{1/2}`. Each iteration costs two matrix-vector products
+/// (`G (X v)` and `X w` for the next vector's norm), and the basis is reorthogonalised in
+/// full (two Gram-Schmidt sweeps), so the Krylov space, at most `B`-dimensional, is kept
+/// exact. The top Ritz value `theta` of the tridiagonal matrix is accepted when its
+/// residual `||P y - theta y||_X = beta_j |s_j|` (`s` the Ritz vector in the Krylov basis,
+/// `||y||_X = 1`) is at most `tol * theta`, which bounds the distance from `theta` to an
+/// eigenvalue; or after `max_iter` iterations or an exhausted Krylov space. Unlike power
+/// iteration it does not stall when the top eigenvalues are close (Gaussian factors
+/// `64 x 1024`: 15 iterations for `1e-3`, 33 for `1e-9`). Starts from a fixed vector, so
+/// results are reproducible.
 pub fn top_eigenvalue_of_product(g: &ndarray::Array2<f64>, x: &ndarray::Array2<f64>, tol: f64, max_iter: usize) -> f64 {
     use ndarray::Array1;
     let b = g.nrows();
     if b == 0 {
         return 0.0;
     }
-    // With u = X v and w = G u = P v, each iteration costs two matrix-vector products:
-    // rho = u.w / v.u, the residual from (w - rho v) and X w - rho u, and the next iterate
-    // v' = w / ||w|| has X v' = X w / ||w|| already.
-    let mut v = Array1::from_shape_fn(b, |i| 1.0 + 0.1 * ((i as f64) * 0.7).sin());
-    let mut u = x.dot(&v);
-    let mut p8: Option<ndarray::Array2<f64>> = None;
-    let mut rho = 0.0;
-    for it in 0..max_iter.max(1) {
-        let vxv = v.dot(&u);
-        if vxv <= 0.0 || !vxv.is_finite() {
-            return rho;
-        }
-        let w = g.dot(&u); // P v
-        rho = u.dot(&w) / vxv;
-        let xw = x.dot(&w);
-        let res = ((&w - &v * rho).dot(&(&xw - &u * rho)) / vxv).max(0.0).sqrt();
-        if res <= tol * rho.abs() || !res.is_finite() {
-            break;
-        }
-        if it + 1 == PLAIN_ITERATIONS && p8.is_none() {
-            // slowly separating eigenvalues: continue with P^8 (three squarings of P/||P||)
-            let p = g.dot(x);
-            let pn = p.iter().map(|a| a * a).sum::<f64>().sqrt();
-            if pn == 0.0 || !pn.is_finite() {
-                return if pn == 0.0 { 0.0 } else { f64::NAN };
-            }
-            let mut q = p / pn;
-            for _ in 0..3 {
-                q = q.dot(&q);
-                let n = q.iter().map(|a| a * a).sum::<f64>().sqrt();
-                if n == 0.0 {
-                    break; // nilpotent up to rounding: iterate with what is left
-                }
-                q /= n;
-            }
-            p8 = Some(q);
-        }
-        let (z, xz) = match &p8 {
-            Some(q) => {
-                let z = q.dot(&v);
-                let xz = x.dot(&z);
-                (z, xz)
-            }
-            None => (w, xw),
-        };
-        let n = z.iter().map(|a| a * a).sum::<f64>().sqrt();
-        if n == 0.0 || !n.is_finite() {
-            break;
-        }
-        v = z / n;
-        u = xz / n;
+    let v = Array1::from_shape_fn(b, |i| 1.0 + 0.1 * ((i as f64) * 0.7).sin());
+    let u = x.dot(&v);
+    let n2 = v.dot(&u);
+    if !n2.is_finite() {
+        return f64::NAN;
     }
-    rho
+    if n2 <= 0.0 {
+        return 0.0;
+    }
+    let s = 1.0 / n2.sqrt();
+    // the basis V and X V
+    let (mut vs, mut us) = (vec![v * s], vec![u * s]);
+    let (mut alpha, mut beta): (Vec<f64>, Vec<f64>) = (vec![], vec![]);
+    let mut theta = 0.0;
+    let steps = max_iter.clamp(1, b);
+    for j in 0..steps {
+        let mut w = g.dot(&us[j]); // P v_j
+        alpha.push(w.dot(&us[j]));
+        for _ in 0..2 {
+            for (v, u) in vs.iter().zip(&us) {
+                let c = w.dot(u);
+                w.scaled_add(-c, v);
+            }
+        }
+        let xw = x.dot(&w);
+        let bj = w.dot(&xw).max(0.0).sqrt();
+        let last = j + 1 == steps || bj == 0.0 || !bj.is_finite();
+        let (t, s_last) = tridiagonal_top(&alpha, &beta);
+        theta = t;
+        if last || bj * s_last.abs() <= tol * theta.abs() {
+            break;
+        }
+        beta.push(bj);
+        vs.push(w / bj);
+        us.push(xw / bj);
+    }
+    theta
+}
+
+/// The largest eigenvalue of the symmetric tridiagonal matrix with diagonal `a` and
+/// off-diagonal `b` (`a.len() - 1` entries), by bisection on Sturm sequence counts to
+/// float64 resolution, and the last component of its unit eigenvector, by two steps of
+/// inverse iteration (a tridiagonal solve each). `O(len)` per bisection step: for the
+/// Lanczos matrices of [`top_eigenvalue_of_product`], cheaper than a dense eigensolver call.
+fn tridiagonal_top(a: &[f64], b: &[f64]) -> (f64, f64) {
+    let n = a.len();
+    if n == 0 {
+        return (0.0, 1.0);
+    }
+    let off = |i: usize| if i < b.len() { b[i].abs() } else { 0.0 };
+    let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
+    for i in 0..n {
+        let r = off(i) + if i > 0 { off(i - 1) } else { 0.0 };
+        lo = lo.min(a[i] - r);
+        hi = hi.max(a[i] + r);
+    }
+    if !(lo.is_finite() && hi.is_finite()) {
+        return (f64::NAN, 1.0);
+    }
+    // number of eigenvalues below x (the negative pivots of T - x I)
+    let below = |x: f64| {
+        let mut count = 0;
+        let mut q = 1.0;
+        for i in 0..n {
+            let b2 = if i > 0 { b[i - 1] * b[i - 1] } else { 0.0 };
+            q = (a[i] - x) - if i > 0 { b2 / q } else { 0.0 };
+            if q == 0.0 {
+                q = -f64::EPSILON * (x.abs() + f64::MIN_POSITIVE);
+            }
+            if q < 0.0 {
+                count += 1;
+            }
+        }
+        count
+    };
+    // the top eigenvalue is the x where below(x) goes from n - 1 to n
+    for _ in 0..200 {
+        let mid = 0.5 * (lo + hi);
+        if mid <= lo || mid >= hi || hi - lo <= 4.0 * f64::EPSILON * lo.abs().max(hi.abs()) {
+            break;
+        }
+        if below(mid) == n {
+            hi = mid;
+        } else {
+            lo = mid;
+        }
+    }
+    let theta = hi;
+    // inverse iteration: solve (T - theta I) y = y_prev (Thomas algorithm; a pivot that
+    // vanishes is replaced by a tiny one, the usual trick, as y only needs a direction)
+    let tiny = f64::EPSILON * (theta.abs() + f64::MIN_POSITIVE);
+    let mut y = vec![1.0; n];
+    for _ in 0..2 {
+        let (mut c, mut d) = (vec![0.0; n], vec![0.0; n]);
+        for i in 0..n {
+            let sub = if i > 0 { b[i - 1] } else { 0.0 };
+            let mut piv = a[i] - theta - if i > 0 { sub * c[i - 1] } else { 0.0 };
+            if piv.abs() < tiny {
+                piv = tiny;
+            }
+            c[i] = if i + 1 < n { b[i] / piv } else { 0.0 };
+            d[i] = (y[i] - if i > 0 { sub * d[i - 1] } else { 0.0 }) / piv;
+        }
+        for i in (0..n).rev() {
+            y[i] = d[i] - if i + 1 < n { c[i] * y[i + 1] } else { 0.0 };
+        }
+        let norm = y.iter().map(|v| v * v).sum::<f64>().sqrt();
+        if !(norm > 0.0 && norm.is_finite()) {
+            return (theta, 1.0);
+        }
+        y.iter_mut().for_each(|v| *v /= norm);
+    }
+    (theta, y[n - 1])
 }
 
 /// Spectral norm of a parameter *as the operator it applies* (see [`LinearOp`]); warm starts
@@ -538,8 +662,10 @@ pub enum Change<'a> {
     /// From the stored weights, `dW = w_t - w_ref`; the reference's norms are computed from
     /// `w_ref` (once, when it is the initial weights). If `norms_t` is given, it receives
     /// `(||a W_t||_RMS, ||a W_t||_op)` (for dense weights from the same fused pass, see
-    /// below), which the monitor keeps as the next step's reference norms.
-    Stored { w_t: &'a Tensor, w_ref: &'a Tensor, norms_t: Option<&'a std::cell::Cell<(f64, f64)>> },
+    /// below), which the monitor keeps as the next step's reference norms. `measured` holds
+    /// the fused pass's results when it already ran (during the monitor's traced forward,
+    /// for the same `x_t`, warm starts and `norms_t`); `None` runs it here.
+    Stored { w_t: &'a Tensor, w_ref: &'a Tensor, norms_t: Option<&'a std::cell::Cell<(f64, f64)>>, measured: Option<DenseChange> },
     /// One fused plain-SGD step of a dense weight, `dW = -lr g^T x`, known by its factors.
     /// `norms` are `(||g^T x||_F, ||g^T x||_2)` ([`low_rank_norms`]); `ref_norms` are
     /// `(||a W_ref||_RMS, ||a W_ref||_op)` of the reference weights, measured when they were
@@ -595,16 +721,17 @@ pub fn site_metrics(
         // (effective update, fan_in, fan_out, ||a dW||_F, ||a dW||_2, ||a W_ref||_RMS,
         // ||a W_ref||_op, W_ref if stored)
         let (eff, fan_in, fan_out, fro, spec, w_ref_rms, w_ref_op, w_ref) = match change {
-            Change::Stored { w_t, w_ref, norms_t } => {
+            Change::Stored { w_t, w_ref, norms_t, measured } => {
                 let one_hot = if dense && same_input { one_hot_indices(x_t) } else { None };
                 let (fan_in, fan_out) = fans(op, w_t);
                 let (key_dw, key_wt) = (format!("{key}/dW"), format!("{key}/Wt"));
                 // dense weights: one fused pass over W_t and W_ref (see `dense`)
                 let fused = match (op, spectral, &one_hot) {
+                    (LinearOp::Dense { multiplier }, _, _) if measured.is_some() => measured.map(|c| (c, multiplier.abs())),
                     (LinearOp::Dense { multiplier }, Spectral::PowerIteration { tol, max_iter }, None) => {
                         let mut v_d = warm_start(cache, &key_dw, w_t);
                         let mut v_w = norms_t.map(|_| warm_start(cache, &key_wt, w_t));
-                        let fused = dense::dense_change(w_t, w_ref, x_t, multiplier, &mut v_d, v_w.as_mut(), tol, max_iter);
+                        let fused = dense::dense_change(w_t, w_ref, x_t, multiplier, &mut v_d, v_w.as_mut(), tol, max_iter, false);
                         cache.insert(key_dw.clone(), v_d);
                         if let Some(v) = v_w {
                             cache.insert(key_wt.clone(), v);
@@ -641,7 +768,7 @@ pub fn site_metrics(
                     _ => 1.0,
                 };
                 let xx = crate::gemm::linear(x_t, &step.x, 1.0); // [B_probe, B]
-                let eff = crate::gemm::mm(&xx, &step.g, -step.lr * a); // [B_probe, fan_out]
+                let eff = crate::gemm::tn(&xx.tr(), &step.g, -step.lr * a).unwrap_or_else(|| crate::gemm::mm(&xx, &step.g, -step.lr * a)); // [B_probe, fan_out]
                 let (fan_in, fan_out) = (step.x.size()[1] as f64, step.g.size()[1] as f64);
                 let scale = step.lr * a.abs();
                 (eff, fan_in, fan_out, scale * fro, scale * spec, w_ref_rms, w_ref_op, None)
@@ -750,9 +877,32 @@ impl Monitor {
     /// state it measured (weights as shallow views). `out` is what the step left (`None` at
     /// initialisation).
     fn measure(&mut self, step: usize, model: &dyn Model, out: Option<&StepOutput>) -> Result<ProbeState> {
-        let now = probe(model, &self.probe_x, false);
         let spectral = self.cfg.spectral;
         let (grads, low_rank) = out.map_or((&[][..], &[][..]), |o| (o.grads, o.low_rank));
+        let next_one_step = self.cfg.one_step && self.cfg.schedule.contains(step + 1);
+        let keep_norms = |p: usize| next_one_step && low_rank.get(p).is_some_and(Option::is_some);
+        // the traced forward, with the dense sites' Delta passes fused into it
+        let mut fused = match (&self.init, spectral) {
+            (Some(init), Spectral::PowerIteration { tol, max_iter }) => Some(FusedForward {
+                init: &init.weights,
+                init_sites: init
+                    .sites
+                    .iter()
+                    .rev() // (the first site of a parameter wins)
+                    .filter(|s| matches!(s.2, LinearOp::Dense { .. }))
+                    .map(|(_, p, _, x0, out0)| (*p, (x0, out0)))
+                    .collect(),
+                names: model.params().iter().map(|p| p.name.clone()).collect(),
+                cache: &mut self.cache,
+                keep_norms: (0..model.params().len()).map(keep_norms).collect(),
+                tol,
+                max_iter,
+                done: HashMap::new(),
+            }),
+            _ => None,
+        };
+        let now = probe(model, &self.probe_x, false, fused.as_mut().map(|f| f as &mut dyn DenseProducts));
+        let mut measured = fused.map(|f| f.done).unwrap_or_default();
         // (||g^T x||_F, ||g^T x||_2) of each low-rank step: the one-step update's norms and
         // the gradient's norm (the spectral norm only if the one-step metrics are measured)
         let spec = self.prev.is_some();
@@ -767,8 +917,6 @@ impl Monitor {
             })
             .collect();
         let mut rows: Vec<(String, String, f64)> = vec![];
-        let next_one_step = self.cfg.one_step && self.cfg.schedule.contains(step + 1);
-        let keep_norms = |p: usize| next_one_step && low_rank.get(p).is_some_and(Option::is_some);
         let mut kept_norms = vec![];
         for (prefix, reference) in [("", self.init.as_ref()), ("delta_", self.prev.as_ref())] {
             let Some(r) = reference else { continue };
@@ -786,7 +934,12 @@ impl Monitor {
                 let norms_t = (!one_step && keep_norms(*p)).then(|| (name, std::cell::Cell::new((f64::NAN, f64::NAN))));
                 let change = match (factored, &now.weights[*p], &r.weights[*p]) {
                     (Some(c), _, _) => c,
-                    (None, Some(w_t), Some(w_ref)) => Change::Stored { w_t, w_ref, norms_t: norms_t.as_ref().map(|(_, c)| c) },
+                    (None, Some(w_t), Some(w_ref)) => Change::Stored {
+                        w_t,
+                        w_ref,
+                        norms_t: norms_t.as_ref().map(|(_, c)| c),
+                        measured: if one_step { None } else { measured.remove(p) },
+                    },
                     // a reference kept as norms only, but the step left no factors: the
                     // one-step metrics of this site cannot be measured
                     _ => continue,
@@ -816,14 +969,20 @@ impl Monitor {
         }
         rows.push(("model".into(), "logits".into(), rms(&now.logits)));
         if self.cfg.gradients {
-            // chi = dl/df of the per-example loss, from the probe logits alone (a detached
-            // leaf: no backward pass through the network).
-            let f = now.logits.detach().set_requires_grad(true);
-            let l = self.loss.compute(&f, &self.probe_y);
-            let g = Tensor::f_run_backward(&[&l], &[&f], false, false)?;
+            // chi = dl/df of the per-example loss, from the probe logits alone (no backward
+            // pass through the network): in closed form for [B, C] logits
+            // (Loss::value_and_grad), by autograd on a detached leaf otherwise
+            let (l, g) = if now.logits.dim() == 2 {
+                self.loss.value_and_grad(&now.logits, &self.probe_y)
+            } else {
+                let f = now.logits.detach().set_requires_grad(true);
+                let l = self.loss.compute(&f, &self.probe_y);
+                let mut g = Tensor::f_run_backward(&[&l], &[&f], false, false)?;
+                (l, g.swap_remove(0))
+            };
             // per-example loss: one example per logit row (a token, for the GPT)
             let batch = now.logits.size()[0] as f64;
-            rows.push(("model".into(), "chi".into(), rms(&g[0]) * batch));
+            rows.push(("model".into(), "chi".into(), rms(&g) * batch));
             rows.push(("model".into(), "loss".into(), l.double_value(&[])));
             // per-layer gradient norms of the training batch of this step (of g^T x for a
             // weight whose step was fused)
@@ -866,7 +1025,7 @@ impl Monitor {
 
 impl StepHook for Monitor {
     fn start(&mut self, model: &dyn Model) -> Result<()> {
-        self.init = Some(probe(model, &self.probe_x, true));
+        self.init = Some(probe(model, &self.probe_x, true, None));
         self.prev = None;
         self.dump("init.safetensors", model, true)?;
         self.measure(0, model, None).map(|_| ())
@@ -876,7 +1035,7 @@ impl StepHook for Monitor {
         // The one-step reference W_{t-1}, x_{t-1} is needed only before measured steps, and
         // only if after_step did not keep it already.
         if self.cfg.one_step && self.cfg.schedule.contains(step) && self.prev.is_none() {
-            self.prev = Some(probe(model, &self.probe_x, true));
+            self.prev = Some(probe(model, &self.probe_x, true, None));
         }
         Ok(())
     }
@@ -924,3 +1083,4 @@ impl StepHook for Monitor {
 
 #[cfg(test)]
 mod tests;
+

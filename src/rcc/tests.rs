@@ -46,9 +46,9 @@ fn train_steps(m: &Mlp, opt: &mut Optimizer, x: &Tensor, y: &Tensor, k: usize, h
 #[test]
 fn rcc_identity_holds_after_training() {
     let (m, mut opt, x, y) = setup(0);
-    let init = probe(&m, &x, true);
+    let init = probe(&m, &x, true, None);
     train_steps(&m, &mut opt, &x, &y, 5, None);
-    let now = probe(&m, &x, false);
+    let now = probe(&m, &x, false, None);
     assert!(now.sites.len() >= 8);
     for ((name, p, op, x_t, out_t), (_, _, _, x_0, out_0)) in now.sites.iter().zip(&init.sites) {
         let (w_t, w_0) = (now.weights[*p].as_ref().unwrap(), init.weights[*p].as_ref().unwrap());
@@ -76,7 +76,7 @@ fn metrics_of_a_tiny_dense_layer_by_hand() {
     for spectral in [Spectral::Exact, Spectral::PowerIteration { tol: 1e-14, max_iter: 10_000 }] {
     let mut cache = HashMap::new();
     let norms_t = std::cell::Cell::new((f64::NAN, f64::NAN));
-    let ms: HashMap<_, _> = site_metrics(op, Change::Stored { w_t: &wt, w_ref: &w0, norms_t: Some(&norms_t) }, &xt, &x0, &outt, &out0, spectral, &mut cache, "k", true).into_iter().collect();
+    let ms: HashMap<_, _> = site_metrics(op, Change::Stored { w_t: &wt, w_ref: &w0, norms_t: Some(&norms_t), measured: None }, &xt, &x0, &outt, &out0, spectral, &mut cache, "k", true).into_iter().collect();
     // W_t = [[2,1,1],[0,1,0]]: ||W_t||_RMS = sqrt(7/6); W_t W_t^T = [[6,1],[1,1]], so
     // ||W_t||_2^2 = (7 + sqrt(29)) / 2
     let (w_rms, w_op) = norms_t.get();
@@ -106,19 +106,19 @@ fn diagonal_and_bias_sites() {
     let x = t(&[1., 1., 1., 1.], &[1, 4]);
     let op = LinearOp::Diagonal;
     let mut c = HashMap::new();
-    let ms: HashMap<_, _> = site_metrics(op, Change::Stored { w_t: &gt, w_ref: &g0, norms_t: None }, &x, &x, &op.apply(&gt, &x), &op.apply(&g0, &x), Spectral::Exact, &mut c, "g", true).into_iter().collect();
+    let ms: HashMap<_, _> = site_metrics(op, Change::Stored { w_t: &gt, w_ref: &g0, norms_t: None, measured: None }, &x, &x, &op.apply(&gt, &x), &op.apply(&g0, &x), Spectral::Exact, &mut c, "g", true).into_iter().collect();
     assert!(close(ms["weight_update_op"], 1.0, 1e-12)); // max |dg|
     assert!(close(ms["effective"], 0.5, 1e-12)); // [0,1,0,0] -> rms 1/2
     assert!(close(ms["align_rms_eff"], 1.0, 1e-12)); // c = 1 for gains
     let b = LinearOp::Bias;
     let (b0, bt) = (t(&[0., 0.], &[2]), t(&[3., 4.], &[2]));
     let ones = t(&[1., 1.], &[1, 2]);
-    let ms: HashMap<_, _> = site_metrics(b, Change::Stored { w_t: &bt, w_ref: &b0, norms_t: None }, &ones, &ones, &b.apply(&bt, &ones), &b.apply(&b0, &ones), Spectral::Exact, &mut c, "b", true).into_iter().collect();
+    let ms: HashMap<_, _> = site_metrics(b, Change::Stored { w_t: &bt, w_ref: &b0, norms_t: None, measured: None }, &ones, &ones, &b.apply(&bt, &ones), &b.apply(&b0, &ones), Spectral::Exact, &mut c, "b", true).into_iter().collect();
     assert!(close(ms["effective"], 12.5f64.sqrt(), 1e-12));
     assert!(close(ms["align_op_eff"], 1.0, 1e-12));
     assert_eq!(ms["propagating"], 0.0);
     // a bias acts on the constant 1: no propagating update, whatever the reference bias
-    let ms: HashMap<_, _> = site_metrics(b, Change::Stored { w_t: &bt, w_ref: &bt.ones_like(), norms_t: None }, &ones, &ones, &b.apply(&bt, &ones), &b.apply(&bt.ones_like(), &ones), Spectral::Exact, &mut c, "b2", false).into_iter().collect();
+    let ms: HashMap<_, _> = site_metrics(b, Change::Stored { w_t: &bt, w_ref: &bt.ones_like(), norms_t: None, measured: None }, &ones, &ones, &b.apply(&bt, &ones), &b.apply(&bt.ones_like(), &ones), Spectral::Exact, &mut c, "b2", false).into_iter().collect();
     assert_eq!(ms["propagating"], 0.0);
     assert!(close(ms["effective"], 6.5f64.sqrt(), 1e-12)); // [2, 3]
 }
@@ -216,19 +216,21 @@ fn dump_writes_safetensors_that_reproduce_the_metrics() {
 
 /// Runs the monitor for three steps (Delta and delta) and checks the metrics whose fast path
 /// differs from the definition (one matmul per dense site, the propagating update from the
-/// RCC identity, lookups on one-hot inputs, cached initial norms) against the definitions
-/// `(W_t - W_ref) x_t` and `W_ref (x_t - x_ref)` on snapshots, to 1e-5 relative.
-fn check_fast_path_against_definitions(m: &dyn Model, opt: &mut Optimizer, x: &Tensor, y: &Tensor, want_sites: usize) {
+/// RCC identity, lookups on one-hot inputs, cached initial norms; under power iteration the
+/// fused pass inside the traced forward, whose site outputs feed the rest of the forward)
+/// against the definitions `(W_t - W_ref) x_t` and `W_ref (x_t - x_ref)` on snapshots and
+/// the plain traced forward, to 1e-5 relative.
+fn check_fast_path_against_definitions(m: &dyn Model, opt: &mut Optimizer, x: &Tensor, y: &Tensor, want_sites: usize, spectral: Spectral) {
     let loss = Loss::new(LossKind::Ce);
-    let cfg = MonitorConfig { schedule: StepSchedule::Every, spectral: Spectral::Exact, ..MonitorConfig::default() };
+    let cfg = MonitorConfig { schedule: StepSchedule::Every, spectral, ..MonitorConfig::default() };
     let mut mon = Monitor::new(cfg, x.shallow_clone(), y.shallow_clone(), loss);
-    let mut states = vec![probe(m, x, true)];
+    let mut states = vec![probe(m, x, true, None)];
     mon.start(m).unwrap();
     for s in 1..=3 {
         mon.before_step(s, m).unwrap();
         let st = opt.step(m.params(), &mut || loss.compute(&m.forward(x), y)).unwrap();
         mon.after_step(s, m, &StepOutput::of(&st, opt)).unwrap();
-        states.push(probe(m, x, true));
+        states.push(probe(m, x, true, None));
     }
     let same = |a: f64, b: f64| (a.is_nan() && b.is_nan()) || (a - b).abs() <= 1e-5 * a.abs().max(b.abs()).max(1e-30);
     let mut checked = 0;
@@ -244,7 +246,11 @@ fn check_fast_path_against_definitions(m: &dyn Model, opt: &mut Optimizer, x: &T
                 let prop = if *op == LinearOp::Bias { 0.0 } else { rms(&op.apply(w_r, &(x_t - x_r))) };
                 let dx = rms(&(x_t - x_r));
                 let c = if matches!(op, LinearOp::Dense { .. }) { fans(*op, w_t).0 } else { 1.0 };
-                let want = [
+                let to_op = |w: &Tensor| match op {
+                    LinearOp::Dense { .. } => op_norm_rms(*op, w, Spectral::Exact, &mut HashMap::new(), "exact"),
+                    _ => f64::NAN,
+                };
+                let mut want = vec![
                     ("effective", eff),
                     ("propagating", prop),
                     ("input_update", dx),
@@ -252,6 +258,12 @@ fn check_fast_path_against_definitions(m: &dyn Model, opt: &mut Optimizer, x: &T
                     ("weight_update_rms", eff_weight_rms(*op, &(w_t - w_r))),
                     ("align_rms_prop", ratio(prop, c * eff_weight_rms(*op, w_r) * dx)),
                 ];
+                if prefix.is_empty() {
+                    want.push(("act", rms(out_t)));
+                }
+                if matches!(op, LinearOp::Dense { .. }) {
+                    want.push(("weight_update_op", to_op(&(w_t - w_r))));
+                }
                 for (metric, v) in want {
                     let got = mon.series(name, &format!("{prefix}{metric}"));
                     let got = got.iter().find(|r| r.0 == s).unwrap_or_else(|| panic!("{name} {prefix}{metric} at {s}")).1;
@@ -261,14 +273,29 @@ fn check_fast_path_against_definitions(m: &dyn Model, opt: &mut Optimizer, x: &T
             }
         }
     }
-    assert_eq!(checked, 3 * 2 * want_sites * 6);
+    assert!(checked >= 3 * (2 * 6 + 1) * want_sites, "{checked}");
 }
+
+/// Spectral norms exact, and by power iteration (then the dense sites' Delta passes run
+/// inside the traced forward), to a tolerance below the comparison's.
+const BOTH: [Spectral; 2] = [Spectral::Exact, Spectral::PowerIteration { tol: 1e-9, max_iter: 5000 }];
 
 #[test]
 fn fast_path_equals_the_definitions_on_an_mlp() {
-    let (m, mut opt, x, y) = setup(4);
-    // 3 dense layers with biases, 2 LayerNorms (gain and bias): 10 sites
-    check_fast_path_against_definitions(&m, &mut opt, &x, &y, 10);
+    for spectral in BOTH {
+        let (m, mut opt, x, y) = setup(4);
+        // 3 dense layers with biases, 2 LayerNorms (gain and bias): 10 sites
+        check_fast_path_against_definitions(&m, &mut opt, &x, &y, 10, spectral);
+    }
+    // without normalisation layers: under power iteration every dense site's input is the
+    // output of the fused pass of the layer below
+    let cfg = MlpConfig { d_in: 6, d_out: 4, width: 40, depth: 3, ..MlpConfig::default() };
+    for spectral in BOTH {
+        let m = Mlp::new(&cfg, &Parameterization::sp(), 2, Device::Cpu).unwrap();
+        let mut opt = Optimizer::new(&OptimConfig::default(), 0.5, m.params()).unwrap();
+        let (_, _, x, y) = setup(2);
+        check_fast_path_against_definitions(&m, &mut opt, &x, &y, 3, spectral);
+    }
 }
 
 #[test]
@@ -282,7 +309,11 @@ fn fast_path_equals_the_definitions_on_a_gpt() {
     let (x, y) = (all.narrow(1, 0, 8), all.narrow(1, 1, 8).reshape([-1]));
     let sites = m.forward_trace(&x).sites.len();
     assert!(sites > 10);
-    check_fast_path_against_definitions(&m, &mut opt, &x, &y, sites);
+    for spectral in BOTH {
+        let m = Gpt::new(&cfg, &Parameterization::sp(), 0, Device::Cpu).unwrap();
+        let mut opt = Optimizer::new(&OptimConfig::default(), 0.1, m.params()).unwrap();
+        check_fast_path_against_definitions(&m, &mut opt, &x, &y, sites, spectral);
+    }
 }
 
 #[test]
@@ -298,6 +329,27 @@ fn one_hot_inputs_are_detected_and_applied_by_lookup() {
     assert!(apply_fast(op, &w, &x, Some(&idx)).equal(&op.apply(&w, &x)));
 }
 
+/// The symmetric tridiagonal eigen-solver behind the Lanczos iteration against a dense
+/// eigen-decomposition (LAPACK): the top eigenvalue and its eigenvector's last component.
+#[test]
+fn tridiagonal_top_matches_a_dense_solver() {
+    use ndarray_linalg::{Eigh, UPLO};
+    let mut r = crate::rng::rng(12, crate::rng::stream::MISC);
+    for n in [1usize, 2, 5, 17, 40] {
+        let a: Vec<f64> = crate::rng::normal(&[n as i64], 1.0, &mut r, Device::Cpu).to_kind(Kind::Double).try_into().unwrap();
+        let b: Vec<f64> = crate::rng::normal(&[n as i64 - 1], 1.0, &mut r, Device::Cpu).to_kind(Kind::Double).try_into().unwrap();
+        let t = ndarray::Array2::from_shape_fn((n, n), |(i, j)| match i.abs_diff(j) {
+            0 => a[i],
+            1 => b[i.min(j)],
+            _ => 0.0,
+        });
+        let (e, v) = t.eigh(UPLO::Lower).unwrap();
+        let (theta, last) = tridiagonal_top(&a, &b);
+        assert!((theta - e[n - 1]).abs() <= 1e-12 * e[n - 1].abs().max(1.0), "{n}: {theta} vs {}", e[n - 1]);
+        assert!((last.abs() - v[[n - 1, n - 1]].abs()).abs() <= 1e-8, "{n}: {last} vs {}", v[[n - 1, n - 1]]);
+    }
+}
+
 #[test]
 fn low_rank_norms_match_the_formed_matrix() {
     let mut r = crate::rng::rng(11, crate::rng::stream::MISC);
@@ -310,6 +362,18 @@ fn low_rank_norms_match_the_formed_matrix() {
         assert!(close(fro, full.norm().double_value(&[]), 1e-12), "{b} {m} {k}: fro");
         let exact = full.linalg_norm(2.0, &[-2i64, -1][..], false, Kind::Double).double_value(&[]);
         assert!(close(spec, exact, 1e-10), "{b} {m} {k}: {spec} vs {exact}");
+    }
+    // a full batch of Gaussian factors, whose top eigenvalues are close (the slow case of
+    // power iteration), at the monitor's default tolerance and at 1e-9
+    for (b, m, k) in [(64, 200, 150), (48, 300, 300)] {
+        let g = crate::rng::normal(&[b, m], 1.0, &mut r, Device::Cpu).to_kind(Kind::Double);
+        let x = crate::rng::normal(&[b, k], 1.0, &mut r, Device::Cpu).to_kind(Kind::Double);
+        let exact = g.tr().matmul(&x).linalg_norm(2.0, &[-2i64, -1][..], false, Kind::Double).double_value(&[]);
+        for tol in [1e-3, 1e-9] {
+            let (_, spec) = low_rank_norms(&g, &x, Some(tol));
+            // (the residual bounds the eigenvalue's error by tol; its square root halves it)
+            assert!(close(spec, exact, tol), "{b} {m} {k} at {tol}: {spec} vs {exact}");
+        }
     }
     // a rank-one product: Frobenius = spectral
     let g = t(&[1., 2.], &[1, 2]);
@@ -324,6 +388,14 @@ fn low_rank_norms_match_the_formed_matrix() {
 
 #[test]
 fn one_step_metrics_from_fused_sgd_factors_equal_the_definitions() {
+    // exact spectral norms, and power iteration (then also the fused pass inside the traced
+    // forward) to a tolerance below the comparison's
+    for spectral in [Spectral::Exact, Spectral::PowerIteration { tol: 1e-13, max_iter: 100_000 }] {
+        one_step_metrics_from_fused_sgd_factors(spectral);
+    }
+}
+
+fn one_step_metrics_from_fused_sgd_factors(spectral: Spectral) {
     // A float64 MLP trained by fused plain SGD (what the Trainer does under a monitor): the
     // one-step metrics come from the steps' low-rank factors and the previous weights'
     // kept norms; check them, and the gradient norms, against snapshots.
@@ -336,11 +408,11 @@ fn one_step_metrics_from_fused_sgd_factors_equal_the_definitions() {
     let x = crate::rng::normal(&[16, 6], 1.0, &mut r, Device::Cpu).to_kind(Kind::Double);
     let y = Tensor::from_slice(&(0..16).map(|i| i % 4).collect::<Vec<i64>>());
     let probe_x = x.narrow(0, 0, 8);
-    let mcfg = MonitorConfig { schedule: StepSchedule::Every, spectral: Spectral::Exact, ..MonitorConfig::default() };
+    let mcfg = MonitorConfig { schedule: StepSchedule::Every, spectral, ..MonitorConfig::default() };
     let mut mon = Monitor::new(mcfg, probe_x.shallow_clone(), y.narrow(0, 0, 8), loss);
     assert!(!mon.needs_gradients());
     mon.start(&m).unwrap();
-    let mut states = vec![probe(&m, &probe_x, true)];
+    let mut states = vec![probe(&m, &probe_x, true, None)];
     let mut grads = vec![];
     for s in 1..=3 {
         mon.before_step(s, &m).unwrap();
@@ -349,7 +421,7 @@ fn one_step_metrics_from_fused_sgd_factors_equal_the_definitions() {
         let st = crate::train::mlp_step(&m, &mut opt, &loss, &x, &y, false).unwrap();
         assert!(opt.last_low_rank().iter().any(Option::is_some), "the step was fused");
         mon.after_step(s, &m, &StepOutput::of(&st, &opt)).unwrap();
-        states.push(probe(&m, &probe_x, true));
+        states.push(probe(&m, &probe_x, true, None));
     }
     let mut checked = 0;
     for s in 2..=3 {
