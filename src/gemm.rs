@@ -580,13 +580,21 @@ unsafe fn thin_tile<T: Real, const R: usize, const Q: usize>(w: &[T], x: &[T], k
             for j in chunks * L..k {
                 tail += w[r * k + j] * x[q * k + j];
             }
-            let mut sum = 0.0;
-            for l in 0..L {
-                sum += acc[r][q][l].to_f64();
+            // the lanes summed pairwise in T (a vector shuffle tree; a scalar float64 sum of
+            // the 16 lanes cost a third of the tile's time)
+            let mut s = acc[r][q];
+            let mut width = L / 2;
+            while width > 0 {
+                for l in 0..width {
+                    let hi = s[l + width];
+                    s[l] += hi;
+                }
+                width /= 2;
             }
             // alpha applied in T, as a GEMM library does (so a one-hot row times alpha is
             // bitwise the lookup times alpha)
-            let v = T::from_f64(sum + tail.to_f64());
+            let mut v = s[0];
+            v += tail;
             *out.offset(q as isize * ys.0 + r as isize * ys.1) = if alpha == 1.0 { v } else { v * T::from_f64(alpha) };
         }
     }
@@ -846,6 +854,50 @@ pub(crate) fn on_threads(threads: usize, f: &(dyn Fn(usize, usize) + Sync)) {
             _ => f(0, 1),
         }
     }
+}
+
+/// Runs `a` on the calling thread and `b` on a second OpenMP thread at the same time, and
+/// returns both results; one after the other on the calling thread when there is no second
+/// thread (one thread configured, or already inside a parallel region). For two independent
+/// serial pieces of work, so that neither core idles while the other runs one. Work inside
+/// either that would open a parallel region runs single-threaded there.
+pub(crate) fn join<A, B: Send>(a: impl FnOnce() -> A, b: impl FnOnce() -> B + Send) -> (A, B) {
+    use std::cell::RefCell;
+    use std::sync::Mutex;
+    /// Touched by OpenMP's thread 0 only, which is the thread that opened the region (the
+    /// caller of `join`): `a` and its result never change threads.
+    struct OnCaller<T>(RefCell<Option<T>>);
+    // SAFETY: see above; the region is joined before `join` returns.
+    unsafe impl<T> Sync for OnCaller<T> {}
+    impl<T> OnCaller<T> {
+        fn take(&self) -> Option<T> {
+            self.0.borrow_mut().take()
+        }
+        fn put(&self, v: T) {
+            *self.0.borrow_mut() = Some(v);
+        }
+    }
+    let (fa, ra) = (OnCaller(RefCell::new(Some(a))), OnCaller(RefCell::new(None)));
+    let (fb, rb) = (Mutex::new(Some(b)), Mutex::new(None));
+    let run_b = || {
+        if let Some(f) = fb.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            *rb.lock().unwrap_or_else(|e| e.into_inner()) = Some(f());
+        }
+    };
+    on_threads(threads_if(true).min(2), &|t, nt| {
+        if t == 0 {
+            if let Some(f) = fa.take() {
+                ra.put(f());
+            }
+        }
+        if t == 1 || nt == 1 {
+            run_b();
+        }
+    });
+    run_b(); // (if the region had no second thread)
+    let a = ra.take().expect("join: the first task ran");
+    let b = rb.into_inner().unwrap_or_else(|e| e.into_inner()).expect("join: the second task ran");
+    (a, b)
 }
 
 /// libtorch's thread count if `parallel`, else 1: the `threads` argument of [`on_threads`]

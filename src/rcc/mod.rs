@@ -353,6 +353,14 @@ pub fn power_iteration(a: &Tensor, v: &mut Tensor, tol: f64, max_iter: usize) ->
 /// factors. With `spectral = None` only the Frobenius norm is computed (the second value is
 /// then NaN).
 pub fn low_rank_norms(g: &Tensor, x: &Tensor, spectral: Option<f64>) -> (f64, f64) {
+    low_rank_grams(g, x).map_or((f64::NAN, f64::NAN), |(p, q)| low_rank_norms_from(&p, &q, spectral))
+}
+
+/// The first half of [`low_rank_norms`]: the two small symmetric matrices `(P, Q)` (the
+/// Grams `g g^T` and `x x^T`, or for a narrow factor the `[w, w]` problem and the identity)
+/// whose product's eigenvalues are the squared singular values of `g^T x`. The products,
+/// split between the threads; `None` if a factor is not finite.
+pub(crate) fn low_rank_grams(g: &Tensor, x: &Tensor) -> Option<(ndarray::Array2<f64>, ndarray::Array2<f64>)> {
     use ndarray::Array2;
     let gram = |f: &Tensor| -> Option<Array2<f64>> {
         if let Some(g) = crate::gemm::gram(f) {
@@ -371,33 +379,34 @@ pub fn low_rank_norms(g: &Tensor, x: &Tensor, spectral: Option<f64>) -> (f64, f6
         Array2::from_shape_vec((r, c), Vec::<f64>::try_from(f.view([-1])).ok()?).ok()
     };
     let (b, m, k) = (g.size()[0], g.size()[1], x.size()[1]);
-    let norms = || -> Option<(f64, f64)> {
-        let (p, q) = if m.min(k) < b {
-            let (narrow, other) = if m <= k { (g, x) } else { (x, g) };
-            let small = if 2 * m.min(k) <= b {
-                // much narrower: M = f^T other ([w, wide]) costs w B wide, less than the Gram
-                let f = crate::gemm::tn(narrow, other, 1.0).unwrap_or_else(|| crate::gemm::mm(&narrow.tr(), other, 1.0));
-                gram(&f)? // [w, w]
-            } else {
-                let f = as_array(narrow)?; // [B, w]
-                f.t().dot(&gram(other)?).dot(&f) // [w, w]
-            };
-            let eye = Array2::eye(small.nrows());
-            (small, eye)
+    let (p, q) = if m.min(k) < b {
+        let (narrow, other) = if m <= k { (g, x) } else { (x, g) };
+        let small = if 2 * m.min(k) <= b {
+            // much narrower: M = f^T other ([w, wide]) costs w B wide, less than the Gram
+            let f = crate::gemm::tn(narrow, other, 1.0).unwrap_or_else(|| crate::gemm::mm(&narrow.tr(), other, 1.0));
+            gram(&f)? // [w, w]
         } else {
-            (gram(g)?, gram(x)?)
+            let f = as_array(narrow)?; // [B, w]
+            f.t().dot(&gram(other)?).dot(&f) // [w, w]
         };
-        if !p.iter().chain(q.iter()).all(|v| v.is_finite()) {
-            return None;
-        }
-        let fro = (&p * &q).sum().max(0.0).sqrt();
-        let Some(tol) = spectral else {
-            return Some((fro, f64::NAN));
-        };
-        let top = top_eigenvalue_of_product(&p, &q, tol, 5000);
-        Some((fro, top.max(0.0).sqrt()))
+        let eye = Array2::eye(small.nrows());
+        (small, eye)
+    } else {
+        (gram(g)?, gram(x)?)
     };
-    norms().unwrap_or((f64::NAN, f64::NAN))
+    p.iter().chain(q.iter()).all(|v| v.is_finite()).then_some((p, q))
+}
+
+/// The second half of [`low_rank_norms`]: `(||M||_F, ||M||_2)` from the matrices of
+/// [`low_rank_grams`] (serial: the eigenproblem, to the relative residual `spectral`; the
+/// second value is NaN without it).
+pub(crate) fn low_rank_norms_from(p: &ndarray::Array2<f64>, q: &ndarray::Array2<f64>, spectral: Option<f64>) -> (f64, f64) {
+    let fro = (p * q).sum().max(0.0).sqrt();
+    let Some(tol) = spectral else {
+        return (fro, f64::NAN);
+    };
+    let top = top_eigenvalue_of_product(p, q, tol, 5000);
+    (fro, top.max(0.0).sqrt())
 }
 
 /// The largest eigenvalue of `G X` for symmetric positive semi-definite `G`, `X` (`[B, B]`),
@@ -463,6 +472,7 @@ pub fn top_eigenvalue_of_product(g: &ndarray::Array2<f64>, x: &ndarray::Array2<f
 /// float64 resolution, and the last component of its unit eigenvector, by two steps of
 /// inverse iteration (a tridiagonal solve each). `O(len)` per bisection step: for the
 /// Lanczos matrices of [`top_eigenvalue_of_product`], cheaper than a dense eigensolver call.
+#[allow(clippy::needless_range_loop)]
 fn tridiagonal_top(a: &[f64], b: &[f64]) -> (f64, f64) {
     let n = a.len();
     if n == 0 {
@@ -849,6 +859,62 @@ pub fn sparsity(a: &Tensor) -> f64 {
     a.eq(0.0).sum(Kind::Int64).int64_value(&[]) as f64 / a.numel().max(1) as f64
 }
 
+/// One measured value before it becomes a [`Record`]: `(layer, metric, value)`.
+type Row = (String, String, f64);
+
+/// The metrics of every site of `now` against the reference `r` (the initial trace for
+/// `prefix = ""`, the previous step's for `"delta_"`), appended to `rows` as
+/// `(site, metric, value)`. For `Delta`, the norms of `W_t` of the weights `keep_norms`
+/// selects go to `kept_norms` (the next step's one-step reference), and `measured` holds the
+/// fused passes the traced forward ran. For `delta`, weights whose step came in low-rank form
+/// are measured from its factors, with `lr_norms` their `(||g^T x||_F, ||g^T x||_2)`.
+#[allow(clippy::too_many_arguments)]
+fn sites_against(
+    now: &ProbeState,
+    r: &ProbeState,
+    prefix: &str,
+    spectral: Spectral,
+    cache: &mut HashMap<String, Tensor>,
+    low_rank: &[Option<LowRankStep>],
+    lr_norms: &[Option<(f64, f64)>],
+    keep_norms: &dyn Fn(usize) -> bool,
+    measured: &mut HashMap<usize, DenseChange>,
+    rows: &mut Vec<Row>,
+    kept_norms: &mut Vec<(String, (f64, f64))>,
+) {
+    let one_step = !prefix.is_empty();
+    for (i, (name, p, op, x, out)) in now.sites.iter().enumerate() {
+        let (_, _, _, x_ref, out_ref) = &r.sites[i];
+        let key = format!("{prefix}{name}");
+        let dense = matches!(op, LinearOp::Dense { .. });
+        let factored = match (one_step && dense, low_rank.get(*p).and_then(Option::as_ref), r.ref_norms.get(name)) {
+            (true, Some(step), Some(&ref_norms)) => lr_norms.get(*p).copied().flatten().map(|norms| Change::LowRank { step, norms, ref_norms }),
+            _ => None,
+        };
+        // the norms of W_t, kept as the next step's one-step reference when that step's
+        // update of this weight comes in low-rank form
+        let norms_t = (!one_step && keep_norms(*p)).then(|| std::cell::Cell::new((f64::NAN, f64::NAN)));
+        let change = match (factored, &now.weights[*p], &r.weights[*p]) {
+            (Some(c), _, _) => c,
+            (None, Some(w_t), Some(w_ref)) => Change::Stored { w_t, w_ref, norms_t: norms_t.as_ref(), measured: if one_step { None } else { measured.remove(p) } },
+            // a reference kept as norms only, but the step left no factors: the one-step
+            // metrics of this site cannot be measured
+            _ => continue,
+        };
+        let ms = site_metrics(*op, change, x, x_ref, out, out_ref, spectral, cache, &key, !one_step);
+        if let (Some(cell), true) = (norms_t, dense) {
+            kept_norms.push((name.clone(), cell.get()));
+        }
+        for (m, v) in ms {
+            // input/act norms do not depend on the reference: record them once
+            if one_step && (m == "act" || m == "input") {
+                continue;
+            }
+            rows.push((name.clone(), format!("{prefix}{m}"), v));
+        }
+    }
+}
+
 /// Watches a training run and records the RCC at the scheduled steps. Implements
 /// [`StepHook`], so `Trainer::run(progress, Some(&mut monitor))` is all it takes.
 pub struct Monitor {
@@ -867,10 +933,6 @@ impl Monitor {
     /// A monitor for the probe batch `(x, y)` (`[B, d_in]`, `[B]`) under `loss`.
     pub fn new(cfg: MonitorConfig, probe_x: Tensor, probe_y: Tensor, loss: Loss) -> Self {
         Monitor { cfg, probe_x, probe_y, loss, init: None, prev: None, cache: HashMap::new(), records: vec![] }
-    }
-
-    fn push(&mut self, step: usize, layer: &str, metric: &str, value: f64) {
-        self.records.push(Record { step, layer: layer.to_string(), metric: metric.to_string(), value });
     }
 
     /// Measures the model at step `step` against the stored references; returns the probe
@@ -904,86 +966,81 @@ impl Monitor {
         let now = probe(model, &self.probe_x, false, fused.as_mut().map(|f| f as &mut dyn DenseProducts));
         let mut measured = fused.map(|f| f.done).unwrap_or_default();
         // (||g^T x||_F, ||g^T x||_2) of each low-rank step: the one-step update's norms and
-        // the gradient's norm (the spectral norm only if the one-step metrics are measured)
+        // the gradient's norm (the spectral norm only if the one-step metrics are measured).
+        // The B x B eigenproblems are serial, so they run on the second thread (with the
+        // activations' sparsity and cosines) while this one measures the Delta sites and chi.
         let spec = self.prev.is_some();
-        let lr_norms: Vec<Option<(f64, f64)>> = (0..model.params().len())
+        let tol = match spectral {
+            Spectral::PowerIteration { tol, .. } => tol,
+            Spectral::Exact => 1e-9,
+        };
+        // (the Grams split between the threads here, the eigenproblems in the join below)
+        let grams: Vec<Option<Option<_>>> = (0..model.params().len())
             .map(|p| {
                 let step = low_rank.get(p).and_then(Option::as_ref)?;
-                let tol = match spectral {
-                    Spectral::PowerIteration { tol, .. } => tol,
-                    Spectral::Exact => 1e-9,
-                };
-                (spec || self.cfg.gradients).then(|| low_rank_norms(&step.g, &step.x, spec.then_some(tol)))
+                (spec || self.cfg.gradients).then(|| low_rank_grams(&step.g, &step.x))
             })
             .collect();
-        let mut rows: Vec<(String, String, f64)> = vec![];
-        let mut kept_norms = vec![];
-        for (prefix, reference) in [("", self.init.as_ref()), ("delta_", self.prev.as_ref())] {
-            let Some(r) = reference else { continue };
-            let one_step = !prefix.is_empty();
-            for (i, (name, p, op, x, out)) in now.sites.iter().enumerate() {
-                let (_, _, _, x_ref, out_ref) = &r.sites[i];
-                let key = format!("{prefix}{name}");
-                let dense = matches!(op, LinearOp::Dense { .. });
-                let factored = match (one_step && dense, low_rank.get(*p).and_then(Option::as_ref), r.ref_norms.get(name)) {
-                    (true, Some(step), Some(&ref_norms)) => lr_norms[*p].map(|norms| Change::LowRank { step, norms, ref_norms }),
-                    _ => None,
-                };
-                // the norms of W_t, kept as the next step's one-step reference when that
-                // step's update of this weight comes in low-rank form
-                let norms_t = (!one_step && keep_norms(*p)).then(|| (name, std::cell::Cell::new((f64::NAN, f64::NAN))));
-                let change = match (factored, &now.weights[*p], &r.weights[*p]) {
-                    (Some(c), _, _) => c,
-                    (None, Some(w_t), Some(w_ref)) => Change::Stored {
-                        w_t,
-                        w_ref,
-                        norms_t: norms_t.as_ref().map(|(_, c)| c),
-                        measured: if one_step { None } else { measured.remove(p) },
-                    },
-                    // a reference kept as norms only, but the step left no factors: the
-                    // one-step metrics of this site cannot be measured
-                    _ => continue,
-                };
-                let ms = site_metrics(*op, change, x, x_ref, out, out_ref, spectral, &mut self.cache, &key, !one_step);
-                if let Some((name, cell)) = norms_t {
-                    if dense {
-                        kept_norms.push((name.clone(), cell.get()));
-                    }
-                }
-                for (m, v) in ms {
-                    // input/act norms do not depend on the reference: record them once
-                    if one_step && (m == "act" || m == "input") {
-                        continue;
-                    }
-                    rows.push((name.clone(), format!("{prefix}{m}"), v));
-                }
-            }
-        }
-        if let Some(init) = &self.init {
-            for (l, (a, a0)) in now.activations.iter().zip(&init.activations).enumerate() {
+        // (and the activations' sparsity and cosines: host passes over the activations,
+        // handed over as shallow copies)
+        let acts: Vec<(Tensor, Tensor)> = match &self.init {
+            Some(init) => now.activations.iter().zip(&init.activations).map(|(a, a0)| (a.shallow_clone(), a0.shallow_clone())).collect(),
+            None => vec![],
+        };
+        let low_rank_task = move || -> (Vec<Option<(f64, f64)>>, Vec<Row>) {
+            let norms = grams
+                .iter()
+                .map(|pq| pq.as_ref().map(|pq| pq.as_ref().map_or((f64::NAN, f64::NAN), |(p, q)| low_rank_norms_from(p, q, spec.then_some(tol)))))
+                .collect();
+            let mut rows = vec![];
+            for (l, (a, a0)) in acts.iter().enumerate() {
                 let layer = format!("act.{l}");
                 rows.push((layer.clone(), "sparsity".into(), sparsity(a)));
                 rows.push((layer.clone(), "cos_init".into(), cosine_rows(a, a0)));
                 rows.push((layer, "cos_cross".into(), cosine_cross(a)));
             }
+            (norms, rows)
+        };
+        let (init, cache, loss, probe_y, gradients) = (self.init.as_ref(), &mut self.cache, self.loss, &self.probe_y, self.cfg.gradients);
+        let now_ref = &now;
+        let measured_ref = &mut measured;
+        // (the Delta rows, the norms of W_t kept for the next step, the model rows)
+        type Measured = (Vec<Row>, Vec<(String, (f64, f64))>, Vec<Row>);
+        let this_task = move || -> Result<Measured> {
+            let (mut delta_rows, mut kept_norms, mut rows) = (vec![], vec![], vec![]);
+            if let Some(r) = init {
+                sites_against(now_ref, r, "", spectral, cache, low_rank, &[], &keep_norms, measured_ref, &mut delta_rows, &mut kept_norms);
+            }
+            rows.push(("model".into(), "logits".into(), rms(&now_ref.logits)));
+            if gradients {
+                // chi = dl/df of the per-example loss, from the probe logits alone (no
+                // backward pass through the network): in closed form for [B, C] logits
+                // (Loss::value_and_grad), by autograd on a detached leaf otherwise
+                let logits = &now_ref.logits;
+                let (l, g) = if logits.dim() == 2 {
+                    loss.value_and_grad(logits, probe_y)
+                } else {
+                    let f = logits.detach().set_requires_grad(true);
+                    let l = loss.compute(&f, probe_y);
+                    let mut g = Tensor::f_run_backward(&[&l], &[&f], false, false)?;
+                    (l, g.swap_remove(0))
+                };
+                // per-example loss: one example per logit row (a token, for the GPT)
+                let batch = logits.size()[0] as f64;
+                rows.push(("model".into(), "chi".into(), rms(&g) * batch));
+                rows.push(("model".into(), "loss".into(), l.double_value(&[])));
+            }
+            Ok((delta_rows, kept_norms, rows))
+        };
+        let (this, (lr_norms, act_rows)) = crate::gemm::join(this_task, low_rank_task);
+        let (mut all_rows, kept_norms, rows) = this?;
+        if let Some(r) = self.prev.as_ref() {
+            sites_against(&now, r, "delta_", spectral, &mut self.cache, low_rank, &lr_norms, &keep_norms, &mut measured, &mut all_rows, &mut vec![]);
         }
-        rows.push(("model".into(), "logits".into(), rms(&now.logits)));
+        all_rows.extend(act_rows);
+        all_rows.extend(rows);
+        let mut rows = all_rows;
         if self.cfg.gradients {
-            // chi = dl/df of the per-example loss, from the probe logits alone (no backward
-            // pass through the network): in closed form for [B, C] logits
-            // (Loss::value_and_grad), by autograd on a detached leaf otherwise
-            let (l, g) = if now.logits.dim() == 2 {
-                self.loss.value_and_grad(&now.logits, &self.probe_y)
-            } else {
-                let f = now.logits.detach().set_requires_grad(true);
-                let l = self.loss.compute(&f, &self.probe_y);
-                let mut g = Tensor::f_run_backward(&[&l], &[&f], false, false)?;
-                (l, g.swap_remove(0))
-            };
-            // per-example loss: one example per logit row (a token, for the GPT)
-            let batch = now.logits.size()[0] as f64;
-            rows.push(("model".into(), "chi".into(), rms(&g) * batch));
-            rows.push(("model".into(), "loss".into(), l.double_value(&[])));
             // per-layer gradient norms of the training batch of this step (of g^T x for a
             // weight whose step was fused)
             for (k, p) in model.params().iter().enumerate() {
@@ -995,9 +1052,7 @@ impl Monitor {
                 rows.push((p.name.clone(), "grad".into(), value));
             }
         }
-        for (layer, metric, v) in rows {
-            self.push(step, &layer, &metric, v);
-        }
+        self.records.extend(rows.into_iter().map(|(layer, metric, value)| Record { step, layer, metric, value }));
         let mut now = now;
         now.ref_norms.extend(kept_norms);
         Ok(now)

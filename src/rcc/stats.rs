@@ -104,42 +104,51 @@ struct RowSums<'a, T> {
 impl<T: Real> Simd for RowSums<'_, T> {
     type Out = Vec<(f64, f64, f64)>;
     #[inline(always)]
+    #[allow(clippy::needless_range_loop)]
     fn run(self) -> Self::Out {
         let (a, b, n) = (self.a, self.b, self.n.max(1));
         let mut out = Vec::with_capacity(a.len() / n);
-        for (r, row) in a.chunks_exact(n).enumerate() {
-            let (mut aa, mut ab, mut bb) = ([0f64; 8], [0f64; 8], [0f64; 8]);
-            let rc = row.chunks_exact(8);
-            let rest = rc.remainder();
+        const L: usize = 16;
+        if let Some(b) = b {
+            assert_eq!(a.len(), b.len(), "rows of one size");
+        }
+        for r in 0..a.len() / n {
+            let (mut aa, mut ab, mut bb) = ([0f64; L], [0f64; L], [0f64; L]);
+            let base = r * n;
+            let full = n / L * L;
+            // SAFETY: base + n <= a.len() (= b.len(), asserted above).
+            let at = |j: usize| unsafe { a.get_unchecked(base + j).to_f64() };
             match b {
                 Some(b) => {
-                    let brow = &b[r * n..(r + 1) * n];
-                    let bc = brow.chunks_exact(8);
-                    let brest = bc.remainder();
-                    for (x, y) in rc.zip(bc) {
-                        for l in 0..8 {
-                            let (x, y) = (x[l].to_f64(), y[l].to_f64());
+                    let bt = |j: usize| unsafe { b.get_unchecked(base + j).to_f64() };
+                    let mut j = 0;
+                    while j < full {
+                        for l in 0..L {
+                            let (x, y) = (at(j + l), bt(j + l));
                             aa[l] += x * x;
                             ab[l] += x * y;
                             bb[l] += y * y;
                         }
+                        j += L;
                     }
-                    for (x, y) in rest.iter().zip(brest) {
-                        let (x, y) = (x.to_f64(), y.to_f64());
+                    for j in full..n {
+                        let (x, y) = (at(j), bt(j));
                         aa[0] += x * x;
                         ab[0] += x * y;
                         bb[0] += y * y;
                     }
                 }
                 None => {
-                    for x in rc {
-                        for l in 0..8 {
-                            let x = x[l].to_f64();
+                    let mut j = 0;
+                    while j < full {
+                        for l in 0..L {
+                            let x = at(j + l);
                             aa[l] += x * x;
                         }
+                        j += L;
                     }
-                    for x in rest {
-                        aa[0] += x.to_f64() * x.to_f64();
+                    for j in full..n {
+                        aa[0] += at(j) * at(j);
                     }
                 }
             }

@@ -303,7 +303,6 @@ fn fast_path_equals_the_definitions_on_a_gpt() {
     use crate::model::{Gpt, GptConfig};
     let cfg = GptConfig { vocab_size: 50, width: 64, depth: 1, head_dim: 16, ..GptConfig::default() };
     let m = Gpt::new(&cfg, &Parameterization::sp(), 0, Device::Cpu).unwrap();
-    let mut opt = Optimizer::new(&OptimConfig::default(), 0.1, m.params()).unwrap();
     let ids: Vec<i64> = (0..2 * 9).map(|i| (i * 7 + 3) % 50).collect();
     let all = Tensor::from_slice(&ids).view([2, 9]);
     let (x, y) = (all.narrow(1, 0, 8), all.narrow(1, 1, 8).reshape([-1]));
