@@ -122,15 +122,15 @@ impl<T: Real> Chain<T> {
     }
 
     /// `(||A v||, ||A^T A v|| / ||A v||)`: the iteration's two estimates of `||A||_2`.
-    fn estimates(&self) -> (f64, f64) {
+    /// Also returns `||A^T A v||` (for [`Chain::advance`]).
+    fn estimates(&self) -> (f64, f64, f64) {
         let un = self.av2.sqrt();
         let zn = self.z.iter().map(|a| a.to_f64() * a.to_f64()).sum::<f64>().sqrt();
-        (un, if un > 0.0 { zn / un } else { un })
+        (un, if un > 0.0 { zn / un } else { un }, zn)
     }
 
-    /// Moves `v` to `A^T A v / ||.||` and clears the accumulators.
-    fn advance(&mut self) {
-        let zn = self.z.iter().map(|a| a.to_f64() * a.to_f64()).sum::<f64>().sqrt();
+    /// Moves `v` to `A^T A v / ||.||` (`zn = ||A^T A v||`) and clears the accumulators.
+    fn advance(&mut self, zn: f64) {
         if zn > 0.0 && zn.is_finite() {
             let s = T::from_f64(1.0 / zn);
             for (v, z) in self.v.iter_mut().zip(&self.z) {
@@ -644,11 +644,11 @@ impl<T: Rows> Pass<'_, T> {
 /// One convergence check of a chain whose step is accumulated: `Some(||A||_2)` when done
 /// (the estimates agree to `tol`, or the last iteration), after moving the vector on.
 fn check<T: Real>(chain: &mut Chain<T>, tol: f64, last: bool) -> Option<f64> {
-    let (un, s) = chain.estimates();
+    let (un, s, zn) = chain.estimates();
     if un == 0.0 || !un.is_finite() {
         return Some(un);
     }
-    chain.advance();
+    chain.advance(zn);
     (s - un <= tol * s || last).then_some(s)
 }
 

@@ -455,7 +455,9 @@ pub fn top_eigenvalue_of_product(g: &ndarray::Array2<f64>, x: &ndarray::Array2<f
         let xw = x.dot(&w);
         let bj = w.dot(&xw).max(0.0).sqrt();
         let last = j + 1 == steps || bj == 0.0 || !bj.is_finite();
-        let (t, s_last) = tridiagonal_top(&alpha, &beta);
+        // (theta to a thousandth of the tolerance: finer digits of the Ritz value do not
+        // bring it closer to the eigenvalue)
+        let (t, s_last) = tridiagonal_top(&alpha, &beta, 1e-3 * tol);
         theta = t;
         if last || bj * s_last.abs() <= tol * theta.abs() {
             break;
@@ -468,12 +470,13 @@ pub fn top_eigenvalue_of_product(g: &ndarray::Array2<f64>, x: &ndarray::Array2<f
 }
 
 /// The largest eigenvalue of the symmetric tridiagonal matrix with diagonal `a` and
-/// off-diagonal `b` (`a.len() - 1` entries), by bisection on Sturm sequence counts to
-/// float64 resolution, and the last component of its unit eigenvector, by two steps of
+/// off-diagonal `b` (`a.len() - 1` entries), by bisection on Sturm sequence counts to the
+/// relative precision `rel` (at least float64 resolution), and the last component of its
+/// unit eigenvector, by two steps of
 /// inverse iteration (a tridiagonal solve each). `O(len)` per bisection step: for the
 /// Lanczos matrices of [`top_eigenvalue_of_product`], cheaper than a dense eigensolver call.
 #[allow(clippy::needless_range_loop)]
-fn tridiagonal_top(a: &[f64], b: &[f64]) -> (f64, f64) {
+fn tridiagonal_top(a: &[f64], b: &[f64], rel: f64) -> (f64, f64) {
     let n = a.len();
     if n == 0 {
         return (0.0, 1.0);
@@ -507,7 +510,7 @@ fn tridiagonal_top(a: &[f64], b: &[f64]) -> (f64, f64) {
     // the top eigenvalue is the x where below(x) goes from n - 1 to n
     for _ in 0..200 {
         let mid = 0.5 * (lo + hi);
-        if mid <= lo || mid >= hi || hi - lo <= 4.0 * f64::EPSILON * lo.abs().max(hi.abs()) {
+        if mid <= lo || mid >= hi || hi - lo <= rel.max(4.0 * f64::EPSILON) * lo.abs().max(hi.abs()) {
             break;
         }
         if below(mid) == n {

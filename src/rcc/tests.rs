@@ -343,7 +343,7 @@ fn tridiagonal_top_matches_a_dense_solver() {
             _ => 0.0,
         });
         let (e, v) = t.eigh(UPLO::Lower).unwrap();
-        let (theta, last) = tridiagonal_top(&a, &b);
+        let (theta, last) = tridiagonal_top(&a, &b, 0.0);
         assert!((theta - e[n - 1]).abs() <= 1e-12 * e[n - 1].abs().max(1.0), "{n}: {theta} vs {}", e[n - 1]);
         assert!((last.abs() - v[[n - 1, n - 1]].abs()).abs() <= 1e-8, "{n}: {last} vs {}", v[[n - 1, n - 1]]);
     }
