@@ -14,8 +14,14 @@
 //! Thin products `x W^T` with at most `THIN_MAX_ROWS` (32) rows of `x` (the RCC monitor's probe
 //! passes) run widthlab's own tile kernel (`thin_product`) instead: a GEMM library packs the
 //! whole weight for them, which costs several times the arithmetic (`16 x 1024 x 1024`, 2
-//! threads: ~125 us against matrixmultiply's ~300). [`gram`] computes `f f^T` by the same
-//! tiles on and below the diagonal (64 x 1024: ~31 us against ~65).
+//! threads: ~110-120 us against matrixmultiply's ~300). [`gram`] computes `f f^T` by the same
+//! tiles on and below the diagonal (64 x 1024: ~31 us against ~65), and [`tn`] computes
+//! `a^T b` for a short inner dimension (a batch) without packing `b`.
+//!
+//! widthlab's own loops are compiled for AVX-512 or AVX2+FMA and picked at run time (the
+//! private `Simd` trait; the crate itself is built for baseline x86-64), and one private
+//! function, `on_threads`, opens every OpenMP region: products split by rows or columns, and
+//! `join`, which runs two independent serial pieces of work on the two threads.
 //!
 //! Why not OpenBLAS or MKL: on this machine (AMD EPYC, Zen 5), single-threaded, matrixmultiply
 //! ran the 8-layer MLP step's products at 157-232 GFLOP/s; OpenBLAS 0.3.21's Haswell kernels
@@ -636,7 +642,7 @@ fn thin_linear(x: &Tensor, w: &Tensor, alpha: f64) -> Option<Tensor> {
 /// RCC monitor's one-step products `(x_t x^T) g` and a readout's `g^T x` have this shape; a
 /// GEMM library packs all of `b` for them (matrixmultiply: ~20 us for `[64, 10]^T [64, 1024]`
 /// against the ~2 of the arithmetic). Here tiles of 4 columns of `a` by 32 of `b` are
-/// accumulated over `k` straight from the row-major data ([`TnTile`]), the columns of `b`
+/// accumulated over `k` straight from the row-major data, the columns of `b`
 /// split between the OpenMP threads. Float32/float64 CPU tensors of one kind; `None`
 /// otherwise (or with another backend selected: the caller then uses [`mm`]).
 ///

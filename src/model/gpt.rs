@@ -48,7 +48,7 @@
 //!   Pythia's 50k GPT-NeoX tokenizer on DCLM.
 //!
 //! # Traced forward pass
-//! [`Model::forward_trace`] records every weight acting linearly on its input as a [`Site`]
+//! [`Model::forward_trace`] records every weight acting linearly on its input as a [`Site`](super::Site)
 //! (embedding with its one-hot input, every LayerNorm gain and bias, the q/k/v/out projections
 //! and their biases, qk-norms, both MLP layers, the final norm and the readout), so the RCC
 //! monitor of [`crate::rcc`] covers every layer. Logits are returned flattened to `[B*T, V]`

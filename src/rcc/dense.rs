@@ -3,25 +3,31 @@
 //!
 //! Per measured step, a dense site's `Delta` metrics need the effective update
 //! `(W_t - W_ref) x_t`, the Frobenius and spectral norms of `D = W_t - W_ref`, and, when the
-//! next step's one-step metrics come from low-rank factors, the norms of `W_t` itself. Done
-//! one at a time these are a weight-sized difference, a matmul, a norm and (per
-//! power-iteration step) two matrix-vector products over `D`, plus two more and a norm over
-//! `W_t`: at width 1024 about nine passes over 4 MB matrices. This module does them in one:
-//! the rows of `D` are formed block by block in a per-thread scratch that stays in the L2
-//! cache, and each block is used for
+//! next step's one-step metrics come from low-rank factors, the norms of `W_t` itself; the
+//! traced forward needs the site's output `W_t x_t`. Done one at a time these are a
+//! weight-sized difference, two matmuls, a norm and (per power-iteration step) two
+//! matrix-vector products over `D`, plus two more and a norm over `W_t`: at width 1024 about
+//! ten passes over 4 MB matrices. This module does them in one: the rows of `D` are formed
+//! block by block in a per-thread scratch that stays in the L2 cache, and each block is used
+//! for
 //! - its rows' squared sums (`||D||_F^2`, and `||W_t||_F^2` from the rows of `W_t`);
 //! - one power-iteration step: with the block's rows `d_i` and the current unit vector `v`,
 //!   `a_i = d_i . v` gives `D v`, and `z += a_i d_i` accumulates `D^T D v` in the same pass
 //!   (the same for `W_t` with its own vector);
-//! - its columns of `(W_t - W_ref) x^T` by one matrixmultiply product.
+//! - its columns of `(W_t - W_ref) x^T`, and if asked for of `W_t x^T` (the site's output in
+//!   the monitor's traced forward), by the thin kernel for probes of up to 64 rows
+//!   ([`crate::gemm`]), matrixmultiply otherwise.
 //!
-//! Rows are split between libtorch's OpenMP threads (contiguous halves at two threads), each
-//! with its own accumulators, merged in thread order: the same thread count gives the same
-//! numbers. The iteration is [`super::power_iteration`]'s: `u = D v`, `y = D^T u / ||u||`,
-//! stop when `||y|| - ||u|| <= tol ||y||`. A warm-started vector of a slowly changing matrix
-//! converges in the one iteration the pass makes; otherwise further passes (power steps only,
-//! one pass for both chains while both need one) run until it does or `max_iter` is reached. Sums of squares are accumulated in f64, the
-//! power-iteration products in the weights' precision (16 lanes per row, f64 across rows).
+//! Float32 rows run explicit AVX-512 (or AVX2) loops, one sweep over both matrices' rows; the
+//! reference rows are prefetched two rows ahead, non-temporally (the pass reads them once per
+//! measured step). Rows are split between libtorch's OpenMP threads (contiguous halves at two
+//! threads), each with its own accumulators, merged in thread order: the same thread count
+//! gives the same numbers. The iteration is [`super::power_iteration`]'s: `u = D v`,
+//! `y = D^T u / ||u||`, stop when `||y|| - ||u|| <= tol ||y||`. A warm-started vector of a
+//! slowly changing matrix converges in the one iteration the pass makes; otherwise further
+//! passes (power steps only, one pass for both chains while both need one) run until it does
+//! or `max_iter` is reached. Sums of squares are accumulated in f64, the power-iteration
+//! products in the weights' precision (16 lanes per row, f64 across rows).
 use std::cell::RefCell;
 use std::sync::Mutex;
 
