@@ -638,12 +638,12 @@ fn thin_linear(x: &Tensor, w: &Tensor, alpha: f64) -> Option<Tensor> {
     Some(y)
 }
 
-/// `alpha a^T b` for a short inner dimension: `a: [k, p]`, `b: [k, n]`, `k` and `p` small (a batch, a probe or a readout's width), `n` large. The
-/// RCC monitor's one-step products `(x_t x^T) g` and a readout's `g^T x` have this shape; a
-/// GEMM library packs all of `b` for them (matrixmultiply: ~20 us for `[64, 10]^T [64, 1024]`
-/// against the ~2 of the arithmetic). Here tiles of 4 columns of `a` by 32 of `b` are
-/// accumulated over `k` straight from the row-major data, the columns of `b`
-/// split between the OpenMP threads. Float32/float64 CPU tensors of one kind; `None`
+/// `alpha a^T b` for a short inner dimension: `a: [k, p]`, `b: [k, n]`, `k` and `p` small
+/// (a batch, a probe or a readout's width), `n` large. The RCC monitor's one-step products
+/// `(x_t x^T) g` and a readout's `g^T x` have this shape; a GEMM library packs all of `b` for
+/// them (matrixmultiply: ~20 us for `[64, 10]^T [64, 1024]` against the ~2 of the
+/// arithmetic). Here tiles of 4 columns of `a` by 32 of `b` are accumulated over `k` straight
+/// from the row-major data, the columns of `b` split between the OpenMP threads. Float32/float64 CPU tensors of one kind; `None`
 /// otherwise (or with another backend selected: the caller then uses [`mm`]).
 ///
 /// # Shapes

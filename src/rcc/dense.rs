@@ -127,6 +127,30 @@ impl<T: Real> Chain<T> {
         axpy(a, row, &mut self.z);
     }
 
+    /// [`Chain::add`] for two chains at once (either may be absent): the rows of both in one
+    /// sweep over their accumulators.
+    #[inline(always)]
+    fn add_pair(c1: Option<&mut Self>, a1: T, row1: &[T], c2: Option<&mut Self>, a2: T, row2: &[T]) {
+        match (c1, c2) {
+            (Some(c1), Some(c2)) => {
+                c1.av2 += a1.to_f64() * a1.to_f64();
+                c2.av2 += a2.to_f64() * a2.to_f64();
+                for ((z1, z2), (x1, x2)) in c1.z.iter_mut().zip(c2.z.iter_mut()).zip(row1.iter().zip(row2)) {
+                    *z1 = a1.mul_add(*x1, *z1);
+                    *z2 = a2.mul_add(*x2, *z2);
+                }
+            }
+            (c1, c2) => {
+                if let Some(c) = c1 {
+                    c.add(a1, row1);
+                }
+                if let Some(c) = c2 {
+                    c.add(a2, row2);
+                }
+            }
+        }
+    }
+
     /// `(||A v||, ||A^T A v|| / ||A v||)`: the iteration's two estimates of `||A||_2`.
     /// Also returns `||A^T A v||` (for [`Chain::advance`]).
     fn estimates(&self) -> (f64, f64, f64) {
@@ -172,10 +196,7 @@ trait Rows: Real {
     /// distance in elements from `b` to what to prefetch meanwhile (0: none; see
     /// `simd::both_avx512`).
     fn diff_sq_dot<const ISA: u8>(a: &[Self], b: &[Self], d: &mut [Self], v: Option<&[Self]>, _ahead: usize) -> (f64, Self) {
-        for ((d, a), b) in d.iter_mut().zip(a).zip(b) {
-            *d = *a - *b;
-        }
-        sq_dot(d, v)
+        diff_sq_dot(a, b, d, v)
     }
     /// `(sum a_j^2, sum a_j v_j)` (`0` without `v`).
     fn sq_dot<const ISA: u8>(a: &[Self], v: Option<&[Self]>) -> (f64, Self) {
@@ -185,9 +206,7 @@ trait Rows: Real {
     /// and `(sum a_j^2, sum a_j va_j)`, returned as `(dd, aa, d.vd, a.va)`; `ahead`: the
     /// distance in elements from `b` to the row of `b` to prefetch meanwhile (0: none).
     fn both<const ISA: u8>(a: &[Self], b: &[Self], d: &mut [Self], vd: Option<&[Self]>, va: Option<&[Self]>, ahead: usize) -> (f64, f64, Self, Self) {
-        let (dd, dv) = Self::diff_sq_dot::<ISA>(a, b, d, vd, ahead);
-        let (aa, av) = Self::sq_dot::<ISA>(a, va);
-        (dd, aa, dv, av)
+        both_in_two_sweeps::<Self, ISA>(a, b, d, vd, va, ahead)
     }
 }
 
@@ -207,10 +226,7 @@ impl Rows for f32 {
                 _ => {}
             }
         }
-        for ((d, a), b) in d.iter_mut().zip(a).zip(b) {
-            *d = *a - *b;
-        }
-        sq_dot(d, v)
+        diff_sq_dot(a, b, d, v)
     }
     #[inline(always)]
     fn sq_dot<const ISA: u8>(a: &[f32], v: Option<&[f32]>) -> (f64, f32) {
@@ -234,10 +250,25 @@ impl Rows for f32 {
         if ISA == AVX512 {
             return unsafe { simd::both_avx512(a, b, d, vd, va, ahead) };
         }
-        let (dd, dv) = Self::diff_sq_dot::<ISA>(a, b, d, vd, ahead);
-        let (aa, av) = Self::sq_dot::<ISA>(a, va);
-        (dd, aa, dv, av)
+        both_in_two_sweeps::<Self, ISA>(a, b, d, vd, va, ahead)
     }
+}
+
+/// [`Rows::both`] as its two halves, one sweep each.
+#[inline(always)]
+fn both_in_two_sweeps<T: Rows, const ISA: u8>(a: &[T], b: &[T], d: &mut [T], vd: Option<&[T]>, va: Option<&[T]>, ahead: usize) -> (f64, f64, T, T) {
+    let (dd, dv) = T::diff_sq_dot::<ISA>(a, b, d, vd, ahead);
+    let (aa, av) = T::sq_dot::<ISA>(a, va);
+    (dd, aa, dv, av)
+}
+
+/// The portable [`Rows::diff_sq_dot`]: `d = a - b`, then [`sq_dot`] of `d`.
+#[inline(always)]
+fn diff_sq_dot<T: Real>(a: &[T], b: &[T], d: &mut [T], v: Option<&[T]>) -> (f64, T) {
+    for ((d, a), b) in d.iter_mut().zip(a).zip(b) {
+        *d = *a - *b;
+    }
+    sq_dot(d, v)
 }
 
 /// `(sum a_j^2, sum a_j v_j)` over 16 lanes (so the compiler vectorises it); the squares
@@ -294,6 +325,19 @@ fn axpy<T: Real>(c: T, a: &[T], z: &mut [T]) {
 mod simd {
     use std::arch::x86_64::*;
 
+    /// Adds the squares of `x`'s 16 lanes, each 8-lane half converted to float64 (exactly),
+    /// to `s0` and `s1` (inlined into its AVX-512 callers).
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F and FMA.
+    #[inline(always)]
+    unsafe fn squares(x: __m512, s0: &mut __m512d, s1: &mut __m512d) {
+        let lo = _mm512_cvtps_pd(_mm512_castps512_ps256(x));
+        let hi = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(x))));
+        *s0 = _mm512_fmadd_pd(lo, lo, *s0);
+        *s1 = _mm512_fmadd_pd(hi, hi, *s1);
+    }
+
     /// # Safety
     /// The CPU has AVX-512F and FMA; `b`, `d` and `v`, where given, are as long as `a`.
     #[target_feature(enable = "avx512f,fma")]
@@ -317,10 +361,7 @@ mod simd {
             if let Some(pd) = pd {
                 _mm512_storeu_ps(pd.add(j), x);
             }
-            let lo = _mm512_cvtps_pd(_mm512_castps512_ps256(x));
-            let hi = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(x))));
-            *s0 = _mm512_fmadd_pd(lo, lo, *s0);
-            *s1 = _mm512_fmadd_pd(hi, hi, *s1);
+            squares(x, s0, s1);
             if let Some(pv) = pv {
                 *dot = _mm512_fmadd_ps(x, _mm512_loadu_ps(pv.add(j)), *dot);
             }
@@ -354,12 +395,6 @@ mod simd {
         let n = k / 16 * 16;
         let (pa, pb, pd) = (a.as_ptr(), b.as_ptr(), d.as_mut_ptr());
         let (pvd, pva) = (vd.map(|v| v.as_ptr()), va.map(|v| v.as_ptr()));
-        let sq = |x: __m512, s0: &mut __m512d, s1: &mut __m512d| {
-            let lo = _mm512_cvtps_pd(_mm512_castps512_ps256(x));
-            let hi = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(x))));
-            *s0 = _mm512_fmadd_pd(lo, lo, *s0);
-            *s1 = _mm512_fmadd_pd(hi, hi, *s1);
-        };
         let (mut d0, mut d1, mut a0, mut a1) = (_mm512_setzero_pd(), _mm512_setzero_pd(), _mm512_setzero_pd(), _mm512_setzero_pd());
         let (mut dot_d, mut dot_a) = (_mm512_setzero_ps(), _mm512_setzero_ps());
         let mut j = 0;
@@ -370,8 +405,8 @@ mod simd {
             }
             let y = _mm512_sub_ps(x, _mm512_loadu_ps(pb.add(j)));
             _mm512_storeu_ps(pd.add(j), y);
-            sq(y, &mut d0, &mut d1);
-            sq(x, &mut a0, &mut a1);
+            squares(y, &mut d0, &mut d1);
+            squares(x, &mut a0, &mut a1);
             if let Some(p) = pvd {
                 dot_d = _mm512_fmadd_ps(y, _mm512_loadu_ps(p.add(j)), dot_d);
             }
@@ -552,24 +587,7 @@ impl<T: Rows> Pass<'_, T> {
                         let (dd, ww, ad, aw) = T::both::<ISA>(wt, &self.wr[i * k..(i + 1) * k], d, self.v_d, self.v_w, PREFETCH_ROWS * k);
                         acc.fro_d += dd;
                         acc.fro_w += ww;
-                        match (acc.d.as_mut(), acc.w.as_mut()) {
-                            (Some(cd), Some(cw)) => {
-                                cd.av2 += ad.to_f64() * ad.to_f64();
-                                cw.av2 += aw.to_f64() * aw.to_f64();
-                                for ((zd, zw), (dj, wj)) in cd.z.iter_mut().zip(cw.z.iter_mut()).zip(d.iter().zip(wt)) {
-                                    *zd = ad.mul_add(*dj, *zd);
-                                    *zw = aw.mul_add(*wj, *zw);
-                                }
-                            }
-                            (cd, cw) => {
-                                if let Some(c) = cd {
-                                    c.add(ad, d);
-                                }
-                                if let Some(c) = cw {
-                                    c.add(aw, wt);
-                                }
-                            }
-                        }
+                        Chain::add_pair(acc.d.as_mut(), ad, d, acc.w.as_mut(), aw, wt);
                         continue;
                     }
                     if need_d {

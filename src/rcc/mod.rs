@@ -266,17 +266,10 @@ impl DenseProducts for FusedForward<'_> {
         let x = &x.reshape([-1, *x.size().last()?]);
         let w_ref = self.init.get(param)?.as_ref()?;
         let name = self.names.get(param)?;
-        let (key_dw, key_wt) = (format!("{name}/dW"), format!("{name}/Wt"));
-        let mut v_d = warm_start(self.cache, &key_dw, w);
-        let mut v_w = self.keep_norms.get(param).copied().unwrap_or(false).then(|| warm_start(self.cache, &key_wt, w));
+        let current = self.keep_norms.get(param).copied().unwrap_or(false);
         // an input unchanged since initialisation: the output from the initial one
         let unchanged = self.init_sites.get(&param).filter(|(x0, _)| x0.numel() == x.numel() && x0.reshape(x.size()).equal(x)).map(|&(_, out0)| out0);
-        let fused = dense::dense_change(w, w_ref, x, multiplier, &mut v_d, v_w.as_mut(), self.tol, self.max_iter, unchanged.is_none());
-        self.cache.insert(key_dw, v_d);
-        if let Some(v) = v_w {
-            self.cache.insert(key_wt, v);
-        }
-        let mut fused = fused?;
+        let mut fused = fused_pass(self.cache, name, w, w_ref, x, multiplier, current, (self.tol, self.max_iter), unchanged.is_none())?;
         fused.eff = fused.eff.reshape(&shape[..]);
         let out = match unchanged {
             Some(out0) => out0 + &fused.eff,
@@ -357,10 +350,9 @@ pub fn power_iteration(a: &Tensor, v: &mut Tensor, tol: f64, max_iter: usize) ->
 /// Grams are formed in the factors' precision, everything after in float64. When a factor is
 /// narrower than the batch (a readout's `g: [B, d_out]`), the problem has that factor's width
 /// instead: `M M^T = g^T X g` (or `M^T M = x^T G x`), with the identity as the second
-/// matrix. Costs
-/// `2 B^2 (m + k)` multiply-adds instead of the `m k B` of forming `M`. NaN for non-finite
-/// factors. With `spectral = None` only the Frobenius norm is computed (the second value is
-/// then NaN).
+/// matrix. Costs `2 B^2 (m + k)` multiply-adds instead of the `m k B` of forming `M`. NaN
+/// for non-finite factors. With `spectral = None` only the Frobenius norm is computed (the
+/// second value is then NaN).
 pub fn low_rank_norms(g: &Tensor, x: &Tensor, spectral: Option<f64>) -> (f64, f64) {
     low_rank_grams(g, x).map_or((f64::NAN, f64::NAN), |(p, q)| low_rank_norms_from(&p, &q, spectral))
 }
@@ -592,6 +584,38 @@ fn op_norm_2(op: LinearOp, w: &Tensor, spectral: Spectral, cache: &mut HashMap<S
     }
 }
 
+/// The cache keys of a dense site's power-iteration vectors, for the difference from its
+/// reference and for the current weight.
+fn warm_start_keys(key: &str) -> (String, String) {
+    (format!("{key}/dW"), format!("{key}/Wt"))
+}
+
+/// The fused pass (module `dense`) of the dense site `key`, warm-started from (and leaving)
+/// its vectors in `cache`; with `current`, also `W_t`'s norms; with `forward`, also the
+/// output `a W_t x_t`. `None` where the pass does not apply (see `dense::dense_change`).
+#[allow(clippy::too_many_arguments)]
+fn fused_pass(
+    cache: &mut HashMap<String, Tensor>,
+    key: &str,
+    w_t: &Tensor,
+    w_ref: &Tensor,
+    x: &Tensor,
+    multiplier: f64,
+    current: bool,
+    (tol, max_iter): (f64, usize),
+    forward: bool,
+) -> Option<DenseChange> {
+    let (key_dw, key_wt) = warm_start_keys(key);
+    let mut v_d = warm_start(cache, &key_dw, w_t);
+    let mut v_w = current.then(|| warm_start(cache, &key_wt, w_t));
+    let fused = dense::dense_change(w_t, w_ref, x, multiplier, &mut v_d, v_w.as_mut(), tol, max_iter, forward);
+    cache.insert(key_dw, v_d);
+    if let Some(v) = v_w {
+        cache.insert(key_wt, v);
+    }
+    fused
+}
+
 /// The power-iteration vector kept under `key` for a dense weight `w` (taken out of the
 /// cache; the caller puts the updated one back), or a fresh seeded start.
 fn warm_start(cache: &mut HashMap<String, Tensor>, key: &str, w: &Tensor) -> Tensor {
@@ -746,19 +770,11 @@ pub fn site_metrics(
             Change::Stored { w_t, w_ref, norms_t, measured } => {
                 let one_hot = if dense && same_input { one_hot_indices(x_t) } else { None };
                 let (fan_in, fan_out) = fans(op, w_t);
-                let (key_dw, key_wt) = (format!("{key}/dW"), format!("{key}/Wt"));
                 // dense weights: one fused pass over W_t and W_ref (see `dense`)
                 let fused = match (op, spectral, &one_hot) {
                     (LinearOp::Dense { multiplier }, _, _) if measured.is_some() => measured.map(|c| (c, multiplier.abs())),
                     (LinearOp::Dense { multiplier }, Spectral::PowerIteration { tol, max_iter }, None) => {
-                        let mut v_d = warm_start(cache, &key_dw, w_t);
-                        let mut v_w = norms_t.map(|_| warm_start(cache, &key_wt, w_t));
-                        let fused = dense::dense_change(w_t, w_ref, x_t, multiplier, &mut v_d, v_w.as_mut(), tol, max_iter, false);
-                        cache.insert(key_dw.clone(), v_d);
-                        if let Some(v) = v_w {
-                            cache.insert(key_wt.clone(), v);
-                        }
-                        fused.map(|c| (c, multiplier.abs()))
+                        fused_pass(cache, key, w_t, w_ref, x_t, multiplier, norms_t.is_some(), (tol, max_iter), false).map(|c| (c, multiplier.abs()))
                     }
                     _ => None,
                 };
@@ -770,6 +786,7 @@ pub fn site_metrics(
                         (c.eff, a * c.diff.0, a * c.diff.1)
                     }
                     None => {
+                        let (key_dw, key_wt) = warm_start_keys(key);
                         let dw = w_t - w_ref;
                         let eff = apply_fast(op, &dw, x_t, one_hot.as_ref());
                         let fro = eff_weight_rms(op, &dw) * (fan_in * fan_out).sqrt();

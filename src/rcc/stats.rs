@@ -30,7 +30,7 @@ fn with_slices<R>(ts: &[&Tensor], f32s: impl FnOnce(Vec<&[f32]>) -> R, f64s: imp
     }
 }
 
-/// `sum_i (t0_i - t1_i - ... - t{N-1}_i)^2`, the differences in `T`, the sum in f64 (8
+/// `sum_i (t0_i - t1_i - ... - t{N-1}_i)^2`, the differences in `T`, the sum in f64 (16
 /// lanes), compiled for the CPU's vector instructions ([`simd`]).
 struct SumSqOfDifference<'a, T, const N: usize>([&'a [T]; N]);
 
