@@ -33,7 +33,7 @@ use std::sync::Mutex;
 
 use tch::{Device, Kind, Tensor};
 
-use crate::gemm::{elements, on_threads, threads_if, Real};
+use crate::gemm::{elements, on_threads, threads_if, Real, THIN_TILE_ROWS};
 
 /// What the fused pass over a dense weight and its reference measured (see [`crate::rcc`],
 /// Cost), unscaled by any multiplier except in `eff` and `out`.
@@ -494,7 +494,13 @@ const PREFETCH_ROWS: usize = 2;
 /// measured best at `64 x 1024 x 1024`: 0.77 ms against 0.88 at 64K).
 fn block_rows(k: usize, p: usize) -> usize {
     let elements = if p > THIN_ROWS { 256 * 1024 } else { 64 * 1024 };
-    (elements / k).clamp(1, 4096)
+    let rows = (elements / k).clamp(1, 4096);
+    // (whole tiles of the thin kernel where there are enough rows)
+    if rows >= THIN_TILE_ROWS {
+        rows / THIN_TILE_ROWS * THIN_TILE_ROWS
+    } else {
+        rows
+    }
 }
 
 /// Probes of up to this many rows multiply each block by the thin kernel
@@ -637,8 +643,8 @@ impl<T: Rows> Pass<'_, T> {
     fn run(&self) -> Acc<T> {
         let slots: Vec<Mutex<Option<Acc<T>>>> = (0..tch::get_num_threads().max(1)).map(|_| Mutex::new(None)).collect();
         on_threads(threads_if(self.m * self.k >= 1 << 16), &|t, nt| {
-            // (halves in multiples of the thin kernel's 4-row tiles; blocks within them)
-            let chunk = self.m.div_ceil(nt.max(1)).div_ceil(4) * 4;
+            // (halves in multiples of the thin kernel's tiles; blocks within them)
+            let chunk = self.m.div_ceil(nt.max(1)).div_ceil(THIN_TILE_ROWS) * THIN_TILE_ROWS;
             let (lo, hi) = ((t * chunk).min(self.m), ((t + 1) * chunk).min(self.m));
             let acc = self.rows(lo, hi);
             if let Some(slot) = slots.get(t) {
