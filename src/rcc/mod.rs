@@ -84,26 +84,21 @@
 //! passes (module `stats`), not chains of libtorch kernels.
 //!
 //! With a probe as large as the training batch, the two products per layer are about two
-//! forward passes beside the ~three of a plain SGD step: a floor of ~1.7x a plain step for
-//! exact metrics; only a smaller probe can go lower.
+//! forward passes: as many as the anchor (torch-module-monitor's RCC on the training batch)
+//! pays for its reference forward and `W_0 x_t`, and more than the 1.5x allows here;
+//! only a smaller probe can go lower.
 //!
 //! `cargo bench --bench monitor_overhead` (3-layer MLP, width 1024, batch 64, plain SGD as
-//! the Trainer runs it, every step; 2-core machine, 2 threads, 2026-11-26), this code and the
-//! code at the start of this change (commit 296f1f3) side by side, two interleaved runs:
-//! - Delta and delta, probe 64: 2.09-2.13x a plain step (before: 2.73-2.77x);
-//! - Delta only, probe 64: 1.82-1.84x (2.33-2.35x);
-//! - Delta and delta, probe 32: 1.61-1.67x (2.03-2.06x);
-//! - Delta and delta, probe 16: 1.43-1.46x (1.76-1.78x); 273-275 monitored steps/s against
-//!   220-222.
-//!
-//! Over 16 runs of this code at probe 16 the ratio was 1.33-1.55x, at or below the issue's
-//! 1.5x in 15; the one above ran in a fast phase of the machine (plain step ~2.0 ms), where
-//! the plain step speeds up more than the monitor. The larger probes stay above 1.5x. Per
-//! monitored step at probe 16 in such a phase (one instrumented run): the traced forward with
-//! the fused passes ~0.65 ms (input layer ~0.19, each hidden layer ~0.35), the one-step Grams
-//! ~0.11 ms, the joined eigenproblems / Delta sites ~0.11 ms, the one-step sites ~0.12 ms; the
-//! training
-//! step itself runs ~0.07-0.12 ms slower under the monitor (its weights leave the caches).
+//! the Trainer runs it, every step; 2-core machine, 2 threads, 2026-11-26; the median of 7
+//! rounds' ratios, four runs): the anchor's two extra forwards alone 1.99-2.14x a plain step;
+//! Delta and delta at probe 64 1.86-2.08x (below the anchor in every run), Delta only
+//! 1.62-1.83x, probe 32 1.51-1.69x, probe 16 1.38-1.52x. The ratio moves with the machine's
+//! phase (the plain step ran at 300-370 steps/s), which is most of the spread. Per monitored
+//! step at probe 16 (instrumented runs): the traced forward with the fused passes
+//! 0.63-0.79 ms (input layer 0.21-0.24, hidden layer 0.36-0.44), the one-step Grams
+//! 0.11-0.16 ms, the joined eigenproblems / Delta sites 0.10-0.15 ms, the one-step sites
+//! 0.12-0.16 ms; the training step itself runs 0.1-0.19 ms slower under the monitor (its
+//! weights and buffers leave the caches).
 use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
