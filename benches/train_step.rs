@@ -21,10 +21,13 @@
 //! `MALLOC_*` variables.
 //!
 //! Last measured 2026-11-26 on the 2-core machine (AMD EPYC, Zen 5), 2 threads, with
-//! `widthlab::gemm` on matrixmultiply's AVX-512 kernels, three runs: ratio 2.21-2.39x /
-//! 1.87-2.53x / 1.89-1.93x / 1.81-2.03x at widths 64 / 256 / 1024 / 4096, widthlab at 93-96%
-//! of the bare products' GFLOP/s at 4096 (about 265-280 GFLOP/s). Every target is met. With
-//! OpenBLAS's Haswell kernels (`WIDTHLAB_GEMM=openblas`) the same day: 2.16-2.21x /
+//! `widthlab::gemm` on matrixmultiply's AVX-512 kernels and the batch's forward on widthlab's
+//! thin kernel (`THIN_MAX_ROWS` 64), three runs: ratio 2.58-2.64x / 2.23-2.51x / 1.97-2.32x /
+//! 1.92-2.12x at widths 64 / 256 / 1024 / 4096 (with the forward on matrixmultiply, the same
+//! day: 2.21-2.39x / 1.87-2.53x / 1.89-1.93x / 1.81-2.03x), widthlab at 96-99% of the bare
+//! products' GFLOP/s at 4096. Every target is met. The "of bare" column at small widths is
+//! noisy: the bare products are timed after the steps, not alternated with them. With
+//! OpenBLAS's Haswell kernels (`WIDTHLAB_GEMM=openblas`, no thin kernel): 2.16-2.21x /
 //! 1.37-1.38x / 1.49-1.51x / 1.40-1.45x, 100-103% of bare at 4096.
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
@@ -189,8 +192,10 @@ fn step_rates(n: i64, seconds: f64, threads: i32) -> (f64, Option<f64>) {
     (ours, theirs)
 }
 
-/// The step's matrix products alone, into preallocated outputs: through libtorch's `mm`
-/// (MKL) when `libtorch`, else through [`widthlab::gemm`] (what the step itself uses).
+/// The step's matrix products alone: through libtorch's `mm` (MKL) into preallocated
+/// outputs when `libtorch`, else through [`widthlab::gemm`] as the step itself calls it (the
+/// forward by [`gemm::linear`], whose thin kernel takes batches of up to 64 rows, the two
+/// gradient products into preallocated outputs).
 fn bare_matmul_rate(n: i64, seconds: f64, libtorch: bool) -> f64 {
     let opts = (Kind::Float, Device::Cpu);
     let sets: Vec<_> = shapes(n)
@@ -210,9 +215,11 @@ fn bare_matmul_rate(n: i64, seconds: f64, libtorch: bool) -> f64 {
             if l > 0 {
                 products.push((gx, g, w));
             }
-            for (out, a, b) in products {
+            for (k, (out, a, b)) in products.into_iter().enumerate() {
                 if libtorch {
                     let _ = a.matmul_out(out, b);
+                } else if k == 0 {
+                    let _ = gemm::linear(x, w, 1.0); // the forward, as the step runs it
                 } else {
                     gemm::gemm_into(out, a, b, 1.0, 0.0);
                 }

@@ -11,10 +11,13 @@
 //! independent small products side by side, one per thread (the backward pairs a layer's
 //! input gradient with the layer above's weight update).
 //!
-//! Thin products `x W^T` with at most `THIN_MAX_ROWS` (32) rows of `x` (the RCC monitor's probe
-//! passes) run widthlab's own tile kernel (`thin_product`) instead: a GEMM library packs the
-//! whole weight for them, which costs several times the arithmetic (`16 x 1024 x 1024`, 2
-//! threads: ~110-120 us against matrixmultiply's ~300). [`gram`] computes `f f^T` by the same
+//! Thin products `x W^T` with at most `THIN_MAX_ROWS` (64) rows of `x` (the RCC monitor's probe
+//! passes, and the forward pass of a training batch of up to 64, the paper's batch size) run
+//! widthlab's own tile kernel (`thin_product`) instead: a GEMM library packs the whole weight
+//! for them, which costs several times the arithmetic for a few rows (`16 x 1024 x 1024`, 2
+//! threads: ~92 us against matrixmultiply's ~300) and still ~1.5x at 64 rows
+//! (`64 x 1024 x 1024`: 0.33-0.45 ms against 0.55-0.66; `64 x 784 x 1024`: 0.25 against 0.38;
+//! no slower up to `64 x 8192 x 2048`). [`gram`] computes `f f^T` by the same
 //! tiles on and below the diagonal (64 x 1024: ~31 us against ~65), and [`tn`] computes
 //! `a^T b` for a short inner dimension (a batch) without packing `b`.
 //!
@@ -473,8 +476,10 @@ impl Real for f64 {
     }
 }
 
-/// Products `x W^T` with at most this many rows of `x` run [`thin_product`] (see there).
-pub(crate) const THIN_MAX_ROWS: usize = 32;
+/// Products `x W^T` with at most this many rows of `x` run [`thin_product`] (see there). At
+/// 64 it takes the training forward of the paper's batch size: the 3-layer MLP's SGD step at
+/// width 1024 ran 21-23% faster than with 32, side by side.
+pub(crate) const THIN_MAX_ROWS: usize = 64;
 
 /// Rows of `w` per tile of [`thin_product`] at its fastest (float32 under AVX-512): callers
 /// that split `w` into pieces split it in multiples of this.
@@ -482,11 +487,11 @@ pub(crate) const THIN_TILE_ROWS: usize = 8;
 
 /// `y[q, i] = alpha sum_j x[q, j] w[i, j]` for the `rows` rows of `w` (row-major `[rows, k]`)
 /// and the `p` rows of `x` (row-major `[p, k]`), written to `y` with (row, column) strides
-/// `ys`, single-threaded. For thin products (`p` up to [`THIN_MAX_ROWS`], the RCC monitor's
-/// probe passes): a GEMM library packs all of `w` into its panel layout, gathering across
-/// rows because `w` enters transposed; for a handful of rows of `x` that packing costs
-/// several times the arithmetic (matrixmultiply: ~300 us for `16 x 1024 x 1024` on this
-/// machine). Here each tile of rows of `w` and rows of `x` is accumulated over 16-lane chunks
+/// `ys`, single-threaded. For thin products (`p` up to [`THIN_MAX_ROWS`]: the RCC monitor's
+/// probe passes, small training batches): a GEMM library packs all of `w` into its panel
+/// layout, gathering across rows because `w` enters transposed; for a handful of rows of `x`
+/// that packing costs several times the arithmetic (matrixmultiply: ~300 us for
+/// `16 x 1024 x 1024` on this machine). Here each tile of rows of `w` and rows of `x` is accumulated over 16-lane chunks
 /// straight from the row-major data (`w`'s rows are read once, `x` stays in L1/L2), in the
 /// widest vector instructions the CPU has (checked at run time): float32 under AVX-512 in
 /// explicit `8 x 2` tiles ([`thin_f32_avx512`]), everything else in `4 x 4` tiles the
