@@ -18,13 +18,18 @@
 //! over `W_t` and `W_0` (the output, the product `(W_t - W_0) x_t`, the difference's norms,
 //! the norms of `W_t`), and the one-step metrics come from the SGD step's factors (see
 //! [`widthlab::rcc`]). With the probe as large as the training batch the two products are
-//! about two forward passes, as many as the anchor pays; only a smaller probe can go lower.
+//! about two forward passes, as many as the anchor pays (one product fewer at the input
+//! layer, whose probe input does not change), besides the norms and one-step metrics the
+//! anchor does not measure: the anchor's row is about what the products alone cost the
+//! monitor at probe 64. Only a smaller probe can go lower.
 //!
-//! Measured on the 2-core machine (2026-11-26, 2 threads), four runs: anchor 1.99-2.14x;
-//! Delta and delta at probe 64 1.86-2.08x (cheaper than the anchor's forwards alone in every
-//! run), Delta only 1.62-1.83x, probe 32 1.51-1.69x, probe 16 1.38-1.52x; the plain step at
-//! 300-370 steps/s. The probe-16 ratio moves with the machine's phase: the code before the
-//! float32 8 x 2 thin tiles ([`widthlab::gemm`]) measured 1.37-1.53x in the same hour.
+//! Measured on the 2-core machine (2026-11-26, 2 threads), four runs, with the training
+//! forward on the thin kernel (commit abdfda0): anchor 1.65-1.70x; Delta and delta at probe
+//! 64 1.95-2.12x, Delta only 1.77-1.84x, probe 32 1.65-1.76x, probe 16 1.49-1.61x; the plain
+//! step at 412-432 steps/s. Side by side with the code before (69f8b5f, forward on
+//! matrixmultiply): the plain step 21-23% faster, monitored steps 15% (probe 16) and 17%
+//! (probe 64) faster, the anchor 52% faster, so every ratio moved: before, anchor 1.99-2.14x
+//! and probe 16 1.38-1.52x.
 use std::time::Instant;
 
 use tch::{Device, Kind, Tensor};

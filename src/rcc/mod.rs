@@ -85,20 +85,22 @@
 //!
 //! With a probe as large as the training batch, the two products per layer are about two
 //! forward passes: as many as the anchor (torch-module-monitor's RCC on the training batch)
-//! pays for its reference forward and `W_0 x_t`, and more than the 1.5x allows here;
-//! only a smaller probe can go lower.
+//! pays for its reference forward and `W_0 x_t` (one fewer at the input layer, whose probe
+//! input does not change), besides the norms and one-step metrics it does not measure. So the
+//! anchor's cost is about what the products alone cost the monitor at that probe, and it is
+//! above the 1.5x here; only a smaller probe can go lower.
 //!
 //! `cargo bench --bench monitor_overhead` (3-layer MLP, width 1024, batch 64, plain SGD as
-//! the Trainer runs it, every step; 2-core machine, 2 threads, 2026-11-26; the median of 7
-//! rounds' ratios, four runs): the anchor's two extra forwards alone 1.99-2.14x a plain step;
-//! Delta and delta at probe 64 1.86-2.08x (below the anchor in every run), Delta only
-//! 1.62-1.83x, probe 32 1.51-1.69x, probe 16 1.38-1.52x. The ratio moves with the machine's
-//! phase (the plain step ran at 300-370 steps/s), which is most of the spread. Per monitored
-//! step at probe 16 (instrumented runs): the traced forward with the fused passes
-//! 0.63-0.79 ms (input layer 0.21-0.24, hidden layer 0.36-0.44), the one-step Grams
-//! 0.11-0.16 ms, the joined eigenproblems / Delta sites 0.10-0.15 ms, the one-step sites
-//! 0.12-0.16 ms; the training step itself runs 0.1-0.19 ms slower under the monitor (its
-//! weights and buffers leave the caches).
+//! the Trainer runs it, every step; 2-core machine, 2 threads, 2026-11-26; the median of the
+//! rounds' ratios, four runs): the anchor's two extra forwards alone 1.65-1.70x a plain step;
+//! Delta and delta at probe 64 1.95-2.12x, Delta only 1.77-1.84x, probe 32 1.65-1.76x, probe
+//! 16 1.49-1.61x. The ratio moves with the machine's phase, which is most of the spread.
+//! Per monitored step at probe 16 (instrumented runs, before the training forward moved to the
+//! thin kernel): the traced forward with the fused passes 0.63-0.79 ms (input layer
+//! 0.21-0.24, hidden layer 0.36-0.44), the one-step Grams 0.11-0.16 ms, the joined
+//! eigenproblems / Delta sites 0.10-0.15 ms, the one-step sites 0.12-0.16 ms; the training
+//! step itself runs 0.1-0.19 ms slower under the monitor (its weights and buffers leave the
+//! caches).
 use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
