@@ -490,12 +490,12 @@ pub(crate) const THIN_TILE_ROWS: usize = 8;
 /// `ys`, single-threaded. For thin products (`p` up to [`THIN_MAX_ROWS`]: the RCC monitor's
 /// probe passes, small training batches): a GEMM library packs all of `w` into its panel
 /// layout, gathering across rows because `w` enters transposed; for a handful of rows of `x`
-/// that packing costs several times the arithmetic (matrixmultiply: ~300 us for
-/// `16 x 1024 x 1024` on this machine). Here each tile of rows of `w` and rows of `x` is accumulated over 16-lane chunks
-/// straight from the row-major data (`w`'s rows are read once, `x` stays in L1/L2), in the
-/// widest vector instructions the CPU has (checked at run time): float32 under AVX-512 in
-/// explicit `8 x 2` tiles ([`thin_f32_avx512`]), everything else in `4 x 4` tiles the
-/// compiler vectorises. Sums run over 16 lanes in `T`, so results differ from a GEMM
+/// that packing costs several times the arithmetic (matrixmultiply: ~300 us for `16 x 1024 x
+/// 1024` on this machine). Here each tile of rows of `w` and rows of `x` is accumulated over
+/// 16-lane chunks straight from the row-major data (`w`'s rows are read once, `x` stays in
+/// L1/L2), in the widest vector instructions the CPU has (checked at run time): float32 under
+/// AVX-512 in explicit `8 x 2` tiles ([`thin_f32_avx512`]), everything else in `4 x 4` tiles
+/// the compiler vectorises. Sums run over 16 lanes in `T`, so results differ from a GEMM
 /// library's by float rounding only.
 ///
 /// # Safety
@@ -1134,7 +1134,7 @@ mod tests {
         for kind in [Kind::Float, Kind::Double] {
             let tol = if kind == Kind::Float { 1e-5 } else { 1e-12 };
             let opts = (kind, Device::Cpu);
-            for (p, k, m) in [(1, 5, 3), (3, 37, 9), (6, 16, 7), (7, 48, 24), (16, 100, 33), (32, 1030, 1027)] {
+            for (p, k, m) in [(1, 5, 3), (3, 37, 9), (6, 16, 7), (7, 48, 24), (16, 100, 33), (32, 1030, 1027), (64, 70, 17)] {
                 let x = Tensor::randn([p, k], opts);
                 let w = Tensor::randn([m, k], opts);
                 let want = x.matmul(&w.tr()) * 0.7;

@@ -33,7 +33,7 @@ use std::sync::Mutex;
 
 use tch::{Device, Kind, Tensor};
 
-use crate::gemm::{elements, on_threads, threads_if, Real, THIN_TILE_ROWS};
+use crate::gemm::{elements, on_threads, threads_if, Real, THIN_MAX_ROWS, THIN_TILE_ROWS};
 
 /// What the fused pass over a dense weight and its reference measured (see [`crate::rcc`],
 /// Cost), unscaled by any multiplier except in `eff` and `out`.
@@ -489,11 +489,11 @@ const PREFETCH_ROWS: usize = 2;
 /// Rows of `D` formed at once by a thread: `~64K` elements (256 KB in float32), which stay in
 /// the L2 cache between the row sums, the power step and the product.
 ///
-/// With a probe of more than [`THIN_ROWS`] rows the block's product runs matrixmultiply,
+/// With a probe of more than [`THIN_MAX_ROWS`] rows the block's product runs matrixmultiply,
 /// whose per-call packing of the probe pays off only over larger blocks (`~256K` elements
 /// measured best at `64 x 1024 x 1024`: 0.77 ms against 0.88 at 64K).
 fn block_rows(k: usize, p: usize) -> usize {
-    let elements = if p > THIN_ROWS { 256 * 1024 } else { 64 * 1024 };
+    let elements = if p > THIN_MAX_ROWS { 256 * 1024 } else { 64 * 1024 };
     let rows = (elements / k).clamp(1, 4096);
     // (whole tiles of the thin kernel where there are enough rows)
     if rows >= THIN_TILE_ROWS {
@@ -502,12 +502,6 @@ fn block_rows(k: usize, p: usize) -> usize {
         rows
     }
 }
-
-/// Probes of up to this many rows multiply each block by the thin kernel
-/// ([`crate::gemm::thin_product`]); larger ones by matrixmultiply. The thin kernel reads the
-/// block where it lies in cache, while matrixmultiply packs the block and the probe for every
-/// block: at `64 x 1024 x 1024` the block products took ~0.45 ms against ~0.7 ms.
-const THIN_ROWS: usize = 64;
 
 thread_local! {
     /// Per-thread scratch for blocks of `D` (bytes, reused across calls).
@@ -619,7 +613,11 @@ impl<T: Rows> Pass<'_, T> {
                         // SAFETY: x is [P, k] contiguous, w holds the block's r1 - r0 rows,
                         // and the threads write disjoint columns r0..r1 of y ([P, m]).
                         unsafe {
-                            if p <= THIN_ROWS {
+                            // (probes of up to THIN_MAX_ROWS by the thin kernel, which
+                            // reads the block where it lies in cache; matrixmultiply would
+                            // pack the block and the probe for every block: at
+                            // 64 x 1024 x 1024 the block products took ~0.45 ms against ~0.7)
+                            if p <= THIN_MAX_ROWS {
                                 crate::gemm::thin_product(w, r1 - r0, k, x, p, alpha, (y as *mut T).add(r0), (self.m as isize, 1));
                             } else {
                                 T::gemm(p, k, r1 - r0, alpha, x.as_ptr(), (k as isize, 1), w.as_ptr(), (1, k as isize), 0.0, (y as *mut T).add(r0), (self.m as isize, 1));
