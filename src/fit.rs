@@ -72,8 +72,7 @@ pub fn fit_power_law(widths: &[f64], values: &[f64]) -> Result<PowerLaw> {
         let s2 = sse / (k - 2) as f64;
         let cov = x.t().dot(&x).inv().map_err(|e| Error::config(format!("fit: {e}")))?;
         let se = (s2 * cov[[1, 1]]).sqrt();
-        let t = StudentsT::new(0.0, 1.0, (k - 2) as f64).map(|d| d.inverse_cdf(0.975)).unwrap_or(f64::NAN);
-        (se, t * se)
+        (se, t_quantile_975(k - 2) * se)
     } else {
         (f64::NAN, f64::NAN)
     };
@@ -87,6 +86,36 @@ pub fn fit_power_law(widths: &[f64], values: &[f64]) -> Result<PowerLaw> {
         points: k,
         dropped: widths.len() - k,
     })
+}
+
+/// The 97.5% quantile of Student's t with `dof` degrees of freedom (the half-width factor of a
+/// two-sided 95% interval); NaN for `dof = 0`.
+pub fn t_quantile_975(dof: usize) -> f64 {
+    if dof == 0 {
+        return f64::NAN;
+    }
+    StudentsT::new(0.0, 1.0, dof as f64).map(|d| d.inverse_cdf(0.975)).unwrap_or(f64::NAN)
+}
+
+/// The largest change of a fitted width exponent when every point's value may be off by a
+/// factor of up to `2^(half_octave)` either way (a learning rate known to within a search's
+/// resolution, e.g. `half_octave = 1/16` for a bisection bracket of 1/8 octave): the slope of
+/// a least-squares fit is `sum_i w_i log y_i` with `w_i = (x_i - mean x) / S_xx` in
+/// `x = log n`, so its worst case is `half_octave * ln 2 * sum_i |w_i|`. `widths` lists the
+/// width of every fitted point (repeated for seeds). Two widths a factor `2^R` apart give
+/// `2 half_octave / R`: a one-octave grid (half-octave 1/2) over a 4x range resolves an
+/// exponent to `+- 1/2`.
+pub fn resolution_bound(widths: &[f64], half_octave: f64) -> f64 {
+    let xs: Vec<f64> = widths.iter().filter(|n| **n > 0.0 && n.is_finite()).map(|n| n.ln()).collect();
+    if xs.len() < 2 {
+        return f64::NAN;
+    }
+    let mean = xs.iter().sum::<f64>() / xs.len() as f64;
+    let sxx: f64 = xs.iter().map(|x| (x - mean).powi(2)).sum();
+    if sxx <= 0.0 {
+        return f64::NAN;
+    }
+    half_octave * std::f64::consts::LN_2 * xs.iter().map(|x| (x - mean).abs()).sum::<f64>() / sxx
 }
 
 /// The width at which two fitted power laws cross, `exp((a2 - a1) / (b1 - b2))`, equal to
@@ -131,6 +160,26 @@ mod tests {
         assert!((c - 625.0).abs() < 1e-6, "{c}");
         assert!((f1.predict(625.0) - f2.predict(625.0)).abs() < 1e-6);
         assert!(crossing_width(&f1, &f1).is_none());
+    }
+
+    #[test]
+    fn resolution_bound_is_the_worst_case_slope_error() {
+        // Two widths 4x apart, values known to half an octave: +- 1/2 (the example).
+        assert!((resolution_bound(&[64.0, 256.0], 0.5) - 0.5).abs() < 1e-12);
+        // The bound is attained: perturb each point by +-half an octave against the slope.
+        let ns = [64.0, 128.0, 256.0, 512.0, 1024.0];
+        let h = 1.0 / 16.0;
+        let b = resolution_bound(&ns, h);
+        let clean: Vec<f64> = ns.iter().map(|n: &f64| n.powf(-0.5)).collect();
+        let mean = ns.iter().map(|n: &f64| n.ln()).sum::<f64>() / 5.0;
+        let worst: Vec<f64> = ns.iter().zip(&clean).map(|(n, y)| y * 2f64.powf(if n.ln() > mean { h } else { -h })).collect();
+        let e = fit_power_law(&ns, &worst).unwrap().exponent;
+        assert!((e - (-0.5 + b)).abs() < 1e-9, "{e} vs {}", -0.5 + b);
+        // seeds repeat widths without changing the bound
+        let rep: Vec<f64> = ns.iter().flat_map(|n| [*n, *n, *n]).collect();
+        assert!((resolution_bound(&rep, h) - b).abs() < 1e-12);
+        assert!(resolution_bound(&[64.0], h).is_nan());
+        assert!((t_quantile_975(2) - 4.302_652_729_911_275).abs() < 1e-9 && t_quantile_975(0).is_nan());
     }
 
     #[test]

@@ -17,10 +17,15 @@
 //! - [`sweep`]: learning-rate sweeps across widths (crash-safe SQLite store, shards,
 //!   scheduler) and the optimal / max-stable learning-rate exponents.
 //! - [`theory`]: closed-form dynamics (2-layer linear "uv" model).
+//! - [`claims`]: the claim model of the reproduction report (paper and extension claims,
+//!   95% confidence intervals, verdicts holds / deviates / inconclusive).
+//! - [`report`]: where notebooks write claims and figures; [`files`]: atomic output files.
+pub mod claims;
 pub mod config;
 pub mod data;
 pub mod device;
 pub mod error;
+pub mod files;
 pub mod fit;
 pub mod gemm;
 pub mod loss;
