@@ -442,6 +442,7 @@ mod tests {
             fan_out: 1,
             tensor: Tensor::from_slice(w).set_requires_grad(true),
             trainable: true,
+            multiplier: 1.0,
             lr_scale_sgd: scale,
             lr_scale_adam: scale,
         }]

@@ -14,22 +14,27 @@
 //! # Conventions (stated once, used everywhere)
 //! - **Initialisation** is written in absolute fans, as PyTorch and He et al. do:
 //!   SP uses `std = sqrt(c_phi / fan_in)` with `c_phi = 2` for ReLU (appendix D.1).
-//! - **Every width-dependent factor** of a rule is written relative to a base width `n0`
-//!   (`base_width`, default 256): a rule `(n/n0)^p` equals 1 at `n = n0`, so at the base width
-//!   muP, SP-full-align and MUSOLI use the same per-layer learning rates as SP (the usual muP
-//!   "base shape" convention), and the tuned `eta` of one transfers to the others there.
-//! - **The global learning rate** of the paper's section 4 is `eta_n = eta (n/n0)^(-alpha)`
+//! - **Per-layer width factors** of a rule are powers of `n / n0` with the base width `n0`
+//!   (`base_width`). The default `n0 = 1` is the paper's convention: per-layer rules in the
+//!   *absolute* width `n`, as the authors' MLP code does (`lr * width**(-c_l)`, muP readout
+//!   init `sqrt(2)/fan_in`), so at `n = 256` muP's input, hidden and output SGD learning rates
+//!   stand in the ratio `256 : 1 : 1/256`. A base width `n0 > 1` (muP-package style, e.g. 256)
+//!   is a different finite-width model with the same exponents: every parameterization then
+//!   coincides with SP at `n = n0`, which is what transfer studies from a tuned base model
+//!   want. The authors' GPT code (sbordt/litgpt) uses that style, with `n0` the base model's
+//!   width; configs override `n0` with `base_width` ([`crate::train::TrainConfig`]).
+//! - **Rules may use the model's output dimension** `d_out` (a [`Monomial`]'s `d_out`
+//!   exponent): the paper's proposed last-layer init and the learning rates derived from it
+//!   (below) depend on whether `n >> d_out` or `n << d_out`.
+//! - **The global learning rate** of the paper's section 4 is `eta_n = eta (n/n_lr)^(-alpha)`
 //!   (`alpha`, default 0; the paper's `alpha = 1/2` is the authors' `--lrexp -0.5`), with its
-//!   own reference width `lr_base_width` (default 256, as in the paper).
+//!   own reference width `n_lr = lr_base_width` (default 256, as in the paper).
 //! - The learning rate of parameter `p` at step `t` is therefore
-//!   `eta * schedule(t) * (n/lr_base_width)^(-alpha) * lr_rule_{role(p)}(fan_in, fan_out, n/n0)`.
+//!   `eta * schedule(t) * (n/lr_base_width)^(-alpha) * lr_rule_{role(p)}(fan_in, fan_out, n/n0, d_out)`.
 //!
-//! The authors' code (moritzhaas/large-lr-width-scaling) scales per-layer exponents with the
-//! *absolute* width `n` and only the global rate relative to 256: set `base_width = 1` (and
-//! keep `lr_base_width = 256`) to reproduce their numbers exactly. Their Adam rule for muP is
-//! `eta / fan_in` applied literally to every weight, including the input layer (a constant
-//! factor `1/d_in` there); write it as `lr_adam.input = "fan_in^-1"` style rules (see
-//! [`Monomial`]) if you need it literally.
+//! The authors' Adam rule for muP is `eta / fan_in` applied literally to every weight,
+//! including the input layer (a constant factor `1/d_in` there); write it as
+//! `lr_adam.input = "fan_in^-1"` style rules (see [`Monomial`]) if you need it literally.
 //!
 //! # Built-in parameterizations
 //! | name | init (in / hid / out) | SGD lr (in / hid / out) | Adam lr (in / hid / out) |
@@ -43,15 +48,21 @@
 //! | `sp-llzero` | He / He / 0 | as `sp` | as `sp` |
 //! | `mup-llzero` | He / He / 0 | as `mup` | as `mup` |
 //! | `sp-proposed-init` | He / He / (fan_in/sqrt(fan_out) + sqrt(fan_in))^-1 | as `sp` | as `sp` |
-//! | `sp-full-align-proposed-init` | He / He / (fan_in/sqrt(fan_out) + sqrt(fan_in))^-1 | as `sp-full-align` | as `sp-full-align` |
+//! | `sp-full-align-proposed-init` | He / He / (fan_in/sqrt(fan_out) + sqrt(fan_in))^-1 | r/sqrt(d_out) + r^1/2 / 1/sqrt(d_out) + r^-1/2 / r^-1 | as `sp-full-align` |
 //!
-//! with `r = n/n0` and He `= sqrt(2/fan_in)`. SP-full-align and MUSOLI follow section F.7 of
-//! the paper: with standard last-layer initialisation the hidden and input rates are scaled
-//! down by `n^{-1/2}` relative to muP, and MUSOLI raises the last-layer rate to
-//! `Theta(n^{-1/2})`. `sp-full-align-proposed-init` is the paper's proposal of section 5.2 and
-//! appendix F.7 (left to future work there): SP-full-align's (muP's) learning rates with the
-//! last-layer init `(fan_in/sqrt(fan_out) + sqrt(fan_in))^-1`, which is SP-like while
-//! `n << d_out` and muP-like once `n >> d_out`. NTP's Adam column is derived from its weight-multiplier form (Adam
+//! with `r = n/n0` (`= n` by default) and He `= sqrt(2/fan_in)`. SP-full-align and MUSOLI
+//! follow section F.7 of the paper: with standard last-layer initialisation the hidden and
+//! input rates are scaled down by `n^{-1/2}` relative to muP, and MUSOLI raises the last-layer
+//! rate to `Theta(n^{-1/2})`. `sp-full-align-proposed-init` is the paper's proposal of section
+//! 5.2 and appendix F.7 (left to future work there): the last-layer init
+//! `sigma = (fan_in/sqrt(fan_out) + sqrt(fan_in))^-1`, SP-like (`b_{L+1} = 1/2`) while
+//! `n << d_out` and muP-like (`b_{L+1} = 1`) once `n >> d_out`, with SP-full-align's readout
+//! rate `n^-1`. Its SGD input and hidden rates follow F.7's rule for any last-layer scaling,
+//! `eta_1 = n^{min(b_{L+1}, c_{L+1})}` and `eta_l = n^{min(b_{L+1}, c_{L+1}) - 1}`, evaluated
+//! smoothly: the hidden rate is `1/(n sigma) = 1/sqrt(d_out) + n^-1/2` (muP's `n^0` for
+//! `n >> d_out`, SP-full-align's `n^-1/2` for `n << d_out`) and the input rate `n` times that.
+//! Its Adam rates are SP-full-align's (muP's): Adam normalises the backward pass, so they do
+//! not depend on the last-layer init (F.7). NTP's Adam column is derived from its weight-multiplier form (Adam
 //! updates are invariant to gradient scale, so a multiplier `a` yields an effective rate `a`);
 //! Table C.1 only lists SGD.
 use serde::{Deserialize, Serialize};
@@ -90,7 +101,8 @@ pub enum ParamKind {
     NormGain,
 }
 
-/// One factor `coef * fan_in^fan_in * fan_out^fan_out * (n/n0)^width` of a [`Scale`].
+/// One factor `coef * fan_in^fan_in * fan_out^fan_out * (n/n0)^width * d_out^d_out` of a
+/// [`Scale`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Monomial {
@@ -101,11 +113,13 @@ pub struct Monomial {
     pub fan_out: f64,
     /// Exponent of the width ratio `n / base_width`.
     pub width: f64,
+    /// Exponent of the model's output dimension.
+    pub d_out: f64,
 }
 
 impl Default for Monomial {
     fn default() -> Self {
-        Monomial { coef: 1.0, fan_in: 0.0, fan_out: 0.0, width: 0.0 }
+        Monomial { coef: 1.0, fan_in: 0.0, fan_out: 0.0, width: 0.0, d_out: 0.0 }
     }
 }
 
@@ -135,6 +149,33 @@ pub struct ScaleCtx {
     pub fan_out: f64,
     /// `n / n0`.
     pub width_ratio: f64,
+    /// The model's output dimension.
+    pub d_out: f64,
+}
+
+/// Where a parameter sits: its fans and the model's width and output dimension (what a
+/// parameterization's rules are evaluated at). For biases and gains `fan_in = 1`,
+/// `fan_out = len`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fans {
+    pub fan_in: i64,
+    pub fan_out: i64,
+    /// The width `n` the parameterization scales with.
+    pub width: i64,
+    /// The model's output dimension (classes, vocabulary).
+    pub d_out: i64,
+}
+
+impl Fans {
+    /// The three weight matrices of an MLP `d_in -> n -> ... -> n -> d_out` by role.
+    pub fn mlp(role: Role, d_in: i64, n: i64, d_out: i64) -> Self {
+        let (fan_in, fan_out) = match role {
+            Role::InputLike => (d_in, n),
+            Role::HiddenLike => (n, n),
+            Role::OutputLike => (n, d_out),
+        };
+        Fans { fan_in, fan_out, width: n, d_out }
+    }
 }
 
 impl Scale {
@@ -181,6 +222,17 @@ impl Scale {
             power: -1.0,
         }
     }
+    /// The SGD rates the paper's F.7 derives for the proposed last-layer init with readout
+    /// rate `n^-1`, per role: hidden `1/sqrt(d_out) + r^-1/2`, input `r` times that, readout
+    /// `r^-1` (see the module docs).
+    pub fn proposed_init_sgd_rates() -> PerRole<Scale> {
+        let m = |width: f64, d_out: f64| Monomial { width, d_out, ..Monomial::default() };
+        PerRole::new(
+            Scale { coef: 1.0, terms: vec![m(1.0, -0.5), m(0.5, 0.0)], power: 1.0 },
+            Scale { coef: 1.0, terms: vec![m(0.0, -0.5), m(-0.5, 0.0)], power: 1.0 },
+            Scale::width_pow(1.0, -1.0),
+        )
+    }
     /// The value of the rule for a layer.
     pub fn eval(&self, ctx: ScaleCtx) -> f64 {
         if self.terms.is_empty() {
@@ -194,6 +246,7 @@ impl Scale {
                     * ctx.fan_in.powf(m.fan_in)
                     * ctx.fan_out.powf(m.fan_out)
                     * ctx.width_ratio.powf(m.width)
+                    * ctx.d_out.powf(m.d_out)
             })
             .sum();
         self.coef * s.powf(self.power)
@@ -202,7 +255,7 @@ impl Scale {
         let finite = self.coef.is_finite()
             && self.power.is_finite()
             && self.terms.iter().all(|m| {
-                m.coef.is_finite() && m.fan_in.is_finite() && m.fan_out.is_finite() && m.width.is_finite()
+                m.coef.is_finite() && m.fan_in.is_finite() && m.fan_out.is_finite() && m.width.is_finite() && m.d_out.is_finite()
             });
         if !finite {
             return Err(Error::config(format!("{what}: rule has a non-finite number")));
@@ -257,14 +310,15 @@ pub enum OptimizerFamily {
 #[serde(deny_unknown_fields)]
 pub struct Parameterization {
     pub name: String,
-    /// `n0` of the width-dependent factors of every rule.
+    /// `n0` of the per-layer width factors of every rule (default 1: absolute `n`, the paper's
+    /// convention; see the module docs).
     #[serde(default = "default_base_width")]
     pub base_width: f64,
     /// Global learning-rate exponent: `eta_n = eta (n / lr_base_width)^(-alpha)`.
     #[serde(default)]
     pub alpha: f64,
-    /// Reference width of the global learning-rate scaling.
-    #[serde(default = "default_base_width")]
+    /// Reference width of the global learning-rate scaling (default 256, as in the paper).
+    #[serde(default = "default_lr_base_width")]
     pub lr_base_width: f64,
     /// Initialisation std of weight matrices.
     pub init_std: PerRole<Scale>,
@@ -277,7 +331,12 @@ pub struct Parameterization {
     pub lr_adam: PerRole<Scale>,
 }
 
+/// The paper's per-layer convention: absolute powers of `n`.
 fn default_base_width() -> f64 {
+    1.0
+}
+/// Reference width of the global `(n/256)^-alpha`.
+fn default_lr_base_width() -> f64 {
     256.0
 }
 fn unit_rules() -> PerRole<Scale> {
@@ -316,7 +375,7 @@ impl Parameterization {
             name: name.into(),
             base_width: default_base_width(),
             alpha: 0.0,
-            lr_base_width: default_base_width(),
+            lr_base_width: default_lr_base_width(),
             init_std: PerRole::all(Scale::he(2.0)),
             multiplier: unit_rules(),
             lr_sgd,
@@ -406,8 +465,11 @@ impl Parameterization {
             "sp-proposed-init" => {
                 Self::sp().with_output_init("sp-proposed-init", Scale::proposed_output_init())
             }
-            "sp-full-align-proposed-init" => Self::sp_full_align()
-                .with_output_init("sp-full-align-proposed-init", Scale::proposed_output_init()),
+            "sp-full-align-proposed-init" => {
+                let mut p = Self::sp_full_align().with_output_init("sp-full-align-proposed-init", Scale::proposed_output_init());
+                p.lr_sgd = Scale::proposed_init_sgd_rates();
+                p
+            }
             _ => {
                 return Err(Error::UnknownParameterization {
                     name: name.into(),
@@ -486,25 +548,16 @@ impl Parameterization {
         Ok(())
     }
 
-    /// Resolves the rules for one parameter of a model of width `n`.
-    ///
-    /// `fan_in`/`fan_out` are those of the weight matrix (`[fan_out, fan_in]`); for biases and
-    /// gains pass `fan_in = 1`, `fan_out = len`.
-    pub fn resolve(
-        &self,
-        role: Role,
-        kind: ParamKind,
-        fan_in: i64,
-        fan_out: i64,
-        width: i64,
-        family: OptimizerFamily,
-    ) -> Resolved {
+    /// Resolves the rules for one parameter at `fans` (its fans, the model's width and output
+    /// dimension).
+    pub fn resolve(&self, role: Role, kind: ParamKind, fans: Fans, family: OptimizerFamily) -> Resolved {
         let ctx = ScaleCtx {
-            fan_in: fan_in as f64,
-            fan_out: fan_out as f64,
-            width_ratio: width as f64 / self.base_width,
+            fan_in: fans.fan_in as f64,
+            fan_out: fans.fan_out as f64,
+            width_ratio: fans.width as f64 / self.base_width,
+            d_out: fans.d_out as f64,
         };
-        let global = (width as f64 / self.lr_base_width).powf(-self.alpha);
+        let global = (fans.width as f64 / self.lr_base_width).powf(-self.alpha);
         let lr_rule = match family {
             OptimizerFamily::Sgd => &self.lr_sgd,
             OptimizerFamily::Adam => &self.lr_adam,
@@ -535,7 +588,8 @@ pub fn table(names: &[&str], widths: &[i64], depth: usize) -> Result<String> {
             let cfg = crate::model::MlpConfig { width: n, depth, ..crate::model::MlpConfig::default() };
             cfg.validate()?;
             for sh in cfg.layout() {
-                let r = |fam| p.resolve(sh.role, sh.kind, sh.fan_in, sh.fan_out, n, fam);
+                let fans = Fans { fan_in: sh.fan_in, fan_out: sh.fan_out, width: n, d_out: cfg.d_out };
+                let r = |fam| p.resolve(sh.role, sh.kind, fans, fam);
                 let (sgd, adam) = (r(OptimizerFamily::Sgd), r(OptimizerFamily::Adam));
                 let _ = writeln!(
                     s,
@@ -567,11 +621,11 @@ mod tests {
 
     /// (init_std, lr_scale) of the three roles of a 3-layer MLP at width `n`.
     fn mlp_rules(p: &Parameterization, n: i64, fam: OptimizerFamily) -> [(f64, f64); 3] {
-        let r = |role, fi, fo| {
-            let x = p.resolve(role, Weight, fi, fo, n, fam);
+        let r = |role| {
+            let x = p.resolve(role, Weight, Fans::mlp(role, D_IN, n, D_OUT), fam);
             (x.init_std, x.lr_scale)
         };
-        [r(InputLike, D_IN, n), r(HiddenLike, n, n), r(OutputLike, n, D_OUT)]
+        [r(InputLike), r(HiddenLike), r(OutputLike)]
     }
 
     fn close(a: f64, b: f64) -> bool {
@@ -629,56 +683,81 @@ mod tests {
 
     #[test]
     fn absolute_values_at_two_widths() {
+        // Per-layer rules in absolute n (the paper's convention, base_width = 1).
         for n in [256i64, 1024] {
             let nf = n as f64;
-            let r = nf / 256.0;
             let sp = mlp_rules(&Parameterization::sp(), n, Sgd);
             assert!(close(sp[0].0, (2.0 / 784.0f64).sqrt()));
             assert!(close(sp[1].0, (2.0 / nf).sqrt()));
             assert!(close(sp[2].0, (2.0 / nf).sqrt()));
             assert!(sp.iter().all(|x| close(x.1, 1.0)));
+            // muP as the authors' code: readout init sqrt(2)/fan_in, rates n, 1, 1/n
             let mup = mlp_rules(&Parameterization::mup(), n, Sgd);
-            assert!(close(mup[2].0, (2.0 / nf).sqrt() / r.sqrt()));
-            assert!(close(mup[0].1, r) && close(mup[1].1, 1.0) && close(mup[2].1, 1.0 / r));
+            assert!(close(mup[2].0, 2f64.sqrt() / nf));
+            assert!(close(mup[0].1, nf) && close(mup[1].1, 1.0) && close(mup[2].1, 1.0 / nf));
             let mup_adam = mlp_rules(&Parameterization::mup(), n, Adam);
-            assert!(close(mup_adam[1].1, 256.0 / nf) && close(mup_adam[0].1, 1.0));
+            assert!(close(mup_adam[1].1, 1.0 / nf) && close(mup_adam[0].1, 1.0));
             let llz = mlp_rules(&Parameterization::builtin("sp-llzero").unwrap(), n, Sgd);
             assert_eq!(llz[2].0, 0.0);
             let prop = mlp_rules(&Parameterization::builtin("sp-proposed-init").unwrap(), n, Sgd);
             let want = 1.0 / (nf / (D_OUT as f64).sqrt() + nf.sqrt());
             assert!(close(prop[2].0, want), "{} vs {want}", prop[2].0);
         }
+        // at n = 256: muP's input, hidden and output SGD rates stand as 256 : 1 : 1/256
+        let m = mlp_rules(&Parameterization::mup(), 256, Sgd);
+        assert!(close(m[0].1 / m[1].1, 256.0) && close(m[1].1 / m[2].1, 256.0));
     }
 
     #[test]
-    fn full_align_proposed_init_keeps_full_align_rates_and_normalises_the_readout() {
+    fn a_base_width_makes_every_parameterization_sp_at_that_width() {
+        // The muP-package convention for transfer studies: rules relative to n0.
+        for name in ["ntp", "mup", "sp-full-align", "musoli"] {
+            let p = Parameterization::builtin(name).unwrap().with_base_width(256.0);
+            for (i, r) in mlp_rules(&p, 256, Sgd).iter().enumerate() {
+                assert!(close(r.1, 1.0), "{name} role {i}: {}", r.1);
+            }
+            // the exponents do not depend on n0
+            let a = exponents(&p, Sgd);
+            let b = exponents(&Parameterization::builtin(name).unwrap(), Sgd);
+            assert_eq!(a.map(|x| (x.0 * 1e9).round()), b.map(|x| (x.0 * 1e9).round()));
+            assert_eq!(a.map(|x| (x.1 * 1e9).round()), b.map(|x| (x.1 * 1e9).round()));
+        }
+        // without n0 muP differs from SP at 256 by 256x in the input and output rates
+        let m = mlp_rules(&Parameterization::mup(), 256, Sgd);
+        assert!(close(m[0].1, 256.0) && close(m[2].1, 1.0 / 256.0));
+    }
+
+    #[test]
+    fn full_align_proposed_init_derives_its_sgd_rates_from_its_init() {
         let p = Parameterization::builtin("sp-full-align-proposed-init").unwrap();
         let fa = Parameterization::sp_full_align();
-        assert_eq!((&p.lr_sgd, &p.lr_adam, &p.init_std.hidden), (&fa.lr_sgd, &fa.lr_adam, &fa.init_std.hidden));
+        assert_eq!((&p.lr_adam, &p.init_std.hidden, &p.lr_sgd.output), (&fa.lr_adam, &fa.init_std.hidden, &fa.lr_sgd.output));
         // sigma sqrt(n) (1 + sqrt(n/d_out)) = 1 in both regimes (n >> d_out and n << d_out)
         for (n, d) in [(4096i64, 10i64), (64, 8192), (256, 256)] {
-            let s = p.resolve(OutputLike, Weight, n, d, n, Sgd).init_std;
+            let s = p.resolve(OutputLike, Weight, Fans::mlp(OutputLike, 784, n, d), Sgd).init_std;
             let (nf, df) = (n as f64, d as f64);
             assert!(close(s * nf.sqrt() * (1.0 + (nf / df).sqrt()), 1.0), "n {n} d_out {d}: {s}");
+            // F.7: hidden rate n^{min(b, c) - 1} = 1/(n sigma), input rate n times that
+            let hid = p.resolve(HiddenLike, Weight, Fans::mlp(HiddenLike, 784, n, d), Sgd).lr_scale;
+            let inp = p.resolve(InputLike, Weight, Fans::mlp(InputLike, 784, n, d), Sgd).lr_scale;
+            assert!(close(hid, 1.0 / (nf * s)) && close(inp, nf * hid), "n {n} d_out {d}: {hid} {inp}");
         }
-    }
-
-    #[test]
-    fn authors_absolute_convention_is_expressible() {
-        // base_width = 1: per-layer factors in absolute n, as in the authors' code
-        // (mup: lr * n^{-c_l} with c = [-1, 0, 1]; output init sqrt(2)/fan_in).
-        let p = Parameterization::mup().with_base_width(1.0);
-        let r = mlp_rules(&p, 512, Sgd);
-        assert!(close(r[0].1, 512.0) && close(r[2].1, 1.0 / 512.0));
-        assert!(close(r[2].0, 2f64.sqrt() / 512.0));
+        // Regimes, as width exponents between n and 16 n: muP's rates for n >> d_out,
+        // SP-full-align's for n << d_out.
+        let e = |n: i64, d: i64, role: Role| {
+            let r = |n| p.resolve(role, Weight, Fans::mlp(role, 784, n, d), Sgd).lr_scale;
+            (r(16 * n) / r(n)).ln() / 16f64.ln()
+        };
+        assert!((e(1 << 20, 10, HiddenLike) - 0.0).abs() < 0.01 && (e(1 << 20, 10, InputLike) - 1.0).abs() < 0.01);
+        assert!((e(16, 1 << 30, HiddenLike) + 0.5).abs() < 0.01 && (e(16, 1 << 30, InputLike) - 0.5).abs() < 0.01);
     }
 
     #[test]
     fn scale_init_and_lr_base_width() {
-        let p = Parameterization::mup().with_base_width(1.0).with_lr_base_width(1.0).with_alpha(1.0).scale_init(0.5f64.sqrt());
+        let p = Parameterization::mup().with_lr_base_width(1.0).with_alpha(1.0).scale_init(0.5f64.sqrt());
         let n = 400i64;
-        let u = p.resolve(InputLike, Weight, 1, n, n, Sgd);
-        let v = p.resolve(OutputLike, Weight, n, 1, n, Sgd);
+        let u = p.resolve(InputLike, Weight, Fans { fan_in: 1, fan_out: n, width: n, d_out: 1 }, Sgd);
+        let v = p.resolve(OutputLike, Weight, Fans { fan_in: n, fan_out: 1, width: n, d_out: 1 }, Sgd);
         // unit-gain init: u ~ N(0, 1), v ~ N(0, 1/n^2); lr n * n^-1 and n^-1 * n^-1
         assert!(close(u.init_std, 1.0) && close(v.init_std, 1.0 / 400.0));
         assert!(close(u.lr_scale, 1.0) && close(v.lr_scale, 1.0 / 160000.0));
@@ -687,7 +766,7 @@ mod tests {
     #[test]
     fn global_alpha_is_relative_to_lr_base_width() {
         let p = Parameterization::sp().with_alpha(0.5);
-        let at = |n| p.resolve(HiddenLike, Weight, n, n, n, Sgd).lr_scale;
+        let at = |n| p.resolve(HiddenLike, Weight, Fans::mlp(HiddenLike, 784, n, 10), Sgd).lr_scale;
         assert!(close(at(256), 1.0));
         assert!(close(at(1024), 0.5));
     }
@@ -695,23 +774,25 @@ mod tests {
     #[test]
     fn biases_and_gains_are_input_like() {
         let p = Parameterization::mup();
-        let b = p.resolve(InputLike, ParamKind::Bias, 1, 1024, 1024, Sgd);
-        let g = p.resolve(InputLike, ParamKind::NormGain, 1, 1024, 1024, Sgd);
+        let fans = Fans { fan_in: 1, fan_out: 1024, width: 1024, d_out: 10 };
+        let b = p.resolve(InputLike, ParamKind::Bias, fans, Sgd);
+        let g = p.resolve(InputLike, ParamKind::NormGain, fans, Sgd);
         assert_eq!((b.init_std, g.init_std), (0.0, 1.0));
-        assert!(close(b.lr_scale, 4.0) && close(g.lr_scale, 4.0));
+        assert!(close(b.lr_scale, 1024.0) && close(g.lr_scale, 1024.0));
     }
 
     #[test]
     fn mup_mult_matches_mup_effective_rules() {
         // Effective weight alpha*W: init alpha*sigma, SGD rate alpha^2 * lr, Adam rate alpha*lr.
         for n in [128i64, 2048] {
-            for (role, fi, fo) in [(InputLike, D_IN, n), (HiddenLike, n, n), (OutputLike, n, D_OUT)] {
-                let a = Parameterization::mup_mult().resolve(role, Weight, fi, fo, n, Sgd);
-                let b = Parameterization::mup().resolve(role, Weight, fi, fo, n, Sgd);
+            for role in [InputLike, HiddenLike, OutputLike] {
+                let fans = Fans::mlp(role, D_IN, n, D_OUT);
+                let a = Parameterization::mup_mult().resolve(role, Weight, fans, Sgd);
+                let b = Parameterization::mup().resolve(role, Weight, fans, Sgd);
                 assert!(close(a.multiplier * a.init_std, b.init_std));
                 assert!(close(a.multiplier * a.multiplier * a.lr_scale, b.lr_scale));
-                let a = Parameterization::mup_mult().resolve(role, Weight, fi, fo, n, Adam);
-                let b = Parameterization::mup().resolve(role, Weight, fi, fo, n, Adam);
+                let a = Parameterization::mup_mult().resolve(role, Weight, fans, Adam);
+                let b = Parameterization::mup().resolve(role, Weight, fans, Adam);
                 assert!(close(a.multiplier * a.lr_scale, b.lr_scale));
             }
         }
@@ -744,6 +825,11 @@ mod tests {
         let r = mlp_rules(&p, 1024, Sgd);
         assert!(close(r[1].0, (2.0 / 1024.0f64).sqrt()));
         assert_eq!(r[2].0, 0.0);
+        // absolute n by default: input rate n, readout n^-1, times (1024/256)^-1/2
+        assert!(close(r[0].1, 1024.0 * 0.5) && close(r[2].1, 0.5 / 1024.0));
+        // base_width in the file: relative rules
+        let rel = Parameterization::from_toml(&format!("base_width = 256.0\n{text}")).unwrap();
+        let r = mlp_rules(&rel, 1024, Sgd);
         assert!(close(r[0].1, 4.0 * 0.5) && close(r[2].1, 0.25 * 0.5));
     }
 

@@ -48,13 +48,18 @@ impl ParamSpec {
         }
     }
 
-    /// The parameterization with an optional override of its global learning-rate exponent.
-    pub fn resolve_with_alpha(&self, alpha: Option<f64>) -> Result<Parameterization> {
-        let p = self.resolve()?;
-        Ok(match alpha {
-            Some(a) => p.with_alpha(a),
-            None => p,
-        })
+    /// The parameterization with optional overrides of its global learning-rate exponent
+    /// `alpha` and of the base width `n0` of its per-layer rules.
+    pub fn resolve_with(&self, alpha: Option<f64>, base_width: Option<f64>) -> Result<Parameterization> {
+        let mut p = self.resolve()?;
+        if let Some(a) = alpha {
+            p = p.with_alpha(a);
+        }
+        if let Some(n0) = base_width {
+            p = p.with_base_width(n0);
+        }
+        p.validate()?;
+        Ok(p)
     }
 
     /// The parameterization's name (without resolving it).
@@ -98,8 +103,13 @@ pub struct TrainConfig {
     pub model: MlpConfig,
     pub param: ParamSpec,
     /// Overrides the parameterization's global learning-rate exponent `alpha`
-    /// (`eta_n = lr (n/n0)^-alpha`).
+    /// (`eta_n = lr (n/256)^-alpha`).
     pub alpha: Option<f64>,
+    /// Overrides the base width `n0` of the parameterization's per-layer rules (default: the
+    /// parameterization's, 1 for the built-ins: absolute `n`, the paper's convention; e.g. 256
+    /// makes every parameterization equal SP at width 256, see [`crate::param`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub base_width: Option<f64>,
     /// Base learning rate `eta`.
     pub lr: f64,
     pub loss: Loss,
@@ -123,6 +133,7 @@ impl Default for TrainConfig {
             model: MlpConfig::default(),
             param: ParamSpec::default(),
             alpha: None,
+            base_width: None,
             lr: 0.1,
             loss: Loss::default(),
             optim: OptimConfig::default(),
@@ -142,9 +153,9 @@ impl TrainConfig {
         crate::config::read_config(path)
     }
 
-    /// The parameterization with the `alpha` override applied.
+    /// The parameterization with the `alpha` and `base_width` overrides applied.
     pub fn parameterization(&self) -> Result<Parameterization> {
-        self.param.resolve_with_alpha(self.alpha)
+        self.param.resolve_with(self.alpha, self.base_width)
     }
 
     /// Checks everything that can be checked without loading data.

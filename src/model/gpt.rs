@@ -251,7 +251,7 @@ impl Gpt {
         let index = |name: &str| params.iter().position(|p| p.name == name);
         let linear = |prefix: &str| {
             let weight = index(&format!("{prefix}.weight")).expect("layout has every weight");
-            Linear { weight, bias: index(&format!("{prefix}.bias")), multiplier: super::multiplier(&params[weight], param, n) }
+            Linear { weight, bias: index(&format!("{prefix}.bias")), multiplier: params[weight].multiplier }
         };
         let norm = |prefix: &str| {
             Some(LayerNorm { gain: index(&format!("{prefix}.gain"))?, bias: index(&format!("{prefix}.bias"))? })
@@ -526,9 +526,10 @@ mod tests {
         assert_eq!(get("blocks.0.mlp.proj.weight").tensor.size(), [64, 256]);
         assert_eq!(get("lm_head.weight").tensor.size(), [50, 64]);
         assert!(!names.contains(&"lm_head.bias"));
-        // muP rules as for the MLP: readout init std shrinks as n^-1 (relative to n0 = 256)
+        // muP rules as for the MLP: readout init std shrinks as n^-1
         let p = Parameterization::mup();
-        let want = p.resolve(Role::OutputLike, ParamKind::Weight, 64, 50, 64, crate::param::OptimizerFamily::Sgd);
+        let fans = crate::param::Fans { fan_in: 64, fan_out: 50, width: 64, d_out: 50 };
+        let want = p.resolve(Role::OutputLike, ParamKind::Weight, fans, crate::param::OptimizerFamily::Sgd);
         let got = get("lm_head.weight");
         assert!((got.lr_scale_sgd - want.lr_scale).abs() < 1e-12);
         let std = got.tensor.std(true).double_value(&[]);

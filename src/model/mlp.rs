@@ -202,8 +202,7 @@ impl Mlp {
         let mut norms = Vec::new();
         for l in 0..cfg.depth {
             let weight = index(format!("layers.{l}.weight")).expect("layout has every layer");
-            let p = &params[weight];
-            let multiplier = super::multiplier(p, param, n);
+            let multiplier = params[weight].multiplier;
             layers.push(Dense { weight, bias: index(format!("layers.{l}.bias")), multiplier });
             if let Some(kind) = cfg.norm {
                 norms.extend(norm_layer(&format!("norms.{l}"), kind));

@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 use tch::{Device, Tensor};
 
-use crate::param::{OptimizerFamily, ParamKind, Parameterization, Role};
+use crate::param::{Fans, OptimizerFamily, ParamKind, Parameterization, Role};
 use crate::rng::{self, stream};
 
 pub mod gpt;
@@ -28,15 +28,19 @@ pub struct ParamShape {
 
 /// Allocates and initialises the parameters of a layout under `param` at width `n`: weights
 /// `N(0, init_std^2)` drawn in layout order from the seeded stream `(seed, INIT)`, biases 0,
-/// gains 1, with the SGD and Adam learning-rate factors of their role. The one place where a
-/// model's parameters meet the parameterization's rules (every model calls it).
+/// gains 1, with the forward multiplier and the SGD and Adam learning-rate factors of their
+/// role. The model's output dimension (for rules that use it) is the fan-out of its
+/// output-like weight. The one place where a model's parameters meet the parameterization's
+/// rules (every model calls it).
 pub fn build_params(layout: Vec<ParamShape>, param: &Parameterization, n: i64, seed: u64, device: Device) -> Vec<Param> {
     let mut rng = rng::rng(seed, stream::INIT);
+    let d_out = layout.iter().filter(|s| s.role == Role::OutputLike && s.kind == ParamKind::Weight).map(|s| s.fan_out).max().unwrap_or(1);
     layout
         .into_iter()
         .map(|s| {
-            let sgd = param.resolve(s.role, s.kind, s.fan_in, s.fan_out, n, OptimizerFamily::Sgd);
-            let adam = param.resolve(s.role, s.kind, s.fan_in, s.fan_out, n, OptimizerFamily::Adam);
+            let fans = Fans { fan_in: s.fan_in, fan_out: s.fan_out, width: n, d_out };
+            let sgd = param.resolve(s.role, s.kind, fans, OptimizerFamily::Sgd);
+            let adam = param.resolve(s.role, s.kind, fans, OptimizerFamily::Adam);
             let tensor = match s.kind {
                 ParamKind::Weight => rng::normal(&[s.fan_out, s.fan_in], sgd.init_std, &mut rng, device),
                 ParamKind::Bias => Tensor::zeros([s.fan_out], (tch::Kind::Float, device)),
@@ -50,16 +54,12 @@ pub fn build_params(layout: Vec<ParamShape>, param: &Parameterization, n: i64, s
                 fan_out: s.fan_out,
                 tensor: tensor.set_requires_grad(s.trainable),
                 trainable: s.trainable,
+                multiplier: sgd.multiplier,
                 lr_scale_sgd: sgd.lr_scale,
                 lr_scale_adam: adam.lr_scale,
             }
         })
         .collect()
-}
-
-/// The forward multiplier `a_l` of a weight under `param` at width `n` (1 for biases, gains).
-pub fn multiplier(p: &Param, param: &Parameterization, n: i64) -> f64 {
-    param.resolve(p.role, p.kind, p.fan_in, p.fan_out, n, OptimizerFamily::Sgd).multiplier
 }
 
 /// A trainable (or frozen) tensor with everything the parameterization and the monitors need.
@@ -75,6 +75,8 @@ pub struct Param {
     /// The tensor itself (`requires_grad` iff trainable).
     pub tensor: Tensor,
     pub trainable: bool,
+    /// Forward multiplier `a_l` (`a_l W x`; 1 for biases and gains).
+    pub multiplier: f64,
     /// Learning-rate factor under SGD-like optimizers (multiply by `eta * schedule(t)`).
     pub lr_scale_sgd: f64,
     /// Learning-rate factor under Adam-like optimizers.

@@ -194,6 +194,7 @@ macro_rules! common_coords {
         m.insert("optimizer".into(), serde_json::to_value(c.optim.kind)?);
         m.insert("param".into(), Value::from(c.param.name()));
         m.insert("alpha".into(), c.alpha.map_or(Value::Null, Value::from));
+        m.insert("base_width".into(), c.base_width.map_or(Value::Null, Value::from));
         m
     }};
 }

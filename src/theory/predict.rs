@@ -79,7 +79,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::fit::PowerLaw;
 use crate::loss::LossKind;
-use crate::param::{OptimizerFamily, ParamKind, Parameterization, Role};
+use crate::param::{Fans, OptimizerFamily, ParamKind, Parameterization, Role};
 use crate::{Error, Result};
 
 const NEG: f64 = f64::NEG_INFINITY;
@@ -173,14 +173,7 @@ pub fn layer_scalings(p: &Parameterization, depth: usize, fam: OptimizerFamily) 
             } else {
                 Role::HiddenLike
             };
-            let r = |n: i64| {
-                let (fi, fo) = match role {
-                    Role::InputLike => (d_in, n),
-                    Role::OutputLike => (n, d_out),
-                    Role::HiddenLike => (n, n),
-                };
-                p.resolve(role, ParamKind::Weight, fi, fo, n, fam)
-            };
+            let r = |n: i64| p.resolve(role, ParamKind::Weight, Fans::mlp(role, d_in, n, d_out), fam);
             let (r1, r2) = (r(n1), r(n2));
             let mult = e(r1.multiplier, r2.multiplier);
             let lr = e(r1.lr_scale, r2.lr_scale);

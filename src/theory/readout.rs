@@ -15,7 +15,7 @@
 //! makes it exactly `1` in both regimes.
 use tch::Device;
 
-use crate::param::{OptimizerFamily, ParamKind, Parameterization, Role};
+use crate::param::{Fans, OptimizerFamily, ParamKind, Parameterization, Role};
 use crate::plot::{gradient, Figure, Style};
 use crate::rng;
 use crate::Result;
@@ -32,7 +32,7 @@ pub fn predicted_op_norm(sigma: f64, n: i64, d_out: i64) -> f64 {
 /// power iteration to relative tolerance 1e-4.
 pub fn readout_op_norm(param: &Parameterization, n: i64, d_out: i64, seed: u64) -> Result<(f64, f64, f64)> {
     param.validate()?;
-    let sigma = param.resolve(Role::OutputLike, ParamKind::Weight, n, d_out, n, OptimizerFamily::Sgd).init_std;
+    let sigma = param.resolve(Role::OutputLike, ParamKind::Weight, Fans::mlp(Role::OutputLike, 1, n, d_out), OptimizerFamily::Sgd).init_std;
     let mut r = rng::rng(seed, rng::stream::MISC);
     let w = rng::normal(&[d_out, n], sigma, &mut r, Device::Cpu); // [d_out, n]
     let mut v = rng::normal(&[n], 1.0, &mut r, Device::Cpu);

@@ -56,6 +56,11 @@ pub struct GptTrainConfig {
     pub param: ParamSpec,
     /// Overrides the parameterization's global learning-rate exponent `alpha`.
     pub alpha: Option<f64>,
+    /// Overrides the base width `n0` of the parameterization's per-layer rules (see
+    /// [`crate::train::TrainConfig::base_width`]; the authors' GPT code scales muP-like rules
+    /// relative to its base model's width 256).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub base_width: Option<f64>,
     /// Base (maximal) learning rate `eta`.
     pub lr: f64,
     pub loss: Loss,
@@ -83,6 +88,7 @@ impl Default for GptTrainConfig {
             model: GptConfig::default(),
             param: ParamSpec::default(),
             alpha: None,
+            base_width: None,
             lr: 3e-3,
             loss: Loss::default(),
             optim: OptimConfig {
@@ -110,9 +116,9 @@ impl GptTrainConfig {
         crate::config::read_config(path)
     }
 
-    /// The parameterization with the `alpha` override applied.
+    /// The parameterization with the `alpha` and `base_width` overrides applied.
     pub fn parameterization(&self) -> Result<Parameterization> {
-        self.param.resolve_with_alpha(self.alpha)
+        self.param.resolve_with(self.alpha, self.base_width)
     }
 
     /// The optimizer settings with the warmup-cosine schedule spanning the run.
