@@ -17,6 +17,12 @@ pub struct PowerLaw {
     pub intercept: f64,
     /// Standard error of the exponent (NaN with fewer than 3 points).
     pub stderr: f64,
+    /// Standard error of the intercept and the covariance of intercept and exponent (NaN
+    /// with fewer than 3 points).
+    #[serde(default = "nan")]
+    pub intercept_stderr: f64,
+    #[serde(default = "nan")]
+    pub covariance: f64,
     /// 95% confidence interval of the exponent.
     pub ci_low: f64,
     pub ci_high: f64,
@@ -68,18 +74,20 @@ pub fn fit_power_law(widths: &[f64], values: &[f64]) -> Result<PowerLaw> {
     let sse: f64 = resid.iter().map(|r| r * r).sum();
     let mean_y = y.mean().unwrap_or(0.0);
     let sst: f64 = y.iter().map(|v| (v - mean_y).powi(2)).sum();
-    let (stderr, half) = if k > 2 {
+    let (stderr, half, intercept_stderr, covariance) = if k > 2 {
         let s2 = sse / (k - 2) as f64;
         let cov = x.t().dot(&x).inv().map_err(|e| Error::config(format!("fit: {e}")))?;
         let se = (s2 * cov[[1, 1]]).sqrt();
-        (se, t_quantile_975(k - 2) * se)
+        (se, t_quantile_975(k - 2) * se, (s2 * cov[[0, 0]]).sqrt(), s2 * cov[[0, 1]])
     } else {
-        (f64::NAN, f64::NAN)
+        (f64::NAN, f64::NAN, f64::NAN, f64::NAN)
     };
     Ok(PowerLaw {
         exponent: b,
         intercept: a,
         stderr,
+        intercept_stderr,
+        covariance,
         ci_low: b - half,
         ci_high: b + half,
         r2: if sst > 0.0 { 1.0 - sse / sst } else { 1.0 },
@@ -116,6 +124,45 @@ pub fn resolution_bound(widths: &[f64], half_octave: f64) -> f64 {
         return f64::NAN;
     }
     half_octave * std::f64::consts::LN_2 * xs.iter().map(|x| (x - mean).abs()).sum::<f64>() / sxx
+}
+
+fn nan() -> f64 {
+    f64::NAN
+}
+
+/// The crossing width of two independent fits ([`crossing_width`]) in `log10`, with a 95%
+/// interval from `draws` Monte Carlo draws of each fit's `(intercept, exponent)` from its
+/// sampling distribution (normal with the fit's covariance, standard errors inflated to the
+/// Student t quantile of its degrees of freedom), seeded. `None` when a fit has no
+/// covariance (fewer than 3 points) or the exponents do not differ.
+pub fn crossing_log10_interval(p1: &PowerLaw, p2: &PowerLaw, draws: usize, seed: u64) -> Option<(f64, f64, f64)> {
+    use rand_distr::{Distribution, StandardNormal};
+    let centre = crossing_width(p1, p2)?.log10();
+    if !(p1.covariance.is_finite() && p2.covariance.is_finite()) || draws < 40 {
+        return None;
+    }
+    let mut r = crate::rng::rng(seed, crate::rng::stream::MISC);
+    // a draw of (a, b) with Cov = [[sa^2, c], [c, sb^2]] by the Cholesky factor, scaled to t
+    let mut draw = |p: &PowerLaw, r: &mut rand_chacha::ChaCha8Rng| {
+        let scale = t_quantile_975(p.points.saturating_sub(2)) / 1.959_963_984_540_054;
+        let (sa, sb, c) = (p.intercept_stderr, p.stderr, p.covariance);
+        let l21 = if sa > 0.0 { c / sa } else { 0.0 };
+        let l22 = (sb * sb - l21 * l21).max(0.0).sqrt();
+        let (z1, z2): (f64, f64) = (StandardNormal.sample(r), StandardNormal.sample(r));
+        (p.intercept + scale * sa * z1, p.exponent + scale * (l21 * z1 + l22 * z2))
+    };
+    let mut logs: Vec<f64> = (0..draws)
+        .filter_map(|_| {
+            let ((a1, b1), (a2, b2)) = (draw(p1, &mut r), draw(p2, &mut r));
+            let db = b1 - b2;
+            // a draw whose slopes (nearly) agree has no crossing: it lies beyond any width
+            let lx = if db.abs() > 1e-12 { (a2 - a1) / db / std::f64::consts::LN_10 } else { f64::INFINITY };
+            Some(if lx.is_nan() { f64::INFINITY } else { lx })
+        })
+        .collect();
+    logs.sort_by(f64::total_cmp);
+    let q = |p: f64| logs[((p * (logs.len() - 1) as f64).round() as usize).min(logs.len() - 1)];
+    Some((centre, q(0.025), q(0.975)))
 }
 
 /// The width at which two fitted power laws cross, `exp((a2 - a1) / (b1 - b2))`, equal to
@@ -160,6 +207,32 @@ mod tests {
         assert!((c - 625.0).abs() < 1e-6, "{c}");
         assert!((f1.predict(625.0) - f2.predict(625.0)).abs() < 1e-6);
         assert!(crossing_width(&f1, &f1).is_none());
+    }
+
+    #[test]
+    fn crossing_interval_covers_the_true_crossing() {
+        // y1 = 2 n^0.5, y2 = 0.02 n^1 (cross at n = 10^4), 5% noise, 3 seeds at 5 widths.
+        let mut r = crate::rng::rng(7, crate::rng::stream::MISC);
+        let (mut covered, trials) = (0, 40);
+        for _ in 0..trials {
+            let (mut ns, mut y1, mut y2) = (vec![], vec![], vec![]);
+            for &n in &[64.0, 128.0, 256.0, 512.0, 1024.0] {
+                for _ in 0..3 {
+                    let (e1, e2): (f64, f64) = (r.random_range(-0.05..0.05), r.random_range(-0.05..0.05));
+                    ns.push(n);
+                    y1.push(2.0 * f64::powf(n, 0.5) * e1.exp());
+                    y2.push(0.02 * n * e2.exp());
+                }
+            }
+            let (a, b) = (fit_power_law(&ns, &y1).unwrap(), fit_power_law(&ns, &y2).unwrap());
+            let (c, lo, hi) = crossing_log10_interval(&a, &b, 2000, 1).unwrap();
+            assert!(lo <= c && c <= hi, "{lo} {c} {hi}");
+            covered += usize::from(lo <= 4.0 && 4.0 <= hi);
+        }
+        // a 95% interval covers the truth in most trials (allowing for Monte Carlo error)
+        assert!(covered >= 33, "{covered} of {trials}");
+        let exact = fit_power_law(&[1.0, 2.0], &[1.0, 2.0]).unwrap();
+        assert!(crossing_log10_interval(&exact, &exact, 100, 0).is_none());
     }
 
     #[test]

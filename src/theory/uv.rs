@@ -119,7 +119,7 @@ use tch::{Device, Kind, Tensor};
 use crate::fit::{fit_power_law, PowerLaw};
 use crate::model::{Activation, Mlp, MlpConfig, Model};
 use crate::optim::{self, DecayMode, OptimConfig, Optimizer, Schedule};
-use crate::param::{OptimizerFamily, ParamKind, Parameterization, Role};
+use crate::param::{Fans, OptimizerFamily, ParamKind, Parameterization, Role};
 use crate::rng::{self, stream};
 use crate::{Error, Result};
 
@@ -287,7 +287,7 @@ impl UvConfig {
         check_width(n)?;
         let p = self.parameterization();
         let w = n.round() as i64;
-        let r = |role, fan_in, fan_out| p.resolve(role, ParamKind::Weight, fan_in, fan_out, w, OptimizerFamily::Sgd);
+        let r = |role, fan_in, fan_out| p.resolve(role, ParamKind::Weight, Fans { fan_in, fan_out, width: w, d_out: 1 }, OptimizerFamily::Sgd);
         let (u, v) = (r(Role::InputLike, 1, w), r(Role::OutputLike, w, 1));
         Ok(UvLayers {
             sigma_u: u.multiplier * u.init_std,
@@ -487,6 +487,37 @@ impl Coefficients {
         } else {
             vec![(0.0, 4.0 / (b + d.sqrt()))]
         }
+    }
+
+    /// The first base rate `eta > 0` at which one step of the recursion no longer decreases
+    /// the loss (`|chi_{t+1}| > |chi_t|`), found by bisection on [`Coefficients::step`] itself
+    /// (not on the closed form of [`Coefficients::loss_decrease_set`]) in `(0, 4/(k_a
+    /// lambda)]`, to the last bits of a double. Prop. C.18 says it is
+    /// `2/(n_sp lambda) + O(n_sp^-3 n_ntp^-1)`; notebook 03 measures that order across widths.
+    /// NaN when `lambda <= 0`, `chi = 0`, or the loss still decreases at `4/(k_a lambda)`.
+    pub fn loss_decrease_edge(&self, s: UvState, y: f64) -> f64 {
+        let chi = s.f - y;
+        let b = self.k_a * s.lambda;
+        if !(b > 0.0) || chi == 0.0 {
+            return f64::NAN;
+        }
+        let decreases = |eta: f64| (self.step(s, eta, y, 1.0).f - y).abs() <= chi.abs();
+        let (mut lo, mut hi) = (0.0, 4.0 / b);
+        if decreases(hi) {
+            return f64::NAN;
+        }
+        for _ in 0..200 {
+            let mid = 0.5 * (lo + hi);
+            if mid <= lo || mid >= hi {
+                break;
+            }
+            if decreases(mid) {
+                lo = mid;
+            } else {
+                hi = mid;
+            }
+        }
+        lo
     }
 
     /// Prop. C.18's approximations: the edge `2/(n_sp lambda)` (in base `eta`: `2/(k_a
@@ -751,6 +782,15 @@ pub struct ScanResult {
 }
 
 impl ScanResult {
+    /// The fitted width exponent of `eta_max` as a claim's estimate: its 95% interval over every
+    /// width and seed, widened by the worst case of the bisection's resolution (each `eta_max`
+    /// is known within a factor `1 + rtol`).
+    pub fn exponent_estimate(&self, rtol: f64) -> crate::claims::Estimate {
+        let widths: Vec<f64> = self.rows.iter().map(|r| r.width).collect();
+        let half_octave = 0.5 * (1.0 + rtol).log2();
+        crate::claims::Estimate::from(self.fit).widen(crate::fit::resolution_bound(&widths, half_octave), "the bisection's resolution")
+    }
+
     /// Mean `eta_max` per width, in width order.
     pub fn mean_per_width(&self) -> Vec<(f64, f64)> {
         mean_by_width(self.rows.iter().map(|r| (r.width, r.eta_max)))
@@ -1361,6 +1401,31 @@ mod tests {
             }
         }
         assert!(checked > 3000 && sharp_up > 100 && two_windows > 5, "{checked} {sharp_up} {two_windows}");
+    }
+
+    #[test]
+    fn loss_decrease_edge_by_bisection_is_the_closed_form_edge() {
+        let mut compared = 0;
+        for param in UvParam::ALL {
+            for n in [10.0, 1e3, 1e5] {
+                let co = UvConfig::new(param).coefficients(n).unwrap();
+                for f in [-2.0, 0.3, 0.9, 1.4, 5.0] {
+                    for lambda in [0.1, 1.0, 3.0] {
+                        let s = UvState { f, lambda };
+                        let edge = co.loss_decrease_edge(s, 1.0);
+                        let set = co.loss_decrease_set(s, 1.0);
+                        if edge.is_finite() {
+                            assert!(rel(edge, set[0].1) < 1e-12, "{param} n {n} {s:?}: {edge} vs {:?}", set);
+                            compared += 1;
+                        }
+                    }
+                }
+            }
+        }
+        assert!(compared > 100, "{compared}");
+        let co = UvConfig::new(UvParam::Sp).coefficients(100.0).unwrap();
+        assert!(co.loss_decrease_edge(UvState { f: 1.0, lambda: 1.0 }, 1.0).is_nan());
+        assert!(co.loss_decrease_edge(UvState { f: 0.5, lambda: 0.0 }, 1.0).is_nan());
     }
 
     #[test]
