@@ -45,8 +45,10 @@ pub const GPT_PRESETS: &[&str] = &["fig2", "e18"];
 
 impl GptCheck {
     /// A preset at a profile (see the module docs). `smoke` runs two tiny widths for a few
-    /// steps; `quick` widths 64..256 with 6 blocks for 30 steps; `paper` the paper's widths
-    /// 256..4096 (a GPU job).
+    /// steps; `quick` widths 32..256 (8x, the least span a GPT width exponent is decided
+    /// on here) with 6 blocks, 3 seeds, 30 steps; `paper` the paper's widths 256..4096 (a GPU
+    /// job). SP-full-align (`e18`) scales its per-layer rules relative to the base width 256,
+    /// as the authors' GPT code (sbordt/litgpt, `width_multiplier = width / 256`) does.
     pub fn preset(name: &str, profile: Profile) -> Result<Self> {
         let (param, lr, alpha) = match name {
             "fig2" | "c1" | "e16" => ("sp", 0.01, 1.0),
@@ -55,13 +57,14 @@ impl GptCheck {
         };
         let (widths, depth, seq_len, batch, steps, probe, measured): (Vec<i64>, usize, i64, usize, usize, usize, Vec<usize>) = match profile {
             Profile::Smoke => (vec![32, 64], 2, 32, 4, 3, 2, vec![1, 2, 3]),
-            Profile::Quick => (vec![64, 128, 256], 6, 64, 8, 30, 4, vec![1, 2, 5, 10, 20, 30]),
+            Profile::Quick => (vec![32, 64, 128, 256], 6, 64, 8, 30, 4, vec![1, 2, 5, 10, 20, 30]),
             Profile::Paper => (vec![256, 512, 1024, 2048, 4096], 6, 512, 256, 2000, 16, vec![1, 2, 10, 100, 700, 2000]),
         };
         let mut train = GptTrainConfig {
             model: GptConfig { depth, ..GptConfig::default() },
             param: ParamSpec::Name(param.into()),
             alpha: Some(alpha),
+            base_width: (param != "sp").then_some(256.0),
             lr,
             batch_size: batch,
             steps,
@@ -73,7 +76,7 @@ impl GptCheck {
             name: name.into(),
             train,
             widths,
-            seeds: vec![0],
+            seeds: if profile == Profile::Smoke { vec![0] } else { vec![0, 1, 2] },
             steps,
             monitor: MonitorConfig {
                 schedule: StepSchedule::List { steps: measured },
