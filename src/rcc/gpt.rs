@@ -76,7 +76,7 @@ impl GptCheck {
             name: name.into(),
             train,
             widths,
-            seeds: if profile == Profile::Smoke { vec![0] } else { vec![0, 1, 2] },
+            seeds: crate::profile::seeds(if profile == Profile::Smoke { 1 } else { 3 })?,
             steps,
             monitor: MonitorConfig {
                 schedule: StepSchedule::List { steps: measured },
