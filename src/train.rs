@@ -1,8 +1,10 @@
 //! The training loop: a serde [`TrainConfig`], a [`Trainer`] that can be stepped by hand (from
 //! a notebook) or run to the end, and a JSON-serialisable [`TrainResult`].
 //!
-//! Divergence is an outcome, not an error: a non-finite loss (or, optionally, a loss above
-//! `max_loss`) stops the run and is recorded in [`Outcome::Diverged`]. Everything random
+//! Divergence is an outcome, not an error: a non-finite mini-batch loss (or, optionally, a
+//! loss above `max_loss`) stops the run and is recorded in [`Outcome::Diverged`]; so does an
+//! evaluation (periodic or final) with a non-finite training or test loss, whatever the step
+//! count (the last step's update can blow the weights up after its batch loss was finite). Everything random
 //! (init, data order, subsets) derives from `seed`, so the same config gives bitwise the same
 //! weights on CPU.
 use std::time::Instant;
@@ -172,7 +174,9 @@ impl TrainConfig {
 #[serde(rename_all = "kebab-case", tag = "status")]
 pub enum Outcome {
     Completed,
-    /// Stopped at `step` because the loss became non-finite or exceeded `max_loss`.
+    /// Stopped at `step` because the loss became non-finite or exceeded `max_loss`, or an
+    /// evaluation after `step` steps had a non-finite loss. `reason` says which; it contains
+    /// "non-finite" in the first and last case.
     Diverged { step: usize, reason: String },
 }
 
@@ -531,7 +535,13 @@ pub fn run_loop(t: &mut dyn Steppable, progress: bool, mut hook: Option<&mut dyn
             break;
         }
         if every > 0 && steps % every == 0 && steps < total {
-            evals.push(t.evaluate(steps));
+            let e = t.evaluate(steps);
+            let bad = non_finite_eval(&e);
+            evals.push(e);
+            if let Some(reason) = bad {
+                outcome = Outcome::Diverged { step: steps, reason };
+                break;
+            }
         }
         bar.inc(1);
         if steps % 50 == 0 || steps < 50 {
@@ -539,8 +549,21 @@ pub fn run_loop(t: &mut dyn Steppable, progress: bool, mut hook: Option<&mut dyn
         }
     }
     bar.finish_and_clear();
-    let last = t.evaluate(steps);
-    evals.push(last.clone());
+    // Evaluations stop the loop themselves; the final one is taken after every run that
+    // ended without diverging, so only the last step's update is left to check here.
+    let last = match evals.last() {
+        Some(e) if e.step == steps && matches!(outcome, Outcome::Diverged { .. }) => e.clone(),
+        _ => {
+            let e = t.evaluate(steps);
+            evals.push(e.clone());
+            e
+        }
+    };
+    if outcome == Outcome::Completed {
+        if let Some(reason) = non_finite_eval(&last) {
+            outcome = Outcome::Diverged { step: steps, reason };
+        }
+    }
     let seconds = started.elapsed().as_secs_f64();
     Ok(RunLog {
         outcome,
@@ -551,6 +574,15 @@ pub fn run_loop(t: &mut dyn Steppable, progress: bool, mut hook: Option<&mut dyn
         seconds,
         steps_per_second: steps as f64 / seconds.max(1e-9),
     })
+}
+
+/// Why an evaluation shows a diverged model (a non-finite training or test loss), if it does.
+fn non_finite_eval(e: &EvalRecord) -> Option<String> {
+    let bad: Vec<String> = [("train", Some(e.train_loss)), ("test", e.test_loss)]
+        .into_iter()
+        .filter_map(|(name, l)| l.filter(|l| !l.is_finite()).map(|l| format!("{name} loss {l}")))
+        .collect();
+    (!bad.is_empty()).then(|| format!("non-finite evaluation after step {} ({})", e.step, bad.join(", ")))
 }
 
 /// One optimisation step of an MLP on the batch `(x, y)`: gradients from the model's
@@ -714,6 +746,34 @@ mod tests {
         cfg.max_loss = Some(0.0);
         let r = train(&cfg, false).unwrap();
         assert!(matches!(r.outcome, Outcome::Diverged { step: 1, .. }));
+    }
+
+    #[test]
+    fn a_non_finite_final_evaluation_is_divergence_whatever_the_step_count() {
+        // One step at an absurd learning rate: its batch loss (before the update) is finite,
+        // the weights after it are not.
+        let mut cfg = teacher_cfg();
+        cfg.steps = Some(1);
+        cfg.lr = 1e30;
+        let r = train(&cfg, false).unwrap();
+        let last = r.last.as_ref().unwrap();
+        assert!(r.batch_losses[0].is_finite() && !last.train_loss.is_finite(), "{:?} {last:?}", r.batch_losses);
+        match &r.outcome {
+            Outcome::Diverged { step: 1, reason } => assert!(reason.contains("non-finite evaluation"), "{reason}"),
+            other => panic!("{other:?}"),
+        }
+        // ... and a periodic evaluation with a non-finite loss stops the run there.
+        cfg.steps = Some(6);
+        cfg.eval.every = 1;
+        cfg.loss = Loss::new(LossKind::Mse);
+        let r = train(&cfg, false).unwrap();
+        match &r.outcome {
+            Outcome::Diverged { step: 1, reason } => assert!(reason.contains("non-finite evaluation"), "{reason}"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!((r.steps, r.evals.len()), (1, 1), "the evaluation after step 1 is the last");
+        // A healthy run is still completed.
+        assert_eq!(train(&teacher_cfg(), false).unwrap().outcome, Outcome::Completed);
     }
 
     #[test]
