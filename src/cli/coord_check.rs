@@ -23,7 +23,8 @@ pub struct CoordCheckArgs {
     /// Override the number of steps.
     #[arg(long)]
     pub steps: Option<usize>,
-    /// Dataset (default fashion-mnist; the paper used CIFAR-10).
+    /// Dataset (default fashion-mnist; the paper used CIFAR-10). `teacher` generates as
+    /// many points as the preset trains on.
     #[arg(long)]
     pub dataset: Option<DatasetName>,
     #[arg(long)]
@@ -57,7 +58,7 @@ pub fn run_cli(args: &CoordCheckArgs) -> anyhow::Result<()> {
         cc.train.steps = Some(s);
     }
     if let Some(d) = args.dataset {
-        cc.train.data.dataset = d;
+        cc.set_dataset(d);
     }
     if args.data_dir.is_some() {
         cc.train.data.data_dir = args.data_dir.clone();

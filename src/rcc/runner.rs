@@ -100,6 +100,18 @@ impl CoordCheck {
         })
     }
 
+    /// Switches the check to another dataset. The presets train on a random subset of the
+    /// real data (`data.train_subset`; all of it at `paper`); the generated teacher data
+    /// (appendix D.2) is generated at that size instead (`data.teacher.n_train`, 60000 for
+    /// the whole set), so every preset runs on it.
+    pub fn set_dataset(&mut self, dataset: DatasetName) {
+        let data = &mut self.train.data;
+        if dataset == DatasetName::Teacher && data.dataset != DatasetName::Teacher {
+            data.teacher.n_train = data.train_subset.take().unwrap_or(60_000);
+        }
+        data.dataset = dataset;
+    }
+
     /// The theory engine's view of this check (see [`crate::theory::predict`]).
     pub fn setting(&self, step: StepPhase) -> Result<Setting> {
         Ok(Setting {
@@ -543,6 +555,20 @@ mod tests {
             }
         }
         assert!(CoordCheck::preset("e42", Profile::Quick).unwrap_err().to_string().contains("presets"));
+        // every preset runs on the teacher data: its size follows the preset's subset
+        for p in PRESETS {
+            for prof in [Profile::Smoke, Profile::Quick, Profile::Paper] {
+                let mut cc = CoordCheck::preset(p, prof).unwrap();
+                let subset = cc.train.data.train_subset;
+                cc.set_dataset(DatasetName::Teacher);
+                cc.validate().unwrap();
+                assert_eq!(cc.train.data.teacher.n_train, subset.unwrap_or(60_000));
+                if prof == Profile::Smoke {
+                    let splits = crate::data::load(&cc.train.data, 0).unwrap();
+                    assert!(splits.train.len() >= cc.train.batch_size && splits.train.len() >= cc.probe_size, "{p}");
+                }
+            }
+        }
         let mut cc = teacher_check(vec![16]);
         cc.widths = vec![0];
         assert!(run(&cc, false).is_err());
