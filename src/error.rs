@@ -46,6 +46,10 @@ pub enum Error {
     #[error("incompatible sweep store {path}: {reason}")]
     IncompatibleStore { path: PathBuf, reason: String },
 
+    /// Runs of a sweep whose training returned an error (the other runs finished).
+    #[error("{0}")]
+    RunsFailed(String),
+
     /// Serialisation of results failed.
     #[error("serialisation: {0}")]
     Serde(String),

@@ -19,7 +19,8 @@
 //! - [`theory`]: closed-form dynamics (2-layer linear "uv" model).
 //! - [`claims`]: the claim model of the reproduction report (paper and extension claims,
 //!   95% confidence intervals, verdicts holds / deviates / inconclusive).
-//! - [`report`]: where notebooks write claims and figures; [`files`]: atomic output files.
+//! - [`report`]: where notebooks write claims and figures; [`files`]: atomic output files;
+//!   [`limits`]: the sizes memory and time allow, checked before any work.
 pub mod claims;
 pub mod config;
 pub mod data;
@@ -28,6 +29,7 @@ pub mod error;
 pub mod files;
 pub mod fit;
 pub mod gemm;
+pub mod limits;
 pub mod loss;
 pub mod model;
 pub mod optim;

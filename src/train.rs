@@ -17,7 +17,8 @@ use crate::data::{self, DataConfig, Dataset};
 use crate::device::DeviceChoice;
 use crate::loss::{accuracy, Loss};
 use crate::model::{Mlp, MlpConfig, Model};
-use crate::optim::{gradients, LowRankStep, OptimConfig, Optimizer, StepStats};
+use crate::limits;
+use crate::optim::{gradients, LowRankStep, OptimConfig, Optimizer, OptimizerKind, StepStats};
 use crate::param::Parameterization;
 use crate::rng::{self, stream};
 use crate::{Error, Result};
@@ -149,7 +150,10 @@ impl TrainConfig {
         self.param.resolve_with_alpha(self.alpha)
     }
 
-    /// Checks everything that can be checked without loading data.
+    /// Checks everything that can be checked without loading data, sizes included: steps,
+    /// depth and threads against [`limits`]. Whether this machine can hold the run is
+    /// [`TrainConfig::check_fits`] (a sweep's configs are validated wherever it is planned,
+    /// but run where they fit).
     pub fn validate(&self) -> Result<()> {
         if self.batch_size == 0 {
             return Err(Error::config("batch_size must be >= 1"));
@@ -160,12 +164,66 @@ impl TrainConfig {
         if self.steps.is_none() && !(self.epochs > 0.0 && self.epochs.is_finite()) {
             return Err(Error::config(format!("epochs must be > 0, got {}", self.epochs)));
         }
-        if self.threads == Some(0) {
-            return Err(Error::config("threads must be >= 1"));
+        if let Some(t) = self.threads {
+            limits::check_threads("threads", t)?;
         }
         self.parameterization()?;
         self.optim.validate()?;
-        MlpConfig { d_in: 1, d_out: 1, ..self.model.clone() }.validate()
+        self.model_config().validate()?;
+        self.planned_steps(self.n_train())?;
+        Ok(())
+    }
+
+    /// Checks that a run fits in this machine's memory ([`TrainConfig::min_memory_bytes`]
+    /// against [`limits::memory_bytes`]) when it runs on the CPU; on CUDA, whose memory
+    /// libtorch does not report, a failed allocation of the weights is libtorch's error.
+    pub fn check_fits(&self) -> Result<()> {
+        self.validate()?;
+        if self.device.resolve()? != Device::Cpu {
+            return Ok(());
+        }
+        let steps = self.planned_steps(self.n_train())?;
+        let c = &self.model;
+        limits::check_memory(&format!("an MLP of width {} and depth {} (batch {}, {steps} steps)", c.width, c.depth, self.batch_size), self.min_memory_bytes(steps))
+    }
+
+    /// Training points before loading: the subset, or the dataset's standard size.
+    fn n_train(&self) -> usize {
+        let (_, _, n_data, _) = self.data.shape();
+        self.data.train_subset.unwrap_or(n_data).min(n_data)
+    }
+
+    /// The model config with the dataset's input and output dimensions.
+    pub fn model_config(&self) -> MlpConfig {
+        let (d_in, d_out, _, _) = self.data.shape();
+        MlpConfig { d_in, d_out, ..self.model.clone() }
+    }
+
+    /// The number of steps of a run on `n_train` points: `steps`, or `epochs` passes of
+    /// `batch_size` (rounded up); more than [`limits::MAX_STEPS`] is an error.
+    pub fn planned_steps(&self, n_train: usize) -> Result<usize> {
+        let steps = match self.steps {
+            Some(s) => s as f64,
+            None => (self.epochs * n_train as f64 / self.batch_size as f64).ceil(),
+        };
+        limits::check_steps("the training run", steps)?;
+        Ok(steps as usize)
+    }
+
+    /// A lower bound of the memory a run of `steps` steps needs: parameters with their
+    /// gradients and optimizer state (4 bytes each), one batch of activations and their
+    /// gradients, the data, the loss of every step, libtorch's bookkeeping per layer.
+    pub fn min_memory_bytes(&self, steps: usize) -> f64 {
+        let model = self.model_config();
+        let state = match self.optim.kind {
+            OptimizerKind::Adam | OptimizerKind::AdamW => 2.0,
+            _ if self.optim.momentum > 0.0 => 1.0,
+            _ => 0.0,
+        };
+        let params = model.num_params_f64() * 4.0 * (2.0 + state);
+        let activations = 2.0 * 4.0 * self.batch_size as f64 * model.width as f64 * model.depth as f64;
+        let per_layer = limits::BYTES_PER_LAYER * model.depth as f64;
+        params + activations + self.data.min_memory_bytes() + 8.0 * steps as f64 + per_layer
     }
 }
 
@@ -275,7 +333,7 @@ pub struct Trainer {
 impl Trainer {
     /// Loads the data, builds the model and the optimizer.
     pub fn new(cfg: &TrainConfig) -> Result<Self> {
-        cfg.validate()?;
+        cfg.check_fits()?;
         if let Some(t) = cfg.threads {
             crate::device::set_threads(t);
         }
@@ -295,10 +353,7 @@ impl Trainer {
         let param = cfg.parameterization()?;
         let model = Mlp::new(&model_cfg, &param, cfg.seed, device)?;
         let optimizer = Optimizer::new(&cfg.optim, cfg.lr, model.params())?;
-        let total_steps = match cfg.steps {
-            Some(s) => s,
-            None => ((cfg.epochs * train.len() as f64) / cfg.batch_size as f64).ceil() as usize,
-        };
+        let total_steps = cfg.planned_steps(train.len())?;
         let eval_idx = cfg.eval.train_subset.filter(|&k| k < train.len()).map(|k| {
             let mut p = rng::permutation(train.len(), &mut rng::rng(cfg.seed, stream::SUBSET + 100));
             p.truncate(k);
@@ -508,7 +563,8 @@ pub fn run_loop(t: &mut dyn Steppable, progress: bool, mut hook: Option<&mut dyn
         h.start(t.model())?;
     }
     t.set_keep_gradients(hook.as_deref().is_some_and(|h| h.needs_gradients()));
-    let mut batch_losses = Vec::with_capacity(total);
+    // (grown as needed: `total` is bounded by limits::MAX_STEPS, not by what is free)
+    let mut batch_losses = Vec::with_capacity(total.min(1 << 16));
     let mut evals = vec![];
     let mut outcome = Outcome::Completed;
     let mut steps = 0;

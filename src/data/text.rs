@@ -119,6 +119,9 @@ impl TextConfig {
         if !(self.val_frac > 0.0 && self.val_frac < 0.5) {
             return Err(Error::config(format!("data.val_frac must be in (0, 0.5), got {}", self.val_frac)));
         }
+        if let TextSource::Generated { chars } = self.source {
+            crate::limits::check_memory(&format!("generated text of {chars} characters"), chars as f64)?;
+        }
         Ok(())
     }
 }

@@ -29,8 +29,9 @@ pub struct ParamShape {
 /// Allocates and initialises the parameters of a layout under `param` at width `n`: weights
 /// `N(0, init_std^2)` drawn in layout order from the seeded stream `(seed, INIT)`, biases 0,
 /// gains 1, with the SGD and Adam learning-rate factors of their role. The one place where a
-/// model's parameters meet the parameterization's rules (every model calls it).
-pub fn build_params(layout: Vec<ParamShape>, param: &Parameterization, n: i64, seed: u64, device: Device) -> Vec<Param> {
+/// model's parameters meet the parameterization's rules (every model calls it). A failed
+/// allocation is an error (host memory, or libtorch's on the device), not an abort.
+pub fn build_params(layout: Vec<ParamShape>, param: &Parameterization, n: i64, seed: u64, device: Device) -> crate::Result<Vec<Param>> {
     let mut rng = rng::rng(seed, stream::INIT);
     layout
         .into_iter()
@@ -38,11 +39,11 @@ pub fn build_params(layout: Vec<ParamShape>, param: &Parameterization, n: i64, s
             let sgd = param.resolve(s.role, s.kind, s.fan_in, s.fan_out, n, OptimizerFamily::Sgd);
             let adam = param.resolve(s.role, s.kind, s.fan_in, s.fan_out, n, OptimizerFamily::Adam);
             let tensor = match s.kind {
-                ParamKind::Weight => rng::normal(&[s.fan_out, s.fan_in], sgd.init_std, &mut rng, device),
-                ParamKind::Bias => Tensor::zeros([s.fan_out], (tch::Kind::Float, device)),
-                ParamKind::NormGain => Tensor::ones([s.fan_out], (tch::Kind::Float, device)),
+                ParamKind::Weight => rng::try_normal(&[s.fan_out, s.fan_in], sgd.init_std, &mut rng, device)?,
+                ParamKind::Bias => Tensor::f_zeros([s.fan_out], (tch::Kind::Float, device))?,
+                ParamKind::NormGain => Tensor::f_ones([s.fan_out], (tch::Kind::Float, device))?,
             };
-            Param {
+            Ok(Param {
                 name: s.name,
                 role: s.role,
                 kind: s.kind,
@@ -52,7 +53,7 @@ pub fn build_params(layout: Vec<ParamShape>, param: &Parameterization, n: i64, s
                 trainable: s.trainable,
                 lr_scale_sgd: sgd.lr_scale,
                 lr_scale_adam: adam.lr_scale,
-            }
+            })
         })
         .collect()
 }
