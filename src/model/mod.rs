@@ -277,3 +277,22 @@ pub trait Model {
         self.params().iter().map(|p| p.tensor.numel() as i64).sum()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failed_allocations_of_parameters_are_errors_not_aborts() {
+        let p = Parameterization::sp();
+        let shape = |kind, fan_in, fan_out| ParamShape { name: "x".into(), role: Role::HiddenLike, kind, fan_in, fan_out, trainable: true };
+        // the weights' draws in host memory
+        let e = build_params(vec![shape(ParamKind::Weight, 1 << 26, 1 << 30)], &p, 256, 0, Device::Cpu).unwrap_err().to_string();
+        assert!(e.contains("cannot allocate"), "{e}");
+        // libtorch's allocator, reported on one line
+        let e = build_params(vec![shape(ParamKind::Bias, 1, 1 << 60)], &p, 256, 0, Device::Cpu).unwrap_err().to_string();
+        assert!(e.starts_with("libtorch: ") && !e.contains('\n'), "{e}");
+        // what fits is built as before
+        assert_eq!(build_params(vec![shape(ParamKind::Weight, 3, 2)], &p, 256, 0, Device::Cpu).unwrap()[0].tensor.size(), [2, 3]);
+    }
+}
