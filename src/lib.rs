@@ -20,7 +20,8 @@
 //! - [`claims`]: the claim model of the reproduction report (paper and extension claims,
 //!   95% confidence intervals, verdicts holds / deviates / inconclusive).
 //! - [`report`]: where notebooks write claims and figures; [`files`]: atomic output files;
-//!   [`limits`]: the sizes memory and time allow, checked before any work.
+//!   [`limits`]: the sizes memory and time allow, checked before any work;
+//!   [`notebook`]: the guard that makes every failing notebook cell visible to the runner.
 pub mod claims;
 pub mod config;
 pub mod data;
@@ -32,6 +33,7 @@ pub mod gemm;
 pub mod limits;
 pub mod loss;
 pub mod model;
+pub mod notebook;
 pub mod optim;
 pub mod param;
 pub mod plot;
