@@ -139,6 +139,16 @@ impl Default for OptimConfig {
 }
 
 impl OptimConfig {
+    /// Tensors of state the optimizer keeps per parameter tensor (Adam's two moments, SGD's
+    /// momentum buffer): for memory estimates.
+    pub fn state_slots(&self) -> usize {
+        match self.kind {
+            OptimizerKind::Adam | OptimizerKind::AdamW => 2,
+            _ if self.momentum > 0.0 => 1,
+            _ => 0,
+        }
+    }
+
     /// Checks ranges.
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(Error::config(m));

@@ -18,7 +18,7 @@ use crate::device::DeviceChoice;
 use crate::loss::{accuracy, Loss};
 use crate::model::{Mlp, MlpConfig, Model};
 use crate::limits;
-use crate::optim::{gradients, LowRankStep, OptimConfig, Optimizer, OptimizerKind, StepStats};
+use crate::optim::{gradients, LowRankStep, OptimConfig, Optimizer, StepStats};
 use crate::param::Parameterization;
 use crate::rng::{self, stream};
 use crate::{Error, Result};
@@ -215,12 +215,7 @@ impl TrainConfig {
     /// gradients, the data, the loss of every step, libtorch's bookkeeping per layer.
     pub fn min_memory_bytes(&self, steps: usize) -> f64 {
         let model = self.model_config();
-        let state = match self.optim.kind {
-            OptimizerKind::Adam | OptimizerKind::AdamW => 2.0,
-            _ if self.optim.momentum > 0.0 => 1.0,
-            _ => 0.0,
-        };
-        let params = model.num_params_f64() * 4.0 * (2.0 + state);
+        let params = model.num_params_f64() * 4.0 * (2 + self.optim.state_slots()) as f64;
         let activations = 2.0 * 4.0 * self.batch_size as f64 * model.width as f64 * model.depth as f64;
         let per_layer = limits::BYTES_PER_LAYER * model.depth as f64;
         params + activations + self.data.min_memory_bytes() + 8.0 * steps as f64 + per_layer

@@ -173,14 +173,9 @@ impl GptTrainConfig {
     /// libtorch's bookkeeping per block.
     pub fn min_memory_bytes(&self) -> f64 {
         let m = self.model_config();
-        let state = match self.optim.kind {
-            OptimizerKind::Adam | OptimizerKind::AdamW => 2.0,
-            _ if self.optim.momentum > 0.0 => 1.0,
-            _ => 0.0,
-        };
         let tokens = self.batch_size as f64 * self.data.seq_len as f64;
         let (n, depth) = (m.width as f64, m.depth as f64);
-        let params = m.num_params_f64() * 4.0 * (2.0 + state);
+        let params = m.num_params_f64() * 4.0 * (2 + self.optim.state_slots()) as f64;
         let logits = 3.0 * 4.0 * tokens * m.vocab_size as f64;
         let activations = 2.0 * 4.0 * tokens * n * depth;
         let attention = 4.0 * tokens * self.data.seq_len as f64 * (n / m.head_dim.max(1) as f64) * depth;
