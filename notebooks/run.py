@@ -1,15 +1,27 @@
 """Run widthlab's notebooks headlessly with the Rust (evcxr) kernel.
 
-    python notebooks/run.py [--profile smoke|quick|paper] [--device cpu|cuda|auto] [--out DIR] [NAME ...]
+    python notebooks/run.py [--profile smoke|quick|paper] [--device cpu|cuda|auto] [--out DIR]
+                            [--dir DIR] [NAME ...]
 
-Executes every notebooks/NN_*.ipynb (or the named ones) at the given profile, writes the
-executed notebooks and an HTML rendering to OUT/notebooks/, and fails (exit 1) if any cell
-raised an error, panicked, or printed a failed claims check. evcxr itself does not fail a run
-on a runtime panic, so the outputs are scanned. Partial outputs of a failed notebook are kept.
-All notebooks share one evcxr build directory (OUT/.evcxr), so dependencies such as tch are
-compiled once, not once per notebook.
+Executes every notebooks/NN_*.ipynb (or the named ones; with --dir, every *.ipynb of DIR) at
+the given profile, writes the executed notebooks and an HTML rendering to OUT/notebooks/ and
+OUT/report.html (notebooks/report.py), and fails (exit 1) if
+
+- a cell failed: evcxr (0.22) reports neither a `?` error nor a panic as a failed execution,
+  so every notebook installs widthlab's guard in its first code cell
+  (`widthlab::notebook::guard()?;`), which prints `WIDTHLAB CELL FAILED:` to the cell's
+  stdout, a channel evcxr flushes before the cell completes; a notebook whose first code cell
+  does not show the guard's line fails;
+- a cell printed a failed claims check (`WIDTHLAB CHECK FAILED:`), or an error output (a
+  compile error, a crash of evcxr's child process), or the kernel died or timed out;
+- no notebook ran, or report.py failed.
+
+Partial outputs of a failed notebook are kept. All runs in one checkout share one evcxr build
+directory (<repo>/.evcxr, or $EVCXR_TMPDIR), so tch and widthlab are compiled once, whatever
+--out is; a lock file keeps two runners from using it at once.
 """
 import argparse
+import fcntl
 import json
 import os
 import subprocess
@@ -23,32 +35,48 @@ from nbconvert import HTMLExporter
 
 ROOT = Path(__file__).resolve().parent.parent
 FAILED_MARKER = "WIDTHLAB CHECK FAILED:"
-BAD_TEXT = ("panicked at", FAILED_MARKER)
+# printed by widthlab::notebook (src/notebook.rs)
+CELL_FAILED = "WIDTHLAB CELL FAILED:"
+GUARD_ACTIVE = "WIDTHLAB GUARD ACTIVE"
+QUESTION_MARK = "through `?`"
+BAD_TEXT = ("panicked at", FAILED_MARKER, CELL_FAILED)
 
 
 DEVIATION_ERROR = "claims do not hold"
 
 
+def output_text(out):
+    """All text of one output: a stream's text, every text-like value of a display."""
+    if out.get("output_type") in ("display_data", "execute_result"):
+        parts = [v if isinstance(v, str) else "".join(v) for k, v in out.get("data", {}).items() if isinstance(v, (str, list))]
+        return "\n".join(parts)
+    text = out.get("text", "")
+    return "".join(text) if isinstance(text, list) else str(text)
+
+
 def problems(nb, allow_deviations=False):
-    """Every error output, panic and failed check in an executed notebook. With
-    allow_deviations, claims that do not hold are results (reported in the claims JSON and
-    the report), not failures; errors and panics still are."""
+    """Every failed cell, error output, panic and failed check in an executed notebook, and a
+    missing guard. With allow_deviations, claims that do not hold are results (reported in
+    the claims JSON and the report), not failures: their check lines, and the `?` error of
+    the cell that printed them (Claims::finish), are let through; other errors and panics
+    still fail."""
     found = []
-    for i, cell in enumerate(nb.cells):
-        for out in cell.get("outputs", []):
-            kind = out.get("output_type")
-            if kind == "error":
+    code = [(i, c) for i, c in enumerate(nb.cells) if c.get("cell_type") == "code"]
+    if not code or not any(GUARD_ACTIVE in output_text(o) for o in code[0][1].get("outputs", [])):
+        found.append("the first code cell does not show the failure guard: add `widthlab::notebook::guard()?;` after its `:dep` lines")
+    for i, cell in code:
+        outputs = cell.get("outputs", [])
+        deviating = allow_deviations and any(FAILED_MARKER in output_text(o) or DEVIATION_ERROR in output_text(o) for o in outputs)
+        for out in outputs:
+            if out.get("output_type") == "error":
                 msg = f"{out.get('ename', 'error')}: {out.get('evalue', '')}"
                 if not (allow_deviations and DEVIATION_ERROR in msg):
                     found.append(f"cell {i}: {msg}"[:500])
-            text = out.get("text", "")
-            if kind in ("display_data", "execute_result"):
-                text = out.get("data", {}).get("text/plain", "")
-            if isinstance(text, list):
-                text = "".join(text)
-            for line in str(text).splitlines():
+            for line in output_text(out).splitlines():
                 if allow_deviations and (FAILED_MARKER in line or DEVIATION_ERROR in line):
                     continue
+                if deviating and CELL_FAILED in line and QUESTION_MARK in line:
+                    continue  # the error Claims::finish returned after the checks above
                 if any(b in line for b in BAD_TEXT):
                     found.append(f"cell {i}: {line.strip()}"[:500])
     return found
@@ -80,6 +108,20 @@ def run_one(path, out_dir, env, allow_deviations):
     return seconds, found
 
 
+def notebooks(folder, names):
+    """The notebooks to run: NN_*.ipynb of notebooks/ (every *.ipynb of another folder), or
+    the named ones."""
+    pattern = "[0-9][0-9]_*.ipynb" if folder == ROOT / "notebooks" else "*.ipynb"
+    paths = sorted(folder.glob(pattern))
+    if names:
+        wanted = {n.removesuffix(".ipynb") for n in names}
+        unknown = wanted - {p.stem for p in paths}
+        if unknown:
+            sys.exit(f"unknown notebooks: {', '.join(sorted(unknown))}; have: {', '.join(p.stem for p in paths)}")
+        paths = [p for p in paths if p.stem in wanted]
+    return paths
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--profile", default=os.environ.get("WIDTHLAB_PROFILE", "quick"), choices=["smoke", "quick", "paper"])
@@ -88,23 +130,31 @@ def main():
     ap.add_argument("--out", default=str(ROOT / "out"))
     ap.add_argument("--allow-deviations", action="store_true",
                     help="claims that do not hold are reported, not failures (the main job); errors and panics still fail")
+    ap.add_argument("--dir", default=str(ROOT / "notebooks"), help="folder of the notebooks (default notebooks/, whose NN_*.ipynb run; "
+                    "elsewhere every *.ipynb, e.g. the failure fixtures in tests/notebooks)")
     ap.add_argument("names", nargs="*", help="notebooks to run (default: all), e.g. 01_background")
     args = ap.parse_args()
     out_dir = Path(args.out).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
+    cache = Path(os.environ.get("EVCXR_TMPDIR") or ROOT / ".evcxr").resolve()
+    cache.mkdir(parents=True, exist_ok=True)
     env = {
         "WIDTHLAB_PROFILE": args.profile,
         "WIDTHLAB_DEVICE": args.device,
         "WIDTHLAB_OUT": str(out_dir),
-        "EVCXR_TMPDIR": str(out_dir / ".evcxr"),
+        "EVCXR_TMPDIR": str(cache),
     }
-    paths = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
-    if args.names:
-        wanted = {n.removesuffix(".ipynb") for n in args.names}
-        unknown = wanted - {p.stem for p in paths}
-        if unknown:
-            sys.exit(f"unknown notebooks: {', '.join(sorted(unknown))}; have: {', '.join(p.stem for p in paths)}")
-        paths = [p for p in paths if p.stem in wanted]
+    paths = notebooks(Path(args.dir).resolve(), args.names)
+    if not paths:
+        print(f"notebooks: FAILED: no notebooks to run in {args.dir}", flush=True)
+        sys.exit(1)
+    # evcxr builds in EVCXR_TMPDIR itself: one kernel at a time per cache
+    lock = open(cache / ".runner.lock", "w")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        print(f"[notebooks] waiting for another notebook run that uses {cache} ...", flush=True)
+        fcntl.flock(lock, fcntl.LOCK_EX)
     total = time.time()
     results = {}
     for p in paths:
@@ -117,10 +167,12 @@ def main():
             print(f"    {f}", flush=True)
     elapsed = time.time() - total
     (out_dir / "notebook-runs.json").write_text(json.dumps({"profile": args.profile, "seconds": round(elapsed, 1), "notebooks": results}, indent=1))
-    subprocess.run([sys.executable, str(ROOT / "notebooks" / "report.py"), "--out", str(out_dir)], check=False)
+    report = subprocess.run([sys.executable, str(ROOT / "notebooks" / "report.py"), "--out", str(out_dir)], check=False)
     failed = [n for n, r in results.items() if not r["ok"]]
     print(f"notebooks: {len(results) - len(failed)} passed, {len(failed)} failed")
-    sys.exit(1 if failed else 0)
+    if report.returncode != 0:
+        print(f"notebooks: FAILED: notebooks/report.py exited with {report.returncode}", flush=True)
+    sys.exit(1 if failed or report.returncode != 0 else 0)
 
 
 if __name__ == "__main__":

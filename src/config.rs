@@ -7,16 +7,27 @@ use serde::de::DeserializeOwned;
 use crate::{Error, Result};
 
 /// Reads a `T` from a TOML or JSON file (JSON if the extension is `json`, TOML otherwise).
-/// A missing file is [`Error::Io`]; a file that does not parse, or has unknown or ill-typed
-/// fields, is [`Error::ConfigParse`] with the parser's message (line and column).
+/// A missing file is [`Error::Io`]; a file that does not parse, has unknown or ill-typed
+/// fields, or sets nothing at all (empty, only comments, `{}`: most likely the wrong file, and
+/// it would silently run every default) is [`Error::ConfigParse`] with the parser's message
+/// (line and column).
 pub fn read_config<T: DeserializeOwned>(path: &Path) -> Result<T> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    let parsed = if path.extension().is_some_and(|e| e == "json") {
-        serde_json::from_str(&text).map_err(|e| e.to_string())
+    let fail = |reason: String| Error::ConfigParse { path: path.to_path_buf(), reason };
+    let empty = || fail("the file sets nothing (an empty config would silently run every default)".into());
+    if path.extension().is_some_and(|e| e == "json") {
+        let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| fail(e.to_string()))?;
+        if v.as_object().is_some_and(|m| m.is_empty()) {
+            return Err(empty());
+        }
+        serde_json::from_value(v).map_err(|e| fail(e.to_string()))
     } else {
-        toml::from_str(&text).map_err(|e| e.to_string())
-    };
-    parsed.map_err(|reason| Error::ConfigParse { path: path.to_path_buf(), reason })
+        let t: toml::Table = toml::from_str(&text).map_err(|e| fail(e.to_string()))?;
+        if t.is_empty() {
+            return Err(empty());
+        }
+        toml::from_str(&text).map_err(|e| fail(e.to_string()))
+    }
 }
 
 #[cfg(test)]
@@ -41,5 +52,23 @@ mod tests {
         let e = read_config::<C>(&bad).unwrap_err();
         assert!(matches!(e, Error::ConfigParse { .. }) && e.to_string().contains("depth"), "{e}");
         assert!(matches!(read_config::<C>(&dir.path().join("none.toml")).unwrap_err(), Error::Io { .. }));
+        // a config that sets nothing is refused, not run with every default
+        #[derive(Debug, serde::Deserialize)]
+        #[serde(default)]
+        #[allow(dead_code)]
+        struct D {
+            width: i64,
+        }
+        impl Default for D {
+            fn default() -> Self {
+                D { width: 256 }
+            }
+        }
+        for (name, text) in [("e.toml", ""), ("c.toml", "# only a comment\n\n"), ("e.json", "{}")] {
+            let p = dir.path().join(name);
+            std::fs::write(&p, text).unwrap();
+            let e = read_config::<D>(&p).unwrap_err();
+            assert!(matches!(e, Error::ConfigParse { .. }) && e.to_string().contains("sets nothing"), "{name}: {e}");
+        }
     }
 }

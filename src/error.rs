@@ -34,8 +34,9 @@ pub enum Error {
     #[error("{path}: {error}")]
     Io { path: PathBuf, error: std::io::Error },
 
-    /// An error raised inside libtorch.
-    #[error("libtorch: {0}")]
+    /// An error raised inside libtorch (e.g. a failed allocation). Shown as its first line:
+    /// libtorch appends a C++ backtrace to its messages.
+    #[error("libtorch: {}", first_line(.0))]
     Torch(tch::TchError),
 
     /// A sweep store cannot be read or written (locked beyond the busy timeout, disk full, ...).
@@ -46,9 +47,17 @@ pub enum Error {
     #[error("incompatible sweep store {path}: {reason}")]
     IncompatibleStore { path: PathBuf, reason: String },
 
+    /// Runs of a sweep whose training returned an error (the other runs finished).
+    #[error("{0}")]
+    RunsFailed(String),
+
     /// Serialisation of results failed.
     #[error("serialisation: {0}")]
     Serde(String),
+}
+
+fn first_line(e: &tch::TchError) -> String {
+    e.to_string().lines().find(|l| !l.trim().is_empty()).unwrap_or("").trim().to_string()
 }
 
 /// Short alias used throughout the crate.

@@ -9,18 +9,24 @@ use crate::{Error, Result};
 
 /// Writes `bytes` to `path` atomically, creating its folder.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_atomic_with(path, |tmp| {
+        let mut f = std::fs::File::create(tmp).map_err(|e| Error::io(path, e))?;
+        f.write_all(bytes).map_err(|e| Error::io(path, e))
+    })
+}
+
+/// Writes `path` atomically through `write`, which creates the file at the temporary path it
+/// is given (for writers that only take a path, e.g. libtorch's safetensors); the file is then
+/// flushed to disk and renamed over `path`. On any error the temporary file is removed.
+pub fn write_atomic_with(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
     let dir = parent(path);
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
     let name = path.file_name().ok_or_else(|| Error::config(format!("output path {} names no file", path.display())))?;
     let tmp = dir.join(format!(".{}.tmp-{}", name.to_string_lossy(), std::process::id()));
-    let written = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()
-    })();
+    let written = write(&tmp).and_then(|()| std::fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(|e| Error::io(path, e)));
     if let Err(e) = written {
         let _ = std::fs::remove_file(&tmp);
-        return Err(Error::io(path, e));
+        return Err(e);
     }
     std::fs::rename(&tmp, path).map_err(|e| {
         let _ = std::fs::remove_file(&tmp);

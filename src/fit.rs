@@ -143,7 +143,7 @@ pub fn crossing_log10_interval(p1: &PowerLaw, p2: &PowerLaw, draws: usize, seed:
     }
     let mut r = crate::rng::rng(seed, crate::rng::stream::MISC);
     // a draw of (a, b) with Cov = [[sa^2, c], [c, sb^2]] by the Cholesky factor, scaled to t
-    let mut draw = |p: &PowerLaw, r: &mut rand_chacha::ChaCha8Rng| {
+    let draw = |p: &PowerLaw, r: &mut rand_chacha::ChaCha8Rng| {
         let scale = t_quantile_975(p.points.saturating_sub(2)) / 1.959_963_984_540_054;
         let (sa, sb, c) = (p.intercept_stderr, p.stderr, p.covariance);
         let l21 = if sa > 0.0 { c / sa } else { 0.0 };

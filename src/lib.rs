@@ -19,7 +19,9 @@
 //! - [`theory`]: closed-form dynamics (2-layer linear "uv" model).
 //! - [`claims`]: the claim model of the reproduction report (paper and extension claims,
 //!   95% confidence intervals, verdicts holds / deviates / inconclusive).
-//! - [`report`]: where notebooks write claims and figures; [`files`]: atomic output files.
+//! - [`report`]: where notebooks write claims and figures; [`files`]: atomic output files;
+//!   [`limits`]: the sizes memory and time allow, checked before any work;
+//!   [`notebook`]: the guard that makes every failing notebook cell visible to the runner.
 pub mod claims;
 pub mod config;
 pub mod data;
@@ -28,8 +30,10 @@ pub mod error;
 pub mod files;
 pub mod fit;
 pub mod gemm;
+pub mod limits;
 pub mod loss;
 pub mod model;
+pub mod notebook;
 pub mod optim;
 pub mod param;
 pub mod plot;

@@ -16,13 +16,16 @@ use crate::model::Param;
 use crate::param::OptimizerFamily;
 use crate::{Error, Result};
 
-/// The update rule.
+/// The update rule. Names: `sgd`, `adam`, `adamw`, `sam-sgd`, in configs, sweep grids and on
+/// the command line alike. AdamW is also accepted as `adam-w`, the name serialised configs
+/// carry (kept so that the keys of stored sweep runs, hashes of their configs, do not change).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum OptimizerKind {
     #[default]
     Sgd,
     Adam,
+    #[serde(alias = "adamw")]
     AdamW,
     SamSgd,
 }
@@ -43,7 +46,7 @@ impl std::str::FromStr for OptimizerKind {
         match s.to_ascii_lowercase().as_str() {
             "sgd" => Ok(OptimizerKind::Sgd),
             "adam" => Ok(OptimizerKind::Adam),
-            "adamw" => Ok(OptimizerKind::AdamW),
+            "adamw" | "adam-w" => Ok(OptimizerKind::AdamW),
             "sam-sgd" | "sam" => Ok(OptimizerKind::SamSgd),
             _ => Err(Error::config(format!("unknown optimizer `{s}` (use sgd, adam, adamw or sam-sgd)"))),
         }
@@ -136,6 +139,16 @@ impl Default for OptimConfig {
 }
 
 impl OptimConfig {
+    /// Tensors of state the optimizer keeps per parameter tensor (Adam's two moments, SGD's
+    /// momentum buffer): for memory estimates.
+    pub fn state_slots(&self) -> usize {
+        match self.kind {
+            OptimizerKind::Adam | OptimizerKind::AdamW => 2,
+            _ if self.momentum > 0.0 => 1,
+            _ => 0,
+        }
+    }
+
     /// Checks ranges.
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(Error::config(m));
@@ -431,6 +444,23 @@ mod tests {
     use super::*;
     use crate::param::{ParamKind, Role};
     use tch::Device;
+
+    #[test]
+    fn every_optimizer_has_one_name_in_configs_grids_and_flags() {
+        #[derive(serde::Deserialize)]
+        struct C {
+            kind: OptimizerKind,
+        }
+        for (name, kind) in [("sgd", OptimizerKind::Sgd), ("adam", OptimizerKind::Adam), ("adamw", OptimizerKind::AdamW), ("sam-sgd", OptimizerKind::SamSgd)] {
+            assert_eq!(name.parse::<OptimizerKind>().unwrap(), kind);
+            assert_eq!(toml::from_str::<C>(&format!("kind = \"{name}\"")).unwrap().kind, kind, "{name}");
+            assert_eq!(serde_json::from_value::<OptimizerKind>(serde_json::Value::from(name)).unwrap(), kind, "{name}");
+        }
+        // the serialised spelling (in stored sweep configs) reads back and parses too
+        let stored = serde_json::to_value(OptimizerKind::AdamW).unwrap();
+        assert_eq!(serde_json::from_value::<OptimizerKind>(stored.clone()).unwrap(), OptimizerKind::AdamW);
+        assert_eq!(stored.as_str().unwrap().parse::<OptimizerKind>().unwrap(), OptimizerKind::AdamW);
+    }
 
     /// A one-parameter "model": w in R^3 with loss 0.5 ||w - c||^2 (gradient w - c).
     fn param(w: &[f64], scale: f64) -> Vec<Param> {

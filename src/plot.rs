@@ -265,10 +265,7 @@ impl Panels {
 }
 
 fn write(path: &std::path::Path, svg: &str) -> Result<()> {
-    if let Some(d) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(d).map_err(|e| Error::io(d, e))?;
-    }
-    std::fs::write(path, svg).map_err(|e| Error::io(path, e))
+    crate::files::write_atomic(path, svg.as_bytes())
 }
 
 fn display_svg(svg: Result<String>) {

@@ -66,9 +66,8 @@ impl Claims {
             println!("{:<8} {:<60} {:<22} {:<22} {}", c.id, c.claim, c.paper, c.measured, if c.holds { "yes" } else { "NO" });
         }
         let dir = out_dir().join("claims");
-        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
         let path = dir.join(format!("{}.json", self.notebook));
-        std::fs::write(&path, serde_json::to_string_pretty(self)?).map_err(|e| Error::io(&path, e))?;
+        crate::files::write_atomic(&path, serde_json::to_string_pretty(self)?.as_bytes())?;
         let failed: Vec<&Claim> = self.claims.iter().filter(|c| !c.holds).collect();
         for c in &failed {
             println!("{FAILED_MARKER} {} [{}]: paper {}, measured {}", c.claim, c.id, c.paper, c.measured);

@@ -6,6 +6,8 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
 use tch::{Device, Kind, Tensor};
 
+use crate::{Error, Result};
+
 /// A deterministic generator for `(seed, stream)`. Different streams of one seed are
 /// independent (ChaCha's stream parameter), so initialisation, data order and probe batches
 /// never share random numbers.
@@ -31,16 +33,23 @@ pub mod stream {
     pub const MISC: u64 = 99;
 }
 
-/// `N(0, std^2)` samples of the given shape as an `f32` tensor on `device`.
+/// `N(0, std^2)` samples of the given shape as an `f32` tensor on `device`; an allocation
+/// that fails (host or device memory) is an error, not an abort.
+pub fn try_normal(shape: &[i64], std: f64, rng: &mut impl Rng, device: Device) -> Result<Tensor> {
+    let n = shape.iter().try_fold(1usize, |acc, &d| usize::try_from(d).ok().and_then(|d| acc.checked_mul(d)));
+    let n = n.ok_or_else(|| Error::config(format!("tensor shape {shape:?} is invalid or too large")))?;
+    let mut v = crate::limits::try_vec::<f32>(&format!("a {shape:?} tensor"), n)?;
+    v.extend((0..n).map(|_| {
+        let z: f64 = StandardNormal.sample(rng);
+        (z * std) as f32
+    }));
+    Ok(Tensor::f_from_slice(&v)?.f_reshape(shape)?.f_to_device(device)?)
+}
+
+/// [`try_normal`] for tensors known to be small (test inputs, probe vectors): panics only if
+/// their allocation fails. Model weights use [`try_normal`].
 pub fn normal(shape: &[i64], std: f64, rng: &mut impl Rng, device: Device) -> Tensor {
-    let n: i64 = shape.iter().product();
-    let v: Vec<f32> = (0..n)
-        .map(|_| {
-            let z: f64 = StandardNormal.sample(rng);
-            (z * std) as f32
-        })
-        .collect();
-    Tensor::from_slice(&v).reshape(shape).to_device(device)
+    try_normal(shape, std, rng, device).expect("allocating a small random tensor")
 }
 
 /// A uniformly random permutation of `0..n` (Fisher-Yates).

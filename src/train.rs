@@ -1,8 +1,10 @@
 //! The training loop: a serde [`TrainConfig`], a [`Trainer`] that can be stepped by hand (from
 //! a notebook) or run to the end, and a JSON-serialisable [`TrainResult`].
 //!
-//! Divergence is an outcome, not an error: a non-finite loss (or, optionally, a loss above
-//! `max_loss`) stops the run and is recorded in [`Outcome::Diverged`]. Everything random
+//! Divergence is an outcome, not an error: a non-finite mini-batch loss (or, optionally, a
+//! loss above `max_loss`) stops the run and is recorded in [`Outcome::Diverged`]; so does an
+//! evaluation (periodic or final) with a non-finite training or test loss, whatever the step
+//! count (the last step's update can blow the weights up after its batch loss was finite). Everything random
 //! (init, data order, subsets) derives from `seed`, so the same config gives bitwise the same
 //! weights on CPU.
 use std::time::Instant;
@@ -15,6 +17,7 @@ use crate::data::{self, DataConfig, Dataset};
 use crate::device::DeviceChoice;
 use crate::loss::{accuracy, Loss};
 use crate::model::{Mlp, MlpConfig, Model};
+use crate::limits;
 use crate::optim::{gradients, LowRankStep, OptimConfig, Optimizer, StepStats};
 use crate::param::Parameterization;
 use crate::rng::{self, stream};
@@ -158,7 +161,10 @@ impl TrainConfig {
         self.param.resolve_with(self.alpha, self.base_width)
     }
 
-    /// Checks everything that can be checked without loading data.
+    /// Checks everything that can be checked without loading data, sizes included: steps,
+    /// depth and threads against [`limits`]. Whether this machine can hold the run is
+    /// [`TrainConfig::check_fits`] (a sweep's configs are validated wherever it is planned,
+    /// but run where they fit).
     pub fn validate(&self) -> Result<()> {
         if self.batch_size == 0 {
             return Err(Error::config("batch_size must be >= 1"));
@@ -169,12 +175,61 @@ impl TrainConfig {
         if self.steps.is_none() && !(self.epochs > 0.0 && self.epochs.is_finite()) {
             return Err(Error::config(format!("epochs must be > 0, got {}", self.epochs)));
         }
-        if self.threads == Some(0) {
-            return Err(Error::config("threads must be >= 1"));
+        if let Some(t) = self.threads {
+            limits::check_threads("threads", t)?;
         }
         self.parameterization()?;
         self.optim.validate()?;
-        MlpConfig { d_in: 1, d_out: 1, ..self.model.clone() }.validate()
+        self.model_config().validate()?;
+        self.planned_steps(self.n_train())?;
+        Ok(())
+    }
+
+    /// Checks that a run fits in this machine's memory ([`TrainConfig::min_memory_bytes`]
+    /// against [`limits::memory_bytes`]) when it runs on the CPU; on CUDA, whose memory
+    /// libtorch does not report, a failed allocation of the weights is libtorch's error.
+    pub fn check_fits(&self) -> Result<()> {
+        self.validate()?;
+        if self.device.resolve()? != Device::Cpu {
+            return Ok(());
+        }
+        let steps = self.planned_steps(self.n_train())?;
+        let c = &self.model;
+        limits::check_memory(&format!("an MLP of width {} and depth {} (batch {}, {steps} steps)", c.width, c.depth, self.batch_size), self.min_memory_bytes(steps))
+    }
+
+    /// Training points before loading: the subset, or the dataset's standard size.
+    fn n_train(&self) -> usize {
+        let (_, _, n_data, _) = self.data.shape();
+        self.data.train_subset.unwrap_or(n_data).min(n_data)
+    }
+
+    /// The model config with the dataset's input and output dimensions.
+    pub fn model_config(&self) -> MlpConfig {
+        let (d_in, d_out, _, _) = self.data.shape();
+        MlpConfig { d_in, d_out, ..self.model.clone() }
+    }
+
+    /// The number of steps of a run on `n_train` points: `steps`, or `epochs` passes of
+    /// `batch_size` (rounded up); more than [`limits::MAX_STEPS`] is an error.
+    pub fn planned_steps(&self, n_train: usize) -> Result<usize> {
+        let steps = match self.steps {
+            Some(s) => s as f64,
+            None => (self.epochs * n_train as f64 / self.batch_size as f64).ceil(),
+        };
+        limits::check_steps("the training run", steps)?;
+        Ok(steps as usize)
+    }
+
+    /// A lower bound of the memory a run of `steps` steps needs: parameters with their
+    /// gradients and optimizer state (4 bytes each), one batch of activations and their
+    /// gradients, the data, the loss of every step, libtorch's bookkeeping per layer.
+    pub fn min_memory_bytes(&self, steps: usize) -> f64 {
+        let model = self.model_config();
+        let params = model.num_params_f64() * 4.0 * (2 + self.optim.state_slots()) as f64;
+        let activations = 2.0 * 4.0 * self.batch_size as f64 * model.width as f64 * model.depth as f64;
+        let per_layer = limits::BYTES_PER_LAYER * model.depth as f64;
+        params + activations + self.data.min_memory_bytes() + 8.0 * steps as f64 + per_layer
     }
 }
 
@@ -183,7 +238,9 @@ impl TrainConfig {
 #[serde(rename_all = "kebab-case", tag = "status")]
 pub enum Outcome {
     Completed,
-    /// Stopped at `step` because the loss became non-finite or exceeded `max_loss`.
+    /// Stopped at `step` because the loss became non-finite or exceeded `max_loss`, or an
+    /// evaluation after `step` steps had a non-finite loss. `reason` says which; it contains
+    /// "non-finite" in the first and last case.
     Diverged { step: usize, reason: String },
 }
 
@@ -282,7 +339,7 @@ pub struct Trainer {
 impl Trainer {
     /// Loads the data, builds the model and the optimizer.
     pub fn new(cfg: &TrainConfig) -> Result<Self> {
-        cfg.validate()?;
+        cfg.check_fits()?;
         if let Some(t) = cfg.threads {
             crate::device::set_threads(t);
         }
@@ -302,10 +359,7 @@ impl Trainer {
         let param = cfg.parameterization()?;
         let model = Mlp::new(&model_cfg, &param, cfg.seed, device)?;
         let optimizer = Optimizer::new(&cfg.optim, cfg.lr, model.params())?;
-        let total_steps = match cfg.steps {
-            Some(s) => s,
-            None => ((cfg.epochs * train.len() as f64) / cfg.batch_size as f64).ceil() as usize,
-        };
+        let total_steps = cfg.planned_steps(train.len())?;
         let eval_idx = cfg.eval.train_subset.filter(|&k| k < train.len()).map(|k| {
             let mut p = rng::permutation(train.len(), &mut rng::rng(cfg.seed, stream::SUBSET + 100));
             p.truncate(k);
@@ -515,7 +569,8 @@ pub fn run_loop(t: &mut dyn Steppable, progress: bool, mut hook: Option<&mut dyn
         h.start(t.model())?;
     }
     t.set_keep_gradients(hook.as_deref().is_some_and(|h| h.needs_gradients()));
-    let mut batch_losses = Vec::with_capacity(total);
+    // (grown as needed: `total` is bounded by limits::MAX_STEPS, not by what is free)
+    let mut batch_losses = Vec::with_capacity(total.min(1 << 16));
     let mut evals = vec![];
     let mut outcome = Outcome::Completed;
     let mut steps = 0;
@@ -542,7 +597,13 @@ pub fn run_loop(t: &mut dyn Steppable, progress: bool, mut hook: Option<&mut dyn
             break;
         }
         if every > 0 && steps % every == 0 && steps < total {
-            evals.push(t.evaluate(steps));
+            let e = t.evaluate(steps);
+            let bad = non_finite_eval(&e);
+            evals.push(e);
+            if let Some(reason) = bad {
+                outcome = Outcome::Diverged { step: steps, reason };
+                break;
+            }
         }
         bar.inc(1);
         if steps % 50 == 0 || steps < 50 {
@@ -550,8 +611,21 @@ pub fn run_loop(t: &mut dyn Steppable, progress: bool, mut hook: Option<&mut dyn
         }
     }
     bar.finish_and_clear();
-    let last = t.evaluate(steps);
-    evals.push(last.clone());
+    // Evaluations stop the loop themselves; the final one is taken after every run that
+    // ended without diverging, so only the last step's update is left to check here.
+    let last = match evals.last() {
+        Some(e) if e.step == steps && matches!(outcome, Outcome::Diverged { .. }) => e.clone(),
+        _ => {
+            let e = t.evaluate(steps);
+            evals.push(e.clone());
+            e
+        }
+    };
+    if outcome == Outcome::Completed {
+        if let Some(reason) = non_finite_eval(&last) {
+            outcome = Outcome::Diverged { step: steps, reason };
+        }
+    }
     let seconds = started.elapsed().as_secs_f64();
     Ok(RunLog {
         outcome,
@@ -562,6 +636,15 @@ pub fn run_loop(t: &mut dyn Steppable, progress: bool, mut hook: Option<&mut dyn
         seconds,
         steps_per_second: steps as f64 / seconds.max(1e-9),
     })
+}
+
+/// Why an evaluation shows a diverged model (a non-finite training or test loss), if it does.
+fn non_finite_eval(e: &EvalRecord) -> Option<String> {
+    let bad: Vec<String> = [("train", Some(e.train_loss)), ("test", e.test_loss)]
+        .into_iter()
+        .filter_map(|(name, l)| l.filter(|l| !l.is_finite()).map(|l| format!("{name} loss {l}")))
+        .collect();
+    (!bad.is_empty()).then(|| format!("non-finite evaluation after step {} ({})", e.step, bad.join(", ")))
 }
 
 /// One optimisation step of an MLP on the batch `(x, y)`: gradients from the model's
@@ -725,6 +808,34 @@ mod tests {
         cfg.max_loss = Some(0.0);
         let r = train(&cfg, false).unwrap();
         assert!(matches!(r.outcome, Outcome::Diverged { step: 1, .. }));
+    }
+
+    #[test]
+    fn a_non_finite_final_evaluation_is_divergence_whatever_the_step_count() {
+        // One step at an absurd learning rate: its batch loss (before the update) is finite,
+        // the weights after it are not.
+        let mut cfg = teacher_cfg();
+        cfg.steps = Some(1);
+        cfg.lr = 1e30;
+        let r = train(&cfg, false).unwrap();
+        let last = r.last.as_ref().unwrap();
+        assert!(r.batch_losses[0].is_finite() && !last.train_loss.is_finite(), "{:?} {last:?}", r.batch_losses);
+        match &r.outcome {
+            Outcome::Diverged { step: 1, reason } => assert!(reason.contains("non-finite evaluation"), "{reason}"),
+            other => panic!("{other:?}"),
+        }
+        // ... and a periodic evaluation with a non-finite loss stops the run there.
+        cfg.steps = Some(6);
+        cfg.eval.every = 1;
+        cfg.loss = Loss::new(LossKind::Mse);
+        let r = train(&cfg, false).unwrap();
+        match &r.outcome {
+            Outcome::Diverged { step: 1, reason } => assert!(reason.contains("non-finite evaluation"), "{reason}"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!((r.steps, r.evals.len()), (1, 1), "the evaluation after step 1 is the last");
+        // A healthy run is still completed.
+        assert_eq!(train(&teacher_cfg(), false).unwrap().outcome, Outcome::Completed);
     }
 
     #[test]

@@ -94,3 +94,239 @@ fn gpt_train_errors_are_clean_and_a_generated_text_run_writes_json() {
     assert_eq!(v["steps"], 4);
     assert!(v["tokens_per_second"].as_f64().unwrap() > 0.0);
 }
+
+// ---- issue 18: every absurd size, bad path and odd name is a clean error (exit 2) ----
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).to_string()
+}
+
+/// Absurd sizes: refused before any work with a message naming the limit (they aborted with
+/// an out-of-memory backtrace, a capacity-overflow panic, or ran without end).
+#[test]
+fn absurd_sizes_are_refused_before_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let out = d.join("o").to_str().unwrap().to_string();
+    let cases: &[(&[&str], &str)] = &[
+        (&["train", "--dataset", "teacher", "--width", "1000000000000", "--steps", "1"], "needs at least"),
+        (&["train", "--width", "100000000"], "needs at least"),
+        (&["train", "--dataset", "teacher", "--depth", "100000000"], "exceeds the limit of 10000"),
+        (&["train", "--dataset", "teacher", "--epochs", "1e12"], "steps exceed the limit of 100000000"),
+        (&["train", "--dataset", "teacher", "--epochs", "1e300"], "steps exceed the limit"),
+        (&["train", "--dataset", "teacher", "--steps", "1000000000000"], "steps exceed the limit"),
+        (&["train", "--dataset", "teacher", "--batch-size", "1000000000000", "--steps", "1"], "needs at least"),
+        (&["train", "--dataset", "teacher", "--threads", "100000", "--steps", "1"], "threads must be between 1 and 1024"),
+        (&["gpt-train", "--width", "1000000000000"], "needs at least"),
+        (&["gpt-train", "--seq-len", "1000000000000"], "needs at least"),
+        (&["gpt-train", "--depth", "100000000"], "exceeds the limit of 10000"),
+        (&["coord-check", "--profile", "smoke", "--widths", "16,1000000000000", "--out", &out], "needs at least"),
+        (&["coord-check", "--profile", "smoke", "--steps", "1000000000000", "--out", &out], "steps exceed the limit"),
+        (&["uv", "dynamics", "--steps", "1000000000000", "--out", &out], "steps exceed the limit"),
+        (&["uv", "dynamics", "--steps", "100000000", "--out", &out], "needs at least"),
+        (&["uv", "convergence", "--times", "1000000000000", "--out", &out], "steps exceed the limit"),
+        (&["uv", "convergence", "--seeds", "1000000000000", "--out", &out], "runs exceed the limit"),
+        (&["uv", "scan", "--grid", "10000000000", "--out", &out], "runs exceed the limit"),
+        (&["uv", "scan", "--min-steps", "1000000000000", "--out", &out], "steps exceed the limit"),
+    ];
+    for (args, needle) in cases {
+        let o = widthlab(args);
+        assert_clean_error(&o, needle);
+        assert!(!stdout(&o).contains("widthlab train:"), "{args:?} trained: {}", stdout(&o));
+    }
+    assert!(!d.join("o").exists(), "no output folder is made for refused work");
+    // sweep grids: a run too large for this machine, a 2e10-point log grid
+    let spec = d.join("huge.toml");
+    let store = d.join("s.db");
+    for (grid, needle) in [("width = [64, 1000000000000]", "needs at least"), ("lr = { log2 = [0, 20000000000] }", "runs exceed the limit of 1000000")] {
+        std::fs::write(&spec, format!("name = \"huge\"\n[base.data]\ndataset = \"teacher\"\n[grid]\n{grid}\n")).unwrap();
+        assert_clean_error(&widthlab(&["sweep", "run", spec.to_str().unwrap(), "--store", store.to_str().unwrap(), "--quiet"]), needle);
+        assert!(!store.exists(), "no store is created for a sweep that cannot run");
+    }
+}
+
+/// Output paths are checked before training, and results are written whole.
+#[test]
+fn outputs_are_checked_before_the_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for bad in ["/proc/widthlab-x.json", d.to_str().unwrap()] {
+        let o = widthlab(&["train", "--dataset", "teacher", "--steps", "2", "--quiet", "--out", bad]);
+        assert_clean_error(&o, "--out");
+        assert!(!stdout(&o).contains("widthlab train:"), "trained before failing: {}", stdout(&o));
+    }
+    let file = d.join("a-file");
+    std::fs::write(&file, "x").unwrap();
+    let under = file.join("r.json");
+    assert_clean_error(&widthlab(&["coord-check", "--profile", "smoke", "--dataset", "teacher", "--quiet", "--out", under.to_str().unwrap()]), "--out");
+    assert_clean_error(&widthlab(&["uv", "dynamics", "--out", under.to_str().unwrap()]), "--out");
+    // a written result leaves no temporary file behind
+    let ok = d.join("r/result.json");
+    let o = widthlab(&["train", "--dataset", "teacher", "--steps", "2", "--quiet", "--out", ok.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(std::fs::read_dir(d.join("r")).unwrap().count(), 1);
+}
+
+/// The rest of issue 18's list, each with the behaviour it has now.
+#[test]
+fn issue_18_cases_behave() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let p = |name: &str| d.join(name).to_str().unwrap().to_string();
+    // a run whose final evaluation is NaN diverged, whatever the step count
+    let o = widthlab(&["train", "--dataset", "teacher", "--steps", "1", "--lr", "1e30", "--quiet"]);
+    assert!(o.status.success() && stdout(&o).contains("DIVERGED at step 1: non-finite evaluation"), "{}", stdout(&o));
+    // adamw on the command line and in configs
+    std::fs::write(p("adamw.toml"), "steps = 2\n[optim]\nkind = \"adamw\"\n[data]\ndataset = \"teacher\"\n").unwrap();
+    for args in [&["train", "--config", &p("adamw.toml"), "--quiet"][..], &["train", "--dataset", "teacher", "--steps", "2", "--optimizer", "adamw", "--quiet"]] {
+        let o = widthlab(args);
+        assert!(o.status.success() && stdout(&o).contains("AdamW"), "{args:?}: {}{}", stdout(&o), stderr(&o));
+    }
+    // coord-check on the teacher data runs
+    let o = widthlab(&["coord-check", "--profile", "smoke", "--dataset", "teacher", "--quiet", "--out", &p("cc")]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // an empty config is refused, not run with every default
+    std::fs::write(p("empty.toml"), "").unwrap();
+    assert_clean_error(&widthlab(&["train", "--config", &p("empty.toml")]), "sets nothing");
+    // nan in a sweep grid is named
+    std::fs::write(p("nan.toml"), "name = \"n\"\n[grid]\nlr = [nan]\n").unwrap();
+    let o = widthlab(&["sweep", "run", &p("nan.toml"), "--store", &p("n.db")]);
+    assert_clean_error(&o, "`grid.lr[0]` is NaN");
+    assert!(!stderr(&o).contains("null"));
+    // status and export leave a 0-byte file alone
+    std::fs::write(p("zero.db"), "").unwrap();
+    std::fs::write(p("ok.toml"), "name = \"ok\"\n[base]\nsteps = 2\n[base.data]\ndataset = \"teacher\"\n[grid]\nwidth = [8, 16]\n").unwrap();
+    assert_clean_error(&widthlab(&["sweep", "status", &p("ok.toml"), "--store", &p("zero.db")]), "empty file");
+    assert_clean_error(&widthlab(&["sweep", "export", "--store", &p("zero.db"), "-o", &p("x.csv")]), "empty file");
+    assert_eq!(std::fs::metadata(p("zero.db")).unwrap().len(), 0);
+    // merge and --jobs 0 create no store before failing
+    assert_clean_error(&widthlab(&["sweep", "merge", "--into", &p("m.db"), &p("missing.db")]), "no such store");
+    assert_clean_error(&widthlab(&["sweep", "run", &p("ok.toml"), "--store", &p("j.db"), "--jobs", "0"]), "jobs must be between");
+    assert!(!d.join("m.db").exists() && !d.join("j.db").exists());
+    // a run that fails is that run's failure: the others finish, the exit code says so
+    std::fs::write(p("fail.toml"), "name = \"f\"\n[base]\nsteps = 2\n[base.data]\ndataset = \"teacher\"\n[grid]\ntrain_subset = [64, 100000]\n").unwrap();
+    let o = widthlab(&["sweep", "run", &p("fail.toml"), "--store", &p("f.db"), "--quiet"]);
+    assert_clean_error(&o, "1 of 2 runs failed");
+    let o = widthlab(&["sweep", "status", &p("fail.toml"), "--store", &p("f.db")]);
+    assert!(o.status.success() && stdout(&o).contains("1/2 runs done") && stdout(&o).contains("1 FAILED"), "{}", stdout(&o));
+    // export names its format by extension; anything else is refused before reading
+    let o = widthlab(&["sweep", "export", "--store", &p("f.db"), "-o", &p("out.txt")]);
+    assert_clean_error(&o, ".csv or .json");
+    assert!(!d.join("out.txt").exists());
+    // analyze --n0 0: a clear message first, no folder left behind
+    let o = widthlab(&["sweep", "analyze", &p("fail.toml"), "--store", &p("f.db"), "--n0", "0", "--out", &p("an")]);
+    assert_clean_error(&o, "--n0");
+    assert!(!d.join("an").exists());
+}
+
+/// `gpt-train --data-dir X` keeps its tokenizer cache with X, not in the repository.
+#[test]
+fn gpt_train_caches_the_tokenizer_with_its_corpus() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = dir.path().join("corpus");
+    std::fs::create_dir_all(&corpus).unwrap();
+    let text: String = (0..4000).map(|i| format!("line {i} of a small corpus, with words {} and {}\n", i % 7, i % 13)).collect();
+    std::fs::write(corpus.join("a.txt"), text).unwrap();
+    let cfg = dir.path().join("g.toml");
+    std::fs::write(&cfg, "steps = 2\nbatch_size = 2\n[model]\nwidth = 32\ndepth = 1\n[data]\nvocab_size = 300\nseq_len = 16\n").unwrap();
+    let repo_cache = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data/tokenizers");
+    let before = std::fs::read_dir(&repo_cache).map(|r| r.count()).unwrap_or(0);
+    let o = widthlab(&["gpt-train", "--config", cfg.to_str().unwrap(), "--data-dir", corpus.to_str().unwrap(), "--quiet"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(std::fs::read_dir(corpus.join(".tokenizers")).unwrap().count(), 1);
+    assert_eq!(std::fs::read_dir(&repo_cache).map(|r| r.count()).unwrap_or(0), before, "nothing written into the repository");
+}
+
+mod fuzz {
+    //! Argument values and config files drawn from edge values of every size and number:
+    //! the binary exits 0 or 2, never panics or aborts. Values that are valid stay small, so
+    //! every case runs in well under a second.
+    use proptest::prelude::*;
+    use proptest::sample::select;
+
+    use super::*;
+
+    /// An edge value of a count: invalid, tiny, or far beyond every limit (never a valid but
+    /// slow size).
+    fn count() -> impl Strategy<Value = &'static str> {
+        select(vec!["0", "1", "2", "8", "-1", "1000000000000", "9223372036854775807", "18446744073709551616", "1e3", "nan", "x", ""])
+    }
+    /// A depth: a count, or one layer beyond the depth limit.
+    fn depth() -> impl Strategy<Value = &'static str> {
+        prop_oneof![count(), Just("10001")]
+    }
+    fn real() -> impl Strategy<Value = &'static str> {
+        select(vec!["0", "1e-9", "0.5", "1", "1e6", "1e30", "1e300", "-1", "nan", "inf", "-inf", "x"])
+    }
+    /// Epochs: invalid, a fraction of one, or beyond the step limit (1e6 epochs of the
+    /// teacher's 1000 points would be valid and take hours).
+    fn epochs() -> impl Strategy<Value = &'static str> {
+        select(vec!["0", "1e-9", "0.5", "1e12", "1e300", "-1", "nan", "inf", "x"])
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(32))]
+        #[test]
+        fn train_flags_never_panic(
+            width in proptest::option::of(count()), depth in proptest::option::of(depth()), steps in proptest::option::of(count()),
+            batch in proptest::option::of(count()), threads in proptest::option::of(count()), epochs in proptest::option::of(epochs()),
+            lr in proptest::option::of(real()), alpha in proptest::option::of(real()),
+        ) {
+            let mut args: Vec<String> = ["train", "--dataset", "teacher", "--quiet"].map(String::from).to_vec();
+            if steps.is_none() && epochs.is_none() {
+                args.push("--steps=2".into());
+            }
+            // `--flag=value`, so that negative numbers are read as values
+            for (flag, v) in [("--width", width), ("--depth", depth), ("--steps", steps), ("--batch-size", batch), ("--threads", threads), ("--epochs", epochs), ("--lr", lr), ("--alpha", alpha)] {
+                if let Some(v) = v {
+                    args.push(format!("{flag}={v}"));
+                }
+            }
+            let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+            let o = widthlab(&refs);
+            let e = stderr(&o);
+            prop_assert!(matches!(o.status.code(), Some(0) | Some(2)), "{refs:?}: exit {:?}: {e}", o.status.code());
+            prop_assert!(!e.contains("panicked") && !e.contains("backtrace"), "{refs:?}: {e}");
+        }
+
+        #[test]
+        fn train_configs_never_panic(
+            width in count(), depth in depth(), batch in count(), steps in count(), every in count(),
+            n_train in count(), d_in in count(), lr in real(), kind in select(vec!["sgd", "adam", "adamw", "adam-w", "sam-sgd", "rmsprop", ""]),
+            loss in select(vec!["ce", "mse", "mse-softmax", "hinge"]),
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let cfg = dir.path().join("c.toml");
+            let num = |v: &str| if v.parse::<f64>().is_ok() || v == "nan" || v == "inf" || v == "-inf" { v.to_string() } else { format!("\"{v}\"") };
+            std::fs::write(&cfg, format!(
+                "lr = {}\nbatch_size = {}\nsteps = {}\n[model]\nwidth = {}\ndepth = {}\n[optim]\nkind = \"{kind}\"\n[loss]\nkind = \"{loss}\"\n[eval]\nevery = {}\n[data]\ndataset = \"teacher\"\n[data.teacher]\nn_train = {}\nd_in = {}\nn_test = 16\n",
+                num(lr), num(batch), num(steps), num(width), num(depth), num(every), num(n_train), num(d_in)
+            )).unwrap();
+            let o = widthlab(&["train", "--config", cfg.to_str().unwrap(), "--quiet"]);
+            let e = stderr(&o);
+            prop_assert!(matches!(o.status.code(), Some(0) | Some(2)), "exit {:?}: {e}\n{}", o.status.code(), std::fs::read_to_string(&cfg).unwrap());
+            prop_assert!(!e.contains("panicked"), "{e}");
+        }
+
+        #[test]
+        fn uv_flags_never_panic(
+            steps in count(), widths in select(vec!["10,100", "0", "-5", "1e12", "nan", "inf", "1e300,1", "x"]), seeds in count(),
+            times in select(vec!["2,5", "0", "1000000000000", "x"]), eta in real(), alpha in real(),
+            which in select(vec!["dynamics", "convergence"]),
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let out = dir.path().join("o");
+            let mut args: Vec<String> = vec!["uv".into(), which.into(), "--out".into(), out.to_str().unwrap().into(), format!("--widths={widths}"), format!("--alpha={alpha}")];
+            if which == "dynamics" {
+                args.extend([format!("--steps={steps}"), format!("--eta={eta}")]);
+            } else {
+                args.extend([format!("--seeds={seeds}"), format!("--times={times}"), format!("--eta={eta}")]);
+            }
+            let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+            let o = widthlab(&refs);
+            let e = stderr(&o);
+            prop_assert!(matches!(o.status.code(), Some(0) | Some(2)), "{refs:?}: exit {:?}: {e}", o.status.code());
+            prop_assert!(!e.contains("panicked"), "{refs:?}: {e}");
+        }
+    }
+}

@@ -23,7 +23,8 @@ pub struct CoordCheckArgs {
     /// Override the number of steps.
     #[arg(long)]
     pub steps: Option<usize>,
-    /// Dataset (default fashion-mnist; the paper used CIFAR-10).
+    /// Dataset (default fashion-mnist; the paper used CIFAR-10). `teacher` generates as
+    /// many points as the preset trains on.
     #[arg(long)]
     pub dataset: Option<DatasetName>,
     #[arg(long)]
@@ -43,6 +44,9 @@ pub struct CoordCheckArgs {
     pub quiet: bool,
 }
 
+/// The files `coord-check` writes to its output folder.
+const OUTPUTS: [&str; 8] = ["rows.csv", "fits.csv", "verdicts.csv", "result.json", "effective.svg", "propagating.svg", "act_update.svg", "weight_update_op.svg"];
+
 pub fn run_cli(args: &CoordCheckArgs) -> anyhow::Result<()> {
     let mut cc = CoordCheck::preset(&args.preset, args.profile)
         .with_context(|| format!("presets: {}", PRESETS.join(", ")))?;
@@ -57,13 +61,16 @@ pub fn run_cli(args: &CoordCheckArgs) -> anyhow::Result<()> {
         cc.train.steps = Some(s);
     }
     if let Some(d) = args.dataset {
-        cc.train.data.dataset = d;
+        cc.set_dataset(d);
     }
     if args.data_dir.is_some() {
         cc.train.data.data_dir = args.data_dir.clone();
     }
     let out = args.out.clone().unwrap_or_else(|| PathBuf::from(format!("results/coord-check/{}-{}", cc.name, args.profile)));
-    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    cc.validate()?;
+    for f in OUTPUTS.iter().chain(if args.dump { &["dump/probe"][..] } else { &[] }) {
+        widthlab::files::check_writable(&out.join(f)).context("--out")?;
+    }
     if args.dump {
         cc.monitor.dump_dir = Some(out.join("dump"));
     }
@@ -97,12 +104,12 @@ pub fn run_cli(args: &CoordCheckArgs) -> anyhow::Result<()> {
         );
         csv += &format!("{},{},{},{},{},{},{},{}\n", v.layer, v.metric, v.step, m.measured, m.ci_low, m.ci_high, cell(&v.first), cell(&v.later));
     }
-    std::fs::write(out.join("verdicts.csv"), csv).with_context(|| format!("writing {}", out.display()))?;
+    widthlab::files::write_atomic(&out.join("verdicts.csv"), csv.as_bytes())?;
     let later = widthlab::theory::predict::predict(&cc.setting(widthlab::theory::predict::StepPhase::Later)?)?;
     for metric in ["effective", "propagating", "act_update", "weight_update_op"] {
         res.panels_vs_width(metric, &|l| later.get(l, metric).filter(|e| e.is_finite()))
             .save_svg(&out.join(format!("{metric}.svg")))?;
     }
-    println!("written: {}/{{rows.csv, fits.csv, verdicts.csv, result.json, effective.svg, propagating.svg, act_update.svg, weight_update_op.svg}}", out.display());
+    println!("written: {}/{{{}}}", out.display(), OUTPUTS.join(", "));
     Ok(())
 }

@@ -6,7 +6,7 @@ use widthlab::train::gpt::{train_gpt, GptTrainConfig, GptTrainResult};
 use widthlab::device::Precision;
 use widthlab::train::Outcome;
 
-use super::run_flags::{apply_run_flags, override_fields, write_result, RunFlags};
+use super::run_flags::{apply_run_flags, check_result_path, override_fields, write_result, RunFlags};
 
 #[derive(clap::Args, Debug)]
 pub struct GptTrainArgs {
@@ -54,6 +54,8 @@ impl GptTrainArgs {
 
 pub fn run(args: &GptTrainArgs) -> anyhow::Result<()> {
     let cfg = args.config()?;
+    cfg.check_fits()?;
+    check_result_path(args.run.out.as_deref())?;
     let result = train_gpt(&cfg, !args.run.quiet)?;
     print!("{}", summary(&result));
     write_result(args.run.out.as_deref(), &result)?;

@@ -82,13 +82,18 @@ macro_rules! apply_run_flags {
 }
 pub(crate) use apply_run_flags;
 
-/// Writes a run's result as pretty JSON to `out` (creating its folder) and says so.
+/// Checks, before training, that the result file `out` (if any) can be written.
+pub fn check_result_path(out: Option<&Path>) -> anyhow::Result<()> {
+    if let Some(out) = out {
+        widthlab::files::check_writable(out).context("--out")?;
+    }
+    Ok(())
+}
+
+/// Writes a run's result as pretty JSON to `out` (atomically, creating its folder) and says so.
 pub fn write_result<T: serde::Serialize>(out: Option<&Path>, result: &T) -> anyhow::Result<()> {
     let Some(out) = out else { return Ok(()) };
-    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    std::fs::write(out, serde_json::to_string_pretty(result)?).with_context(|| format!("writing {}", out.display()))?;
+    widthlab::files::write_atomic(out, serde_json::to_string_pretty(result)?.as_bytes())?;
     println!("result written to {}", out.display());
     Ok(())
 }

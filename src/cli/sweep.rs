@@ -98,6 +98,10 @@ pub fn run(args: &SweepArgs) -> anyhow::Result<()> {
             println!("sweep {}: {st}", s.name);
         }
         SweepCommand::Merge { into, stores } => {
+            // Every source is checked to be a readable store before the target is created.
+            for p in stores {
+                Store::open_existing(p)?;
+            }
             let mut out = Store::open(into)?;
             for p in stores {
                 let m = out.merge_from(p).with_context(|| format!("merging {}", p.display()))?;
@@ -106,34 +110,41 @@ pub fn run(args: &SweepArgs) -> anyhow::Result<()> {
             println!("{} now holds {} runs", into.display(), out.len()?);
         }
         SweepCommand::Export { store, out, spec } => {
+            export::Format::of(out)?;
+            let spec = spec.as_deref().map(SweepSpec::from_file).transpose()?;
             let st = Store::open_existing(store)?;
+            widthlab::files::check_writable(out).context("--out")?;
             let records = match spec {
-                Some(p) => st.records_for(&SweepSpec::from_file(p)?.points()?.into_iter().map(|p| p.key).collect::<Vec<_>>())?,
+                Some(s) => st.records_for(&s.points()?.into_iter().map(|p| p.key).collect::<Vec<_>>())?,
                 None => st.records()?,
             };
             export::write(&records, out)?;
             println!("{} runs written to {}", records.len(), out.display());
         }
         SweepCommand::Analyze { spec, store, objective, instability, out, n0 } => {
+            if !(n0.is_finite() && *n0 > 0.0) {
+                anyhow::bail!("--n0 (the base width of the learning-rate axis) must be a width > 0, got {n0}");
+            }
             let s = SweepSpec::from_file(spec)?;
             let keys: Vec<String> = s.points()?.into_iter().map(|p| p.key).collect();
             let records = Store::open_existing(store)?.records_for(&keys)?;
             if records.is_empty() {
                 anyhow::bail!("no finished runs of sweep `{}` in {}", s.name, store.display());
             }
+            if let Some(dir) = out {
+                widthlab::files::check_writable(&dir.join("analysis.json")).context("--out")?;
+            }
             let groups = analyse(&records, *objective, *instability)?;
             for g in &groups {
                 println!("{}", g.table());
             }
             if let Some(dir) = out {
-                std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
                 for (i, g) in groups.iter().enumerate() {
                     let alpha = g.max_stable_fit.or(g.optimal_fit).map_or(0.0, |f| -sweep::analysis::closest_clean(f.exponent));
                     g.curves_figure(alpha, *n0).save_svg(&dir.join(format!("curves_{i}.svg")))?;
                     g.exponents_figure(None).save_svg(&dir.join(format!("exponents_{i}.svg")))?;
                 }
-                let path = dir.join("analysis.json");
-                std::fs::write(&path, serde_json::to_string_pretty(&groups)?).with_context(|| format!("writing {}", path.display()))?;
+                widthlab::files::write_atomic(&dir.join("analysis.json"), serde_json::to_string_pretty(&groups)?.as_bytes())?;
                 println!("figures and analysis.json written to {}", dir.display());
             }
         }

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use widthlab::data::DatasetName;
 use widthlab::train::{train, Outcome, TrainConfig, TrainResult};
 
-use super::run_flags::{apply_run_flags, override_fields, write_result, RunFlags};
+use super::run_flags::{apply_run_flags, check_result_path, override_fields, write_result, RunFlags};
 
 #[derive(clap::Args, Debug)]
 pub struct TrainArgs {
@@ -40,6 +40,8 @@ impl TrainArgs {
 
 pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
     let cfg = args.config()?;
+    cfg.check_fits()?;
+    check_result_path(args.run.out.as_deref())?;
     let result = train(&cfg, !args.run.quiet)?;
     print!("{}", summary(&result));
     write_result(args.run.out.as_deref(), &result)?;

@@ -85,9 +85,12 @@ impl ModelArgs {
         c.validate()?;
         Ok(c)
     }
-    fn out(&self, what: &str, cfg: &UvConfig) -> anyhow::Result<PathBuf> {
+    /// The output folder, once every file the subcommand writes there was checked writable.
+    fn out(&self, what: &str, cfg: &UvConfig, files: &[&str]) -> anyhow::Result<PathBuf> {
         let out = self.out.clone().unwrap_or_else(|| PathBuf::from(format!("results/uv/{what}-{}", cfg.param)));
-        std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+        for f in files {
+            widthlab::files::check_writable(&out.join(f)).context("--out")?;
+        }
         Ok(out)
     }
 }
@@ -159,7 +162,7 @@ pub struct ConvergenceArgs {
 }
 
 fn write(path: &Path, text: &str) -> anyhow::Result<()> {
-    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+    Ok(widthlab::files::write_atomic(path, text.as_bytes())?)
 }
 
 pub fn run(args: &UvArgs) -> anyhow::Result<()> {
@@ -172,7 +175,8 @@ pub fn run(args: &UvArgs) -> anyhow::Result<()> {
 
 fn run_dynamics(a: &DynamicsArgs) -> anyhow::Result<()> {
     let cfg = a.model.config()?;
-    let out = a.model.out("dynamics", &cfg)?;
+    widthlab::theory::uv::check_dynamics_size(a.widths.len(), a.steps, a.eta.len())?;
+    let out = a.model.out("dynamics", &cfg, &["dynamics.csv", "dynamics.json", "dynamics.svg"])?;
     let mut csv = String::new();
     let (mut top, mut bottom) = (vec![], vec![]);
     let mut all = vec![];
@@ -199,9 +203,17 @@ fn run_dynamics(a: &DynamicsArgs) -> anyhow::Result<()> {
 
 fn run_scan(a: &ScanArgs) -> anyhow::Result<()> {
     let cfg = a.model.config()?;
-    let out = a.model.out("scan", &cfg)?;
     let stability = Stability { threshold: a.threshold, min_steps: a.min_steps, phys_time: a.phys_time, ..Stability::default() };
     let scan = ScanConfig { widths: a.widths.clone().unwrap_or_else(|| log_widths(10.0, 1e6, 13)), seeds: a.seeds.clone(), rtol: a.rtol, stability: stability.clone() };
+    if let Some(k) = a.grid {
+        if k < 2 || !(a.grid_min > 0.0 && a.grid_max > a.grid_min) {
+            anyhow::bail!("--grid needs >= 2 learning rates and 0 < --grid-min < --grid-max");
+        }
+        widthlab::limits::check_runs("uv scan --grid (widths x learning rates)", scan.widths.len() as f64 * k as f64)?;
+    }
+    scan.validate()?;
+    let files: &[&str] = if a.grid.is_some() { &["max_stable.csv", "scan.json", "max_stable.svg", "grid.csv", "fig_c2.svg"] } else { &["max_stable.csv", "scan.json", "max_stable.svg"] };
+    let out = a.model.out("scan", &cfg, files)?;
     let r = max_stable_scan(&cfg, &scan)?;
     println!("max-stable learning rate, {} (alpha {}), {} widths x {} seeds in {:.2} s:", cfg.param, cfg.alpha, scan.widths.len(), scan.seeds.len(), r.seconds);
     for (w, m) in r.mean_per_width() {
@@ -212,9 +224,6 @@ fn run_scan(a: &ScanArgs) -> anyhow::Result<()> {
     write(&out.join("scan.json"), &serde_json::to_string_pretty(&r)?)?;
     r.figure().save_svg(&out.join("max_stable.svg"))?;
     if let Some(k) = a.grid {
-        if k < 2 || !(a.grid_min > 0.0 && a.grid_max > a.grid_min) {
-            anyhow::bail!("--grid needs >= 2 learning rates and 0 < --grid-min < --grid-max");
-        }
         let pts = lr_grid(&cfg, &scan.widths, &scan.seeds[..1], &logspace(a.grid_min, a.grid_max, k), &stability, true)?;
         let mut csv = String::from("width,seed,eta,steps,f,lambda,stable\n");
         for p in &pts {
@@ -233,8 +242,10 @@ fn run_scan(a: &ScanArgs) -> anyhow::Result<()> {
 
 fn run_convergence(a: &ConvergenceArgs) -> anyhow::Result<()> {
     let cfg = a.model.config()?;
-    let out = a.model.out("convergence", &cfg)?;
+    widthlab::limits::check_runs("uv convergence (widths x seeds)", a.widths.len() as f64 * a.seeds as f64)?;
     let study = ConvergenceConfig { widths: a.widths.clone(), seeds: (0..a.seeds).collect(), eta: a.eta, times: a.times.clone() };
+    study.validate()?;
+    let out = a.model.out("convergence", &cfg, &["convergence.csv", "convergence.json", "convergence.svg"])?;
     let r = convergence(&cfg, &study)?;
     println!("distance to the infinite-width limit, {} (alpha {}, eta {}), {} seeds:", cfg.param, cfg.alpha, a.eta, a.seeds);
     for (t, df, dl) in &r.fits {

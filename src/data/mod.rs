@@ -147,6 +147,23 @@ impl Default for DataConfig {
 }
 
 impl DataConfig {
+    /// `(d_in, classes, training points, test points)` of the dataset, known before loading:
+    /// the standard sizes of the real datasets (files in `data_dir` could differ), the
+    /// configured ones of the teacher. Subsets are not applied.
+    pub fn shape(&self) -> (i64, i64, usize, usize) {
+        match self.dataset {
+            DatasetName::FashionMnist | DatasetName::Mnist => (784, 10, 60_000, 10_000),
+            DatasetName::Cifar10 => (cifar::RECORD_PIXELS as i64, 10, 50_000, 10_000),
+            DatasetName::Teacher => (self.teacher.d_in as i64, 2, self.teacher.n_train, self.teacher.n_test),
+        }
+    }
+
+    /// A lower bound of the memory the loaded data takes: 4-byte inputs and 8-byte labels.
+    pub fn min_memory_bytes(&self) -> f64 {
+        let (d_in, _, n_train, n_test) = self.shape();
+        (n_train as f64 + n_test as f64) * (4.0 * d_in as f64 + 8.0)
+    }
+
     /// The directory the files of `self.dataset` are read from.
     pub fn resolve_dir(&self) -> PathBuf {
         if let Some(d) = &self.data_dir {

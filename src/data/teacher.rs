@@ -46,9 +46,9 @@ pub fn teacher_label(xi: &[f64]) -> f64 {
     }
 }
 
-fn sample(n: usize, d: usize, r: &mut impl Rng, name: &str) -> Dataset {
-    let mut xs = Vec::with_capacity(n * d);
-    let mut ys = Vec::with_capacity(n);
+fn sample(n: usize, d: usize, r: &mut impl Rng, name: &str) -> Result<Dataset> {
+    let mut xs = crate::limits::try_vec::<f32>("teacher data", n.saturating_mul(d))?;
+    let mut ys = crate::limits::try_vec::<i64>("teacher labels", n)?;
     for _ in 0..n {
         let v: Vec<f64> = (0..d).map(|_| StandardNormal.sample(r)).collect();
         let norm = v.iter().map(|a| a * a).sum::<f64>().sqrt().max(f64::MIN_POSITIVE);
@@ -56,7 +56,8 @@ fn sample(n: usize, d: usize, r: &mut impl Rng, name: &str) -> Dataset {
         ys.push(if teacher_label(&v) < 0.0 { 0i64 } else { 1 });
         xs.extend(v.into_iter().map(|a| a as f32));
     }
-    Dataset { x: Tensor::from_slice(&xs).reshape([n as i64, d as i64]), y: Tensor::from_slice(&ys), num_classes: 2, name: name.into() }
+    let x = Tensor::f_from_slice(&xs)?.f_reshape([n as i64, d as i64])?;
+    Ok(Dataset { x, y: Tensor::f_from_slice(&ys)?, num_classes: 2, name: name.into() })
 }
 
 /// Generates train and test sets from independent seeded streams.
@@ -64,8 +65,10 @@ pub fn generate(cfg: &TeacherConfig, seed: u64) -> Result<Splits> {
     if cfg.d_in < 2 || cfg.n_train == 0 || cfg.n_test == 0 {
         return Err(Error::config(format!("teacher data needs d_in >= 2 and n_train, n_test >= 1, got {cfg:?}")));
     }
-    let train = sample(cfg.n_train, cfg.d_in, &mut rng::rng(seed, stream::DATA), "teacher");
-    let test = sample(cfg.n_test, cfg.d_in, &mut rng::rng(seed, stream::DATA + 1000), "teacher");
+    let data = crate::data::DataConfig { dataset: crate::data::DatasetName::Teacher, teacher: cfg.clone(), ..Default::default() };
+    crate::limits::check_memory(&format!("teacher data of {} + {} points in {} dimensions", cfg.n_train, cfg.n_test, cfg.d_in), data.min_memory_bytes())?;
+    let train = sample(cfg.n_train, cfg.d_in, &mut rng::rng(seed, stream::DATA), "teacher")?;
+    let test = sample(cfg.n_test, cfg.d_in, &mut rng::rng(seed, stream::DATA + 1000), "teacher")?;
     Ok(Splits { train, test })
 }
 

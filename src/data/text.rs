@@ -13,6 +13,8 @@
 //!   means every text round-trips exactly. The trained tokenizer is cached as JSON under
 //!   `tokenizer_dir` (default `data/tokenizers`), keyed by vocabulary size and a hash of the
 //!   training text, so a changed corpus never reuses a stale tokenizer.
+//!   A corpus given by `data_dir` keeps its cache in `<data_dir>/.tokenizers`, never in the
+//!   crate's folder ([`TextConfig::resolve_tokenizer_dir`]).
 //! - **Batches**: `B` windows of `T + 1` consecutive tokens at seeded uniformly random start
 //!   positions; inputs are the first `T`, targets the last `T` (next-token prediction).
 use std::path::{Path, PathBuf};
@@ -51,7 +53,7 @@ pub struct TextConfig {
     pub seq_len: i64,
     /// Fraction of every file held out for validation (0.1).
     pub val_frac: f64,
-    /// Where trained tokenizers are cached (default `data/tokenizers` in the crate).
+    /// Where trained tokenizers are cached (see [`TextConfig::resolve_tokenizer_dir`]).
     pub tokenizer_dir: Option<PathBuf>,
 }
 
@@ -80,6 +82,21 @@ impl TextConfig {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("data").join("shakespeare")
     }
 
+    /// Where trained tokenizers are cached: `tokenizer_dir` if set; for a corpus given by
+    /// `data_dir`, its hidden subfolder `.tokenizers`; for the default corpus, `tokenizers`
+    /// beside it (`data/tokenizers` in the crate, or `$WIDTHLAB_DATA_DIR/tokenizers`). So a
+    /// run on another corpus never writes into the crate's folder.
+    pub fn resolve_tokenizer_dir(&self) -> PathBuf {
+        match (&self.tokenizer_dir, &self.data_dir) {
+            (Some(t), _) => t.clone(),
+            (None, Some(d)) => d.join(".tokenizers"),
+            (None, None) => {
+                let corpus = self.resolve_dir();
+                corpus.parent().unwrap_or(&corpus).join("tokenizers")
+            }
+        }
+    }
+
     /// Whether the corpus this config names is present (always true for generated text).
     pub fn available(&self) -> bool {
         match self.source {
@@ -102,6 +119,9 @@ impl TextConfig {
         if !(self.val_frac > 0.0 && self.val_frac < 0.5) {
             return Err(Error::config(format!("data.val_frac must be in (0, 0.5), got {}", self.val_frac)));
         }
+        if let TextSource::Generated { chars } = self.source {
+            crate::limits::check_memory(&format!("generated text of {chars} characters"), chars as f64)?;
+        }
         Ok(())
     }
 }
@@ -118,9 +138,9 @@ fn list_txt(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
 /// Splits one document into (train, validation) at the line boundary nearest to
 /// `1 - val_frac` of its length.
 fn split_document(text: &str, val_frac: f64) -> (&str, &str) {
-    let cut = ((1.0 - val_frac) * text.len() as f64) as usize;
-    let cut = text[..cut.min(text.len())].rfind('\n').map_or(cut, |i| i + 1);
+    let cut = (((1.0 - val_frac) * text.len() as f64) as usize).min(text.len());
     let cut = (0..=cut).rev().find(|&i| text.is_char_boundary(i)).unwrap_or(0);
+    let cut = text[..cut].rfind('\n').map_or(cut, |i| i + 1);
     text.split_at(cut)
 }
 
@@ -161,6 +181,10 @@ fn fnv1a(data: &[u8], seed: u64) -> u64 {
     h
 }
 
+/// Bytes per chunk of [`BpeTokenizer::encode`] (cut back to a line end or, without one, to a
+/// character boundary).
+const ENCODE_CHUNK: usize = 1 << 14;
+
 /// A byte-level BPE tokenizer.
 #[derive(Clone)]
 pub struct BpeTokenizer {
@@ -200,14 +224,10 @@ impl BpeTokenizer {
         Ok(BpeTokenizer { inner })
     }
 
-    /// Saves as JSON (written to a temporary file, then renamed: safe under concurrent runs).
+    /// Saves as JSON, atomically ([`crate::files::write_atomic`]: safe under concurrent runs).
     pub fn save(&self, path: &Path) -> Result<()> {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-        }
-        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-        self.inner.save(&tmp, false).map_err(|e| tok_err("saving", e))?;
-        std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+        let json = self.inner.to_string(false).map_err(|e| tok_err("saving", e))?;
+        crate::files::write_atomic(path, json.as_bytes())
     }
 
     /// Number of tokens in the vocabulary.
@@ -217,17 +237,16 @@ impl BpeTokenizer {
 
     /// Token ids of `text` (long texts are encoded in line-aligned chunks, in parallel).
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
-        const CHUNK: usize = 1 << 14;
+        const CHUNK: usize = ENCODE_CHUNK;
         let mut chunks = vec![];
         let mut rest = text;
         while !rest.is_empty() {
-            let mut cut = rest.len().min(CHUNK);
-            if cut < rest.len() {
-                cut = rest[..cut].rfind('\n').map_or(cut, |i| i + 1);
-                cut = (0..=cut).rev().find(|&i| rest.is_char_boundary(i)).unwrap_or(rest.len());
-                if cut == 0 {
-                    cut = rest.len();
-                }
+            let mut cut = rest.len();
+            if cut > CHUNK {
+                // The last character boundary at or before CHUNK (a char is at most 4 bytes,
+                // so it is > 0), then the last line end before it, if any.
+                let at = (CHUNK - 3..=CHUNK).rev().find(|&i| rest.is_char_boundary(i)).unwrap_or(CHUNK);
+                cut = rest[..at].rfind('\n').map_or(at, |i| i + 1);
             }
             chunks.push(&rest[..cut]);
             rest = &rest[cut..];
@@ -319,7 +338,7 @@ impl TextData {
         let tokenizer = match cfg.source {
             TextSource::Generated { .. } => BpeTokenizer::train(&[&train_text], cfg.vocab_size)?,
             TextSource::Shakespeare => {
-                let dir = cfg.tokenizer_dir.clone().unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("data").join("tokenizers"));
+                let dir = cfg.resolve_tokenizer_dir();
                 let key = fnv1a(train_text.as_bytes(), cfg.vocab_size as u64);
                 let path = dir.join(format!("shakespeare-bpe{}-{key:016x}.json", cfg.vocab_size));
                 if path.exists() {
@@ -454,6 +473,47 @@ mod tests {
         assert!(e.to_string().contains("bash environment/setup.sh"), "{e}");
         let e = TextData::load(&TextConfig { seq_len: 0, ..generated() }, 0).unwrap_err();
         assert!(e.to_string().contains("seq_len"), "{e}");
+    }
+
+    /// A tokenizer trained once for the property tests below.
+    fn small_tokenizer() -> &'static BpeTokenizer {
+        static TOK: std::sync::OnceLock<BpeTokenizer> = std::sync::OnceLock::new();
+        TOK.get_or_init(|| BpeTokenizer::train(&[&generated_text(5000, 2)], 300).unwrap())
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config::with_cases(96))]
+        /// Any UTF-8 text tokenizes and round-trips, also when a multi-byte character or a line
+        /// end falls at or near a chunk boundary of `encode`, and splits at a char boundary.
+        #[test]
+        fn any_utf8_text_tokenizes(pad in 0usize..8, body in proptest::collection::vec(proptest::prelude::any::<char>(), 0..40), reps in 1usize..600, val_frac in 0.01f64..0.49) {
+            let tok = small_tokenizer();
+            let unit: String = body.into_iter().collect();
+            let text = "a".repeat(ENCODE_CHUNK - 4 + pad) + &unit.repeat(reps);
+            let ids = tok.encode(&text).unwrap();
+            proptest::prop_assert_eq!(tok.decode(&ids).unwrap(), text.clone());
+            let (t, v) = split_document(&text, val_frac);
+            proptest::prop_assert_eq!(format!("{t}{v}"), text);
+        }
+    }
+
+    #[test]
+    fn a_corpus_with_multibyte_characters_at_chunk_ends_loads() {
+        // The reported case: long runs of one-byte characters, then two-byte ones, so a chunk
+        // of `encode` ends inside a character (this panicked with "not a char boundary").
+        let dir = tempfile::tempdir().unwrap();
+        let corpus = dir.path().join("corpus");
+        std::fs::create_dir_all(&corpus).unwrap();
+        let doc = "a".repeat(ENCODE_CHUNK - 1) + "é" + &generated_text(40_000, 3).replace('a', "é");
+        std::fs::write(corpus.join("a.txt"), &doc).unwrap();
+        let cfg = TextConfig { data_dir: Some(corpus.clone()), vocab_size: 300, seq_len: 16, ..TextConfig::default() };
+        let d = TextData::load(&cfg, 0).unwrap();
+        let ids: Vec<u32> = Vec::<i64>::try_from(&d.train).unwrap().into_iter().map(|i| i as u32).collect();
+        assert_eq!(d.tokenizer.decode(&ids).unwrap(), split_document(&doc, cfg.val_frac).0);
+        // The tokenizer of a corpus given by data_dir is cached with it, not in the crate.
+        let cached: Vec<_> = std::fs::read_dir(corpus.join(".tokenizers")).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(cached.len(), 1, "{cached:?}");
+        assert!(!Path::new(env!("CARGO_MANIFEST_DIR")).join("data/tokenizers").join(&cached[0]).exists());
     }
 
     #[test]

@@ -175,6 +175,12 @@ impl GptConfig {
         2 * v * n + 2 * n + self.depth as i64 * (weights + norms + biases)
     }
 
+    /// [`GptConfig::num_params`] in floating point, from the layout, so that absurd widths do
+    /// not overflow (call [`GptConfig::validate`] first: the depth bounds the work).
+    pub fn num_params_f64(&self) -> f64 {
+        self.layout().iter().map(|p| p.fan_in as f64 * p.fan_out as f64).sum()
+    }
+
     /// Checks sizes; every error names the offending field.
     pub fn validate(&self) -> Result<()> {
         if self.vocab_size < 2 {
@@ -192,6 +198,7 @@ impl GptConfig {
                 self.depth, self.mlp_ratio
             )));
         }
+        crate::limits::check_depth("model.depth", self.depth)?;
         if !(0.0..=1.0).contains(&self.rotary_frac) || !(self.rope_base > 1.0) || !(self.norm_eps > 0.0) {
             return Err(Error::config("model.rotary_frac must be in [0, 1], rope_base > 1 and norm_eps > 0"));
         }
@@ -247,7 +254,7 @@ impl Gpt {
         cfg.validate()?;
         param.validate()?;
         let n = cfg.width;
-        let params = super::build_params(cfg.layout(), param, n, seed, device);
+        let params = super::build_params(cfg.layout(), param, n, seed, device)?;
         let index = |name: &str| params.iter().position(|p| p.name == name);
         let linear = |prefix: &str| {
             let weight = index(&format!("{prefix}.weight")).expect("layout has every weight");

@@ -152,7 +152,13 @@ impl MlpConfig {
                 self.depth
             )));
         }
-        Ok(())
+        crate::limits::check_depth("model.depth", self.depth)
+    }
+
+    /// Number of parameters (trainable and frozen), in floating point so that absurd widths
+    /// do not overflow (call [`MlpConfig::validate`] first: the depth bounds the work).
+    pub fn num_params_f64(&self) -> f64 {
+        self.layout().iter().map(|p| p.fan_in as f64 * p.fan_out as f64).sum()
     }
 }
 
@@ -193,7 +199,7 @@ impl Mlp {
         cfg.validate()?;
         param.validate()?;
         let n = cfg.width;
-        let params = super::build_params(cfg.layout(), param, n, seed, device);
+        let params = super::build_params(cfg.layout(), param, n, seed, device)?;
         let index = |name: String| params.iter().position(|p| p.name == name);
         let norm_layer = |prefix: &str, kind| {
             index(format!("{prefix}.gain")).map(|gain| NormLayer { kind, gain, bias: index(format!("{prefix}.bias")) })

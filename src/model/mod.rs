@@ -31,8 +31,9 @@ pub struct ParamShape {
 /// gains 1, with the forward multiplier and the SGD and Adam learning-rate factors of their
 /// role. The model's output dimension (for rules that use it) is the fan-out of its
 /// output-like weight. The one place where a model's parameters meet the parameterization's
-/// rules (every model calls it).
-pub fn build_params(layout: Vec<ParamShape>, param: &Parameterization, n: i64, seed: u64, device: Device) -> Vec<Param> {
+/// rules (every model calls it). A failed allocation is an error (host memory, or libtorch's
+/// on the device), not an abort.
+pub fn build_params(layout: Vec<ParamShape>, param: &Parameterization, n: i64, seed: u64, device: Device) -> crate::Result<Vec<Param>> {
     let mut rng = rng::rng(seed, stream::INIT);
     let d_out = layout.iter().filter(|s| s.role == Role::OutputLike && s.kind == ParamKind::Weight).map(|s| s.fan_out).max().unwrap_or(1);
     layout
@@ -42,11 +43,11 @@ pub fn build_params(layout: Vec<ParamShape>, param: &Parameterization, n: i64, s
             let sgd = param.resolve(s.role, s.kind, fans, OptimizerFamily::Sgd);
             let adam = param.resolve(s.role, s.kind, fans, OptimizerFamily::Adam);
             let tensor = match s.kind {
-                ParamKind::Weight => rng::normal(&[s.fan_out, s.fan_in], sgd.init_std, &mut rng, device),
-                ParamKind::Bias => Tensor::zeros([s.fan_out], (tch::Kind::Float, device)),
-                ParamKind::NormGain => Tensor::ones([s.fan_out], (tch::Kind::Float, device)),
+                ParamKind::Weight => rng::try_normal(&[s.fan_out, s.fan_in], sgd.init_std, &mut rng, device)?,
+                ParamKind::Bias => Tensor::f_zeros([s.fan_out], (tch::Kind::Float, device))?,
+                ParamKind::NormGain => Tensor::f_ones([s.fan_out], (tch::Kind::Float, device))?,
             };
-            Param {
+            Ok(Param {
                 name: s.name,
                 role: s.role,
                 kind: s.kind,
@@ -57,7 +58,7 @@ pub fn build_params(layout: Vec<ParamShape>, param: &Parameterization, n: i64, s
                 multiplier: sgd.multiplier,
                 lr_scale_sgd: sgd.lr_scale,
                 lr_scale_adam: adam.lr_scale,
-            }
+            })
         })
         .collect()
 }
@@ -276,5 +277,24 @@ pub trait Model {
     /// Number of scalar parameters.
     fn num_params(&self) -> i64 {
         self.params().iter().map(|p| p.tensor.numel() as i64).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failed_allocations_of_parameters_are_errors_not_aborts() {
+        let p = Parameterization::sp();
+        let shape = |kind, fan_in, fan_out| ParamShape { name: "x".into(), role: Role::HiddenLike, kind, fan_in, fan_out, trainable: true };
+        // the weights' draws in host memory
+        let e = build_params(vec![shape(ParamKind::Weight, 1 << 26, 1 << 30)], &p, 256, 0, Device::Cpu).unwrap_err().to_string();
+        assert!(e.contains("cannot allocate"), "{e}");
+        // libtorch's allocator, reported on one line
+        let e = build_params(vec![shape(ParamKind::Bias, 1, 1 << 60)], &p, 256, 0, Device::Cpu).unwrap_err().to_string();
+        assert!(e.starts_with("libtorch: ") && !e.contains('\n'), "{e}");
+        // what fits is built as before
+        assert_eq!(build_params(vec![shape(ParamKind::Weight, 3, 2)], &p, 256, 0, Device::Cpu).unwrap()[0].tensor.size(), [2, 3]);
     }
 }

@@ -1094,8 +1094,7 @@ impl Monitor {
             named.push(("probe.x".into(), self.probe_x.to_device(tch::Device::Cpu)));
             named.push(("probe.y".into(), self.probe_y.to_device(tch::Device::Cpu)));
         }
-        Tensor::write_safetensors(&named, dir.join(file))?;
-        Ok(())
+        crate::files::write_atomic_with(&dir.join(file), |tmp| Ok(Tensor::write_safetensors(&named, tmp)?))
     }
 
     /// All records of one layer and metric, as `(step, value)`.

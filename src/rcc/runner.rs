@@ -8,7 +8,6 @@
 //! (Debian's `dataset-fashion-mnist`) instead, and CIFAR-10 when `--dataset cifar10` and
 //! the files are present. Learning rates follow the authors' `coord_checks.py`:
 //! `eta_n = eta (n/256)^(-alpha)`.
-use std::io::Write;
 use std::path::Path;
 
 use indicatif::{ProgressBar, ProgressStyle};
@@ -100,6 +99,18 @@ impl CoordCheck {
         })
     }
 
+    /// Switches the check to another dataset. The presets train on a random subset of the
+    /// real data (`data.train_subset`; all of it at `paper`); the generated teacher data
+    /// (appendix D.2) is generated at that size instead (`data.teacher.n_train`, 60000 for
+    /// the whole set), so every preset runs on it.
+    pub fn set_dataset(&mut self, dataset: DatasetName) {
+        let data = &mut self.train.data;
+        if dataset == DatasetName::Teacher && data.dataset != DatasetName::Teacher {
+            data.teacher.n_train = data.train_subset.take().unwrap_or(60_000);
+        }
+        data.dataset = dataset;
+    }
+
     /// The theory engine's view of this check (see [`crate::theory::predict`]).
     pub fn setting(&self, step: StepPhase) -> Result<Setting> {
         Ok(Setting {
@@ -123,7 +134,15 @@ impl CoordCheck {
         if self.steps == 0 || self.probe_size == 0 {
             return Err(Error::config("coordinate check: steps and probe_size must be >= 1"));
         }
-        self.train.validate()
+        crate::limits::check_runs("coordinate check (widths x seeds)", self.widths.len() as f64 * self.seeds.len() as f64)?;
+        // Every width's run, the widest one included, before any of them starts.
+        for &width in &self.widths {
+            let mut train = self.train.clone();
+            train.model.width = width;
+            train.steps = Some(self.steps);
+            train.check_fits()?;
+        }
+        Ok(())
     }
 }
 
@@ -435,16 +454,16 @@ impl<C: CheckSpec + Serialize> CoordCheckResult<C> {
 
     /// Writes the tidy table (width, seed, step, layer, metric, value) as CSV.
     pub fn write_csv(&self, path: &Path) -> Result<()> {
-        let mut w = csv::Writer::from_path(path).map_err(|e| Error::Serde(e.to_string()))?;
+        let mut w = csv::Writer::from_writer(vec![]);
         for r in &self.rows {
             w.serialize(r).map_err(|e| Error::Serde(e.to_string()))?;
         }
-        w.flush().map_err(|e| Error::io(path, e))
+        let bytes = w.into_inner().map_err(|e| Error::Serde(e.to_string()))?;
+        crate::files::write_atomic(path, &bytes)
     }
 
     /// Writes the fits (layer, metric, step, exponent, stderr, ci, r2, points) as CSV.
     pub fn write_fits_csv(&self, path: &Path) -> Result<()> {
-        let mut f = std::fs::File::create(path).map_err(|e| Error::io(path, e))?;
         let mut s = String::from("layer,metric,step,exponent,stderr,ci_low,ci_high,r2,points\n");
         for e in self.fits() {
             let p = e.fit;
@@ -453,13 +472,12 @@ impl<C: CheckSpec + Serialize> CoordCheckResult<C> {
                 e.layer, e.metric, e.step, p.exponent, p.stderr, p.ci_low, p.ci_high, p.r2, p.points
             );
         }
-        f.write_all(s.as_bytes()).map_err(|e| Error::io(path, e))
+        crate::files::write_atomic(path, s.as_bytes())
     }
 
     /// Writes everything as JSON.
     pub fn write_json(&self, path: &Path) -> Result<()> {
-        let json = serde_json::to_string(self)?;
-        std::fs::write(path, json).map_err(|e| Error::io(path, e))
+        crate::files::write_atomic(path, serde_json::to_string(self)?.as_bytes())
     }
 }
 
@@ -543,6 +561,20 @@ mod tests {
             }
         }
         assert!(CoordCheck::preset("e42", Profile::Quick).unwrap_err().to_string().contains("presets"));
+        // every preset runs on the teacher data: its size follows the preset's subset
+        for p in PRESETS {
+            for prof in [Profile::Smoke, Profile::Quick, Profile::Paper] {
+                let mut cc = CoordCheck::preset(p, prof).unwrap();
+                let subset = cc.train.data.train_subset;
+                cc.set_dataset(DatasetName::Teacher);
+                cc.validate().unwrap();
+                assert_eq!(cc.train.data.teacher.n_train, subset.unwrap_or(60_000));
+                if prof == Profile::Smoke {
+                    let splits = crate::data::load(&cc.train.data, 0).unwrap();
+                    assert!(splits.train.len() >= cc.train.batch_size && splits.train.len() >= cc.probe_size, "{p}");
+                }
+            }
+        }
         let mut cc = teacher_check(vec![16]);
         cc.widths = vec![0];
         assert!(run(&cc, false).is_err());

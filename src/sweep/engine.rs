@@ -1,6 +1,13 @@
 //! Running a sweep on one machine: skip finished runs, claim the rest one by one, train small
 //! runs in parallel (one libtorch thread each) and large runs alone (all threads), record
 //! each finished run in its own transaction. See the [`super`] module docs.
+//!
+//! A run whose training returns an error (e.g. a subset larger than its data) is recorded as
+//! that run's failure in the store and the sweep goes on; [`run`] returns
+//! [`Error::RunsFailed`] at the end if any did. Errors of the store itself stop the sweep.
+//! Runs held by other live processes are waited for (and taken over if their process dies),
+//! so [`run`] returns when every run of the sweep (or shard) is recorded, failed, or left by
+//! `limit`.
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -10,7 +17,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::runner::{RunRecord, Runner};
+use super::runner::{RunCost, RunRecord, Runner};
 use super::store::{this_owner, Claim, Store};
 use super::{describe, RunPoint, Shard, SweepSpec};
 use crate::{Error, Result};
@@ -39,10 +46,13 @@ pub struct SweepReport {
     pub trained: usize,
     /// Of those, diverged.
     pub diverged: usize,
-    /// Skipped because another live process holds them.
+    /// Held by other live processes when this invocation stopped (only with `limit`, or
+    /// when it failed: otherwise they are waited for).
     pub taken_by_others: usize,
-    /// Finished by another process between planning and claiming.
+    /// Finished by another process after this invocation planned them.
     pub done_by_others: usize,
+    /// Runs whose training returned an error (recorded in the store's `failures`).
+    pub failed: usize,
     /// Trained in parallel with one thread each / alone with all threads.
     pub parallel: usize,
     pub alone: usize,
@@ -56,8 +66,14 @@ impl std::fmt::Display for SweepReport {
             "{} runs: {} already done, {} trained now ({} diverged; {} in parallel, {} alone) in {:.1} s",
             self.total, self.already_done, self.trained, self.diverged, self.parallel, self.alone, self.seconds
         )?;
-        if self.taken_by_others + self.done_by_others > 0 {
-            write!(f, "; {} left to other processes", self.taken_by_others + self.done_by_others)?;
+        if self.done_by_others > 0 {
+            write!(f, "; {} trained by other processes", self.done_by_others)?;
+        }
+        if self.taken_by_others > 0 {
+            write!(f, "; {} still held by other processes", self.taken_by_others)?;
+        }
+        if self.failed > 0 {
+            write!(f, "; {} FAILED", self.failed)?;
         }
         Ok(())
     }
@@ -69,14 +85,22 @@ pub struct SweepStatus {
     pub total: usize,
     pub done: usize,
     pub diverged: usize,
-    /// Claimed (being trained, or left by a killed process).
+    /// Being trained by a live process (claims of killed processes, which the next `sweep
+    /// run` takes over, are not counted).
     pub claimed: usize,
+    /// Not done; their last attempt failed (and no live process holds them).
+    pub failed: usize,
+    /// Not done.
     pub missing: usize,
 }
 
 impl std::fmt::Display for SweepStatus {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{} runs done ({} diverged), {} claimed, {} not started", self.done, self.total, self.diverged, self.claimed, self.missing.saturating_sub(self.claimed))
+        write!(f, "{}/{} runs done ({} diverged), {} being trained", self.done, self.total, self.diverged, self.claimed)?;
+        if self.failed > 0 {
+            write!(f, ", {} FAILED", self.failed)?;
+        }
+        write!(f, ", {} not started", self.missing.saturating_sub(self.claimed + self.failed))
     }
 }
 
@@ -89,17 +113,40 @@ pub fn cores() -> usize {
 pub fn status(spec: &SweepSpec, store: &Store, shard: Option<Shard>) -> Result<SweepStatus> {
     let points: Vec<RunPoint> = spec.points()?.into_iter().filter(|p| shard.is_none_or(|s| s.contains(&p.key))).collect();
     let done = store.done_keys()?;
-    let claims: std::collections::HashSet<String> = store.claims()?.into_iter().map(|c| c.0).collect();
+    let claims: std::collections::HashSet<String> = store.live_claims(reclaim_after(spec))?.into_iter().map(|c| c.0).collect();
+    let failures: std::collections::HashSet<String> = store.failures()?.into_iter().map(|c| c.0).collect();
     let keys: Vec<String> = points.iter().filter(|p| done.contains(&p.key)).map(|p| p.key.clone()).collect();
     let diverged = store.records_for(&keys)?.iter().filter(|r| r.diverged()).count();
     let n_done = keys.len();
+    let open = |p: &&RunPoint| !done.contains(&p.key);
     Ok(SweepStatus {
         total: points.len(),
         done: n_done,
         diverged,
-        claimed: points.iter().filter(|p| !done.contains(&p.key) && claims.contains(&p.key)).count(),
+        claimed: points.iter().filter(open).filter(|p| claims.contains(&p.key)).count(),
+        failed: points.iter().filter(open).filter(|p| !claims.contains(&p.key) && failures.contains(&p.key)).count(),
         missing: points.len() - n_done,
     })
+}
+
+/// How long a claim holds ([`super::ScheduleConfig::reclaim_after_hours`]).
+fn reclaim_after(spec: &SweepSpec) -> Duration {
+    Duration::from_secs_f64(spec.schedule.reclaim_after_hours.clamp(0.0, 1e6) * 3600.0)
+}
+
+/// What [`Shared::execute`] did with a run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Done {
+    /// Trained and recorded now.
+    Trained,
+    /// Recorded by another process meanwhile.
+    ByOthers,
+    /// Held by another live process.
+    Taken,
+    /// Its training returned an error (recorded as its failure).
+    Failed,
+    /// Not attempted: the sweep stops (`limit`, or an error of the store).
+    Stopped,
 }
 
 struct Shared<'a> {
@@ -110,10 +157,10 @@ struct Shared<'a> {
     reclaim_after: Duration,
     stop: AtomicBool,
     error: Mutex<Option<Error>>,
+    /// Runs whose training failed: `(key, axes, error)`.
+    failures: Mutex<Vec<(String, String, String)>>,
     trained: AtomicUsize,
     diverged: AtomicUsize,
-    taken: AtomicUsize,
-    done_by_others: AtomicUsize,
     limit: usize,
     bar: ProgressBar,
 }
@@ -130,40 +177,50 @@ impl Shared<'_> {
     }
 
     /// Claims, trains and records one run with `threads` libtorch threads (set on this thread).
-    fn execute(&self, p: &RunPoint, threads: usize) -> bool {
+    fn execute(&self, p: &RunPoint, threads: usize) -> Done {
         if self.stop.load(Ordering::SeqCst) {
-            return false;
+            return Done::Stopped;
         }
         let claim = match self.lock().claim(&p.key, &self.owner, self.reclaim_after) {
             Ok(c) => c,
             Err(e) => {
                 self.fail(e);
-                return false;
+                return Done::Stopped;
             }
         };
         match claim {
             Claim::Granted => {}
             Claim::Done => {
-                self.done_by_others.fetch_add(1, Ordering::SeqCst);
                 self.bar.inc(1);
-                return false;
+                return Done::ByOthers;
             }
-            Claim::Taken { .. } => {
-                self.taken.fetch_add(1, Ordering::SeqCst);
-                self.bar.inc(1);
-                return false;
-            }
+            Claim::Taken { .. } => return Done::Taken,
         }
         // Reserve a slot under the limit only once the run is ours.
         if self.trained.fetch_add(1, Ordering::SeqCst) >= self.limit {
             self.trained.fetch_sub(1, Ordering::SeqCst);
             self.stop.store(true, Ordering::SeqCst);
             let _ = self.lock().release(&p.key, &self.owner);
-            return false;
+            return Done::Stopped;
         }
         crate::device::set_threads(threads);
         let started = Instant::now();
-        let result = self.runner.run(&p.config, threads).and_then(|output| {
+        let output = match self.runner.run(&p.config, threads) {
+            Ok(o) => o,
+            Err(e) => {
+                // This run's failure, recorded; the sweep goes on.
+                self.trained.fetch_sub(1, Ordering::SeqCst);
+                let msg = e.to_string();
+                if let Err(e) = self.lock().record_failure(&p.key, &self.owner, &msg) {
+                    self.fail(e);
+                    return Done::Stopped;
+                }
+                self.failures.lock().unwrap_or_else(|p| p.into_inner()).push((p.key.clone(), describe(&p.axes), msg));
+                self.bar.inc(1);
+                return Done::Failed;
+            }
+        };
+        let result = (|| -> Result<RunRecord> {
             let rec = RunRecord {
                 key: p.key.clone(),
                 sweep: self.spec.name.clone(),
@@ -178,7 +235,7 @@ impl Shared<'_> {
             };
             self.lock().insert(&rec)?;
             Ok(rec)
-        });
+        })();
         match result {
             Ok(rec) => {
                 if rec.diverged() {
@@ -186,15 +243,53 @@ impl Shared<'_> {
                 }
                 self.bar.inc(1);
                 self.bar.set_message(format!("{} diverged", self.diverged.load(Ordering::SeqCst)));
-                true
+                Done::Trained
             }
             Err(e) => {
+                // The store could not record it: stop.
                 self.trained.fetch_sub(1, Ordering::SeqCst);
                 let _ = self.lock().release(&p.key, &self.owner);
-                self.fail(Error::config(format!("run {} ({}): {e}", p.key, describe(&p.axes))));
-                false
+                self.fail(Error::Store { path: self.lock().path().to_path_buf(), reason: format!("recording run {} ({}): {e}", p.key, describe(&p.axes)) });
+                Done::Stopped
             }
         }
+    }
+}
+
+/// Runs to execute, with their sizes.
+type Batch<'p> = Vec<(&'p RunPoint, RunCost)>;
+
+impl Shared<'_> {
+    /// Executes `small` runs on `jobs` workers with one libtorch thread each, then `large`
+    /// ones one at a time with every core; counts them into `report` and returns those held
+    /// by other processes.
+    fn pass<'p>(&self, jobs: usize, small: &[(&'p RunPoint, RunCost)], large: &[(&'p RunPoint, RunCost)], report: &mut SweepReport) -> Result<(Batch<'p>, Batch<'p>)> {
+        let mut held = (vec![], vec![]);
+        let mut count = |d: Done, alone: bool| {
+            match d {
+                Done::Trained if alone => report.alone += 1,
+                Done::Trained => report.parallel += 1,
+                Done::ByOthers => report.done_by_others += 1,
+                _ => {}
+            }
+            d == Done::Taken
+        };
+        if !small.is_empty() {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(jobs).build().map_err(|e| Error::config(format!("thread pool: {e}")))?;
+            let done: Vec<Done> = pool.install(|| small.par_iter().with_max_len(1).map(|(p, _)| self.execute(p, 1)).collect());
+            for (d, run) in done.into_iter().zip(small) {
+                if count(d, false) {
+                    held.0.push(*run);
+                }
+            }
+        }
+        let all = cores();
+        for run in large {
+            if count(self.execute(run.0, all), true) {
+                held.1.push(*run);
+            }
+        }
+        Ok(held)
     }
 }
 
@@ -211,15 +306,20 @@ pub fn run_with(spec: &SweepSpec, runner: &dyn Runner, store_path: &Path, opts: 
     // record differed between a notebook process and the binary (measured in tests/sweep.rs).
     crate::device::tune_allocator();
     let started = Instant::now();
+    // Everything that can be checked without the store, before the store file is created.
+    if let Some(j) = opts.jobs.or(spec.schedule.jobs) {
+        crate::limits::check_threads("jobs", j)?;
+    }
+    let jobs = opts.jobs.or(spec.schedule.jobs).unwrap_or_else(cores);
     let points: Vec<RunPoint> = spec.points()?.into_iter().filter(|p| opts.shard.is_none_or(|s| s.contains(&p.key))).collect();
+    // A run this machine cannot hold stops the sweep before anything trains.
+    for p in &points {
+        runner.check_fits(&p.config).map_err(|e| Error::config(format!("sweep `{}`, run {} ({}): {e}", spec.name, p.key, describe(&p.axes))))?;
+    }
     let store = Store::open(store_path)?;
     let done = store.done_keys()?;
     let todo: Vec<&RunPoint> = points.iter().filter(|p| !done.contains(&p.key)).collect();
     let mut report = SweepReport { total: points.len(), already_done: points.len() - todo.len(), ..Default::default() };
-    if let Some(0) = opts.jobs {
-        return Err(Error::config("jobs must be >= 1"));
-    }
-    let jobs = opts.jobs.or(spec.schedule.jobs).unwrap_or_else(cores).max(1);
     let mut small = vec![];
     let mut large = vec![];
     for p in todo {
@@ -250,31 +350,29 @@ pub fn run_with(spec: &SweepSpec, runner: &dyn Runner, store_path: &Path, opts: 
         spec,
         store: Mutex::new(store),
         owner: this_owner(),
-        reclaim_after: Duration::from_secs_f64(spec.schedule.reclaim_after_hours.max(0.0) * 3600.0),
+        reclaim_after: reclaim_after(spec),
         stop: AtomicBool::new(false),
         error: Mutex::new(None),
+        failures: Mutex::new(vec![]),
         trained: AtomicUsize::new(0),
         diverged: AtomicUsize::new(0),
-        taken: AtomicUsize::new(0),
-        done_by_others: AtomicUsize::new(0),
         limit: opts.limit.unwrap_or(usize::MAX),
         bar,
     };
     // Small runs: `jobs` workers, one libtorch thread each (set on each worker thread). The
     // thread count of a run depends only on its size, never on `jobs`, so a record is the
     // same whichever invocation computed it.
-    if !small.is_empty() {
-        let pool = rayon::ThreadPoolBuilder::new().num_threads(jobs).build().map_err(|e| Error::config(format!("thread pool: {e}")))?;
-        let n = pool.install(|| small.par_iter().with_max_len(1).filter(|(p, _)| shared.execute(p, 1)).count());
-        report.parallel = n;
+    let (mut small, mut large) = shared.pass(jobs, &small, &large, &mut report)?;
+    // Runs held by other processes: wait until they are recorded, or take them over when
+    // their process dies (or their claim goes stale).
+    let mut wait = Duration::from_millis(200);
+    while !(small.is_empty() && large.is_empty()) && !shared.stop.load(Ordering::SeqCst) {
+        shared.bar.set_message(format!("waiting for {} runs held by other processes", small.len() + large.len()));
+        std::thread::sleep(wait);
+        wait = (wait * 2).min(Duration::from_secs(10));
+        (small, large) = shared.pass(jobs, &small, &large, &mut report)?;
     }
-    // Large runs: one at a time with every core.
-    let all = cores();
-    for (p, _) in &large {
-        if shared.execute(p, all) {
-            report.alone += 1;
-        }
-    }
+    report.taken_by_others = small.len() + large.len();
     shared.bar.finish_and_clear();
     // libtorch's thread count is left as the last run set it (1 after a parallel phase):
     // restoring it here would change it under another sweep running in the same process.
@@ -283,8 +381,99 @@ pub fn run_with(spec: &SweepSpec, runner: &dyn Runner, store_path: &Path, opts: 
     }
     report.trained = shared.trained.load(Ordering::SeqCst);
     report.diverged = shared.diverged.load(Ordering::SeqCst);
-    report.taken_by_others = shared.taken.load(Ordering::SeqCst);
-    report.done_by_others = shared.done_by_others.load(Ordering::SeqCst);
     report.seconds = started.elapsed().as_secs_f64();
+    let failures = shared.failures.into_inner().unwrap_or_else(|p| p.into_inner());
+    report.failed = failures.len();
+    if let Some((key, axes, error)) = failures.first() {
+        return Err(Error::RunsFailed(format!(
+            "sweep `{}`: {} of {} runs failed (recorded in {}; `sweep run` retries them): run {key} ({axes}): {error}{}; {report}",
+            spec.name,
+            failures.len(),
+            report.total - report.already_done,
+            store_path.display(),
+            if failures.len() > 1 { format!(" (and {} more)", failures.len() - 1) } else { String::new() },
+        )));
+    }
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::{DatasetName, TeacherConfig};
+    use crate::train::TrainConfig;
+
+    /// Two tiny runs on 256 generated teacher points; `subsets` sets their training subsets.
+    fn spec(subsets: &[usize]) -> SweepSpec {
+        let mut base = TrainConfig { steps: Some(3), batch_size: 16, ..TrainConfig::default() };
+        base.model.width = 16;
+        base.model.depth = 2;
+        base.data.dataset = DatasetName::Teacher;
+        base.data.teacher = TeacherConfig { d_in: 4, n_train: 256, n_test: 32 };
+        base.eval.train_subset = Some(32);
+        SweepSpec::mlp("engine", &base).unwrap().axis("train_subset", subsets.iter().copied()).unwrap()
+    }
+
+    fn quiet() -> RunOptions {
+        RunOptions { jobs: Some(1), ..RunOptions::default() }
+    }
+
+    #[test]
+    fn a_run_that_fails_is_recorded_and_the_sweep_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("s.db");
+        // a subset larger than the data fails at run time, not when the sweep is planned
+        let s = spec(&[64, 1000, 128]);
+        let e = run(&s, &store, &quiet()).unwrap_err();
+        assert!(matches!(e, Error::RunsFailed(_)), "{e}");
+        let e = e.to_string();
+        assert!(e.contains("1 of 3 runs failed") && e.contains("train_subset=1000") && e.contains("exceeds the 256 training"), "{e}");
+        let st = Store::open_existing(&store).unwrap();
+        assert_eq!(st.len().unwrap(), 2, "the other runs finished");
+        assert_eq!(st.failures().unwrap().len(), 1);
+        let status = status(&s, &st, None).unwrap();
+        assert_eq!((status.done, status.failed, status.claimed), (2, 1, 0), "{status}");
+        assert!(status.to_string().contains("1 FAILED"), "{status}");
+        // a second invocation retries only the failed run
+        let e = run(&s, &store, &quiet()).unwrap_err().to_string();
+        assert!(e.contains("1 of 1 runs failed") && e.contains("2 already done"), "{e}");
+    }
+
+    #[test]
+    fn runs_held_by_another_process_are_waited_for_and_taken_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("s.db");
+        let s = spec(&[64, 128]);
+        let held = s.points().unwrap()[0].key.clone();
+        // pid 1 of this host: a live process holds one run ...
+        let other = format!("{}:1", this_owner().rsplit_once(':').unwrap().0);
+        Store::open(&store).unwrap().claim(&held, &other, Duration::from_secs(3600)).unwrap();
+        // ... and gives it up (as a process does when it is killed) while we wait for it.
+        let releaser = {
+            let (store, held, other) = (store.clone(), held.clone(), other.clone());
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(600));
+                Store::open(&store).unwrap().release(&held, &other).unwrap();
+            })
+        };
+        let report = run(&s, &store, &quiet()).unwrap();
+        releaser.join().unwrap();
+        assert_eq!((report.trained, report.taken_by_others), (2, 0), "{report}");
+        assert!(Store::open_existing(&store).unwrap().get(&held).unwrap().is_some());
+    }
+
+    #[test]
+    fn status_counts_only_claims_that_hold() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("s.db");
+        let s = spec(&[64, 128]);
+        let keys: Vec<String> = s.points().unwrap().into_iter().map(|p| p.key).collect();
+        let host = this_owner().rsplit_once(':').unwrap().0.to_string();
+        let mut st = Store::open(&store).unwrap();
+        st.claim(&keys[0], &format!("{host}:1"), Duration::from_secs(3600)).unwrap();
+        st.claim(&keys[1], &format!("{host}:{}", i32::MAX - 1), Duration::from_secs(3600)).unwrap();
+        let status = status(&s, &st, None).unwrap();
+        assert_eq!((status.claimed, status.missing), (1, 2), "{status}");
+        assert!(status.to_string().contains("1 being trained, 1 not started"), "{status}");
+    }
 }

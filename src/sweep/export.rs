@@ -51,13 +51,32 @@ pub fn to_csv(records: &[RunRecord]) -> Result<String> {
     String::from_utf8(bytes).map_err(|e| Error::Serde(e.to_string()))
 }
 
-/// Writes CSV (`.csv`) or JSON (anything else) to `path`.
-pub fn write(records: &[RunRecord], path: &Path) -> Result<()> {
-    let text = if path.extension().is_some_and(|e| e == "csv") { to_csv(records)? } else { serde_json::to_string_pretty(records)? };
-    if let Some(d) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(d).map_err(|e| Error::io(d, e))?;
+/// The export formats, by file extension.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Csv,
+    Json,
+}
+
+impl Format {
+    /// The format an output path names: `.csv` or `.json`; anything else is an error (checked
+    /// before the store is read).
+    pub fn of(path: &Path) -> Result<Self> {
+        match path.extension().and_then(|e| e.to_str()) {
+            Some("csv") => Ok(Format::Csv),
+            Some("json") => Ok(Format::Json),
+            _ => Err(Error::config(format!("export {}: the file name must end in .csv or .json", path.display()))),
+        }
     }
-    std::fs::write(path, text).map_err(|e| Error::io(path, e))
+}
+
+/// Writes CSV (`.csv`) or JSON (`.json`) to `path`, atomically.
+pub fn write(records: &[RunRecord], path: &Path) -> Result<()> {
+    let text = match Format::of(path)? {
+        Format::Csv => to_csv(records)?,
+        Format::Json => serde_json::to_string_pretty(records)?,
+    };
+    crate::files::write_atomic(path, text.as_bytes())
 }
 
 #[cfg(test)]
@@ -89,5 +108,9 @@ mod tests {
         write(&[rec("a", 64, Some(0.5), Outcome::Completed)], &p).unwrap();
         let back: Vec<RunRecord> = serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
         assert_eq!(back.len(), 1);
+        // only .csv and .json: anything else is refused, nothing is written
+        let txt = dir.path().join("out.txt");
+        assert!(write(&[], &txt).unwrap_err().to_string().contains(".csv or .json"));
+        assert!(!txt.exists());
     }
 }

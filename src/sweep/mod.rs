@@ -115,7 +115,20 @@ impl AxisValues {
                 if *per_octave == 0 || !(from.is_finite() && to.is_finite()) || from > to {
                     return Err(Error::config(format!("log2 grid needs finite from <= to and per_octave >= 1, got [{from}, {to}] per_octave {per_octave}")));
                 }
+                crate::limits::check_runs(&format!("log2 grid [{from}, {to}] with {per_octave} per octave"), self.count())?;
                 Ok(log2_grid(*from, *to, *per_octave).into_iter().map(Value::from).collect())
+            }
+        }
+    }
+
+    /// The number of values (in floating point: a log grid's count is known before it is
+    /// built, and can be absurd).
+    pub fn count(&self) -> f64 {
+        match self {
+            AxisValues::List(v) => v.len() as f64,
+            AxisValues::Log2 { log2: [from, to], per_octave } => {
+                let p = (*per_octave).max(1) as f64;
+                ((to * p).round() - (from * p).round() + 1.0).max(0.0)
             }
         }
     }
@@ -199,9 +212,18 @@ impl SweepSpec {
         Ok(self)
     }
 
-    /// Reads a sweep from a TOML or JSON file (by extension; TOML otherwise).
+    /// Reads a sweep from a TOML or JSON file (by extension; TOML otherwise). TOML's `nan` and
+    /// `inf` are refused with their place named: the resolved configs are JSON, which has
+    /// neither (they would silently become `null`).
     pub fn from_file(path: &Path) -> Result<Self> {
         let spec: SweepSpec = crate::config::read_config(path)?;
+        if !path.extension().is_some_and(|e| e == "json") {
+            let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+            let doc: toml::Value = toml::from_str(&text).map_err(|e| Error::ConfigParse { path: path.to_path_buf(), reason: e.to_string() })?;
+            if let Some((at, x)) = non_finite(&doc, String::new()) {
+                return Err(Error::ConfigParse { path: path.to_path_buf(), reason: format!("`{at}` is {x}: a sweep takes finite numbers only") });
+            }
+        }
         // Resolve every run now, so a bad value is reported before anything trains.
         spec.points().map_err(|e| Error::ConfigParse { path: path.to_path_buf(), reason: e.to_string() })?;
         Ok(spec)
@@ -214,7 +236,7 @@ impl SweepSpec {
         } else {
             serde_json::to_string_pretty(self)?
         };
-        std::fs::write(path, text).map_err(|e| Error::io(path, e))
+        crate::files::write_atomic(path, text.as_bytes())
     }
 
     /// The runner of this sweep's kind.
@@ -226,6 +248,8 @@ impl SweepSpec {
     /// keys. Duplicate combinations (same resolved config) are listed once.
     pub fn points(&self) -> Result<Vec<RunPoint>> {
         let runner = self.runner();
+        let size: f64 = self.grid.values().map(AxisValues::count).product();
+        crate::limits::check_runs(&format!("sweep `{}` (the product of its axes' lengths)", self.name), size)?;
         let axes: Vec<(String, Vec<Value>)> = self.grid.iter().map(|(k, v)| Ok((k.clone(), v.values()?))).collect::<Result<_>>()?;
         if let Some((name, _)) = axes.iter().find(|(_, v)| v.is_empty()) {
             return Err(Error::config(format!("sweep `{}`: axis `{name}` has no values", self.name)));
@@ -249,6 +273,17 @@ impl SweepSpec {
             }
         }
         Ok(out)
+    }
+}
+
+/// The first non-finite float in a TOML document, with its path (`grid.lr[0]`).
+fn non_finite(v: &toml::Value, at: String) -> Option<(String, f64)> {
+    let join = |k: &str| if at.is_empty() { k.to_string() } else { format!("{at}.{k}") };
+    match v {
+        toml::Value::Float(x) if !x.is_finite() => Some((at, *x)),
+        toml::Value::Array(a) => a.iter().enumerate().find_map(|(i, x)| non_finite(x, format!("{at}[{i}]"))),
+        toml::Value::Table(t) => t.iter().find_map(|(k, x)| non_finite(x, join(k))),
+        _ => None,
     }
 }
 
@@ -406,5 +441,29 @@ mod tests {
         assert!(err("name = \"x\"\n[grid]\nlr = { log2 = [2, -2] }").contains("log2"));
         assert!(err("[grid\n").contains("cannot parse"));
         assert!(err("name = \"x\"\n[grid]\n\"model.nope\" = [1]").contains("nope"));
+        // NaN and infinity are named, not turned into null
+        let e = err("name = \"x\"\n[grid]\nlr = [0.1, nan]");
+        assert!(e.contains("`grid.lr[1]` is NaN") && !e.contains("null"), "{e}");
+        assert!(err("name = \"x\"\n[base]\nlr = inf").contains("`base.lr` is inf"));
+        // sizes are checked before a grid is built
+        let e = err("name = \"x\"\n[grid]\nlr = { log2 = [-1e10, 1e10] }");
+        assert!(e.contains("runs exceed the limit of 1000000"), "{e}");
+        let e = err("name = \"x\"\n[grid]\nlr = { log2 = [0, 1000], per_octave = 100 }\nseed = { log2 = [0, 1000], per_octave = 100 }");
+        assert!(e.contains("product of its axes"), "{e}");
+        // a run this machine cannot hold: the sweep plans (status, keys), but does not run,
+        // and creates no store
+        std::fs::write(&p, "name = \"x\"\n[grid]\nwidth = [64, 1000000000000]").unwrap();
+        let huge = SweepSpec::from_file(&p).unwrap();
+        let store = dir.path().join("s.db");
+        let e = run(&huge, &store, &RunOptions::default()).unwrap_err().to_string();
+        assert!(e.contains("width 1000000000000") && e.contains("needs at least"), "{e}");
+        assert!(!store.exists());
+        // nor does --jobs 0
+        let e = run(&spec(), &store, &RunOptions { jobs: Some(0), ..RunOptions::default() }).unwrap_err().to_string();
+        assert!(e.contains("jobs must be between 1 and"), "{e}");
+        assert!(!store.exists());
+        // AdamW's name in a grid
+        std::fs::write(&p, "name = \"x\"\n[grid]\noptimizer = [\"adamw\", \"adam-w\"]").unwrap();
+        assert_eq!(SweepSpec::from_file(&p).unwrap().points().unwrap().len(), 1, "one run: both names are AdamW");
     }
 }

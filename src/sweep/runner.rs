@@ -10,7 +10,6 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::data::DatasetName;
 use crate::train::gpt::GptTrainConfig;
 use crate::train::{EvalRecord, Outcome, TrainConfig};
 use crate::{Error, Result};
@@ -139,6 +138,11 @@ pub trait Runner: Sync + Send {
     fn coords(&self, config: &Value) -> Result<BTreeMap<String, Value>>;
     /// Size of the run.
     fn cost(&self, config: &Value) -> Result<RunCost>;
+    /// Checks, before a sweep trains anything, that this machine can hold the run (memory);
+    /// [`Runner::resolve`] checks only what holds anywhere. Default: nothing to check.
+    fn check_fits(&self, _config: &Value) -> Result<()> {
+        Ok(())
+    }
     /// Trains the run with `threads` libtorch threads (set by the caller's thread).
     fn run(&self, config: &Value, threads: usize) -> Result<RunOutput>;
 }
@@ -245,18 +249,16 @@ impl Runner for MlpRunner {
         Ok(m)
     }
 
+    fn check_fits(&self, config: &Value) -> Result<()> {
+        typed::<TrainConfig>(config)?.check_fits()
+    }
+
     fn cost(&self, config: &Value) -> Result<RunCost> {
         let c = typed::<TrainConfig>(config)?;
-        let (d_in, n_data) = match c.data.dataset {
-            DatasetName::FashionMnist | DatasetName::Mnist => (784, 60_000),
-            DatasetName::Cifar10 => (3072, 50_000),
-            DatasetName::Teacher => (c.data.teacher.d_in as i64, c.data.teacher.n_train),
-        };
-        let model = crate::model::MlpConfig { d_in, d_out: 10, ..c.model.clone() };
-        let params: i64 = model.layout().iter().map(|p| p.fan_in * p.fan_out).sum();
-        let n = c.data.train_subset.unwrap_or(n_data).min(n_data);
-        let steps = c.steps.unwrap_or_else(|| ((c.epochs * n as f64) / c.batch_size as f64).ceil() as usize);
-        Ok(RunCost { params: params.max(0) as u64, steps: steps as u64 })
+        c.validate()?;
+        let (_, _, n_data, _) = c.data.shape();
+        let steps = c.planned_steps(c.data.train_subset.unwrap_or(n_data).min(n_data))?;
+        Ok(RunCost { params: c.model_config().num_params_f64() as u64, steps: steps as u64 })
     }
 
     fn run(&self, config: &Value, threads: usize) -> Result<RunOutput> {
@@ -329,10 +331,14 @@ impl Runner for GptRunner {
         Ok(m)
     }
 
+    fn check_fits(&self, config: &Value) -> Result<()> {
+        typed::<GptTrainConfig>(config)?.check_fits()
+    }
+
     fn cost(&self, config: &Value) -> Result<RunCost> {
         let c = typed::<GptTrainConfig>(config)?;
-        let model = crate::model::GptConfig { vocab_size: c.data.vocab_size as i64, ..c.model.clone() };
-        Ok(RunCost { params: model.num_params().max(0) as u64, steps: c.steps as u64 })
+        c.validate()?;
+        Ok(RunCost { params: c.model_config().num_params_f64() as u64, steps: c.steps as u64 })
     }
 
     fn run(&self, config: &Value, threads: usize) -> Result<RunOutput> {

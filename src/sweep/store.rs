@@ -6,7 +6,16 @@
 //! - `runs(key, sweep, kind, coords, config, outcome, diverged, steps, train_loss, train_acc,
 //!   test_loss, test_acc, seconds, owner, finished_at, record)`: one row per finished run;
 //!   `record` is the full [`RunRecord`] as JSON, the other columns are copies for SQL/pandas;
-//! - `claims(key, owner, claimed_at)`: runs being trained by a process `host:pid`.
+//! - `claims(key, owner, claimed_at)`: runs being trained by a process `host:pid`;
+//! - `failures(key, owner, error, failed_at)`: runs whose training returned an error (e.g. a
+//!   subset larger than the data), created with the first failure (a store without it reads as
+//!   one without failures, so older stores need no migration); a later success removes the
+//!   row, and `sweep run` retries failed runs.
+//!
+//! Opening checks the file: a store whose pages are corrupt is refused by every command alike
+//! (SQLite's `quick_check`), and an existing file without tables (e.g. empty) is a store only
+//! for the commands that create one ([`Store::open`]), never for those that read
+//! ([`Store::open_existing`]).
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -98,7 +107,7 @@ impl Store {
         let conn = Connection::open(path).map_err(sql_err(path))?;
         let mut s = Store { conn, path: path.to_path_buf() };
         s.configure()?;
-        s.check_or_create()?;
+        s.check_or_create(true)?;
         Ok(s)
     }
 
@@ -107,10 +116,13 @@ impl Store {
         if !path.is_file() {
             return Err(Error::Store { path: path.to_path_buf(), reason: "no such store file".into() });
         }
+        if std::fs::metadata(path).map_err(|e| Error::io(path, e))?.len() == 0 {
+            return Err(Error::IncompatibleStore { path: path.to_path_buf(), reason: "an empty file (0 bytes), not a widthlab sweep store".into() });
+        }
         let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX).map_err(sql_err(path))?;
         let mut s = Store { conn, path: path.to_path_buf() };
         s.configure()?;
-        s.check_or_create()?;
+        s.check_or_create(false)?;
         Ok(s)
     }
 
@@ -133,11 +145,26 @@ impl Store {
             return Err(Error::Store { path: self.path.clone(), reason: format!("cannot enable WAL mode (journal_mode is {mode})") });
         }
         self.conn.pragma_update(None, "synchronous", "FULL").map_err(sql_err(&self.path))?;
+        // Every page, so that no command reads around a corrupt one (a run's key is found in
+        // the key index while its record sits on a broken page).
+        let problems: Vec<String> = {
+            let mut st = self.conn.prepare("PRAGMA quick_check").map_err(|e| self.corrupt(&e.to_string()))?;
+            let rows = st.query_map([], |r| r.get::<_, String>(0)).map_err(|e| self.corrupt(&e.to_string()))?;
+            rows.collect::<std::result::Result<_, _>>().map_err(|e| self.corrupt(&e.to_string()))?
+        };
+        if problems.first().is_some_and(|p| p != "ok") {
+            return Err(self.corrupt(&problems[0]));
+        }
         Ok(())
     }
 
-    /// Creates the tables of an empty file, or checks the schema version of an existing store.
-    fn check_or_create(&mut self) -> Result<()> {
+    fn corrupt(&self, detail: &str) -> Error {
+        Error::Store { path: self.path.clone(), reason: format!("the file is corrupt ({detail}); restore it from a copy, or start a new store") }
+    }
+
+    /// Creates the tables of an empty file (if `create`), or checks the schema version of an
+    /// existing store.
+    fn check_or_create(&mut self, create: bool) -> Result<()> {
         let path = self.path.clone();
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql_err(&path))?;
         let tables: Vec<String> = {
@@ -145,6 +172,10 @@ impl Store {
             let rows = st.query_map([], |r| r.get(0)).map_err(sql_err(&path))?;
             rows.collect::<std::result::Result<_, _>>().map_err(sql_err(&path))?
         };
+        if tables.is_empty() && !create {
+            drop(tx);
+            return Err(self.incompatible("a SQLite database without tables, not a widthlab sweep store"));
+        }
         if tables.is_empty() {
             tx.execute_batch(
                 "CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -222,15 +253,41 @@ impl Store {
         Ok(())
     }
 
-    /// Records a finished run and drops its claim, in one transaction. Returns false if a
-    /// record with this key existed (it is kept).
+    /// Records a finished run and drops its claim (and an earlier failure), in one
+    /// transaction. Returns false if a record with this key existed (it is kept).
     pub fn insert(&mut self, rec: &RunRecord) -> Result<bool> {
         let path = self.path.clone();
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql_err(&path))?;
         let added = insert_in(&tx, rec, &path)?;
         tx.execute("DELETE FROM claims WHERE key = ?1", [&rec.key]).map_err(sql_err(&path))?;
+        if has_table(&tx, "failures", &path)? {
+            tx.execute("DELETE FROM failures WHERE key = ?1", [&rec.key]).map_err(sql_err(&path))?;
+        }
         tx.commit().map_err(sql_err(&path))?;
         Ok(added)
+    }
+
+    /// Records that training `key` returned `error` and drops its claim, in one transaction
+    /// (the run is not done: a later `sweep run` retries it).
+    pub fn record_failure(&mut self, key: &str, owner: &str, error: &str) -> Result<()> {
+        let path = self.path.clone();
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql_err(&path))?;
+        tx.execute_batch("CREATE TABLE IF NOT EXISTS failures (key TEXT PRIMARY KEY, owner TEXT NOT NULL, error TEXT NOT NULL, failed_at REAL NOT NULL)")
+            .map_err(sql_err(&path))?;
+        tx.execute("INSERT OR REPLACE INTO failures (key, owner, error, failed_at) VALUES (?1, ?2, ?3, ?4)", params![key, owner, error, now()]).map_err(sql_err(&path))?;
+        tx.execute("DELETE FROM claims WHERE key = ?1 AND owner = ?2", params![key, owner]).map_err(sql_err(&path))?;
+        tx.commit().map_err(sql_err(&path))
+    }
+
+    /// Runs whose last attempt failed: `(key, error)`, by key.
+    pub fn failures(&self) -> Result<Vec<(String, String)>> {
+        let tx = self.conn.unchecked_transaction().map_err(sql_err(&self.path))?;
+        if !has_table(&tx, "failures", &self.path)? {
+            return Ok(vec![]);
+        }
+        let mut st = tx.prepare("SELECT key, error FROM failures ORDER BY key").map_err(sql_err(&self.path))?;
+        let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).map_err(sql_err(&self.path))?;
+        rows.collect::<std::result::Result<_, _>>().map_err(sql_err(&self.path))
     }
 
     /// The record of `key`, if finished.
@@ -266,8 +323,24 @@ impl Store {
 
     /// Claims currently held: `(key, owner)`.
     pub fn claims(&self) -> Result<Vec<(String, String)>> {
-        let mut st = self.conn.prepare("SELECT key, owner FROM claims ORDER BY key").map_err(sql_err(&self.path))?;
-        let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).map_err(sql_err(&self.path))?;
+        Ok(self.claims_with_time()?.into_iter().map(|(k, o, _)| (k, o)).collect())
+    }
+
+    /// Claims that still hold: those of live processes, not older than `reclaim_after` (a
+    /// claim of a killed process, or a stale one, is taken over by the next `sweep run`).
+    pub fn live_claims(&self, reclaim_after: Duration) -> Result<Vec<(String, String)>> {
+        let me = this_owner();
+        Ok(self
+            .claims_with_time()?
+            .into_iter()
+            .filter(|(_, owner, at)| *owner == me || !(owner_is_dead(owner) || now() - at > reclaim_after.as_secs_f64()))
+            .map(|(k, o, _)| (k, o))
+            .collect())
+    }
+
+    fn claims_with_time(&self) -> Result<Vec<(String, String, f64)>> {
+        let mut st = self.conn.prepare("SELECT key, owner, claimed_at FROM claims ORDER BY key").map_err(sql_err(&self.path))?;
+        let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).map_err(sql_err(&self.path))?;
         rows.collect::<std::result::Result<_, _>>().map_err(sql_err(&self.path))
     }
 
@@ -299,6 +372,10 @@ impl Store {
         tx.commit().map_err(sql_err(&path))?;
         Ok(stats)
     }
+}
+
+fn has_table(tx: &rusqlite::Transaction, name: &str, path: &Path) -> Result<bool> {
+    tx.query_row("SELECT EXISTS(SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1)", [name], |r| r.get(0)).map_err(sql_err(path))
 }
 
 fn insert_in(tx: &rusqlite::Transaction, rec: &RunRecord, path: &Path) -> Result<bool> {
@@ -424,6 +501,76 @@ mod tests {
         std::fs::write(&t, "hello, this is not a database at all, just some text that is long enough ....................................................").unwrap();
         assert!(Store::open(&t).err().unwrap().to_string().contains("not a SQLite database"));
         assert!(Store::open_existing(&dir.path().join("missing.db")).err().unwrap().to_string().contains("no such store"));
+    }
+
+    #[test]
+    fn empty_and_table_less_files_are_stores_only_for_commands_that_create_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("empty.db");
+        std::fs::write(&empty, b"").unwrap();
+        let e = Store::open_existing(&empty).err().unwrap().to_string();
+        assert!(e.contains("empty file") && e.contains("not a widthlab sweep store"), "{e}");
+        assert_eq!(std::fs::metadata(&empty).unwrap().len(), 0, "left untouched");
+        let bare = dir.path().join("bare.db");
+        Connection::open(&bare).unwrap().execute_batch("PRAGMA user_version = 1").unwrap();
+        assert!(Store::open_existing(&bare).err().unwrap().to_string().contains("without tables"));
+        // `sweep run` and `merge --into` make a store of an empty file
+        Store::open(&empty).unwrap().insert(&record("01", 0.5)).unwrap();
+        assert_eq!(Store::open_existing(&empty).unwrap().len().unwrap(), 1);
+    }
+
+    #[test]
+    fn a_corrupt_page_is_refused_by_every_command_alike() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("s.db");
+        let mut s = Store::open(&p).unwrap();
+        for i in 0..48 {
+            let mut r = record(&format!("{i:016x}"), 0.5);
+            r.output.loss_curve = vec![Some(1.0); 64];
+            s.insert(&r).unwrap();
+        }
+        drop(s); // checkpoints the write-ahead log into the file
+        let mut bytes = std::fs::read(&p).unwrap();
+        let pages = bytes.len() / 4096;
+        assert!(pages > 8, "{pages} pages");
+        // one page of the runs table (the records; the key index is elsewhere) overwritten
+        let page = (1..pages).find(|&k| bytes[k * 4096] == 0x0d && bytes[k * 4096 + 4096 - 1] != 0).unwrap_or(pages / 2);
+        bytes[page * 4096..(page + 1) * 4096].fill(0xA5);
+        std::fs::write(&p, &bytes).unwrap();
+        for e in [Store::open(&p).err(), Store::open_existing(&p).err()] {
+            let e = e.expect("refused").to_string();
+            assert!(e.contains("corrupt"), "{e}");
+        }
+    }
+
+    #[test]
+    fn failures_are_recorded_until_the_run_succeeds() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::open(&dir.path().join("s.db")).unwrap();
+        assert!(s.failures().unwrap().is_empty(), "no failures table yet");
+        let me = this_owner();
+        assert_eq!(s.claim("00aa", &me, Duration::from_secs(60)).unwrap(), Claim::Granted);
+        s.record_failure("00aa", &me, "data.train_subset 9999 exceeds the 256 training examples").unwrap();
+        assert_eq!(s.failures().unwrap(), vec![("00aa".to_string(), "data.train_subset 9999 exceeds the 256 training examples".to_string())]);
+        assert!(s.claims().unwrap().is_empty(), "the failed run's claim is dropped");
+        assert_eq!(s.len().unwrap(), 0, "a failure is not a record");
+        s.insert(&record("00aa", 0.5)).unwrap();
+        assert!(s.failures().unwrap().is_empty());
+    }
+
+    #[test]
+    fn live_claims_leave_out_killed_and_stale_owners() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::open(&dir.path().join("s.db")).unwrap();
+        let day = Duration::from_secs(86_400);
+        let (live, dead) = (format!("{}:1", hostname()), format!("{}:{}", hostname(), i32::MAX - 1));
+        s.claim("k1", &live, day).unwrap();
+        s.claim("k2", &dead, day).unwrap();
+        s.claim("k3", "elsewhere:7", day).unwrap();
+        assert_eq!(s.claims().unwrap().len(), 3);
+        let keys = |c: Vec<(String, String)>| c.into_iter().map(|c| c.0).collect::<Vec<_>>();
+        assert_eq!(keys(s.live_claims(day).unwrap()), vec!["k1", "k3"]);
+        assert!(s.live_claims(Duration::ZERO).unwrap().is_empty(), "stale claims do not hold either");
     }
 
     #[test]

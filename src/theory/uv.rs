@@ -662,7 +662,8 @@ impl Stability {
         if !(self.threshold > 0.0 && self.phys_time >= 0.0) || self.max_steps == 0 {
             return Err(Error::config("uv stability: threshold must be > 0, phys_time >= 0, max_steps >= 1"));
         }
-        Ok(())
+        crate::limits::check_steps("uv stability: min_steps", self.min_steps as f64)?;
+        crate::limits::check_steps("uv stability: max_steps", self.max_steps as f64)
     }
 }
 
@@ -771,6 +772,18 @@ impl Default for ScanConfig {
     }
 }
 
+impl ScanConfig {
+    /// Checks the scan: widths and seeds, their number ([`crate::limits::MAX_RUNS`]) and the
+    /// stability criterion.
+    pub fn validate(&self) -> Result<()> {
+        if self.widths.is_empty() || self.seeds.is_empty() {
+            return Err(Error::config("uv scan: need at least one width and one seed"));
+        }
+        crate::limits::check_runs("uv scan (widths x seeds)", self.widths.len() as f64 * self.seeds.len() as f64)?;
+        self.stability.validate()
+    }
+}
+
 /// The result of [`max_stable_scan`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ScanResult {
@@ -847,9 +860,7 @@ fn range_by_width(pts: &[(f64, f64)]) -> (Vec<f64>, Vec<f64>) {
 /// width exponent.
 pub fn max_stable_scan(cfg: &UvConfig, scan: &ScanConfig) -> Result<ScanResult> {
     cfg.validate()?;
-    if scan.widths.is_empty() || scan.seeds.is_empty() {
-        return Err(Error::config("uv scan: need at least one width and one seed"));
-    }
+    scan.validate()?;
     let t0 = Instant::now();
     let jobs: Vec<(f64, u64)> = scan.widths.iter().flat_map(|&w| scan.seeds.iter().map(move |&s| (w, s))).collect();
     let rows: Vec<MaxStable> = jobs
@@ -884,6 +895,7 @@ pub fn lr_grid(cfg: &UvConfig, widths: &[f64], seeds: &[u64], etas: &[f64], crit
     if widths.is_empty() || seeds.is_empty() || etas.is_empty() || etas.iter().any(|e| !(*e > 0.0)) {
         return Err(Error::config("uv grid: need widths, seeds and learning rates > 0"));
     }
+    crate::limits::check_runs("uv grid (widths x seeds x learning rates)", widths.len() as f64 * seeds.len() as f64 * etas.len() as f64)?;
     let inits: Vec<(f64, u64, UvState, Coefficients)> = widths
         .iter()
         .flat_map(|&w| seeds.iter().map(move |&s| (w, s)))
@@ -972,6 +984,7 @@ pub fn dynamics(cfg: &UvConfig, widths: &[f64], eta: f64, steps: usize) -> Resul
     if widths.is_empty() || !(eta > 0.0 && eta.is_finite()) {
         return Err(Error::config(format!("uv dynamics: need widths and a learning rate > 0 (got {eta})")));
     }
+    check_dynamics_size(widths.len(), steps, 1)?;
     let mut runs: Vec<(f64, Trajectory)> = widths
         .par_iter()
         .map(|&n| {
@@ -984,6 +997,16 @@ pub fn dynamics(cfg: &UvConfig, widths: &[f64], eta: f64, steps: usize) -> Resul
         runs.push((f64::INFINITY, simulate(cfg, &co, limit_initial_state(cfg, f0), eta, steps, true, false)));
     }
     Ok(DynamicsResult { config: cfg.clone(), eta, steps, runs })
+}
+
+/// Checks that `runs` calls of [`dynamics`] over `widths` widths for `steps` steps fit: steps
+/// and widths within [`crate::limits`], and every recorded state (16 bytes, plus a CSV row
+/// of at least 24 bytes) of every width and of the limit in memory.
+pub fn check_dynamics_size(widths: usize, steps: usize, runs: usize) -> Result<()> {
+    crate::limits::check_steps("uv dynamics", steps as f64)?;
+    crate::limits::check_runs("uv dynamics (widths)", widths as f64 * runs as f64)?;
+    let states = runs as f64 * (widths as f64 + 1.0) * (steps as f64 + 1.0);
+    crate::limits::check_memory(&format!("uv dynamics of {widths} widths x {steps} steps"), states * (16.0 + 24.0))
 }
 
 impl DynamicsResult {
@@ -1036,6 +1059,22 @@ impl Default for ConvergenceConfig {
     }
 }
 
+impl ConvergenceConfig {
+    /// Checks the study, its sizes included ([`crate::limits`]: the largest time, widths x
+    /// seeds, and the memory of the rows and of one run's two trajectories).
+    pub fn validate(&self) -> Result<()> {
+        if self.widths.is_empty() || self.seeds.is_empty() || self.times.is_empty() || !(self.eta > 0.0) {
+            return Err(Error::config("uv convergence: need widths, seeds, times and eta > 0"));
+        }
+        let steps = *self.times.iter().max().expect("non-empty") as f64;
+        crate::limits::check_steps("uv convergence (largest time)", steps)?;
+        let runs = self.widths.len() as f64 * self.seeds.len() as f64;
+        crate::limits::check_runs("uv convergence (widths x seeds)", runs)?;
+        let rows = runs * self.times.len() as f64 * std::mem::size_of::<ConvergenceRow>() as f64;
+        crate::limits::check_memory("uv convergence", rows + 2.0 * 16.0 * (steps + 1.0))
+    }
+}
+
 /// One distance measurement.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ConvergenceRow {
@@ -1062,9 +1101,7 @@ pub struct ConvergenceResult {
 /// Runs the convergence study (in parallel over widths and seeds).
 pub fn convergence(cfg: &UvConfig, study: &ConvergenceConfig) -> Result<ConvergenceResult> {
     cfg.validate()?;
-    if study.widths.is_empty() || study.seeds.is_empty() || study.times.is_empty() || !(study.eta > 0.0) {
-        return Err(Error::config("uv convergence: need widths, seeds, times and eta > 0"));
-    }
+    study.validate()?;
     let co_lim = Coefficients::limit(cfg.param, cfg.alpha, cfg.x)?;
     let steps = *study.times.iter().max().expect("non-empty");
     let jobs: Vec<(f64, u64)> = study.widths.iter().flat_map(|&w| study.seeds.iter().map(move |&s| (w, s))).collect();

@@ -144,13 +144,53 @@ impl GptTrainConfig {
                 return Err(Error::config(format!("warmup_frac must be in [0, 1], got {f}")));
             }
         }
-        if self.threads == Some(0) {
-            return Err(Error::config("threads must be >= 1"));
+        if let Some(t) = self.threads {
+            crate::limits::check_threads("threads", t)?;
         }
         self.parameterization()?;
         self.optim_config().validate()?;
         self.data.validate()?;
-        GptConfig { vocab_size: self.data.vocab_size as i64, ..self.model.clone() }.validate()
+        self.model_config().validate()?;
+        crate::limits::check_steps("the training run", self.steps as f64)
+    }
+
+    /// Checks that a run fits in this machine's memory ([`GptTrainConfig::min_memory_bytes`])
+    /// when it runs on the CPU (as [`crate::train::TrainConfig::check_fits`]).
+    pub fn check_fits(&self) -> Result<()> {
+        self.validate()?;
+        if self.device.resolve()? != Device::Cpu {
+            return Ok(());
+        }
+        let c = &self.model;
+        crate::limits::check_memory(
+            &format!("a GPT of width {} and depth {} (batch {} x {} tokens, vocabulary {})", c.width, c.depth, self.batch_size, self.data.seq_len, self.data.vocab_size),
+            self.min_memory_bytes(),
+        )
+    }
+
+    /// The model config with the tokenizer's vocabulary size.
+    pub fn model_config(&self) -> GptConfig {
+        GptConfig { vocab_size: self.data.vocab_size as i64, ..self.model.clone() }
+    }
+
+    /// A lower bound of the memory a run needs: parameters with their gradients and
+    /// optimizer state, one batch's logits (with softmax and gradient) and activations, the
+    /// attention scores, the fixed evaluation windows, generated text, the loss of every step,
+    /// libtorch's bookkeeping per block.
+    pub fn min_memory_bytes(&self) -> f64 {
+        let m = self.model_config();
+        let tokens = self.batch_size as f64 * self.data.seq_len as f64;
+        let (n, depth) = (m.width as f64, m.depth as f64);
+        let params = m.num_params_f64() * 4.0 * (2 + self.optim.state_slots()) as f64;
+        let logits = 3.0 * 4.0 * tokens * m.vocab_size as f64;
+        let activations = 2.0 * 4.0 * tokens * n * depth;
+        let attention = 4.0 * tokens * self.data.seq_len as f64 * (n / m.head_dim.max(1) as f64) * depth;
+        let eval = 2.0 * 8.0 * self.eval.batches as f64 * self.batch_size as f64;
+        let text = match self.data.source {
+            crate::data::text::TextSource::Generated { chars } => chars as f64,
+            crate::data::text::TextSource::Shakespeare => 0.0,
+        };
+        params + logits + activations + attention + eval + text + 8.0 * self.steps as f64 + crate::limits::BYTES_PER_LAYER * depth
     }
 }
 
@@ -200,13 +240,14 @@ pub struct GptTrainer {
 impl GptTrainer {
     /// Loads and tokenizes the text, builds the model and the optimizer.
     pub fn new(cfg: &GptTrainConfig) -> Result<Self> {
+        cfg.check_fits()?; // before the text is read and tokenized
         let data = TextData::load(&cfg.data, cfg.seed)?;
         Self::with_data(cfg, data)
     }
 
     /// As [`GptTrainer::new`] with already loaded text (e.g. shared by runs at several widths).
     pub fn with_data(cfg: &GptTrainConfig, data: TextData) -> Result<Self> {
-        cfg.validate()?;
+        cfg.check_fits()?;
         if let Some(t) = cfg.threads {
             crate::device::set_threads(t);
         }
