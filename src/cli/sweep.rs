@@ -70,9 +70,10 @@ pub enum SweepCommand {
         /// train-acc, train-loss, test-acc or test-loss.
         #[arg(long, default_value = "train-acc")]
         objective: Objective,
-        /// When a run counts as unstable: nan, acc-below[:T] or loss-above[:M] (appendix D.4).
-        /// Default: by run kind and loss (NaN under MSE, training accuracy < 0.2 under CE,
-        /// loss above the optimum + 1 for GPT).
+        /// When a run counts as unstable: nan, near-chance, acc-below[:T] or loss-above[:M]
+        /// (appendix D.4). Default: by run kind and loss (NaN under MSE; under CE training
+        /// accuracy below chance + (1 - chance)/9, i.e. 20% on 10 classes; loss above the
+        /// optimum + 1 for GPT).
         #[arg(long)]
         instability: Option<Instability>,
         /// Write SVG figures (curves and exponents per setting) and analysis.json here.

@@ -56,7 +56,7 @@ fn sample(n: usize, d: usize, r: &mut impl Rng, name: &str) -> Dataset {
         ys.push(if teacher_label(&v) < 0.0 { 0i64 } else { 1 });
         xs.extend(v.into_iter().map(|a| a as f32));
     }
-    Dataset { x: Tensor::from_slice(&xs).reshape([n as i64, d as i64]), y: Tensor::from_slice(&ys), num_classes: 2, name: name.into() }
+    Dataset { x: Tensor::from_slice(&xs).reshape([n as i64, d as i64]), y: Tensor::from_slice(&ys), num_classes: super::DatasetName::Teacher.num_classes(), name: name.into() }
 }
 
 /// Generates train and test sets from independent seeded streams.

@@ -110,6 +110,14 @@ impl RunRecord {
     pub fn text(&self, name: &str) -> Option<String> {
         self.coords.get(name).map(super::plain)
     }
+    /// Number of classes of the run's targets (chance accuracy is its inverse): from the
+    /// `dataset` coordinate of an MLP run, the tokenizer's vocabulary of a GPT run.
+    pub fn num_classes(&self) -> Option<i64> {
+        match self.kind {
+            RunKind::Mlp => self.text("dataset")?.parse::<DatasetName>().ok().map(DatasetName::num_classes),
+            RunKind::Gpt => self.config.get("data")?.get("vocab_size")?.as_i64(),
+        }
+    }
     /// Adds the coordinates its run kind derives from its config today that the record lacks
     /// (a record written before a coordinate such as `logit_norm` existed). Coordinates are
     /// a function of the config, so this is what the run would record now; records whose
@@ -252,7 +260,7 @@ impl Runner for MlpRunner {
             DatasetName::Cifar10 => (3072, 50_000),
             DatasetName::Teacher => (c.data.teacher.d_in as i64, c.data.teacher.n_train),
         };
-        let model = crate::model::MlpConfig { d_in, d_out: 10, ..c.model.clone() };
+        let model = crate::model::MlpConfig { d_in, d_out: c.data.dataset.num_classes(), ..c.model.clone() };
         let params: i64 = model.layout().iter().map(|p| p.fan_in * p.fan_out).sum();
         let n = c.data.train_subset.unwrap_or(n_data).min(n_data);
         let steps = c.steps.unwrap_or_else(|| ((c.epochs * n as f64) / c.batch_size as f64).ceil() as usize);
