@@ -1,9 +1,10 @@
-//! `widthlab sweep run|status|merge|export|analyze`: learning-rate sweeps over a SQLite store.
-use std::path::PathBuf;
+//! `widthlab sweep run|search|status|merge|export|analyze`: learning-rate sweeps and searches
+//! over a SQLite store.
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use widthlab::sweep::analysis::{analyse, Instability, Objective};
-use widthlab::sweep::{self, export, RunOptions, Shard, Store, SweepSpec};
+use widthlab::sweep::analysis::{analyse_spec, Instability, LrAnalysis, Objective};
+use widthlab::sweep::{self, export, search, RunOptions, SearchSpec, Shard, SpecFile, Store, SweepSpec};
 
 #[derive(clap::Args, Debug)]
 pub struct SweepArgs {
@@ -34,7 +35,31 @@ pub enum SweepCommand {
         #[arg(long)]
         quiet: bool,
     },
-    /// How much of a sweep is done.
+    /// Search learning rates adaptively (a spec with a `[search]` table): the max-stable one
+    /// per (setting, width, seed) by bisection and the optimal one per (setting, width) over
+    /// seeds; every probe is a stored run (resumable, shardable by group, safe to run in
+    /// several processes). Prints the analysis when done.
+    Search {
+        /// Search file (TOML or JSON) with a `[search]` table.
+        spec: PathBuf,
+        /// SQLite store (created if missing; grids and searches may share one).
+        #[arg(long)]
+        store: PathBuf,
+        /// Only the groups of shard k of N (0-based): (setting, width, seed) groups when only
+        /// max-stable learning rates are searched, (setting, width) groups otherwise.
+        #[arg(long)]
+        shard: Option<Shard>,
+        /// Parallel workers for small runs (default: the spec's, else the number of cores).
+        #[arg(long)]
+        jobs: Option<usize>,
+        /// Stop after training this many runs (re-run to resume).
+        #[arg(long)]
+        limit: Option<usize>,
+        /// No progress bar.
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// How much of a sweep or search is done.
     Status {
         spec: PathBuf,
         #[arg(long)]
@@ -58,22 +83,24 @@ pub enum SweepCommand {
         /// Output file: `.csv` or `.json`.
         #[arg(long, short)]
         out: PathBuf,
-        /// Only the runs of this sweep (default: every record).
+        /// Only the runs of this sweep or search (default: every record).
         #[arg(long)]
         spec: Option<PathBuf>,
     },
-    /// Optimal and max-stable learning rates per width and their fitted width exponents.
+    /// Optimal and max-stable learning rates per width and their fitted width exponents (a
+    /// search: its brackets and optima, exponents with 95% CIs widened by the resolution).
     Analyze {
         spec: PathBuf,
         #[arg(long)]
         store: PathBuf,
-        /// train-acc, train-loss, test-acc or test-loss.
-        #[arg(long, default_value = "train-acc")]
-        objective: Objective,
+        /// train-acc, train-loss, test-acc or test-loss (default train-acc; a search uses its
+        /// own).
+        #[arg(long)]
+        objective: Option<Objective>,
         /// When a run counts as unstable: nan, near-chance, acc-below[:T] or loss-above[:M]
         /// (appendix D.4). Default: by run kind and loss (NaN under MSE; under CE training
         /// accuracy below chance + (1 - chance)/9, i.e. 20% on 10 classes; loss above the
-        /// optimum + 1 for GPT).
+        /// optimum + 1 for GPT). A search uses its own.
         #[arg(long)]
         instability: Option<Instability>,
         /// Write SVG figures (curves and exponents per setting) and analysis.json here.
@@ -85,18 +112,52 @@ pub enum SweepCommand {
     },
 }
 
+/// The spec at `path` as a grid, with a pointer to `sweep search` for a search.
+fn grid(path: &Path) -> anyhow::Result<SweepSpec> {
+    match SpecFile::from_file(path)? {
+        SpecFile::Grid(s) => Ok(s),
+        SpecFile::Search(s) => anyhow::bail!("{} is a search (`{}` has a [search] table): run it with `widthlab sweep search`", path.display(), s.name),
+    }
+}
+
+/// Writes the figures of `groups` and `json` (the analysis) to `dir`.
+fn write_figures(dir: &Path, groups: &[&LrAnalysis], n0: f64, json: String) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    for (i, g) in groups.iter().enumerate() {
+        let alpha = g.max_stable_fit.or(g.optimal_fit).map_or(0.0, |f| -sweep::analysis::closest_clean(f.exponent));
+        g.curves_figure(alpha, n0).save_svg(&dir.join(format!("curves_{i}.svg")))?;
+        g.exponents_figure(None).save_svg(&dir.join(format!("exponents_{i}.svg")))?;
+    }
+    let path = dir.join("analysis.json");
+    std::fs::write(&path, json).with_context(|| format!("writing {}", path.display()))?;
+    println!("figures and analysis.json written to {}", dir.display());
+    Ok(())
+}
+
 pub fn run(args: &SweepArgs) -> anyhow::Result<()> {
     match &args.command {
         SweepCommand::Run { spec, store, shard, jobs, limit, quiet } => {
-            let s = SweepSpec::from_file(spec)?;
+            let s = grid(spec)?;
             let opts = RunOptions { shard: *shard, jobs: *jobs, limit: *limit, progress: !quiet };
             let report = sweep::run(&s, store, &opts)?;
             println!("sweep {}{}: {report}", s.name, shard.map_or(String::new(), |k| format!(" (shard {k})")));
         }
+        SweepCommand::Search { spec, store, shard, jobs, limit, quiet } => {
+            let s = match SpecFile::from_file(spec)? {
+                SpecFile::Search(s) => s,
+                SpecFile::Grid(g) => anyhow::bail!("{} is a grid (`{}` has no [search] table): run it with `widthlab sweep run`", spec.display(), g.name),
+            };
+            let opts = RunOptions { shard: *shard, jobs: *jobs, limit: *limit, progress: !quiet };
+            let out = search::run(&s, store, &opts)?;
+            println!("search {}{}: {}", s.name, shard.map_or(String::new(), |k| format!(" (shard {k})")), out.report);
+            print!("{}", out.analysis.table());
+        }
         SweepCommand::Status { spec, store, shard } => {
-            let s = SweepSpec::from_file(spec)?;
-            let st = sweep::status(&s, &Store::open_existing(store)?, *shard)?;
-            println!("sweep {}: {st}", s.name);
+            let st = Store::open_existing(store)?;
+            match SpecFile::from_file(spec)? {
+                SpecFile::Grid(s) => println!("sweep {}: {}", s.name, sweep::status(&s, &st, *shard)?),
+                SpecFile::Search(s) => println!("search {}: {}", s.name, search::status(&s, &st, *shard)?),
+            }
         }
         SweepCommand::Merge { into, stores } => {
             let mut out = Store::open(into)?;
@@ -108,36 +169,41 @@ pub fn run(args: &SweepArgs) -> anyhow::Result<()> {
         }
         SweepCommand::Export { store, out, spec } => {
             let st = Store::open_existing(store)?;
-            let records = match spec {
-                Some(p) => st.records_for(&SweepSpec::from_file(p)?.points()?.into_iter().map(|p| p.key).collect::<Vec<_>>())?,
+            let records = match spec.as_deref().map(SpecFile::from_file).transpose()? {
+                Some(SpecFile::Grid(s)) => st.records_for(&s.points()?.into_iter().map(|p| p.key).collect::<Vec<_>>())?,
+                Some(SpecFile::Search(s)) => search::records(&s, &st)?,
                 None => st.records()?,
             };
             export::write(&records, out)?;
             println!("{} runs written to {}", records.len(), out.display());
         }
-        SweepCommand::Analyze { spec, store, objective, instability, out, n0 } => {
-            let s = SweepSpec::from_file(spec)?;
-            let keys: Vec<String> = s.points()?.into_iter().map(|p| p.key).collect();
-            let records = Store::open_existing(store)?.records_for(&keys)?;
-            if records.is_empty() {
-                anyhow::bail!("no finished runs of sweep `{}` in {}", s.name, store.display());
-            }
-            let groups = analyse(&records, *objective, *instability)?;
-            for g in &groups {
-                println!("{}", g.table());
-            }
-            if let Some(dir) = out {
-                std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-                for (i, g) in groups.iter().enumerate() {
-                    let alpha = g.max_stable_fit.or(g.optimal_fit).map_or(0.0, |f| -sweep::analysis::closest_clean(f.exponent));
-                    g.curves_figure(alpha, *n0).save_svg(&dir.join(format!("curves_{i}.svg")))?;
-                    g.exponents_figure(None).save_svg(&dir.join(format!("exponents_{i}.svg")))?;
+        SweepCommand::Analyze { spec, store, objective, instability, out, n0 } => match SpecFile::from_file(spec)? {
+            SpecFile::Grid(s) => {
+                let groups = analyse_spec(&s, &Store::open_existing(store)?, objective.unwrap_or_default(), *instability)?;
+                for g in &groups {
+                    println!("{}", g.table());
                 }
-                let path = dir.join("analysis.json");
-                std::fs::write(&path, serde_json::to_string_pretty(&groups)?).with_context(|| format!("writing {}", path.display()))?;
-                println!("figures and analysis.json written to {}", dir.display());
+                if let Some(dir) = out {
+                    write_figures(dir, &groups.iter().collect::<Vec<_>>(), *n0, serde_json::to_string_pretty(&groups)?)?;
+                }
             }
-        }
+            SpecFile::Search(s) => analyze_search(&s, store, *objective, *instability, out.as_deref(), *n0)?,
+        },
+    }
+    Ok(())
+}
+
+fn analyze_search(s: &SearchSpec, store: &Path, objective: Option<Objective>, instability: Option<Instability>, out: Option<&Path>, n0: f64) -> anyhow::Result<()> {
+    if objective.is_some_and(|o| o != s.search.objective) || instability.is_some_and(|i| Some(i) != s.search.instability) {
+        anyhow::bail!("`{}` is a search: its objective and instability rule are part of it (search.objective, search.instability); --objective and --instability apply to grids", s.name);
+    }
+    let a = search::analyse(s, &Store::open_existing(store)?)?;
+    if a.complete == 0 {
+        anyhow::bail!("no finished group of search `{}` in {}", s.name, store.display());
+    }
+    print!("{}", a.table());
+    if let Some(dir) = out {
+        write_figures(dir, &a.settings.iter().map(|st| &st.lr).collect::<Vec<_>>(), n0, serde_json::to_string_pretty(&a)?)?;
     }
     Ok(())
 }

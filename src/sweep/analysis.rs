@@ -266,7 +266,7 @@ pub fn parabola_vertex(x: [f64; 3], y: [f64; 3]) -> Option<f64> {
 
 /// Index of the best value and its refined learning rate. `stable[i]`: whether point `i` may
 /// be used for the refinement.
-fn optimum(objective: Objective, lrs: &[f64], vals: &[f64], stable: &[bool]) -> (usize, f64) {
+pub(crate) fn optimum(objective: Objective, lrs: &[f64], vals: &[f64], stable: &[bool]) -> (usize, f64) {
     let mut best = 0;
     for i in 1..vals.len() {
         if objective.better(vals[i], vals[best]) {
@@ -391,19 +391,41 @@ pub fn analyse(records: &[RunRecord], objective: Objective, instability: Option<
         let id = super::canonical_json(&serde_json::to_value(&coords)?);
         groups.entry(id).or_insert_with(|| (coords, vec![])).1.push(r);
     }
-    // Coordinates that differ between groups name them.
-    let all: Vec<&BTreeMap<String, serde_json::Value>> = groups.values().map(|g| &g.0).collect();
-    let varying: Vec<String> = all.first().map_or(vec![], |f| f.keys().filter(|k| all.iter().any(|g| g.get(*k) != f.get(*k))).cloned().collect());
+    let labels = group_labels(&groups.values().map(|g| &g.0).collect::<Vec<_>>());
     let mut out = vec![];
-    for (coords, recs) in groups.into_values() {
+    for ((coords, recs), label) in groups.into_values().zip(labels) {
         let mut a = analyse_group(&recs, objective, instability)?;
-        // One group: name it by its main settings instead.
-        let keys: Vec<String> = if varying.is_empty() { ["loss", "optimizer", "param", "depth"].iter().filter(|k| coords.get(**k).is_some_and(|v| !v.is_null())).map(|k| k.to_string()).collect() } else { varying.clone() };
-        a.label = keys.iter().map(|k| format!("{k}={}", coords.get(k).map_or("-".into(), super::plain))).collect::<Vec<_>>().join(" ");
+        a.label = label;
         a.coords = coords;
         out.push(a);
     }
     Ok(out)
+}
+
+/// Labels of groups of runs by their coordinates: the coordinates that differ between the
+/// groups (`loss=ce depth=8`), or for a single group its main settings (loss, optimizer,
+/// parameterization, depth).
+pub(crate) fn group_labels(groups: &[&BTreeMap<String, serde_json::Value>]) -> Vec<String> {
+    let varying: Vec<String> = groups.first().map_or(vec![], |f| f.keys().filter(|k| groups.iter().any(|g| g.get(*k) != f.get(*k))).cloned().collect());
+    groups
+        .iter()
+        .map(|coords| {
+            let keys: Vec<String> = if varying.is_empty() { ["loss", "optimizer", "param", "depth"].iter().filter(|k| coords.get(**k).is_some_and(|v| !v.is_null())).map(|k| k.to_string()).collect() } else { varying.clone() };
+            keys.iter().map(|k| format!("{k}={}", coords.get(k).map_or("-".into(), super::plain))).collect::<Vec<_>>().join(" ")
+        })
+        .collect()
+}
+
+/// [`analyse`] of the finished runs of a grid sweep in `store`: the notebooks' one call for
+/// `store.records_for(&spec.points()?..)` followed by [`analyse`]. An error if none is
+/// finished.
+pub fn analyse_spec(spec: &super::SweepSpec, store: &super::Store, objective: Objective, instability: Option<Instability>) -> Result<Vec<LrAnalysis>> {
+    let keys: Vec<String> = spec.points()?.into_iter().map(|p| p.key).collect();
+    let records = store.records_for(&keys)?;
+    if records.is_empty() {
+        return Err(Error::config(format!("no finished runs of sweep `{}` in {}", spec.name, store.path().display())));
+    }
+    analyse(&records, objective, instability)
 }
 
 impl LrAnalysis {

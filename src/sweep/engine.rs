@@ -10,9 +10,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::runner::{RunRecord, Runner};
+use super::runner::{RunCost, RunRecord, Runner};
 use super::store::{this_owner, Claim, Store};
-use super::{describe, RunPoint, Shard, SweepSpec};
+use super::{describe, RunPoint, ScheduleConfig, Shard, SweepSpec};
 use crate::{Error, Result};
 
 /// Options of one invocation (none of them changes any result).
@@ -102,9 +102,24 @@ pub fn status(spec: &SweepSpec, store: &Store, shard: Option<Shard>) -> Result<S
     })
 }
 
-struct Shared<'a> {
+/// What [`Executor::execute`] did with one run.
+pub(crate) enum Executed {
+    /// Trained and recorded now.
+    Trained(RunRecord),
+    /// A record existed already (finished by another process since it was planned).
+    Done,
+    /// Another live process holds its claim.
+    Taken,
+    /// Not attempted: the limit was reached or an error stopped the invocation.
+    Stopped,
+}
+
+/// Claims, trains and records runs for one invocation: the part of the engine that grids and
+/// searches ([`super::search`]) share. The first error stops every later run and is returned
+/// by [`Executor::finish`].
+pub(crate) struct Executor<'a> {
     runner: &'a dyn Runner,
-    spec: &'a SweepSpec,
+    sweep: String,
     store: Mutex<Store>,
     owner: String,
     reclaim_after: Duration,
@@ -112,61 +127,85 @@ struct Shared<'a> {
     error: Mutex<Option<Error>>,
     trained: AtomicUsize,
     diverged: AtomicUsize,
-    taken: AtomicUsize,
-    done_by_others: AtomicUsize,
     limit: usize,
-    bar: ProgressBar,
 }
 
-impl Shared<'_> {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Store> {
+/// Counts of one invocation's [`Executor`].
+pub(crate) struct Executions {
+    pub trained: usize,
+    pub diverged: usize,
+}
+
+impl<'a> Executor<'a> {
+    /// An executor recording into `store` under the sweep name `sweep`; at most `limit` runs
+    /// are trained.
+    pub(crate) fn new(runner: &'a dyn Runner, sweep: &str, store: Store, schedule: &ScheduleConfig, limit: Option<usize>) -> Self {
+        Executor {
+            runner,
+            sweep: sweep.to_string(),
+            store: Mutex::new(store),
+            owner: this_owner(),
+            reclaim_after: Duration::from_secs_f64(schedule.reclaim_after_hours.max(0.0) * 3600.0),
+            stop: AtomicBool::new(false),
+            error: Mutex::new(None),
+            trained: AtomicUsize::new(0),
+            diverged: AtomicUsize::new(0),
+            limit: limit.unwrap_or(usize::MAX),
+        }
+    }
+
+    /// The store (one connection, shared by the workers).
+    pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, Store> {
         self.store.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn fail(&self, e: Error) {
+    /// Whether the limit or an error stopped this invocation.
+    pub(crate) fn stopped(&self) -> bool {
+        self.stop.load(Ordering::SeqCst)
+    }
+
+    /// Stops the invocation with an error (the first one is kept).
+    pub(crate) fn fail(&self, e: Error) {
         self.stop.store(true, Ordering::SeqCst);
         let mut slot = self.error.lock().unwrap_or_else(|p| p.into_inner());
         slot.get_or_insert(e);
     }
 
+    /// Runs trained so far by this invocation.
+    pub(crate) fn trained(&self) -> usize {
+        self.trained.load(Ordering::SeqCst)
+    }
+
     /// Claims, trains and records one run with `threads` libtorch threads (set on this thread).
-    fn execute(&self, p: &RunPoint, threads: usize) -> bool {
-        if self.stop.load(Ordering::SeqCst) {
-            return false;
+    pub(crate) fn execute(&self, p: &RunPoint, threads: usize) -> Executed {
+        if self.stopped() {
+            return Executed::Stopped;
         }
         let claim = match self.lock().claim(&p.key, &self.owner, self.reclaim_after) {
             Ok(c) => c,
             Err(e) => {
                 self.fail(e);
-                return false;
+                return Executed::Stopped;
             }
         };
         match claim {
             Claim::Granted => {}
-            Claim::Done => {
-                self.done_by_others.fetch_add(1, Ordering::SeqCst);
-                self.bar.inc(1);
-                return false;
-            }
-            Claim::Taken { .. } => {
-                self.taken.fetch_add(1, Ordering::SeqCst);
-                self.bar.inc(1);
-                return false;
-            }
+            Claim::Done => return Executed::Done,
+            Claim::Taken { .. } => return Executed::Taken,
         }
         // Reserve a slot under the limit only once the run is ours.
         if self.trained.fetch_add(1, Ordering::SeqCst) >= self.limit {
             self.trained.fetch_sub(1, Ordering::SeqCst);
             self.stop.store(true, Ordering::SeqCst);
             let _ = self.lock().release(&p.key, &self.owner);
-            return false;
+            return Executed::Stopped;
         }
         crate::device::set_threads(threads);
         let started = Instant::now();
         let result = self.runner.run(&p.config, threads).and_then(|output| {
             let rec = RunRecord {
                 key: p.key.clone(),
-                sweep: self.spec.name.clone(),
+                sweep: self.sweep.clone(),
                 kind: self.runner.kind(),
                 coords: self.runner.coords(&p.config)?,
                 config: p.config.clone(),
@@ -184,18 +223,49 @@ impl Shared<'_> {
                 if rec.diverged() {
                     self.diverged.fetch_add(1, Ordering::SeqCst);
                 }
-                self.bar.inc(1);
-                self.bar.set_message(format!("{} diverged", self.diverged.load(Ordering::SeqCst)));
-                true
+                Executed::Trained(rec)
             }
             Err(e) => {
                 self.trained.fetch_sub(1, Ordering::SeqCst);
                 let _ = self.lock().release(&p.key, &self.owner);
                 self.fail(Error::config(format!("run {} ({}): {e}", p.key, describe(&p.axes))));
-                false
+                Executed::Stopped
             }
         }
     }
+
+    /// The counts, or the first error.
+    pub(crate) fn finish(self) -> Result<Executions> {
+        if let Some(e) = self.error.into_inner().unwrap_or_else(|p| p.into_inner()) {
+            return Err(e);
+        }
+        Ok(Executions { trained: self.trained.into_inner(), diverged: self.diverged.into_inner() })
+    }
+}
+
+/// The engine's scheduling, for any unit of work whose runs have one size (a run of a grid, a
+/// search group): units below `alone_from_params` parameters run on a rayon pool of `jobs`
+/// workers with one libtorch thread each, longest (`params x steps`) first, then the others
+/// one at a time with every core. `work(unit, threads)` returns whether the unit counts;
+/// returned: how many counted in parallel and alone.
+pub(crate) fn schedule<T: Sync>(units: Vec<(T, RunCost)>, alone_from_params: u64, jobs: usize, work: impl Fn(&T, usize) -> bool + Sync) -> Result<(usize, usize)> {
+    let (mut small, mut large): (Vec<_>, Vec<_>) = units.into_iter().partition(|(_, c)| c.params < alone_from_params);
+    // Longest first, so the pool does not end waiting for one long unit (stable sort: ties
+    // keep the caller's order).
+    small.sort_by_key(|(_, c)| std::cmp::Reverse(c.params.saturating_mul(c.steps)));
+    large.sort_by_key(|(_, c)| std::cmp::Reverse(c.params.saturating_mul(c.steps)));
+    let mut parallel = 0;
+    // The thread count of a run depends only on its size, never on `jobs`, so a record is the
+    // same whichever invocation computed it.
+    if !small.is_empty() {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(jobs.max(1)).build().map_err(|e| Error::config(format!("thread pool: {e}")))?;
+        parallel = pool.install(|| small.par_iter().with_max_len(1).filter(|(u, _)| work(u, 1)).count());
+    }
+    let all = cores();
+    let alone = large.iter().filter(|(u, _)| work(u, all)).count();
+    // libtorch's thread count is left as the last run set it (1 after a parallel phase):
+    // restoring it here would change it under another sweep running in the same process.
+    Ok((parallel, alone))
 }
 
 /// Runs every unfinished run of `spec` (in `opts.shard`) and records it in the store at
@@ -203,6 +273,15 @@ impl Shared<'_> {
 pub fn run(spec: &SweepSpec, store_path: &Path, opts: &RunOptions) -> Result<SweepReport> {
     let runner = spec.runner();
     run_with(spec, runner.as_ref(), store_path, opts)
+}
+
+/// The number of parallel workers of an invocation (`opts.jobs`, else the spec's, else the
+/// number of cores).
+pub(crate) fn jobs(opts: &RunOptions, schedule: &ScheduleConfig) -> Result<usize> {
+    if let Some(0) = opts.jobs {
+        return Err(Error::config("jobs must be >= 1"));
+    }
+    Ok(opts.jobs.or(schedule.jobs).unwrap_or_else(cores).max(1))
 }
 
 /// [`run`] with an explicit runner (a run kind not yet in [`super::RunKind`], or a test double).
@@ -216,25 +295,10 @@ pub fn run_with(spec: &SweepSpec, runner: &dyn Runner, store_path: &Path, opts: 
     let done = store.done_keys()?;
     let todo: Vec<&RunPoint> = points.iter().filter(|p| !done.contains(&p.key)).collect();
     let mut report = SweepReport { total: points.len(), already_done: points.len() - todo.len(), ..Default::default() };
-    if let Some(0) = opts.jobs {
-        return Err(Error::config("jobs must be >= 1"));
-    }
-    let jobs = opts.jobs.or(spec.schedule.jobs).unwrap_or_else(cores).max(1);
-    let mut small = vec![];
-    let mut large = vec![];
-    for p in todo {
-        let c = runner.cost(&p.config)?;
-        if c.params >= spec.schedule.alone_from_params {
-            large.push((p, c));
-        } else {
-            small.push((p, c));
-        }
-    }
-    // Longest first, so the pool does not end waiting for one long run.
-    small.sort_by_key(|(p, c)| (std::cmp::Reverse(c.params.saturating_mul(c.steps)), p.key.clone()));
-    large.sort_by_key(|(p, c)| (std::cmp::Reverse(c.params.saturating_mul(c.steps)), p.key.clone()));
+    let jobs = jobs(opts, &spec.schedule)?;
+    let units: Vec<(&RunPoint, RunCost)> = todo.into_iter().map(|p| Ok((p, runner.cost(&p.config)?))).collect::<Result<_>>()?;
     let bar = if opts.progress {
-        let b = ProgressBar::new((small.len() + large.len()) as u64);
+        let b = ProgressBar::new(units.len() as u64);
         b.set_style(
             ProgressStyle::with_template("{spinner} sweep {prefix} [{elapsed_precise}] {bar:30} {pos}/{len} runs (eta {eta}) {msg}")
                 .unwrap_or_else(|_| ProgressStyle::default_bar()),
@@ -245,46 +309,37 @@ pub fn run_with(spec: &SweepSpec, runner: &dyn Runner, store_path: &Path, opts: 
     } else {
         ProgressBar::hidden()
     };
-    let shared = Shared {
-        runner,
-        spec,
-        store: Mutex::new(store),
-        owner: this_owner(),
-        reclaim_after: Duration::from_secs_f64(spec.schedule.reclaim_after_hours.max(0.0) * 3600.0),
-        stop: AtomicBool::new(false),
-        error: Mutex::new(None),
-        trained: AtomicUsize::new(0),
-        diverged: AtomicUsize::new(0),
-        taken: AtomicUsize::new(0),
-        done_by_others: AtomicUsize::new(0),
-        limit: opts.limit.unwrap_or(usize::MAX),
-        bar,
-    };
-    // Small runs: `jobs` workers, one libtorch thread each (set on each worker thread). The
-    // thread count of a run depends only on its size, never on `jobs`, so a record is the
-    // same whichever invocation computed it.
-    if !small.is_empty() {
-        let pool = rayon::ThreadPoolBuilder::new().num_threads(jobs).build().map_err(|e| Error::config(format!("thread pool: {e}")))?;
-        let n = pool.install(|| small.par_iter().with_max_len(1).filter(|(p, _)| shared.execute(p, 1)).count());
-        report.parallel = n;
-    }
-    // Large runs: one at a time with every core.
-    let all = cores();
-    for (p, _) in &large {
-        if shared.execute(p, all) {
-            report.alone += 1;
-        }
-    }
-    shared.bar.finish_and_clear();
-    // libtorch's thread count is left as the last run set it (1 after a parallel phase):
-    // restoring it here would change it under another sweep running in the same process.
-    if let Some(e) = shared.error.into_inner().unwrap_or_else(|p| p.into_inner()) {
-        return Err(e);
-    }
-    report.trained = shared.trained.load(Ordering::SeqCst);
-    report.diverged = shared.diverged.load(Ordering::SeqCst);
-    report.taken_by_others = shared.taken.load(Ordering::SeqCst);
-    report.done_by_others = shared.done_by_others.load(Ordering::SeqCst);
+    let exec = Executor::new(runner, &spec.name, store, &spec.schedule, opts.limit);
+    let (taken, done_by_others, diverged) = (AtomicUsize::new(0), AtomicUsize::new(0), AtomicUsize::new(0));
+    let (parallel, alone) = schedule(units, spec.schedule.alone_from_params, jobs, |p, threads| {
+        let trained = match exec.execute(p, threads) {
+            Executed::Trained(rec) => {
+                if rec.diverged() {
+                    bar.set_message(format!("{} diverged", diverged.fetch_add(1, Ordering::SeqCst) + 1));
+                }
+                true
+            }
+            Executed::Done => {
+                done_by_others.fetch_add(1, Ordering::SeqCst);
+                false
+            }
+            Executed::Taken => {
+                taken.fetch_add(1, Ordering::SeqCst);
+                false
+            }
+            Executed::Stopped => return false,
+        };
+        bar.inc(1);
+        trained
+    })?;
+    bar.finish_and_clear();
+    let counts = exec.finish()?;
+    report.parallel = parallel;
+    report.alone = alone;
+    report.trained = counts.trained;
+    report.diverged = counts.diverged;
+    report.taken_by_others = taken.into_inner();
+    report.done_by_others = done_by_others.into_inner();
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
 }

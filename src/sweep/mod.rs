@@ -81,9 +81,12 @@ pub mod engine;
 pub mod export;
 pub mod presets;
 pub mod runner;
+pub mod search;
 pub mod store;
 
+pub use analysis::analyse_spec;
 pub use engine::{run, status, RunOptions, SweepReport, SweepStatus};
+pub use search::SearchSpec;
 pub use runner::{GptRunner, MlpRunner, RunKind, RunOutput, RunRecord, Runner};
 pub use store::Store;
 
@@ -215,6 +218,33 @@ fn empty_object() -> Value {
     Value::Object(Default::default())
 }
 
+/// A sweep file: a grid ([`SweepSpec`]) or a search ([`SearchSpec`], a file with a `[search]`
+/// table).
+#[derive(Clone, Debug, PartialEq)]
+pub enum SpecFile {
+    Grid(SweepSpec),
+    Search(SearchSpec),
+}
+
+impl SpecFile {
+    /// Reads a grid or a search from a TOML or JSON file.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let v: Value = crate::config::read_config(path)?;
+        if v.get("search").is_some() {
+            Ok(SpecFile::Search(SearchSpec::from_file(path)?))
+        } else {
+            Ok(SpecFile::Grid(SweepSpec::from_file(path)?))
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        match self {
+            SpecFile::Grid(s) => &s.name,
+            SpecFile::Search(s) => &s.name,
+        }
+    }
+}
+
 /// One run of a sweep, resolved.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RunPoint {
@@ -254,12 +284,7 @@ impl SweepSpec {
 
     /// Writes the sweep as TOML (`.toml`) or JSON.
     pub fn save(&self, path: &Path) -> Result<()> {
-        let text = if path.extension().is_some_and(|e| e == "toml") {
-            toml::to_string_pretty(self).map_err(|e| Error::Serde(e.to_string()))?
-        } else {
-            serde_json::to_string_pretty(self)?
-        };
-        std::fs::write(path, text).map_err(|e| Error::io(path, e))
+        save_spec(self, path)
     }
 
     /// The runner of this sweep's kind.
@@ -299,6 +324,29 @@ impl SweepSpec {
 pub fn resolve_point(runner: &dyn Runner, sweep: &str, base: &Value, axes: BTreeMap<String, Value>) -> Result<RunPoint> {
     let config = runner.resolve(base, &axes).map_err(|e| Error::config(format!("sweep `{sweep}`, run {}: {e}", describe(&axes))))?;
     Ok(RunPoint { key: run_key(runner.kind(), &config), axes, config })
+}
+
+/// Writes a sweep or search file: TOML (`.toml`, without the `null`s of unset optional
+/// fields, which TOML cannot hold and reading fills in again) or JSON.
+pub(crate) fn save_spec<T: Serialize>(spec: &T, path: &Path) -> Result<()> {
+    fn drop_nulls(v: &mut Value) {
+        match v {
+            Value::Object(m) => {
+                m.retain(|_, x| !x.is_null());
+                m.values_mut().for_each(drop_nulls);
+            }
+            Value::Array(a) => a.iter_mut().for_each(drop_nulls),
+            _ => {}
+        }
+    }
+    let text = if path.extension().is_some_and(|e| e == "toml") {
+        let mut v = serde_json::to_value(spec)?;
+        drop_nulls(&mut v);
+        toml::to_string_pretty(&v).map_err(|e| Error::Serde(e.to_string()))?
+    } else {
+        serde_json::to_string_pretty(spec)?
+    };
+    std::fs::write(path, text).map_err(|e| Error::io(path, e))
 }
 
 /// `width=64 lr=0.1` for messages.
