@@ -1,7 +1,8 @@
 //! Learning-rate sweeps across widths (section 5.1, appendix F): a grid of training runs
 //! declared in a serde file or built in code, a crash-safe store, shards for clusters, a
 //! scheduler for one machine, export and analysis (optimal and max-stable learning-rate
-//! exponents, [`analysis`]).
+//! exponents, [`analysis`]), and adaptive learning-rate searches over the same store
+//! ([`search`]).
 //!
 //! # A sweep
 //! A [`SweepSpec`] holds a run kind ([`RunKind`]: `mlp`, the MLP of [`crate::train`], or
@@ -26,7 +27,15 @@
 //! removed because the scheduler chooses it). Two sweeps that share a run share its key, so
 //! re-running a sweep or a larger sweep around it skips what is done; a config written in TOML
 //! or built in code gives the same key. Learning rates computed in code (`2f64.powf(..)`) can
-//! differ from the literal in a file in the last bit, and then give another key.
+//! differ from the literal in a file in the last bit, and then give another key; log grids
+//! with up to 64 points per octave and searches use the lattice `2^(m/64)`
+//! ([`pow2_lattice`]), the same bits on every machine.
+//!
+//! # Searches
+//! A [`SearchSpec`] (a file with a `[search]` table) finds the max-stable learning rate of
+//! every (setting, width, seed) by bisection and the optimal one of every (setting, width) by
+//! a coarse pass and local refinement, each probe a run of this store with its key: see
+//! [`search`].
 //!
 //! # The store: SQLite, and why
 //! Results go to a SQLite file ([`store::Store`], rusqlite with the bundled library):

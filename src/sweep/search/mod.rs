@@ -56,7 +56,11 @@
 //! between the optimum and it) are reported as [`MaxStable::violations`]. A learning rate too
 //! small to learn anything can look unstable under an accuracy rule: the bracket's bottom
 //! must be a learning rate that learns, or the search extends down into that regime and
-//! gives up with [`Edge::NoStable`].
+//! gives up with [`Edge::NoStable`]. Under MSE, small ReLU networks can also *die* at large
+//! learning rates (constant output, finite loss, chance accuracy) without a NaN: the paper's
+//! NaN rule calls them stable, its soft definition ("predictions degrade to random guessing",
+//! appendix D) does not; `near-chance`, which also counts every diverged run, is the rule
+//! for such settings (`tests/search.rs` shows the case on the teacher data).
 //!
 //! # Optimal learning rate: coarse pass and local refinement
 //! Per (setting, width), every probe runs *all seeds at the same learning rate*
@@ -70,7 +74,10 @@
 //! both ways: the optimum of the seed-averaged curve ([`Optimum::mean`]) and each seed's
 //! optimum on its own curve ([`Optimum::per_seed`], their spread). With `find = "both"` the
 //! max-stable searches of a width run first and the coarse pass starts from their brackets;
-//! probes on a shared lattice point (the bisection's half-octave points) are reused.
+//! probes on a shared lattice point (the bisection's half-octave points) are reused. The
+//! coarse pass's stopping rule compares points, so a flat plateau far below the optimum (runs
+//! that all give the same accuracy) can end it early by noise; `span` and `margin` set how
+//! far it reaches at least.
 //!
 //! # Groups, shards, scheduling
 //! A search is a set of independent groups: (setting, width, seed) when only the max-stable
@@ -82,10 +89,11 @@
 //! (`engine::schedule`: small groups on a pool of `jobs` workers, one libtorch thread per
 //! run, a group's simultaneous probes spread over the pool; groups of large runs one at a
 //! time with every core), and every probe goes through the engine's claim, train and record
-//! step, so processes sharing a store never train a run twice: a probe claimed by another
-//! live process is waited for. A group is a deterministic function of its stored runs: a
-//! re-run replays it from the store, training only what is missing, and [`analyse`] replays
-//! it without training.
+//! step, so processes sharing a store never train a run twice. A group whose next probe
+//! another live process holds is set aside and retried after the other groups (every 250 ms
+//! once only such groups are left), so processes sharing a store split the groups between
+//! them. A group is a deterministic function of its stored runs: a re-run replays it from the
+//! store, training only what is missing, and [`analyse`] replays it without training.
 //!
 //! # Analysis
 //! [`analyse`] gives, per setting ([`SettingSearch`]), per width the seeds' max-stable
@@ -476,6 +484,8 @@ impl GroupCtx<'_> {
 }
 
 /// Trains missing probes through the engine's [`Executor`] (claims, one transaction per run).
+/// A probe claimed by another live process stops the group for now (`None`); the caller
+/// comes back to it after the other groups.
 struct TrainOracle<'a> {
     ctx: GroupCtx<'a>,
     exec: &'a Executor<'a>,
@@ -484,11 +494,12 @@ struct TrainOracle<'a> {
     waits: &'a AtomicUsize,
 }
 
-/// How often a probe claimed by another process is looked at again.
+/// How long to wait before looking again at groups whose next probe another process holds.
 const POLL: Duration = Duration::from_millis(250);
 
 impl TrainOracle<'_> {
-    /// The record of `p`: stored, trained now, or awaited from the process that claimed it.
+    /// The record of `p`: stored or trained now; `None` if the limit or an error stopped the
+    /// invocation or another process holds `p`.
     fn fetch(&self, p: &RunPoint) -> Result<Option<RunRecord>> {
         loop {
             if let Some(r) = self.exec.lock().get(&p.key)? {
@@ -497,13 +508,11 @@ impl TrainOracle<'_> {
             }
             match self.exec.execute(p, self.threads) {
                 Executed::Trained(r) => return Ok(Some(r)),
+                // Recorded by another process since the lookup above.
                 Executed::Done => continue,
                 Executed::Taken => {
                     self.waits.fetch_add(1, Ordering::SeqCst);
-                    std::thread::sleep(POLL);
-                    if self.exec.stopped() {
-                        return Ok(None);
-                    }
+                    return Ok(None);
                 }
                 Executed::Stopped => return Ok(None),
             }
@@ -619,7 +628,7 @@ pub struct SearchReport {
     pub diverged: usize,
     /// Probes found in the store (trained earlier, by a grid, or by another group's phase).
     pub reused: usize,
-    /// Times a probe claimed by another process was waited for.
+    /// Times a group was left for a later round because another process held its next probe.
     pub waits: usize,
     /// Groups run in parallel / alone.
     pub parallel: usize,
@@ -635,7 +644,7 @@ impl std::fmt::Display for SearchReport {
             self.groups, self.already_done, self.completed, self.unfinished, self.trained, self.diverged, self.reused, self.seconds
         )?;
         if self.waits > 0 {
-            write!(f, "; waited {} times for runs of other processes", self.waits)?;
+            write!(f, "; {} times a group waited for a run of another process", self.waits)?;
         }
         Ok(())
     }
@@ -686,27 +695,40 @@ pub fn run_with(spec: &SearchSpec, runner: &dyn Runner, store_path: &Path, opts:
     let exec = Executor::new(runner, &spec.name, store, &spec.schedule, opts.limit);
     let (reused, waits) = (AtomicUsize::new(0), AtomicUsize::new(0));
     let n_todo = todo.len();
-    let (parallel, alone) = engine::schedule(todo, spec.schedule.alone_from_params, jobs, |g, threads| {
-        let oracle = TrainOracle { ctx: GroupCtx { spec, runner, group: g }, exec: &exec, threads, reused: &reused, waits: &waits };
-        let done = match search_group(spec, g, &oracle) {
-            Ok(r) => r.is_some(),
-            Err(e) => {
-                exec.fail(e);
-                false
+    let finished: Mutex<std::collections::HashSet<String>> = Mutex::new(Default::default());
+    // Rounds: a group whose next probe another process holds is left for a later round, so
+    // processes sharing a store split the groups instead of waiting for each other.
+    let mut pending = todo;
+    loop {
+        let (parallel, alone) = engine::schedule(pending.clone(), spec.schedule.alone_from_params, jobs, |g, threads| {
+            let oracle = TrainOracle { ctx: GroupCtx { spec, runner, group: g }, exec: &exec, threads, reused: &reused, waits: &waits };
+            let done = match search_group(spec, g, &oracle) {
+                Ok(r) => r.is_some(),
+                Err(e) => {
+                    exec.fail(e);
+                    false
+                }
+            };
+            if done {
+                finished.lock().unwrap_or_else(|e| e.into_inner()).insert(g.id.clone());
+                bar.inc(1);
             }
-        };
-        if done {
-            bar.inc(1);
+            bar.set_message(format!("{} probes trained, {} reused", exec.trained(), reused.load(Ordering::SeqCst)));
+            done
+        })?;
+        report.parallel += parallel;
+        report.alone += alone;
+        let finished = finished.lock().unwrap_or_else(|e| e.into_inner());
+        pending.retain(|(g, _)| !finished.contains(&g.id));
+        if pending.is_empty() || exec.stopped() {
+            break;
         }
-        bar.set_message(format!("{} probes trained, {} reused", exec.trained(), reused.load(Ordering::SeqCst)));
-        done
-    })?;
+        std::thread::sleep(POLL);
+    }
     bar.finish_and_clear();
     let counts = exec.finish()?;
-    report.completed = parallel + alone;
+    report.completed = report.parallel + report.alone;
     report.unfinished = n_todo - report.completed;
-    report.parallel = parallel;
-    report.alone = alone;
     report.trained = counts.trained;
     report.diverged = counts.diverged;
     report.reused = reused.into_inner();
