@@ -12,6 +12,37 @@ pub struct SweepArgs {
     pub command: SweepCommand,
 }
 
+/// How `sweep run` and `sweep search` train (none of it changes a result).
+#[derive(clap::Args, Debug)]
+pub struct RunFlags {
+    /// SQLite store (created if missing; grids and searches may share one).
+    #[arg(long)]
+    store: PathBuf,
+    /// Only shard k of N (0-based), e.g. `--shard $SLURM_ARRAY_TASK_ID/8`.
+    #[arg(long)]
+    shard: Option<Shard>,
+    /// Parallel workers for small runs (default: the spec's, else the number of cores).
+    #[arg(long)]
+    jobs: Option<usize>,
+    /// Stop after training this many runs (re-run to resume).
+    #[arg(long)]
+    limit: Option<usize>,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
+}
+
+impl RunFlags {
+    fn options(&self) -> RunOptions {
+        RunOptions { shard: self.shard, jobs: self.jobs, limit: self.limit, progress: !self.quiet }
+    }
+
+    /// ` (shard k/N)` or nothing.
+    fn shard_note(&self) -> String {
+        self.shard.map_or(String::new(), |k| format!(" (shard {k})"))
+    }
+}
+
 #[derive(clap::Subcommand, Debug)]
 pub enum SweepCommand {
     /// Train every unfinished run of a sweep (safe to interrupt and re-run; several processes
@@ -19,45 +50,19 @@ pub enum SweepCommand {
     Run {
         /// Sweep file (TOML or JSON).
         spec: PathBuf,
-        /// SQLite store (created if missing).
-        #[arg(long)]
-        store: PathBuf,
-        /// Only shard k of N (0-based), e.g. `--shard $SLURM_ARRAY_TASK_ID/8`.
-        #[arg(long)]
-        shard: Option<Shard>,
-        /// Parallel workers for small runs (default: the spec's, else the number of cores).
-        #[arg(long)]
-        jobs: Option<usize>,
-        /// Stop after training this many runs.
-        #[arg(long)]
-        limit: Option<usize>,
-        /// No progress bar.
-        #[arg(long)]
-        quiet: bool,
+        #[command(flatten)]
+        run: RunFlags,
     },
     /// Search learning rates adaptively (a spec with a `[search]` table): the max-stable one
     /// per (setting, width, seed) by bisection and the optimal one per (setting, width) over
-    /// seeds; every probe is a stored run (resumable, shardable by group, safe to run in
-    /// several processes). Prints the analysis when done.
+    /// seeds; every probe is a stored run (resumable, safe to run in several processes).
+    /// `--shard` splits by group: (setting, width, seed) when only max-stable learning rates
+    /// are searched, (setting, width) otherwise. Prints the analysis when done.
     Search {
         /// Search file (TOML or JSON) with a `[search]` table.
         spec: PathBuf,
-        /// SQLite store (created if missing; grids and searches may share one).
-        #[arg(long)]
-        store: PathBuf,
-        /// Only the groups of shard k of N (0-based): (setting, width, seed) groups when only
-        /// max-stable learning rates are searched, (setting, width) groups otherwise.
-        #[arg(long)]
-        shard: Option<Shard>,
-        /// Parallel workers for small runs (default: the spec's, else the number of cores).
-        #[arg(long)]
-        jobs: Option<usize>,
-        /// Stop after training this many runs (re-run to resume).
-        #[arg(long)]
-        limit: Option<usize>,
-        /// No progress bar.
-        #[arg(long)]
-        quiet: bool,
+        #[command(flatten)]
+        run: RunFlags,
     },
     /// How much of a sweep or search is done.
     Status {
@@ -136,20 +141,18 @@ fn write_figures(dir: &Path, groups: &[&LrAnalysis], n0: f64, json: String) -> a
 
 pub fn run(args: &SweepArgs) -> anyhow::Result<()> {
     match &args.command {
-        SweepCommand::Run { spec, store, shard, jobs, limit, quiet } => {
+        SweepCommand::Run { spec, run } => {
             let s = grid(spec)?;
-            let opts = RunOptions { shard: *shard, jobs: *jobs, limit: *limit, progress: !quiet };
-            let report = sweep::run(&s, store, &opts)?;
-            println!("sweep {}{}: {report}", s.name, shard.map_or(String::new(), |k| format!(" (shard {k})")));
+            let report = sweep::run(&s, &run.store, &run.options())?;
+            println!("sweep {}{}: {report}", s.name, run.shard_note());
         }
-        SweepCommand::Search { spec, store, shard, jobs, limit, quiet } => {
+        SweepCommand::Search { spec, run } => {
             let s = match SpecFile::from_file(spec)? {
                 SpecFile::Search(s) => s,
                 SpecFile::Grid(g) => anyhow::bail!("{} is a grid (`{}` has no [search] table): run it with `widthlab sweep run`", spec.display(), g.name),
             };
-            let opts = RunOptions { shard: *shard, jobs: *jobs, limit: *limit, progress: !quiet };
-            let out = search::run(&s, store, &opts)?;
-            println!("search {}{}: {}", s.name, shard.map_or(String::new(), |k| format!(" (shard {k})")), out.report);
+            let out = search::run(&s, &run.store, &run.options())?;
+            println!("search {}{}: {}", s.name, run.shard_note(), out.report);
             print!("{}", out.analysis.table());
         }
         SweepCommand::Status { spec, store, shard } => {
