@@ -432,7 +432,7 @@ impl LrAnalysis {
     /// A text table: per width the optimal and max-stable learning rates with seed ranges,
     /// then the fitted exponents with 95% CIs and the closest clean exponent.
     pub fn table(&self) -> String {
-        let mut s = format!("{} ({}, unstable: {:?})\n", self.label, self.objective.label(), self.instability);
+        let mut s = format!("{} ({}, unstable: {})\n", self.label, self.objective.label(), self.instability);
         s += &format!("{:>7} {:>10} {:>21} {:>8} {:>10} {:>21}\n", "width", "optimal", "seed range", "value", "max-stable", "seed range");
         for w in &self.widths {
             let (a, b) = w.optimal_spread();
