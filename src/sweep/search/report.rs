@@ -40,6 +40,7 @@ impl ExponentFit {
         let fit = fit_power_law(widths, values).ok()?;
         let resolution = resolution_bound(widths, half_octave);
         let mut distinct: Vec<i64> = widths.iter().map(|w| w.round() as i64).collect();
+        distinct.sort_unstable();
         distinct.dedup();
         Some(ExponentFit {
             exponent: fit.exponent,
