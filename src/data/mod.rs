@@ -92,6 +92,17 @@ pub enum DatasetName {
 
 const NAMES: &str = "fashion-mnist, mnist, cifar10, teacher";
 
+impl DatasetName {
+    /// Number of classes (the model's `d_out`; chance accuracy is its inverse): 10 for the
+    /// image datasets, 2 for the teacher data (the sign of the teacher).
+    pub fn num_classes(self) -> i64 {
+        match self {
+            DatasetName::FashionMnist | DatasetName::Mnist | DatasetName::Cifar10 => 10,
+            DatasetName::Teacher => 2,
+        }
+    }
+}
+
 impl FromStr for DatasetName {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
@@ -288,7 +299,7 @@ pub fn load(cfg: &DataConfig, seed: u64) -> Result<Splits> {
                     }
                     None => (pixels_to_tensor(pixels.clone(), *n, *d, name, cfg.normalize), labels_to_tensor(labels)),
                 };
-                Ok(Dataset { x, y, num_classes: 10, name: name.to_string() })
+                Ok(Dataset { x, y, num_classes: name.num_classes(), name: name.to_string() })
             };
             let train = part("train", cfg.train_subset.map(|k| (k, seed)))?;
             let test = part("t10k", cfg.test_subset.map(|k| (k, seed ^ 0x7e57)))?;
@@ -309,7 +320,7 @@ pub fn load(cfg: &DataConfig, seed: u64) -> Result<Splits> {
             })?;
             let to_ds = |(pix, labels): (Vec<u8>, Vec<u8>)| {
                 let n = labels.len();
-                Dataset { x: pixels_to_tensor(pix, n, cifar::RECORD_PIXELS, name, cfg.normalize), y: labels_to_tensor(&labels), num_classes: 10, name: name.to_string() }
+                Dataset { x: pixels_to_tensor(pix, n, cifar::RECORD_PIXELS, name, cfg.normalize), y: labels_to_tensor(&labels), num_classes: name.num_classes(), name: name.to_string() }
             };
             Splits { train: to_ds(train), test: to_ds(test) }
         }

@@ -57,7 +57,7 @@ fn sample(n: usize, d: usize, r: &mut impl Rng, name: &str) -> Result<Dataset> {
         xs.extend(v.into_iter().map(|a| a as f32));
     }
     let x = Tensor::f_from_slice(&xs)?.f_reshape([n as i64, d as i64])?;
-    Ok(Dataset { x, y: Tensor::f_from_slice(&ys)?, num_classes: 2, name: name.into() })
+    Ok(Dataset { x, y: Tensor::f_from_slice(&ys)?, num_classes: super::DatasetName::Teacher.num_classes(), name: name.into() })
 }
 
 /// Generates train and test sets from independent seeded streams.

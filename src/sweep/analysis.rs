@@ -10,9 +10,12 @@
 //! - the *max-stable* learning rate is measured, as in the paper, as the *minimal unstable*
 //!   learning rate: the smallest grid learning rate above the optimum whose run is unstable,
 //!   where unstable means ([`Instability`]): under MSE a NaN (the run diverged with a
-//!   non-finite loss); under CE a training accuracy below 20% (or a diverged run); for GPT
-//!   (later), a loss worse than the optimal loss + 1. Both scale with the same exponent; the
-//!   last stable grid point is one grid step below.
+//!   non-finite loss); under CE a training accuracy near chance, below `chance + (1 - chance)/9`
+//!   with `chance = 1/classes` (the paper's 20% for its 10-class data, 55.6% for the 2-class
+//!   teacher data; a fixed 20% never fires when chance is 50%), or a diverged run; for GPT, a
+//!   loss worse than the optimal loss + 1. Under every rule a run whose final training loss is
+//!   not finite is unstable. Both scale with the same exponent; the last stable grid point is
+//!   one grid step below.
 //!
 //! Both are computed per seed (the seed spread is their range) and from the seed-averaged
 //! curve (the line drawn). Width exponents are fitted with [`crate::fit::fit_power_law`] over
@@ -91,54 +94,91 @@ impl std::str::FromStr for Objective {
     }
 }
 
-/// When a run counts as unstable (appendix D.4).
+/// When a run counts as unstable (appendix D.4). Under every rule, a run whose final
+/// training loss is not finite (or missing) is unstable.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Instability {
     /// The run produced NaN (diverged with a non-finite loss): the paper's MSE criterion.
     Nan,
-    /// Training accuracy below this (or a diverged run): the paper's CE criterion, 0.2.
+    /// Training accuracy below `chance + (1 - chance)/9`, `chance = 1/classes` of the run's
+    /// data (or a diverged run): the paper's CE criterion, "accuracy < 20%" on its 10-class
+    /// datasets, made relative to chance so that it also fires on 2-class data (55.6%).
+    NearChance,
+    /// Training accuracy below this fixed level (or a diverged run).
     AccBelow(f64),
     /// Training loss above the width's optimal loss plus this (or diverged): GPT, 1.0.
     LossAbove(f64),
 }
 
 impl Instability {
-    /// The paper's criterion for a loss: NaN under MSE (and MSE on softmax), accuracy < 20%
-    /// under CE.
+    /// The paper's criterion for a loss: NaN under MSE (and MSE on softmax), accuracy near
+    /// chance ([`Instability::NearChance`]) under CE.
     pub fn for_loss(loss: LossKind) -> Self {
         match loss {
-            LossKind::Ce => Instability::AccBelow(0.2),
+            LossKind::Ce => Instability::NearChance,
             LossKind::Mse | LossKind::MseSoftmax => Instability::Nan,
         }
     }
 
-    /// Whether a run is unstable; `best_loss` is the optimal training loss of its width.
-    pub fn unstable(self, r: &RunRecord, best_loss: f64) -> bool {
+    /// The accuracy below which [`Instability::NearChance`] calls a run with `classes`
+    /// classes unstable: `chance + (1 - chance)/9 = (classes + 8) / (9 classes)`, exactly
+    /// 0.2 for 10 classes.
+    pub fn near_chance_threshold(classes: i64) -> f64 {
+        (classes + 8) as f64 / (9 * classes) as f64
+    }
+
+    /// Whether a run is unstable; `best_loss` is the optimal training loss of its width. An
+    /// error only for [`Instability::NearChance`] on a record whose number of classes is
+    /// unknown ([`RunRecord::num_classes`]).
+    pub fn unstable(self, r: &RunRecord, best_loss: f64) -> Result<bool> {
         let o = &r.output;
-        let nan = match &o.outcome {
-            Outcome::Diverged { reason, .. } => reason.contains("non-finite"),
-            Outcome::Completed => false,
-        } || o.train_loss.is_none();
-        match self {
+        // A final training loss that is not finite: unstable under every rule.
+        if o.train_loss.is_none_or(|l| !l.is_finite()) {
+            return Ok(true);
+        }
+        let nan = matches!(&o.outcome, Outcome::Diverged { reason, .. } if reason.contains("non-finite"));
+        Ok(match self {
             Instability::Nan => nan,
+            Instability::NearChance => {
+                let classes = r.num_classes().ok_or_else(|| Error::config(format!("run {}: the near-chance instability rule needs the number of classes of its data (no `dataset` coordinate); use acc-below:T", r.key)))?;
+                r.diverged() || o.train_acc.is_none_or(|a| a < Self::near_chance_threshold(classes))
+            }
             Instability::AccBelow(t) => r.diverged() || o.train_acc.is_none_or(|a| a < t),
             Instability::LossAbove(m) => r.diverged() || o.train_loss.is_none_or(|l| l > best_loss + m),
+        })
+    }
+
+    /// Whether the rule reads a reference from other runs (the width's optimal loss).
+    pub fn needs_reference(self) -> bool {
+        matches!(self, Instability::LossAbove(_))
+    }
+}
+
+impl std::fmt::Display for Instability {
+    /// The text [`std::str::FromStr`] reads: `nan`, `near-chance`, `acc-below:0.2`, `loss-above:1`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Instability::Nan => f.write_str("nan"),
+            Instability::NearChance => f.write_str("near-chance"),
+            Instability::AccBelow(t) => write!(f, "acc-below:{t}"),
+            Instability::LossAbove(m) => write!(f, "loss-above:{m}"),
         }
     }
 }
 
 impl std::str::FromStr for Instability {
     type Err = Error;
-    /// `nan`, `acc-below[:T]` (default 0.2) or `loss-above[:M]` (default 1.0).
+    /// `nan`, `near-chance`, `acc-below[:T]` (default 0.2) or `loss-above[:M]` (default 1.0).
     fn from_str(s: &str) -> Result<Self> {
-        let bad = || Error::config(format!("unknown instability rule `{s}` (use nan, acc-below[:T], loss-above[:M], e.g. acc-below:0.2)"));
+        let bad = || Error::config(format!("unknown instability rule `{s}` (use nan, near-chance, acc-below[:T], loss-above[:M], e.g. acc-below:0.2)"));
         let (name, arg) = match s.split_once(':') {
             Some((n, a)) => (n, Some(a.trim().parse::<f64>().ok().filter(|v| v.is_finite()).ok_or_else(bad)?)),
             None => (s, None),
         };
         match (name.trim(), arg) {
             ("nan", None) => Ok(Instability::Nan),
+            ("near-chance", None) => Ok(Instability::NearChance),
             ("acc-below", a) => Ok(Instability::AccBelow(a.unwrap_or(0.2))),
             ("loss-above", a) => Ok(Instability::LossAbove(a.unwrap_or(1.0))),
             _ => Err(bad()),
@@ -226,7 +266,7 @@ pub fn parabola_vertex(x: [f64; 3], y: [f64; 3]) -> Option<f64> {
 
 /// Index of the best value and its refined learning rate. `stable[i]`: whether point `i` may
 /// be used for the refinement.
-fn optimum(objective: Objective, lrs: &[f64], vals: &[f64], stable: &[bool]) -> (usize, f64) {
+pub(crate) fn optimum(objective: Objective, lrs: &[f64], vals: &[f64], stable: &[bool]) -> (usize, f64) {
     let mut best = 0;
     for i in 1..vals.len() {
         if objective.better(vals[i], vals[best]) {
@@ -289,7 +329,7 @@ pub fn analyse_group(records: &[&RunRecord], objective: Objective, instability: 
             let lrs: Vec<f64> = runs.iter().map(|r| r.0).collect();
             let vals: Vec<f64> = runs.iter().map(|r| objective.value(r.1)).collect();
             let best_loss = runs.iter().filter(|r| !r.1.diverged()).filter_map(|r| r.1.output.train_loss).fold(f64::INFINITY, f64::min);
-            let unstable: Vec<bool> = runs.iter().map(|r| instability.unstable(r.1, best_loss)).collect();
+            let unstable: Vec<bool> = runs.iter().map(|r| instability.unstable(r.1, best_loss)).collect::<Result<_>>()?;
             let stable: Vec<bool> = unstable.iter().map(|u| !u).collect();
             let (best, lr) = optimum(objective, &lrs, &vals, &stable);
             per_seed.push((*seed, lr, first_unstable_above(&lrs, best, &unstable)));
@@ -351,26 +391,48 @@ pub fn analyse(records: &[RunRecord], objective: Objective, instability: Option<
         let id = super::canonical_json(&serde_json::to_value(&coords)?);
         groups.entry(id).or_insert_with(|| (coords, vec![])).1.push(r);
     }
-    // Coordinates that differ between groups name them.
-    let all: Vec<&BTreeMap<String, serde_json::Value>> = groups.values().map(|g| &g.0).collect();
-    let varying: Vec<String> = all.first().map_or(vec![], |f| f.keys().filter(|k| all.iter().any(|g| g.get(*k) != f.get(*k))).cloned().collect());
+    let labels = group_labels(&groups.values().map(|g| &g.0).collect::<Vec<_>>());
     let mut out = vec![];
-    for (coords, recs) in groups.into_values() {
+    for ((coords, recs), label) in groups.into_values().zip(labels) {
         let mut a = analyse_group(&recs, objective, instability)?;
-        // One group: name it by its main settings instead.
-        let keys: Vec<String> = if varying.is_empty() { ["loss", "optimizer", "param", "depth"].iter().filter(|k| coords.get(**k).is_some_and(|v| !v.is_null())).map(|k| k.to_string()).collect() } else { varying.clone() };
-        a.label = keys.iter().map(|k| format!("{k}={}", coords.get(k).map_or("-".into(), super::plain))).collect::<Vec<_>>().join(" ");
+        a.label = label;
         a.coords = coords;
         out.push(a);
     }
     Ok(out)
 }
 
+/// Labels of groups of runs by their coordinates: the coordinates that differ between the
+/// groups (`loss=ce depth=8`), or for a single group its main settings (loss, optimizer,
+/// parameterization, depth).
+pub(crate) fn group_labels(groups: &[&BTreeMap<String, serde_json::Value>]) -> Vec<String> {
+    let varying: Vec<String> = groups.first().map_or(vec![], |f| f.keys().filter(|k| groups.iter().any(|g| g.get(*k) != f.get(*k))).cloned().collect());
+    groups
+        .iter()
+        .map(|coords| {
+            let keys: Vec<String> = if varying.is_empty() { ["loss", "optimizer", "param", "depth"].iter().filter(|k| coords.get(**k).is_some_and(|v| !v.is_null())).map(|k| k.to_string()).collect() } else { varying.clone() };
+            keys.iter().map(|k| format!("{k}={}", coords.get(k).map_or("-".into(), super::plain))).collect::<Vec<_>>().join(" ")
+        })
+        .collect()
+}
+
+/// [`analyse`] of the finished runs of a grid sweep in `store`: the notebooks' one call for
+/// `store.records_for(&spec.points()?..)` followed by [`analyse`]. An error if none is
+/// finished.
+pub fn analyse_spec(spec: &super::SweepSpec, store: &super::Store, objective: Objective, instability: Option<Instability>) -> Result<Vec<LrAnalysis>> {
+    let keys: Vec<String> = spec.points()?.into_iter().map(|p| p.key).collect();
+    let records = store.records_for(&keys)?;
+    if records.is_empty() {
+        return Err(Error::config(format!("no finished runs of sweep `{}` in {}", spec.name, store.path().display())));
+    }
+    analyse(&records, objective, instability)
+}
+
 impl LrAnalysis {
     /// A text table: per width the optimal and max-stable learning rates with seed ranges,
     /// then the fitted exponents with 95% CIs and the closest clean exponent.
     pub fn table(&self) -> String {
-        let mut s = format!("{} ({}, unstable: {:?})\n", self.label, self.objective.label(), self.instability);
+        let mut s = format!("{} ({}, unstable: {})\n", self.label, self.objective.label(), self.instability);
         s += &format!("{:>7} {:>10} {:>21} {:>8} {:>10} {:>21}\n", "width", "optimal", "seed range", "value", "max-stable", "seed range");
         for w in &self.widths {
             let (a, b) = w.optimal_spread();
@@ -492,6 +554,7 @@ mod tests {
                 ("lr".to_string(), serde_json::Value::from(lr)),
                 ("seed".to_string(), serde_json::Value::from(seed)),
                 ("loss".to_string(), serde_json::Value::from(loss)),
+                ("dataset".to_string(), serde_json::Value::from("fashion-mnist")),
             ]
             .into(),
             config: serde_json::Value::Null,
@@ -579,21 +642,59 @@ mod tests {
         let nan = rec(64.0, 0.1, 0, "mse", 0.0, true);
         let ce = Instability::for_loss(LossKind::Ce);
         let mse = Instability::for_loss(LossKind::Mse);
-        assert!(!ce.unstable(&ok, 0.0) && ce.unstable(&low, 0.0) && ce.unstable(&nan, 0.0));
+        assert_eq!(ce, Instability::NearChance);
+        assert!(!ce.unstable(&ok, 0.0).unwrap() && ce.unstable(&low, 0.0).unwrap() && ce.unstable(&nan, 0.0).unwrap());
         // Under MSE only NaN counts: a poor but finite run is stable.
-        assert!(!mse.unstable(&low, 0.0) && mse.unstable(&nan, 0.0));
+        assert!(!mse.unstable(&low, 0.0).unwrap() && mse.unstable(&nan, 0.0).unwrap());
         // GPT: loss worse than the optimum + 1.
         let gpt = Instability::LossAbove(1.0);
-        assert!(!gpt.unstable(&low, 0.2) && gpt.unstable(&low, -0.5));
+        assert!(!gpt.unstable(&low, 0.2).unwrap() && gpt.unstable(&low, -0.5).unwrap());
         assert_eq!(Objective::TrainAcc.value(&nan), 0.0);
-        assert_eq!("nan".parse::<Instability>().unwrap(), Instability::Nan);
+        for (text, rule) in [("nan", Instability::Nan), ("near-chance", Instability::NearChance), ("acc-below:0.5", Instability::AccBelow(0.5)), ("loss-above:2", Instability::LossAbove(2.0))] {
+            assert_eq!(text.parse::<Instability>().unwrap(), rule);
+            assert_eq!(rule.to_string(), text);
+        }
         assert_eq!("acc-below".parse::<Instability>().unwrap(), Instability::AccBelow(0.2));
-        assert_eq!("acc-below:0.5".parse::<Instability>().unwrap(), Instability::AccBelow(0.5));
-        assert_eq!("loss-above:2".parse::<Instability>().unwrap(), Instability::LossAbove(2.0));
-        for bad in ["nan:1", "acc-below:x", "inf", ""] {
+        for bad in ["nan:1", "near-chance:0.3", "acc-below:x", "inf", ""] {
             assert!(bad.parse::<Instability>().unwrap_err().to_string().contains("instability rule"), "{bad}");
         }
         assert_eq!(Objective::TrainLoss.value(&nan), f64::INFINITY);
+    }
+
+    /// Issue 16, defect 3: the CE rule is relative to chance. On the 2-class teacher data a run
+    /// at chance (52% accuracy) is unstable, which the old fixed 20% never said; on 10-class
+    /// data the threshold is the paper's 20% exactly.
+    #[test]
+    fn near_chance_rule_is_relative_to_the_number_of_classes() {
+        let with = |dataset: &str, acc: f64| {
+            let mut r = rec(64.0, 0.1, 0, "ce", acc, false);
+            r.coords.insert("dataset".into(), dataset.into());
+            r
+        };
+        let rule = Instability::NearChance;
+        assert_eq!(Instability::near_chance_threshold(10), 0.2);
+        assert!((Instability::near_chance_threshold(2) - 5.0 / 9.0).abs() < 1e-15);
+        // 2 classes: 52% is chance level; 60% has learned something.
+        assert!(rule.unstable(&with("teacher", 0.52), 0.0).unwrap());
+        assert!(!rule.unstable(&with("teacher", 0.60), 0.0).unwrap());
+        // The old rule misses the first.
+        assert!(!Instability::AccBelow(0.2).unstable(&with("teacher", 0.52), 0.0).unwrap());
+        // 10 classes: the paper's 20%.
+        assert!(rule.unstable(&with("fashion-mnist", 0.19), 0.0).unwrap());
+        assert!(!rule.unstable(&with("fashion-mnist", 0.2), 0.0).unwrap());
+        assert!(!rule.unstable(&with("cifar10", 0.25), 0.0).unwrap());
+        // The number of classes must be known.
+        let mut unknown = with("teacher", 0.9);
+        unknown.coords.remove("dataset");
+        assert!(rule.unstable(&unknown, 0.0).unwrap_err().to_string().contains("number of classes"));
+        // A completed run whose final training loss is not finite is unstable under every rule,
+        // even with a good accuracy.
+        let mut inf = with("fashion-mnist", 0.9);
+        inf.output.train_loss = None;
+        for r in [Instability::Nan, Instability::NearChance, Instability::AccBelow(0.2), Instability::LossAbove(1.0)] {
+            assert!(r.unstable(&inf, 0.0).unwrap(), "{r}");
+            assert!(!r.unstable(&with("fashion-mnist", 0.9), 0.0).unwrap(), "{r}");
+        }
     }
 
     #[test]
@@ -603,7 +704,7 @@ mod tests {
         let g = analyse(&recs, Objective::TrainAcc, None).unwrap();
         assert_eq!(g.iter().map(|a| a.label.as_str()).collect::<Vec<_>>(), vec!["loss=ce", "loss=mse"]);
         assert_eq!(analyse(&recs[..5], Objective::TrainAcc, None).unwrap()[0].label, "loss=ce");
-        assert_eq!(g[0].instability, Instability::AccBelow(0.2));
+        assert_eq!(g[0].instability, Instability::NearChance);
         assert_eq!(g[1].instability, Instability::Nan);
         assert!(analyse_group(&[], Objective::TrainAcc, None).is_err());
     }

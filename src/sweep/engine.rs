@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use super::runner::{RunCost, RunRecord, Runner};
 use super::store::{this_owner, Claim, Store};
-use super::{describe, RunPoint, Shard, SweepSpec};
+use super::{describe, RunPoint, ScheduleConfig, Shard, SweepSpec};
 use crate::{Error, Result};
 
 /// Options of one invocation (none of them changes any result).
@@ -113,7 +113,7 @@ pub fn cores() -> usize {
 pub fn status(spec: &SweepSpec, store: &Store, shard: Option<Shard>) -> Result<SweepStatus> {
     let points: Vec<RunPoint> = spec.points()?.into_iter().filter(|p| shard.is_none_or(|s| s.contains(&p.key))).collect();
     let done = store.done_keys()?;
-    let claims: std::collections::HashSet<String> = store.live_claims(reclaim_after(spec))?.into_iter().map(|c| c.0).collect();
+    let claims: std::collections::HashSet<String> = store.live_claims(reclaim_after(&spec.schedule))?.into_iter().map(|c| c.0).collect();
     let failures: std::collections::HashSet<String> = store.failures()?.into_iter().map(|c| c.0).collect();
     let keys: Vec<String> = points.iter().filter(|p| done.contains(&p.key)).map(|p| p.key.clone()).collect();
     let diverged = store.records_for(&keys)?.iter().filter(|r| r.diverged()).count();
@@ -130,100 +130,129 @@ pub fn status(spec: &SweepSpec, store: &Store, shard: Option<Shard>) -> Result<S
 }
 
 /// How long a claim holds ([`super::ScheduleConfig::reclaim_after_hours`]).
-fn reclaim_after(spec: &SweepSpec) -> Duration {
-    Duration::from_secs_f64(spec.schedule.reclaim_after_hours.clamp(0.0, 1e6) * 3600.0)
+fn reclaim_after(schedule: &ScheduleConfig) -> Duration {
+    Duration::from_secs_f64(schedule.reclaim_after_hours.clamp(0.0, 1e6) * 3600.0)
 }
 
-/// What [`Shared::execute`] did with a run.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Done {
+/// What [`Executor::execute`] did with one run.
+pub(crate) enum Executed {
     /// Trained and recorded now.
-    Trained,
-    /// Recorded by another process meanwhile.
-    ByOthers,
-    /// Held by another live process.
+    Trained(RunRecord),
+    /// A record existed already (finished by another process since it was planned).
+    Done,
+    /// Another live process holds its claim.
     Taken,
-    /// Its training returned an error (recorded as its failure).
-    Failed,
-    /// Not attempted: the sweep stops (`limit`, or an error of the store).
+    /// Its training returned this error (recorded as the run's failure in the store).
+    Failed(String),
+    /// Not attempted: the limit was reached or an error stopped the invocation.
     Stopped,
 }
 
-struct Shared<'a> {
+/// Claims, trains and records runs for one invocation: the part of the engine that grids and
+/// searches ([`super::search`]) share. The first error stops every later run and is returned
+/// by [`Executor::finish`].
+pub(crate) struct Executor<'a> {
     runner: &'a dyn Runner,
-    spec: &'a SweepSpec,
+    sweep: String,
     store: Mutex<Store>,
     owner: String,
     reclaim_after: Duration,
     stop: AtomicBool,
     error: Mutex<Option<Error>>,
-    /// Runs whose training failed: `(key, axes, error)`.
-    failures: Mutex<Vec<(String, String, String)>>,
     trained: AtomicUsize,
     diverged: AtomicUsize,
     limit: usize,
-    bar: ProgressBar,
 }
 
-impl Shared<'_> {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Store> {
+/// Counts of one invocation's [`Executor`].
+pub(crate) struct Executions {
+    pub trained: usize,
+    pub diverged: usize,
+}
+
+impl<'a> Executor<'a> {
+    /// An executor recording into `store` under the sweep name `sweep`; at most `limit` runs
+    /// are trained.
+    pub(crate) fn new(runner: &'a dyn Runner, sweep: &str, store: Store, schedule: &ScheduleConfig, limit: Option<usize>) -> Self {
+        Executor {
+            runner,
+            sweep: sweep.to_string(),
+            store: Mutex::new(store),
+            owner: this_owner(),
+            reclaim_after: reclaim_after(schedule),
+            stop: AtomicBool::new(false),
+            error: Mutex::new(None),
+            trained: AtomicUsize::new(0),
+            diverged: AtomicUsize::new(0),
+            limit: limit.unwrap_or(usize::MAX),
+        }
+    }
+
+    /// The store (one connection, shared by the workers).
+    pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, Store> {
         self.store.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn fail(&self, e: Error) {
+    /// Whether the limit or an error stopped this invocation.
+    pub(crate) fn stopped(&self) -> bool {
+        self.stop.load(Ordering::SeqCst)
+    }
+
+    /// Stops the invocation with an error (the first one is kept).
+    pub(crate) fn fail(&self, e: Error) {
         self.stop.store(true, Ordering::SeqCst);
         let mut slot = self.error.lock().unwrap_or_else(|p| p.into_inner());
         slot.get_or_insert(e);
     }
 
+    /// Runs trained so far by this invocation.
+    pub(crate) fn trained(&self) -> usize {
+        self.trained.load(Ordering::SeqCst)
+    }
+
     /// Claims, trains and records one run with `threads` libtorch threads (set on this thread).
-    fn execute(&self, p: &RunPoint, threads: usize) -> Done {
-        if self.stop.load(Ordering::SeqCst) {
-            return Done::Stopped;
+    pub(crate) fn execute(&self, p: &RunPoint, threads: usize) -> Executed {
+        if self.stopped() {
+            return Executed::Stopped;
         }
         let claim = match self.lock().claim(&p.key, &self.owner, self.reclaim_after) {
             Ok(c) => c,
             Err(e) => {
                 self.fail(e);
-                return Done::Stopped;
+                return Executed::Stopped;
             }
         };
         match claim {
             Claim::Granted => {}
-            Claim::Done => {
-                self.bar.inc(1);
-                return Done::ByOthers;
-            }
-            Claim::Taken { .. } => return Done::Taken,
+            Claim::Done => return Executed::Done,
+            Claim::Taken { .. } => return Executed::Taken,
         }
         // Reserve a slot under the limit only once the run is ours.
         if self.trained.fetch_add(1, Ordering::SeqCst) >= self.limit {
             self.trained.fetch_sub(1, Ordering::SeqCst);
             self.stop.store(true, Ordering::SeqCst);
             let _ = self.lock().release(&p.key, &self.owner);
-            return Done::Stopped;
+            return Executed::Stopped;
         }
         crate::device::set_threads(threads);
         let started = Instant::now();
         let output = match self.runner.run(&p.config, threads) {
             Ok(o) => o,
             Err(e) => {
-                // This run's failure, recorded; the sweep goes on.
+                // This run's failure, recorded; the invocation goes on.
                 self.trained.fetch_sub(1, Ordering::SeqCst);
                 let msg = e.to_string();
                 if let Err(e) = self.lock().record_failure(&p.key, &self.owner, &msg) {
                     self.fail(e);
-                    return Done::Stopped;
+                    return Executed::Stopped;
                 }
-                self.failures.lock().unwrap_or_else(|p| p.into_inner()).push((p.key.clone(), describe(&p.axes), msg));
-                self.bar.inc(1);
-                return Done::Failed;
+                return Executed::Failed(msg);
             }
         };
         let result = (|| -> Result<RunRecord> {
             let rec = RunRecord {
                 key: p.key.clone(),
-                sweep: self.spec.name.clone(),
+                sweep: self.sweep.clone(),
                 kind: self.runner.kind(),
                 coords: self.runner.coords(&p.config)?,
                 config: p.config.clone(),
@@ -241,56 +270,50 @@ impl Shared<'_> {
                 if rec.diverged() {
                     self.diverged.fetch_add(1, Ordering::SeqCst);
                 }
-                self.bar.inc(1);
-                self.bar.set_message(format!("{} diverged", self.diverged.load(Ordering::SeqCst)));
-                Done::Trained
+                Executed::Trained(rec)
             }
             Err(e) => {
-                // The store could not record it: stop.
                 self.trained.fetch_sub(1, Ordering::SeqCst);
                 let _ = self.lock().release(&p.key, &self.owner);
+                // The store could not record it: stop.
                 self.fail(Error::Store { path: self.lock().path().to_path_buf(), reason: format!("recording run {} ({}): {e}", p.key, describe(&p.axes)) });
-                Done::Stopped
+                Executed::Stopped
             }
         }
+    }
+
+    /// The counts, or the first error.
+    pub(crate) fn finish(self) -> Result<Executions> {
+        if let Some(e) = self.error.into_inner().unwrap_or_else(|p| p.into_inner()) {
+            return Err(e);
+        }
+        Ok(Executions { trained: self.trained.into_inner(), diverged: self.diverged.into_inner() })
     }
 }
 
-/// Runs to execute, with their sizes.
-type Batch<'p> = Vec<(&'p RunPoint, RunCost)>;
-
-impl Shared<'_> {
-    /// Executes `small` runs on `jobs` workers with one libtorch thread each, then `large`
-    /// ones one at a time with every core; counts them into `report` and returns those held
-    /// by other processes.
-    fn pass<'p>(&self, jobs: usize, small: &[(&'p RunPoint, RunCost)], large: &[(&'p RunPoint, RunCost)], report: &mut SweepReport) -> Result<(Batch<'p>, Batch<'p>)> {
-        let mut held = (vec![], vec![]);
-        let mut count = |d: Done, alone: bool| {
-            match d {
-                Done::Trained if alone => report.alone += 1,
-                Done::Trained => report.parallel += 1,
-                Done::ByOthers => report.done_by_others += 1,
-                _ => {}
-            }
-            d == Done::Taken
-        };
-        if !small.is_empty() {
-            let pool = rayon::ThreadPoolBuilder::new().num_threads(jobs).build().map_err(|e| Error::config(format!("thread pool: {e}")))?;
-            let done: Vec<Done> = pool.install(|| small.par_iter().with_max_len(1).map(|(p, _)| self.execute(p, 1)).collect());
-            for (d, run) in done.into_iter().zip(small) {
-                if count(d, false) {
-                    held.0.push(*run);
-                }
-            }
-        }
-        let all = cores();
-        for run in large {
-            if count(self.execute(run.0, all), true) {
-                held.1.push(*run);
-            }
-        }
-        Ok(held)
+/// The engine's scheduling, for any unit of work whose runs have one size (a run of a grid, a
+/// search group): units below `alone_from_params` parameters run on a rayon pool of `jobs`
+/// workers with one libtorch thread each, longest (`params x steps`) first, then the others
+/// one at a time with every core. `work(unit, threads)` returns whether the unit counts;
+/// returned: how many counted in parallel and alone.
+pub(crate) fn schedule<T: Sync>(units: Vec<(T, RunCost)>, alone_from_params: u64, jobs: usize, work: impl Fn(&T, usize) -> bool + Sync) -> Result<(usize, usize)> {
+    let (mut small, mut large): (Vec<_>, Vec<_>) = units.into_iter().partition(|(_, c)| c.params < alone_from_params);
+    // Longest first, so the pool does not end waiting for one long unit (stable sort: ties
+    // keep the caller's order).
+    small.sort_by_key(|(_, c)| std::cmp::Reverse(c.params.saturating_mul(c.steps)));
+    large.sort_by_key(|(_, c)| std::cmp::Reverse(c.params.saturating_mul(c.steps)));
+    let mut parallel = 0;
+    // The thread count of a run depends only on its size, never on `jobs`, so a record is the
+    // same whichever invocation computed it.
+    if !small.is_empty() {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(jobs.max(1)).build().map_err(|e| Error::config(format!("thread pool: {e}")))?;
+        parallel = pool.install(|| small.par_iter().with_max_len(1).filter(|(u, _)| work(u, 1)).count());
     }
+    let all = cores();
+    let alone = large.iter().filter(|(u, _)| work(u, all)).count();
+    // libtorch's thread count is left as the last run set it (1 after a parallel phase):
+    // restoring it here would change it under another sweep running in the same process.
+    Ok((parallel, alone))
 }
 
 /// Runs every unfinished run of `spec` (in `opts.shard`) and records it in the store at
@@ -300,6 +323,15 @@ pub fn run(spec: &SweepSpec, store_path: &Path, opts: &RunOptions) -> Result<Swe
     run_with(spec, runner.as_ref(), store_path, opts)
 }
 
+/// The number of parallel workers of an invocation (`opts.jobs`, else the spec's, else the
+/// number of cores).
+pub(crate) fn jobs(opts: &RunOptions, schedule: &ScheduleConfig) -> Result<usize> {
+    if let Some(j) = opts.jobs.or(schedule.jobs) {
+        crate::limits::check_threads("jobs", j)?;
+    }
+    Ok(opts.jobs.or(schedule.jobs).unwrap_or_else(cores).max(1))
+}
+
 /// [`run`] with an explicit runner (a run kind not yet in [`super::RunKind`], or a test double).
 pub fn run_with(spec: &SweepSpec, runner: &dyn Runner, store_path: &Path, opts: &RunOptions) -> Result<SweepReport> {
     // The same allocator settings as the `widthlab` binary: without them the last bits of a
@@ -307,10 +339,7 @@ pub fn run_with(spec: &SweepSpec, runner: &dyn Runner, store_path: &Path, opts: 
     crate::device::tune_allocator();
     let started = Instant::now();
     // Everything that can be checked without the store, before the store file is created.
-    if let Some(j) = opts.jobs.or(spec.schedule.jobs) {
-        crate::limits::check_threads("jobs", j)?;
-    }
-    let jobs = opts.jobs.or(spec.schedule.jobs).unwrap_or_else(cores);
+    let jobs = jobs(opts, &spec.schedule)?;
     let points: Vec<RunPoint> = spec.points()?.into_iter().filter(|p| opts.shard.is_none_or(|s| s.contains(&p.key))).collect();
     // A run this machine cannot hold stops the sweep before anything trains.
     for p in &points {
@@ -320,21 +349,9 @@ pub fn run_with(spec: &SweepSpec, runner: &dyn Runner, store_path: &Path, opts: 
     let done = store.done_keys()?;
     let todo: Vec<&RunPoint> = points.iter().filter(|p| !done.contains(&p.key)).collect();
     let mut report = SweepReport { total: points.len(), already_done: points.len() - todo.len(), ..Default::default() };
-    let mut small = vec![];
-    let mut large = vec![];
-    for p in todo {
-        let c = runner.cost(&p.config)?;
-        if c.params >= spec.schedule.alone_from_params {
-            large.push((p, c));
-        } else {
-            small.push((p, c));
-        }
-    }
-    // Longest first, so the pool does not end waiting for one long run.
-    small.sort_by_key(|(p, c)| (std::cmp::Reverse(c.params.saturating_mul(c.steps)), p.key.clone()));
-    large.sort_by_key(|(p, c)| (std::cmp::Reverse(c.params.saturating_mul(c.steps)), p.key.clone()));
+    let mut units: Vec<(&RunPoint, RunCost)> = todo.into_iter().map(|p| Ok((p, runner.cost(&p.config)?))).collect::<Result<_>>()?;
     let bar = if opts.progress {
-        let b = ProgressBar::new((small.len() + large.len()) as u64);
+        let b = ProgressBar::new(units.len() as u64);
         b.set_style(
             ProgressStyle::with_template("{spinner} sweep {prefix} [{elapsed_precise}] {bar:30} {pos}/{len} runs (eta {eta}) {msg}")
                 .unwrap_or_else(|_| ProgressStyle::default_bar()),
@@ -345,44 +362,58 @@ pub fn run_with(spec: &SweepSpec, runner: &dyn Runner, store_path: &Path, opts: 
     } else {
         ProgressBar::hidden()
     };
-    let shared = Shared {
-        runner,
-        spec,
-        store: Mutex::new(store),
-        owner: this_owner(),
-        reclaim_after: reclaim_after(spec),
-        stop: AtomicBool::new(false),
-        error: Mutex::new(None),
-        failures: Mutex::new(vec![]),
-        trained: AtomicUsize::new(0),
-        diverged: AtomicUsize::new(0),
-        limit: opts.limit.unwrap_or(usize::MAX),
-        bar,
-    };
-    // Small runs: `jobs` workers, one libtorch thread each (set on each worker thread). The
-    // thread count of a run depends only on its size, never on `jobs`, so a record is the
-    // same whichever invocation computed it.
-    let (mut small, mut large) = shared.pass(jobs, &small, &large, &mut report)?;
-    // Runs held by other processes: wait until they are recorded, or take them over when
-    // their process dies (or their claim goes stale).
+    let exec = Executor::new(runner, &spec.name, store, &spec.schedule, opts.limit);
+    let (done_by_others, diverged) = (AtomicUsize::new(0), AtomicUsize::new(0));
+    let failures: Mutex<Vec<(String, String, String)>> = Mutex::new(vec![]);
+    let held: Mutex<Vec<String>> = Mutex::new(vec![]);
     let mut wait = Duration::from_millis(200);
-    while !(small.is_empty() && large.is_empty()) && !shared.stop.load(Ordering::SeqCst) {
-        shared.bar.set_message(format!("waiting for {} runs held by other processes", small.len() + large.len()));
+    loop {
+        let (parallel, alone) = schedule(units.clone(), spec.schedule.alone_from_params, jobs, |p, threads| {
+            let trained = match exec.execute(p, threads) {
+                Executed::Trained(rec) => {
+                    if rec.diverged() {
+                        bar.set_message(format!("{} diverged", diverged.fetch_add(1, Ordering::SeqCst) + 1));
+                    }
+                    true
+                }
+                Executed::Done => {
+                    done_by_others.fetch_add(1, Ordering::SeqCst);
+                    false
+                }
+                Executed::Taken => {
+                    held.lock().unwrap_or_else(|e| e.into_inner()).push(p.key.clone());
+                    return false;
+                }
+                Executed::Failed(msg) => {
+                    failures.lock().unwrap_or_else(|e| e.into_inner()).push((p.key.clone(), describe(&p.axes), msg));
+                    false
+                }
+                Executed::Stopped => return false,
+            };
+            bar.inc(1);
+            trained
+        })?;
+        report.parallel += parallel;
+        report.alone += alone;
+        // Runs held by other processes: wait until they are recorded, or take them over when
+        // their process dies (or their claim goes stale).
+        let held_now: std::collections::HashSet<String> = std::mem::take(&mut *held.lock().unwrap_or_else(|e| e.into_inner())).into_iter().collect();
+        units.retain(|(p, _)| held_now.contains(&p.key));
+        report.taken_by_others = units.len();
+        if units.is_empty() || exec.stopped() {
+            break;
+        }
+        bar.set_message(format!("waiting for {} runs held by other processes", units.len()));
         std::thread::sleep(wait);
         wait = (wait * 2).min(Duration::from_secs(10));
-        (small, large) = shared.pass(jobs, &small, &large, &mut report)?;
     }
-    report.taken_by_others = small.len() + large.len();
-    shared.bar.finish_and_clear();
-    // libtorch's thread count is left as the last run set it (1 after a parallel phase):
-    // restoring it here would change it under another sweep running in the same process.
-    if let Some(e) = shared.error.into_inner().unwrap_or_else(|p| p.into_inner()) {
-        return Err(e);
-    }
-    report.trained = shared.trained.load(Ordering::SeqCst);
-    report.diverged = shared.diverged.load(Ordering::SeqCst);
+    bar.finish_and_clear();
+    let counts = exec.finish()?;
+    report.trained = counts.trained;
+    report.diverged = counts.diverged;
+    report.done_by_others = done_by_others.into_inner();
     report.seconds = started.elapsed().as_secs_f64();
-    let failures = shared.failures.into_inner().unwrap_or_else(|p| p.into_inner());
+    let failures = failures.into_inner().unwrap_or_else(|p| p.into_inner());
     report.failed = failures.len();
     if let Some((key, axes, error)) = failures.first() {
         return Err(Error::RunsFailed(format!(

@@ -1,7 +1,8 @@
 //! Learning-rate sweeps across widths (section 5.1, appendix F): a grid of training runs
 //! declared in a serde file or built in code, a crash-safe store, shards for clusters, a
 //! scheduler for one machine, export and analysis (optimal and max-stable learning-rate
-//! exponents, [`analysis`]).
+//! exponents, [`analysis`]), and adaptive learning-rate searches over the same store
+//! ([`search`]).
 //!
 //! # A sweep
 //! A [`SweepSpec`] holds a run kind ([`RunKind`]: `mlp`, the MLP of [`crate::train`], or
@@ -26,7 +27,15 @@
 //! removed because the scheduler chooses it). Two sweeps that share a run share its key, so
 //! re-running a sweep or a larger sweep around it skips what is done; a config written in TOML
 //! or built in code gives the same key. Learning rates computed in code (`2f64.powf(..)`) can
-//! differ from the literal in a file in the last bit, and then give another key.
+//! differ from the literal in a file in the last bit, and then give another key; log grids
+//! with up to 64 points per octave and searches use the lattice `2^(m/64)`
+//! ([`pow2_lattice`]), the same bits on every machine.
+//!
+//! # Searches
+//! A [`SearchSpec`] (a file with a `[search]` table) finds the max-stable learning rate of
+//! every (setting, width, seed) by bisection and the optimal one of every (setting, width) by
+//! a coarse pass and local refinement, each probe a run of this store with its key: see
+//! [`search`].
 //!
 //! # The store: SQLite, and why
 //! Results go to a SQLite file ([`store::Store`], rusqlite with the bundled library):
@@ -81,9 +90,12 @@ pub mod engine;
 pub mod export;
 pub mod presets;
 pub mod runner;
+pub mod search;
 pub mod store;
 
+pub use analysis::analyse_spec;
 pub use engine::{run, status, RunOptions, SweepReport, SweepStatus};
+pub use search::SearchSpec;
 pub use runner::{GptRunner, MlpRunner, RunKind, RunOutput, RunRecord, Runner};
 pub use store::Store;
 
@@ -135,10 +147,55 @@ impl AxisValues {
 }
 
 /// `2^(k/per_octave)` for `k` from `from*per_octave` to `to*per_octave` (rounded), ascending.
+/// With `per_octave` a divisor of [`LATTICE`] (1, 2, 4, ..., 64) the values are lattice points
+/// ([`pow2_lattice`]), bit for bit the learning rates a search probes.
 pub fn log2_grid(from: f64, to: f64, per_octave: u32) -> Vec<f64> {
-    let p = per_octave.max(1) as f64;
-    let (a, b) = ((from * p).round() as i64, (to * p).round() as i64);
-    (a..=b).map(|k| 2f64.powf(k as f64 / p)).collect()
+    let p = per_octave.max(1) as i64;
+    let (a, b) = ((from * p as f64).round() as i64, (to * p as f64).round() as i64);
+    if LATTICE % p == 0 {
+        (a..=b).map(|k| pow2_lattice(k * (LATTICE / p))).collect()
+    } else {
+        (a..=b).map(|k| 2f64.powf(k as f64 / p as f64)).collect()
+    }
+}
+
+/// Points per octave of the learning-rate lattice `2^(m/64)` on which searches probe and log
+/// grids with up to 64 points per octave lie.
+pub const LATTICE: i64 = 64;
+
+/// `2^(r/64)` for `r = 0..64`, correctly rounded (computed once in 80-digit decimal
+/// arithmetic; glibc's `pow` gives the same bits for all 64).
+const POW2_64THS: [u64; 64] = [
+    0x3ff0000000000000, 0x3ff02c9a3e778061, 0x3ff059b0d3158574, 0x3ff0874518759bc8,
+    0x3ff0b5586cf9890f, 0x3ff0e3ec32d3d1a2, 0x3ff11301d0125b51, 0x3ff1429aaea92de0,
+    0x3ff172b83c7d517b, 0x3ff1a35beb6fcb75, 0x3ff1d4873168b9aa, 0x3ff2063b88628cd6,
+    0x3ff2387a6e756238, 0x3ff26b4565e27cdd, 0x3ff29e9df51fdee1, 0x3ff2d285a6e4030b,
+    0x3ff306fe0a31b715, 0x3ff33c08b26416ff, 0x3ff371a7373aa9cb, 0x3ff3a7db34e59ff7,
+    0x3ff3dea64c123422, 0x3ff4160a21f72e2a, 0x3ff44e086061892d, 0x3ff486a2b5c13cd0,
+    0x3ff4bfdad5362a27, 0x3ff4f9b2769d2ca7, 0x3ff5342b569d4f82, 0x3ff56f4736b527da,
+    0x3ff5ab07dd485429, 0x3ff5e76f15ad2148, 0x3ff6247eb03a5585, 0x3ff6623882552225,
+    0x3ff6a09e667f3bcd, 0x3ff6dfb23c651a2f, 0x3ff71f75e8ec5f74, 0x3ff75feb564267c9,
+    0x3ff7a11473eb0187, 0x3ff7e2f336cf4e62, 0x3ff82589994cce13, 0x3ff868d99b4492ed,
+    0x3ff8ace5422aa0db, 0x3ff8f1ae99157736, 0x3ff93737b0cdc5e5, 0x3ff97d829fde4e50,
+    0x3ff9c49182a3f090, 0x3ffa0c667b5de565, 0x3ffa5503b23e255d, 0x3ffa9e6b5579fdbf,
+    0x3ffae89f995ad3ad, 0x3ffb33a2b84f15fb, 0x3ffb7f76f2fb5e47, 0x3ffbcc1e904bc1d2,
+    0x3ffc199bdd85529c, 0x3ffc67f12e57d14b, 0x3ffcb720dcef9069, 0x3ffd072d4a07897c,
+    0x3ffd5818dcfba487, 0x3ffda9e603db3285, 0x3ffdfc97337b9b5f, 0x3ffe502ee78b3ff6,
+    0x3ffea4afa2a490da, 0x3ffefa1bee615a27, 0x3fff50765b6e4540, 0x3fffa7c1819e90d8,
+];
+
+/// `2^(m/64)` with the same bits on every IEEE-754 machine: `2^floor(m/64)` (exact) times the
+/// correctly rounded `2^(r/64)`, `r = m mod 64`, from a table. A computed learning rate is
+/// part of its run's key, so a search's probes (and log grids) must not depend on a
+/// platform's `pow`.
+pub fn pow2_lattice(m: i64) -> f64 {
+    let (q, r) = (m.div_euclid(LATTICE), m.rem_euclid(LATTICE));
+    let frac = f64::from_bits(POW2_64THS[r as usize]);
+    if (-1022..=1023).contains(&q) {
+        frac * f64::from_bits(((1023 + q) as u64) << 52)
+    } else {
+        frac * 2f64.powi(q as i32)
+    }
 }
 
 /// How the runs of a sweep are scheduled on one machine (not part of any run's key).
@@ -181,6 +238,33 @@ pub struct SweepSpec {
 
 fn empty_object() -> Value {
     Value::Object(Default::default())
+}
+
+/// A sweep file: a grid ([`SweepSpec`]) or a search ([`SearchSpec`], a file with a `[search]`
+/// table).
+#[derive(Clone, Debug, PartialEq)]
+pub enum SpecFile {
+    Grid(SweepSpec),
+    Search(SearchSpec),
+}
+
+impl SpecFile {
+    /// Reads a grid or a search from a TOML or JSON file.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let v: Value = crate::config::read_config(path)?;
+        if v.get("search").is_some() {
+            Ok(SpecFile::Search(SearchSpec::from_file(path)?))
+        } else {
+            Ok(SpecFile::Grid(SweepSpec::from_file(path)?))
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        match self {
+            SpecFile::Grid(s) => &s.name,
+            SpecFile::Search(s) => &s.name,
+        }
+    }
 }
 
 /// One run of a sweep, resolved.
@@ -231,12 +315,7 @@ impl SweepSpec {
 
     /// Writes the sweep as TOML (`.toml`) or JSON.
     pub fn save(&self, path: &Path) -> Result<()> {
-        let text = if path.extension().is_some_and(|e| e == "toml") {
-            toml::to_string_pretty(self).map_err(|e| Error::Serde(e.to_string()))?
-        } else {
-            serde_json::to_string_pretty(self)?
-        };
-        crate::files::write_atomic(path, text.as_bytes())
+        save_spec(self, path)
     }
 
     /// The runner of this sweep's kind.
@@ -264,12 +343,9 @@ impl SweepSpec {
                 assign.insert(name.clone(), vals[rem % vals.len()].clone());
                 rem /= vals.len();
             }
-            let config = runner
-                .resolve(&self.base, &assign)
-                .map_err(|e| Error::config(format!("sweep `{}`, run {}: {e}", self.name, describe(&assign))))?;
-            let key = run_key(runner.kind(), &config);
-            if seen.insert(key.clone()) {
-                out.push(RunPoint { key, axes: assign, config });
+            let p = resolve_point(runner.as_ref(), &self.name, &self.base, assign)?;
+            if seen.insert(p.key.clone()) {
+                out.push(p);
             }
         }
         Ok(out)
@@ -285,6 +361,36 @@ fn non_finite(v: &toml::Value, at: String) -> Option<(String, f64)> {
         toml::Value::Table(t) => t.iter().find_map(|(k, x)| non_finite(x, join(k))),
         _ => None,
     }
+}
+
+/// The run of `runner` with the axis values `axes` set in `base`: its canonical config and key
+/// (errors name the sweep and the axis values).
+pub fn resolve_point(runner: &dyn Runner, sweep: &str, base: &Value, axes: BTreeMap<String, Value>) -> Result<RunPoint> {
+    let config = runner.resolve(base, &axes).map_err(|e| Error::config(format!("sweep `{sweep}`, run {}: {e}", describe(&axes))))?;
+    Ok(RunPoint { key: run_key(runner.kind(), &config), axes, config })
+}
+
+/// Writes a sweep or search file: TOML (`.toml`, without the `null`s of unset optional
+/// fields, which TOML cannot hold and reading fills in again) or JSON.
+pub(crate) fn save_spec<T: Serialize>(spec: &T, path: &Path) -> Result<()> {
+    fn drop_nulls(v: &mut Value) {
+        match v {
+            Value::Object(m) => {
+                m.retain(|_, x| !x.is_null());
+                m.values_mut().for_each(drop_nulls);
+            }
+            Value::Array(a) => a.iter_mut().for_each(drop_nulls),
+            _ => {}
+        }
+    }
+    let text = if path.extension().is_some_and(|e| e == "toml") {
+        let mut v = serde_json::to_value(spec)?;
+        drop_nulls(&mut v);
+        toml::to_string_pretty(&v).map_err(|e| Error::Serde(e.to_string()))?
+    } else {
+        serde_json::to_string_pretty(spec)?
+    };
+    crate::files::write_atomic(path, text.as_bytes())
 }
 
 /// `width=64 lr=0.1` for messages.
@@ -412,6 +518,27 @@ mod tests {
         assert_eq!(canonical_json(&a), r#"{"a":{"c":null,"d":[1,{"y":1,"z":0}]},"b":1}"#);
         assert_eq!(fnv1a64(b""), 0xcbf29ce484222325);
         assert_eq!(fnv1a64(b"a"), 0xaf63dc4c8601ec8c);
+    }
+
+    #[test]
+    fn lattice_learning_rates_are_exact_powers_of_two() {
+        // Whole octaves are exact; every 64th of an octave is within 1 ulp of pow (equal to
+        // glibc's, checked when the table was made) and the table's values multiply up to 2.
+        for m in -1280..=1280i64 {
+            let v = pow2_lattice(m);
+            let p = 2f64.powf(m as f64 / 64.0);
+            assert!((v - p).abs() <= p * f64::EPSILON, "{m}: {v} vs {p}");
+            if m % 64 == 0 {
+                assert_eq!(v, 2f64.powi((m / 64) as i32));
+            }
+            assert_eq!(pow2_lattice(m + 64), 2.0 * v, "{m}");
+        }
+        assert_eq!(pow2_lattice(32), std::f64::consts::SQRT_2);
+        assert_eq!(pow2_lattice(-32), std::f64::consts::FRAC_1_SQRT_2);
+        assert!((f64::from_bits(POW2_64THS[1]).powi(64) - 2.0).abs() < 1e-13);
+        // Log grids with a power-of-two density are lattice points; others use pow.
+        assert_eq!(log2_grid(-3.0, 1.0, 8), (-24..=8).map(|k| pow2_lattice(8 * k)).collect::<Vec<_>>());
+        assert_eq!(log2_grid(0.0, 1.0, 3), vec![1.0, 2f64.powf(1.0 / 3.0), 2f64.powf(2.0 / 3.0), 2.0]);
     }
 
     #[test]

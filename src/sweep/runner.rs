@@ -109,6 +109,14 @@ impl RunRecord {
     pub fn text(&self, name: &str) -> Option<String> {
         self.coords.get(name).map(super::plain)
     }
+    /// Number of classes of the run's targets (chance accuracy is its inverse): from the
+    /// `dataset` coordinate of an MLP run, the tokenizer's vocabulary of a GPT run.
+    pub fn num_classes(&self) -> Option<i64> {
+        match self.kind {
+            RunKind::Mlp => self.text("dataset")?.parse::<crate::data::DatasetName>().ok().map(crate::data::DatasetName::num_classes),
+            RunKind::Gpt => self.config.get("data")?.get("vocab_size")?.as_i64(),
+        }
+    }
     /// Adds the coordinates its run kind derives from its config today that the record lacks
     /// (a record written before a coordinate such as `logit_norm` existed). Coordinates are
     /// a function of the config, so this is what the run would record now; records whose
