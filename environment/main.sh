@@ -11,6 +11,6 @@ cargo build --release --quiet --bin widthlab
 ./target/release/widthlab train --config configs/quick.toml --out results/main/train.json
 ./target/release/widthlab coord-check --preset e1 --profile quick --out results/main/coord-check-e1
 status=0
-bash notebooks/run.sh --profile "${WIDTHLAB_PROFILE:-quick}" --allow-deviations || status=$?
+bash notebooks/run.sh --profile "${WIDTHLAB_PROFILE:-quick}" || status=$?
 echo "main job finished in $(( $(date +%s) - START )) s; report: $ROOT/out/report.html"
 exit $status
