@@ -29,7 +29,6 @@ pub mod device;
 pub mod error;
 pub mod files;
 pub mod fit;
-pub mod gemm;
 pub mod limits;
 pub mod loss;
 pub mod model;
@@ -46,5 +45,9 @@ pub mod theory;
 pub mod train;
 
 pub use error::{Error, Result};
+/// widthlab's CPU kernels and every call it makes through raw pointers or foreign functions
+/// (products, the RCC monitor's fused passes, threads, libtorch calls tch does not wrap),
+/// behind a safe interface; the path each product takes is chosen in [`kernels::dispatch`].
+pub use widthlab_kernels as kernels;
 /// The libtorch bindings widthlab is built on (so notebooks and users need no separate `:dep`).
 pub use tch;

@@ -1,0 +1,431 @@
+//! Which path each product takes, widthlab's kernels or libtorch: decided here and nowhere
+//! else, and said once per process on stderr.
+//!
+//! # Products: by measurement
+//! A product with a libtorch equivalent ([`crate::ops`]: `x W^T`, `a b` into a new or an
+//! existing output, `a^T b` for a short inner dimension, `f f^T`) is timed once per *shape*
+//! (operation, element type, sizes, operand layouts) on both paths, and from then on takes
+//! the faster. The kernels' advantage depends on the CPU and the BLAS libtorch runs on: on an
+//! AMD EPYC, where MKL takes its AVX2 path, they won at every width of the MLP step; on an
+//! Intel Xeon with AVX-512, libtorch's products win for some shapes at every width.
+//!
+//! Timing: on one thread ([`crate::threads::join`]'s first task, inside a parallel region,
+//! where libtorch, OpenBLAS and the kernels all run single-threaded), because on a machine
+//! whose other cores are busy a multi-threaded product waits for a descheduled thread and
+//! its time says nothing about the product; both paths split their output between threads
+//! alike, so the faster on one thread is the faster on several. One warm-up call of each
+//! path, then rounds that sample both paths back to back (each sample at least 50 us of
+//! calls; nine rounds, five for products slower than 5 ms); libtorch is taken when the median
+//! over the rounds of its time over the kernels' is below 1 (pairing by round keeps both
+//! samples of a ratio in one phase of a shared machine's load); ties go to the kernels.
+//!
+//! # The same numbers in every process
+//! The two paths agree to float rounding, not bitwise (their sums run in other orders). A
+//! choice made by timing alone could flip between two processes where both paths are close,
+//! and the same seed would then give other bits: so each choice is also appended to a file
+//! (one line per shape, keyed by CPU model, instruction set and the OpenBLAS libtorch runs
+//! on), and every later process on the machine reads it instead of timing again. The first
+//! line for a shape wins, also between processes that timed it at once (each re-reads the
+//! file after appending). The file is `$XDG_CACHE_HOME/widthlab/` (or `~/.cache/widthlab/`)
+//! `kernel-choices-<fingerprint>.tsv`; `WIDTHLAB_KERNELS_CACHE` names another file, or `off`
+//! keeps choices in the process only. Delete the file to time again.
+//!
+//! # The monitor's fused passes: by construction
+//! The RCC monitor's fused passes and reductions ([`crate::ops::dense_change`] and the
+//! activation statistics) replace chains of libtorch operations, not one product, so there is
+//! nothing of the same shape to time them against: they run on the kernels whenever the
+//! kernels are on.
+//!
+//! # Forcing a path
+//! For tests and benchmarks only, never as the way the default is set: the environment
+//! variable `WIDTHLAB_KERNELS` (`auto`, the default; `kernels`; `libtorch`), read once per
+//! process, and [`with_path`] for the calling thread (and the second task of
+//! [`crate::threads::join`]). Built without the `kernels` feature everything is libtorch.
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::{Mutex, Once, OnceLock};
+use std::time::Instant;
+
+use tch::Kind;
+
+use crate::simd::Level;
+
+/// Where a product is computed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Path {
+    /// widthlab's kernels (and matrixmultiply's for general products), split over libtorch's
+    /// OpenMP threads.
+    Kernels,
+    /// libtorch's operations (`mm`).
+    Libtorch,
+}
+
+impl Path {
+    pub fn name(self) -> &'static str {
+        match self {
+            Path::Kernels => "kernels",
+            Path::Libtorch => "libtorch",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Path> {
+        match s {
+            "kernels" => Some(Path::Kernels),
+            "libtorch" => Some(Path::Libtorch),
+            _ => None,
+        }
+    }
+}
+
+/// How this process chooses (from `WIDTHLAB_KERNELS`, read once).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Each product shape by timing (the default).
+    Measured,
+    /// One path throughout.
+    Forced(Path),
+}
+
+/// The process's settings, from the environment (the one place this crate reads it).
+struct Settings {
+    mode: Mode,
+    /// Why the mode is what it is, for the log line.
+    why: &'static str,
+    /// Where choices are kept across processes, if anywhere.
+    file: Option<PathBuf>,
+}
+
+fn settings() -> &'static Settings {
+    static S: OnceLock<Settings> = OnceLock::new();
+    S.get_or_init(|| {
+        let (mode, why) = if !cfg!(feature = "kernels") {
+            (Mode::Forced(Path::Libtorch), "built without the `kernels` feature")
+        } else {
+            match std::env::var("WIDTHLAB_KERNELS").unwrap_or_default().to_ascii_lowercase().as_str() {
+                "" | "auto" => (Mode::Measured, ""),
+                "kernels" => (Mode::Forced(Path::Kernels), "WIDTHLAB_KERNELS=kernels"),
+                "libtorch" => (Mode::Forced(Path::Libtorch), "WIDTHLAB_KERNELS=libtorch"),
+                other => {
+                    eprintln!("widthlab-kernels: ignoring WIDTHLAB_KERNELS={other:?} (use auto, kernels or libtorch)");
+                    (Mode::Measured, "")
+                }
+            }
+        };
+        let file = match std::env::var("WIDTHLAB_KERNELS_CACHE") {
+            Ok(v) if v.eq_ignore_ascii_case("off") || v.is_empty() => None,
+            Ok(v) => Some(PathBuf::from(v)),
+            Err(_) => std::env::var_os("XDG_CACHE_HOME")
+                .map(PathBuf::from)
+                .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+                .map(|dir| dir.join("widthlab").join(format!("kernel-choices-{:016x}.tsv", fnv1a(machine().as_bytes())))),
+        };
+        Settings { mode, why, file }
+    })
+}
+
+/// This process's mode.
+pub fn mode() -> Mode {
+    settings().mode
+}
+
+/// What the choices depend on besides the shape: this crate's version, the CPU, the
+/// instruction set the kernels run, and the OpenBLAS libtorch's products run on.
+fn machine() -> String {
+    let cpu = cpu_model();
+    let blas = crate::threads::openblas_core().unwrap_or_else(|| "no OpenBLAS".into());
+    format!("widthlab-kernels {}, {cpu}, {}, libtorch mm on {blas}", env!("CARGO_PKG_VERSION"), Level::detected())
+}
+
+/// The CPU model name (or the architecture where the system does not say).
+pub fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split_once(':')).map(|(_, v)| v.trim().to_string()))
+        .unwrap_or_else(|| std::env::consts::ARCH.to_string())
+}
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf29ce484222325u64, |h, &b| (h ^ b as u64).wrapping_mul(0x100000001b3))
+}
+
+thread_local! {
+    static FORCED: Cell<Option<Path>> = const { Cell::new(None) };
+}
+
+/// Runs `f` with every product it starts on this thread on `path` (for tests and benchmarks);
+/// `None`, without running `f`, for [`Path::Kernels`] in a build without them.
+pub fn with_path<R>(path: Path, f: impl FnOnce() -> R) -> Option<R> {
+    if path == Path::Kernels && !cfg!(feature = "kernels") {
+        return None;
+    }
+    Some(forced(Some(path), f))
+}
+
+fn forced<R>(path: Option<Path>, f: impl FnOnce() -> R) -> R {
+    struct Restore(Option<Path>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            FORCED.with(|c| c.set(self.0));
+        }
+    }
+    let _restore = Restore(FORCED.with(|c| c.replace(path)));
+    f()
+}
+
+/// The calling thread's forced path and level, to run work handed to another thread under.
+pub(crate) struct Overrides {
+    path: Option<Path>,
+    level: Option<Level>,
+}
+
+impl Overrides {
+    pub(crate) fn current() -> Self {
+        Overrides { path: FORCED.with(Cell::get), level: crate::simd::forced_level() }
+    }
+
+    pub(crate) fn apply<R>(&self, f: impl FnOnce() -> R) -> R {
+        forced(self.path, || crate::simd::forced(self.level, f))
+    }
+}
+
+/// The path forced on this thread or process, if any.
+fn forced_path() -> Option<Path> {
+    FORCED.with(Cell::get).or(match mode() {
+        Mode::Forced(p) => Some(p),
+        Mode::Measured => None,
+    })
+}
+
+/// Whether the monitor's fused passes run on the kernels (see the module docs).
+pub(crate) fn fused() -> bool {
+    log_once();
+    cfg!(feature = "kernels") && forced_path() != Some(Path::Libtorch)
+}
+
+/// One product shape's choice.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Choice {
+    /// The shape, e.g. `linear f32 64x1024x1024 NN` (operation, element type, sizes, operand
+    /// layouts: `N` row-major, `T` a transposed view, `S` other strides, `+` accumulating).
+    pub product: String,
+    pub path: Path,
+    /// Seconds per call on each path when it was timed.
+    pub kernels_seconds: f64,
+    pub libtorch_seconds: f64,
+    /// Timed by this process (else read from the choices file).
+    pub timed_here: bool,
+    /// Taken by a product of this process.
+    pub used: bool,
+}
+
+/// The choices of every product shape this process has computed (not forced), sorted by
+/// product.
+pub fn choices() -> Vec<Choice> {
+    let mut v: Vec<Choice> = table().lock().unwrap_or_else(|e| e.into_inner()).values().filter(|c| c.used).cloned().collect();
+    v.sort_by(|a, b| a.product.cmp(&b.product));
+    v
+}
+
+/// The choices this process has made or loaded, by product.
+fn table() -> &'static Mutex<HashMap<String, Choice>> {
+    static T: OnceLock<Mutex<HashMap<String, Choice>>> = OnceLock::new();
+    T.get_or_init(|| Mutex::new(settings().file.as_ref().map(|f| read_choices(f)).unwrap_or_default()))
+}
+
+/// The choices in a file (the first line of a product wins; lines that do not parse are
+/// skipped).
+fn read_choices(file: &std::path::Path) -> HashMap<String, Choice> {
+    let mut out = HashMap::new();
+    let Ok(text) = std::fs::read_to_string(file) else { return out };
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let f: Vec<&str> = line.split('\t').collect();
+        let [product, path, k, l] = f[..] else { continue };
+        let (Some(path), Ok(k), Ok(l)) = (Path::parse(path), k.parse(), l.parse()) else { continue };
+        out.entry(product.to_string()).or_insert(Choice { product: product.to_string(), path, kernels_seconds: k, libtorch_seconds: l, timed_here: false, used: false });
+    }
+    out
+}
+
+/// Appends a choice to the file (creating it with a header), then returns the file's choice
+/// for the product: the first line for it, which may be another process's.
+fn persist(file: &std::path::Path, c: &Choice) -> Option<Choice> {
+    if let Some(dir) = file.parent() {
+        std::fs::create_dir_all(dir).ok()?;
+    }
+    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(file).ok()?;
+    if f.metadata().ok()?.len() == 0 {
+        let header = format!("# {}\n# product\tpath\tkernels s/call\tlibtorch s/call\n", machine());
+        f.write_all(header.as_bytes()).ok()?;
+    }
+    // one write of one short line: appended whole, also beside another process's
+    f.write_all(format!("{}\t{}\t{:e}\t{:e}\n", c.product, c.path.name(), c.kernels_seconds, c.libtorch_seconds).as_bytes()).ok()?;
+    read_choices(file).remove(&c.product)
+}
+
+/// The shape of a product as a choice's key.
+pub(crate) fn product(op: &str, kind: Kind, dims: &[usize], layout: &str) -> String {
+    let kind = match kind {
+        Kind::Float => "f32",
+        Kind::Double => "f64",
+        _ => "other",
+    };
+    let dims: Vec<String> = dims.iter().map(usize::to_string).collect();
+    format!("{op} {kind} {} {layout}", dims.join("x"))
+}
+
+/// The path of `product` (built by [`product`]): forced, chosen before, or timed now by
+/// calling the runner `make` returns (which computes the product on the path it is given,
+/// into scratch outputs) and kept.
+pub(crate) fn choose<'a>(product: String, make: impl FnOnce() -> Box<dyn FnMut(Path) + 'a>) -> Path {
+    log_once();
+    if let Some(p) = forced_path() {
+        return p;
+    }
+    if let Some(c) = table().lock().unwrap_or_else(|e| e.into_inner()).get_mut(&product) {
+        c.used = true;
+        return c.path;
+    }
+    // (timed without the lock: another thread may time the same shape; the first kept wins)
+    let t = crate::threads::join(|| time(&mut *make()), || ()).0;
+    let path = if t.ratio < 1.0 { Path::Libtorch } else { Path::Kernels };
+    let mut choice = Choice { product: product.clone(), path, kernels_seconds: t.kernels, libtorch_seconds: t.libtorch, timed_here: true, used: true };
+    if let Some(kept) = settings().file.as_deref().and_then(|f| persist(f, &choice)) {
+        choice.path = kept.path;
+    }
+    let mut table = table().lock().unwrap_or_else(|e| e.into_inner());
+    let kept = table.entry(product).or_insert(choice);
+    kept.used = true;
+    kept.path
+}
+
+/// Shortest duration of one timing sample.
+const SAMPLE_SECONDS: f64 = 50e-6;
+
+/// Rounds of timing samples (one per path each), and for products slower than 5 ms.
+const ROUNDS: usize = 9;
+const ROUNDS_SLOW: usize = 5;
+
+/// Times `run` on both paths: after a warm-up call of each, [`ROUNDS`] rounds
+/// ([`ROUNDS_SLOW`] for products slower than 5 ms), each a sample
+/// of one path and then of the other (in alternating order), each sample enough calls to
+/// last [`SAMPLE_SECONDS`]. Returns each path's fastest time per call and the median over the
+/// rounds of the ratio libtorch / kernels: the two samples of a round see the machine in the
+/// same phase, so the ratio is robust to its drift and to bursts of other work.
+pub(crate) fn time(run: &mut dyn FnMut(Path)) -> Timing {
+    let mut once = |p: Path| {
+        let t = Instant::now();
+        run(p);
+        t.elapsed().as_secs_f64()
+    };
+    once(Path::Kernels);
+    once(Path::Libtorch);
+    let fastest = once(Path::Kernels).min(once(Path::Libtorch)).max(1e-9);
+    let calls = (SAMPLE_SECONDS / fastest).ceil().clamp(1.0, 1000.0) as usize;
+    let mut sample = |p: Path| {
+        let t = Instant::now();
+        for _ in 0..calls {
+            run(p);
+        }
+        t.elapsed().as_secs_f64() / calls as f64
+    };
+    let rounds = if fastest > 5e-3 { ROUNDS_SLOW } else { ROUNDS };
+    let (mut kernels, mut libtorch, mut ratios) = (f64::INFINITY, f64::INFINITY, Vec::with_capacity(rounds));
+    for round in 0..rounds {
+        let (k, l) = if round % 2 == 0 {
+            let k = sample(Path::Kernels);
+            (k, sample(Path::Libtorch))
+        } else {
+            let l = sample(Path::Libtorch);
+            (sample(Path::Kernels), l)
+        };
+        kernels = kernels.min(k);
+        libtorch = libtorch.min(l);
+        ratios.push(l / k.max(1e-12));
+    }
+    ratios.sort_by(f64::total_cmp);
+    Timing { kernels, libtorch, ratio: ratios[rounds / 2] }
+}
+
+/// What [`time`] measured.
+pub(crate) struct Timing {
+    /// Fastest seconds per call on each path.
+    pub(crate) kernels: f64,
+    pub(crate) libtorch: f64,
+    /// Median over rounds of libtorch's time / the kernels' time: below 1, libtorch is faster.
+    pub(crate) ratio: f64,
+}
+
+/// One line on how this process computes its products.
+pub fn describe() -> String {
+    let s = settings();
+    let level = Level::detected();
+    let blas = crate::threads::openblas_core().map(|c| format!(" (OpenBLAS {c} here)")).unwrap_or_default();
+    match s.mode {
+        Mode::Forced(Path::Libtorch) => format!("products and monitor passes on libtorch{blas} throughout ({})", s.why),
+        Mode::Forced(Path::Kernels) => format!("products on widthlab-kernels ({level}) throughout ({})", s.why),
+        Mode::Measured => {
+            let kept = s.file.as_ref().map_or("in this process only".to_string(), |f| format!("kept in {}", f.display()));
+            format!("each product shape on widthlab-kernels ({level}) or libtorch's mm{blas}, whichever timed faster (once per shape, {kept}); monitor passes on widthlab-kernels")
+        }
+    }
+}
+
+/// Says on stderr, once per process, how products are computed.
+fn log_once() {
+    static LOG: Once = Once::new();
+    LOG.call_once(|| eprintln!("widthlab: {}", describe()));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn choices_are_read_first_line_first_and_persisted() {
+        let dir = std::env::temp_dir().join(format!("widthlab-kernels-test-{}", std::process::id()));
+        let file = dir.join("choices.tsv");
+        let _ = std::fs::remove_file(&file);
+        let c = |product: &str, path| Choice { product: product.into(), path, kernels_seconds: 1e-3, libtorch_seconds: 2e-3, timed_here: true, used: true };
+        // the first line for a product wins: a second process's later line does not
+        assert_eq!(persist(&file, &c("mm f32 2x3x4 NN", Path::Libtorch)).unwrap().path, Path::Libtorch);
+        assert_eq!(persist(&file, &c("mm f32 2x3x4 NN", Path::Kernels)).unwrap().path, Path::Libtorch);
+        assert_eq!(persist(&file, &c("mm f32 2x3x5 NN", Path::Kernels)).unwrap().path, Path::Kernels);
+        // garbage lines are skipped; the header is a comment
+        std::fs::OpenOptions::new().append(true).open(&file).unwrap().write_all(b"nonsense\nmm\tkernels\tx\t1\n").unwrap();
+        let read = read_choices(&file);
+        assert_eq!(read.len(), 2);
+        assert_eq!(read["mm f32 2x3x4 NN"].kernels_seconds, 1e-3);
+        assert!(!read["mm f32 2x3x4 NN"].timed_here);
+        assert!(std::fs::read_to_string(&file).unwrap().starts_with("# widthlab-kernels"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn timing_picks_the_faster_path() {
+        // a runner whose libtorch path is slower: the kernels win, and the other way round
+        let spin = |s: f64| {
+            let t = Instant::now();
+            while t.elapsed().as_secs_f64() < s {}
+        };
+        let t = time(&mut |p| spin(if p == Path::Kernels { 2e-5 } else { 6e-5 }));
+        assert!(t.kernels < t.libtorch && t.ratio > 1.0, "{} {} {}", t.kernels, t.libtorch, t.ratio);
+        let t = time(&mut |p| spin(if p == Path::Kernels { 6e-5 } else { 2e-5 }));
+        assert!(t.libtorch < t.kernels && t.ratio < 1.0, "{} {} {}", t.kernels, t.libtorch, t.ratio);
+    }
+
+    #[test]
+    fn a_forced_path_wins_and_is_restored() {
+        let p = product("test-op", Kind::Float, &[1, 2, 3], "NN");
+        assert_eq!(p, "test-op f32 1x2x3 NN");
+        let never = || -> Box<dyn FnMut(Path)> { panic!("a forced path times nothing") };
+        assert_eq!(with_path(Path::Libtorch, || choose(p.clone(), never)), Some(Path::Libtorch));
+        if cfg!(feature = "kernels") {
+            assert_eq!(with_path(Path::Kernels, || choose(p.clone(), never)), Some(Path::Kernels));
+        } else {
+            assert_eq!(with_path(Path::Kernels, || ()), None);
+        }
+        assert_eq!(FORCED.with(Cell::get), None, "restored");
+    }
+}
