@@ -22,6 +22,10 @@
 //! - [`report`]: where notebooks write claims and figures; [`files`]: atomic output files;
 //!   [`limits`]: the sizes memory and time allow, checked before any work;
 //!   [`notebook`]: the guard that makes every failing notebook cell visible to the runner.
+//! - [`kernels`] (the workspace crate `widthlab-kernels`): the CPU kernels behind every product
+//!   computed outside autograd and the RCC monitor's fused passes, the one place that chooses
+//!   between them and libtorch, and every call through raw pointers or foreign functions.
+//!   This crate has none of its own.
 pub mod claims;
 pub mod config;
 pub mod data;

@@ -268,15 +268,16 @@ impl DenseProducts for FusedForward<'_> {
     }
 }
 
-/// `sqrt(mean(v^2))` over all entries, summed in f64 (on other devices and kinds by
-/// libtorch's 2-norm, which accumulates in a wider type with cascade summation).
+/// `sqrt(mean(v^2))` over all entries, summed in f64 (where the kernels' pass does not apply,
+/// or they are off, by libtorch's 2-norm in float64, with cascade summation).
 pub fn rms(v: &Tensor) -> f64 {
     rms_of_difference(&[v])
 }
 
 /// `sqrt(mean((t0 - t1 - ...)^2))`: the RMS norm of a difference without forming it as a
 /// tensor (the differences in the tensors' precision, left to right, as libtorch would form
-/// them; see [`ops::rms_of_difference`]), or through libtorch on other devices and kinds.
+/// them; see [`ops::rms_of_difference`]), or through libtorch (the difference formed, its
+/// norm in float64) on other devices and kinds or without the kernels.
 fn rms_of_difference(ts: &[&Tensor]) -> f64 {
     if let Some(v) = ops::rms_of_difference(ts) {
         return v;
@@ -286,7 +287,7 @@ fn rms_of_difference(ts: &[&Tensor]) -> f64 {
     if n == 0 {
         return f64::NAN;
     }
-    d.norm().double_value(&[]) / (n as f64).sqrt()
+    d.norm_scalaropt_dtype(2.0, Kind::Double).double_value(&[]) / (n as f64).sqrt()
 }
 
 /// The RMS norm of a parameter tensor as the matrix it acts as (see module docs): weight

@@ -180,7 +180,7 @@ const AVX512: u8 = 2;
 
 /// The per-row operations of the pass. Float32 rows run explicit AVX-512 or AVX2 code
 /// (compiled generically, the float64 conversions of the squares came out as lane shuffles
-/// and the pass cost ~4x its memory traffic); everything else the portable loops.
+/// and the pass cost several times its memory traffic); everything else the portable loops.
 trait Rows: Real {
     /// `d = a - b` (written), and `(sum d_j^2, sum d_j v_j)` (`0` without `v`); `ahead`: the
     /// distance in elements from `b` to what to prefetch meanwhile (0: none; see
@@ -605,7 +605,7 @@ impl<T: Rows> Pass<'_, T> {
                             // (probes of up to THIN_MAX_ROWS by the thin kernel, which
                             // reads the block where it lies in cache; matrixmultiply would
                             // pack the block and the probe for every block: at
-                            // 64 x 1024 x 1024 the block products took ~0.45 ms against ~0.7)
+                            // 64 x 1024 x 1024 the block products were measured faster)
                             if p <= THIN_MAX_ROWS {
                                 thin_product(self.level, w, r1 - r0, k, x, p, alpha, (y as *mut T).add(r0), (self.m as isize, 1));
                             } else {
@@ -768,14 +768,16 @@ mod tests {
 
     fn fused_pass_matches_the_definitions() {
         tch::manual_seed(3);
-        for (kind, tol) in [(Kind::Double, 1e-10), (Kind::Float, 2e-5)] {
+        // (power iteration to 1e-12 in float64; float32 estimates cannot agree that closely,
+        // and 1e-6 is far below the checks' 2e-4)
+        for (kind, tol, iter_tol) in [(Kind::Double, 1e-10, 1e-12), (Kind::Float, 2e-5, 1e-6)] {
             for (m, k, p) in [(300, 700, 5), (37, 3000, 16), (1, 9, 2), (80, 200, 70)] {
                 let opts = (kind, Device::Cpu);
                 let w0 = Tensor::randn([m, k], opts);
                 let wt = &w0 + Tensor::randn([m, k], opts) * 0.01 + Tensor::randn([m, 1], opts).matmul(&Tensor::randn([1, k], opts)) * 0.05;
                 let x = Tensor::randn([p, k], opts);
                 let (mut vd, mut vw) = (Tensor::ones([k], opts), Tensor::ones([k], opts));
-                let out = dense_change(&wt, &w0, &x, 0.5, &mut vd, Some(&mut vw), 1e-12, 5000, true).unwrap();
+                let out = dense_change(&wt, &w0, &x, 0.5, &mut vd, Some(&mut vw), iter_tol, 5000, true).unwrap();
                 let d = &wt - &w0;
                 let eff = x.matmul(&d.tr()) * 0.5;
                 let err = (&out.eff - &eff).abs().max().double_value(&[]) / eff.abs().max().double_value(&[]);
@@ -790,7 +792,7 @@ mod tests {
                 close(fw, wt.norm().double_value(&[]), "||W||_F");
                 close(sw, exact_2norm(&wt), "||W||_2");
                 // warm started from the converged vectors, one pass suffices and agrees
-                let again = dense_change(&wt, &w0, &x, 0.5, &mut vd, None, 1e-12, 1, false).unwrap();
+                let again = dense_change(&wt, &w0, &x, 0.5, &mut vd, None, iter_tol, 1, false).unwrap();
                 close(again.diff.1, exact_2norm(&d), "||D||_2, warm");
                 assert!(again.current.is_none());
             }

@@ -41,6 +41,8 @@
 //! variable `WIDTHLAB_KERNELS` (`auto`, the default; `kernels`; `libtorch`), read once per
 //! process, and [`with_path`] for the calling thread (and the second task of
 //! [`crate::threads::join`]). Built without the `kernels` feature everything is libtorch.
+// (without the kernels nothing is timed: the measuring half of this module is unused)
+#![cfg_attr(not(feature = "kernels"), allow(dead_code))]
 use std::cell::Cell;
 use std::collections::HashMap;
 use std::io::Write;
@@ -200,7 +202,6 @@ fn forced_path() -> Option<Path> {
 
 /// Whether the monitor's fused passes run on the kernels (see the module docs).
 pub(crate) fn fused() -> bool {
-    log_once();
     cfg!(feature = "kernels") && forced_path() != Some(Path::Libtorch)
 }
 
@@ -279,7 +280,6 @@ pub(crate) fn product(op: &str, kind: Kind, dims: &[usize], layout: &str) -> Str
 /// calling the runner `make` returns (which computes the product on the path it is given,
 /// into scratch outputs) and kept.
 pub(crate) fn choose<'a>(product: String, make: impl FnOnce() -> Box<dyn FnMut(Path) + 'a>) -> Path {
-    log_once();
     if let Some(p) = forced_path() {
         return p;
     }
@@ -372,8 +372,9 @@ pub fn describe() -> String {
     }
 }
 
-/// Says on stderr, once per process, how products are computed.
-fn log_once() {
+/// Says on stderr, once per process, how products are computed (called by every function of
+/// [`crate::ops`]).
+pub(crate) fn log_once() {
     static LOG: Once = Once::new();
     LOG.call_once(|| eprintln!("widthlab: {}", describe()));
 }

@@ -36,6 +36,7 @@ fn grad_enabled() -> bool {
 /// # Shapes
 /// `x: [.., fan_in]`, `w: [fan_out, fan_in]`, `b: [fan_out]` -> `[.., fan_out]`.
 pub fn linear(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, alpha: f64) -> Tensor {
+    crate::dispatch::log_once();
     let recording = grad_enabled();
     if let Some(b) = bias {
         if alpha == 1.0 && recording {
@@ -69,6 +70,7 @@ pub fn linear(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, alpha: f64) -> Tens
 /// # Shapes
 /// `a: [m, k]`, `b: [k, n]` -> `[m, n]`.
 pub fn mm(a: &Tensor, b: &Tensor, alpha: f64) -> Tensor {
+    crate::dispatch::log_once();
     #[cfg(feature = "kernels")]
     if let Some(c) = gemm::mm(a, b, alpha) {
         return c;
@@ -83,6 +85,7 @@ pub fn mm(a: &Tensor, b: &Tensor, alpha: f64) -> Tensor {
 /// # Shapes
 /// `a: [m, k]`, `b: [k, n]`, `c: [m, n]`.
 pub fn gemm_into(c: &Tensor, a: &Tensor, b: &Tensor, alpha: f64, beta: f64) {
+    crate::dispatch::log_once();
     #[cfg(feature = "kernels")]
     if gemm::gemm_into(c, a, b, alpha, beta) {
         return;
@@ -95,6 +98,7 @@ pub fn gemm_into(c: &Tensor, a: &Tensor, b: &Tensor, alpha: f64, beta: f64) {
 /// gradient with the weight update of the layer above). The tensors of one product must not
 /// overlap the other's output.
 pub fn gemm_pair(p0: (&Tensor, &Tensor, &Tensor, f64, f64), p1: (&Tensor, &Tensor, &Tensor, f64, f64)) {
+    crate::dispatch::log_once();
     #[cfg(feature = "kernels")]
     if gemm::gemm_pair(p0, p1) {
         return;
@@ -109,6 +113,7 @@ pub fn gemm_pair(p0: (&Tensor, &Tensor, &Tensor, f64, f64), p1: (&Tensor, &Tenso
 /// # Shapes
 /// `a: [k, p]`, `b: [k, n]` -> `[p, n]`.
 pub fn tn(a: &Tensor, b: &Tensor, alpha: f64) -> Tensor {
+    crate::dispatch::log_once();
     #[cfg(feature = "kernels")]
     if let Some(c) = gemm::tn(a, b, alpha) {
         return c;
@@ -121,6 +126,7 @@ pub fn tn(a: &Tensor, b: &Tensor, alpha: f64) -> Tensor {
 /// # Shapes
 /// `f: [B, n]` -> `[B, B]`.
 pub fn gram(f: &Tensor) -> Tensor {
+    crate::dispatch::log_once();
     #[cfg(feature = "kernels")]
     if let Some(g) = gemm::gram(f) {
         return g;
@@ -167,6 +173,7 @@ macro_rules! monitor_pass {
 /// `w_t, w_ref: [fan_out, fan_in]`, `x: [P, fan_in]` -> `eff: [P, fan_out]`.
 #[allow(clippy::too_many_arguments)]
 pub fn dense_change(w_t: &Tensor, w_ref: &Tensor, x: &Tensor, alpha: f64, v_diff: &mut Tensor, v_current: Option<&mut Tensor>, tol: f64, max_iter: usize, forward: bool) -> Option<DenseChange> {
+    crate::dispatch::log_once();
     monitor_pass!(crate::dense::dense_change(w_t, w_ref, x, alpha, v_diff, v_current, tol, max_iter, forward))
 }
 
@@ -175,29 +182,34 @@ pub fn dense_change(w_t: &Tensor, w_ref: &Tensor, x: &Tensor, alpha: f64, v_diff
 /// the sum in float64; NaN for empty tensors. `None` where it does not apply (other devices
 /// or kinds, sizes that differ) or the kernels are off.
 pub fn rms_of_difference(ts: &[&Tensor]) -> Option<f64> {
+    crate::dispatch::log_once();
     monitor_pass!(crate::stats::rms_of_difference(ts))
 }
 
 /// Mean cosine of matching rows of `a` and `b` (`[B, n]`; zero rows count as cosine 0), in
 /// float64; `None` as [`rms_of_difference`].
 pub fn cosine_rows(a: &Tensor, b: &Tensor) -> Option<f64> {
+    crate::dispatch::log_once();
     monitor_pass!(crate::stats::cosine_rows(a, b))
 }
 
 /// Mean cosine between different rows of `a` (`[B, n]`, `B >= 2`), in float64; `None` as
 /// [`rms_of_difference`].
 pub fn cosine_cross(a: &Tensor) -> Option<f64> {
+    crate::dispatch::log_once();
     monitor_pass!(crate::stats::cosine_cross(a))
 }
 
 /// Whether every entry is exactly 0 or 1 (stopping at the first that is not); `None` as
 /// [`rms_of_difference`].
 pub fn all_zero_or_one(a: &Tensor) -> Option<bool> {
+    crate::dispatch::log_once();
     monitor_pass!(crate::stats::all_zero_or_one(a))
 }
 
 /// Fraction of exactly-zero entries; `None` as [`rms_of_difference`].
 pub fn sparsity(a: &Tensor) -> Option<f64> {
+    crate::dispatch::log_once();
     monitor_pass!(crate::stats::sparsity(a))
 }
 

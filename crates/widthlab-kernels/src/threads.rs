@@ -187,7 +187,7 @@ fn openblas() -> Option<&'static OpenBlas> {
 ///
 /// It matters: libtorch runs its own parallel kernels on libgomp's threads, which spin for
 /// milliseconds after each parallel region. A pthreads OpenBLAS then competes with them for
-/// the cores, and on a 2-core machine the MLP step ran up to 10x slower. With the OpenMP
+/// the cores, and on a 2-core machine the MLP step ran several times slower. With the OpenMP
 /// build both libraries share one pool, as PyTorch's MKL does. widthlab's
 /// `environment/setup.sh` installs `libopenblas0-openmp` and its `build.rs` puts that
 /// directory on the binaries' run path.
