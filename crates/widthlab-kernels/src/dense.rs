@@ -750,8 +750,17 @@ fn run<T: Rows>(w_t: &Tensor, w_ref: &Tensor, x: &Tensor, alpha: f64, v_diff: &m
 mod tests {
     use super::*;
 
-    fn exact_2norm(a: &Tensor) -> f64 {
-        a.to_kind(Kind::Double).linalg_norm(2.0, &[-2i64, -1][..], false, Kind::Double).double_value(&[])
+    /// `||a||_2`, and how far below it power iteration stopped at `iter_tol` may be, relative
+    /// to it: with `v` weighing `p <= 1/2` on the second singular direction, the stopping
+    /// rule's `s - ||A v||` is `p (1 - p) D^2 / ||A v||^2` (`D = s1^2 - s2^2`, `s` the
+    /// estimate) while `s1^2 - s^2` is `p s2^2 D / ||A v||^2`: the estimate is within about
+    /// `iter_tol 2 s2^2 / D` of `s1`, which is far from `iter_tol` when the top two singular
+    /// values are close (as for random matrices: which those are depends on what other tests
+    /// drew from the shared generator first).
+    fn exact_2norm(a: &Tensor, iter_tol: f64) -> (f64, f64) {
+        let s = a.to_kind(Kind::Double).svd(true, false).1;
+        let (s1, s2) = (s.double_value(&[0]), if s.numel() > 1 { s.double_value(&[1]) } else { 0.0 });
+        (s1, iter_tol * 2.0 * s2 * s2 / (s1 * s1 - s2 * s2))
     }
 
     /// The fused pass against the term-by-term definitions at every level this CPU has, in
@@ -759,17 +768,13 @@ mod tests {
     /// with probes for the thin kernel and for matrixmultiply, and with a cold start.
     #[test]
     fn fused_pass_matches_the_definitions_at_every_level() {
-        for level in Level::ALL {
-            if crate::simd::with_level(level, fused_pass_matches_the_definitions).is_none() {
-                eprintln!("fused pass: skipped the {level} kernels (this CPU lacks them)");
-            }
-        }
+        crate::simd::at_every_level("fused pass", |_| fused_pass_matches_the_definitions());
     }
 
     fn fused_pass_matches_the_definitions() {
         tch::manual_seed(3);
-        // (power iteration to 1e-12 in float64; float32 estimates cannot agree that closely,
-        // and 1e-6 is far below the checks' 2e-4)
+        // (power iteration to 1e-12 in float64; float32 estimates cannot agree that closely:
+        // 1e-6, its error bounded as in `exact_2norm`)
         for (kind, tol, iter_tol) in [(Kind::Double, 1e-10, 1e-12), (Kind::Float, 2e-5, 1e-6)] {
             for (m, k, p) in [(300, 700, 5), (37, 3000, 16), (1, 9, 2), (80, 200, 70)] {
                 let opts = (kind, Device::Cpu);
@@ -785,15 +790,20 @@ mod tests {
                 let y = x.matmul(&wt.tr()) * 0.5;
                 let err = (out.out.as_ref().unwrap() - &y).abs().max().double_value(&[]) / y.abs().max().double_value(&[]);
                 assert!(err < tol * 10.0, "{kind:?} {m}x{k}: output off by {err}");
-                let close = |a: f64, b: f64, what: &str| assert!((a - b).abs() <= tol * 10.0 * b.abs(), "{kind:?} {m}x{k} {what}: {a} vs {b}");
+                let near = |a: f64, b: f64, rel: f64, what: &str| assert!((a - b).abs() <= rel * b.abs(), "{kind:?} {m}x{k} {what}: {a} vs {b}");
+                let close = |a: f64, b: f64, what: &str| near(a, b, tol * 10.0, what);
+                let spectral = |a: f64, t: &Tensor, what: &str| {
+                    let (s1, stop) = exact_2norm(t, iter_tol);
+                    near(a, s1, tol * 10.0 + 1.5 * stop, what)
+                };
                 close(out.diff.0, d.norm().double_value(&[]), "||D||_F");
-                close(out.diff.1, exact_2norm(&d), "||D||_2");
+                spectral(out.diff.1, &d, "||D||_2");
                 let (fw, sw) = out.current.unwrap();
                 close(fw, wt.norm().double_value(&[]), "||W||_F");
-                close(sw, exact_2norm(&wt), "||W||_2");
+                spectral(sw, &wt, "||W||_2");
                 // warm started from the converged vectors, one pass suffices and agrees
                 let again = dense_change(&wt, &w0, &x, 0.5, &mut vd, None, iter_tol, 1, false).unwrap();
-                close(again.diff.1, exact_2norm(&d), "||D||_2, warm");
+                spectral(again.diff.1, &d, "||D||_2, warm");
                 assert!(again.current.is_none());
             }
         }

@@ -50,7 +50,6 @@ use std::path::PathBuf;
 use std::sync::{Mutex, Once, OnceLock};
 use std::time::Instant;
 
-use tch::Kind;
 
 use crate::simd::Level;
 
@@ -166,13 +165,18 @@ pub fn with_path<R>(path: Path, f: impl FnOnce() -> R) -> Option<R> {
 }
 
 fn forced<R>(path: Option<Path>, f: impl FnOnce() -> R) -> R {
-    struct Restore(Option<Path>);
-    impl Drop for Restore {
+    scoped(&FORCED, path, f)
+}
+
+/// Runs `f` with the thread-local `key` set to `value`, restored after (also if `f` panics).
+pub(crate) fn scoped<T: Copy + 'static, R>(key: &'static std::thread::LocalKey<Cell<T>>, value: T, f: impl FnOnce() -> R) -> R {
+    struct Restore<T: Copy + 'static>(&'static std::thread::LocalKey<Cell<T>>, T);
+    impl<T: Copy + 'static> Drop for Restore<T> {
         fn drop(&mut self) {
-            FORCED.with(|c| c.set(self.0));
+            self.0.with(|c| c.set(self.1));
         }
     }
-    let _restore = Restore(FORCED.with(|c| c.replace(path)));
+    let _restore = Restore(key, key.with(|c| c.replace(value)));
     f()
 }
 
@@ -217,22 +221,46 @@ pub struct Choice {
     pub libtorch_seconds: f64,
     /// Timed by this process (else read from the choices file).
     pub timed_here: bool,
-    /// Taken by a product of this process.
-    pub used: bool,
 }
 
 /// The choices of every product shape this process has computed (not forced), sorted by
 /// product.
 pub fn choices() -> Vec<Choice> {
-    let mut v: Vec<Choice> = table().lock().unwrap_or_else(|e| e.into_inner()).values().filter(|c| c.used).cloned().collect();
+    let mut v: Vec<Choice> = table().lock().unwrap_or_else(|e| e.into_inner()).used.values().cloned().collect();
     v.sort_by(|a, b| a.product.cmp(&b.product));
     v
 }
 
-/// The choices this process has made or loaded, by product.
-fn table() -> &'static Mutex<HashMap<String, Choice>> {
-    static T: OnceLock<Mutex<HashMap<String, Choice>>> = OnceLock::new();
-    T.get_or_init(|| Mutex::new(settings().file.as_ref().map(|f| read_choices(f)).unwrap_or_default()))
+/// A product's shape, under which its choice is kept: the operation (`linear`, `mm`, `gemm`,
+/// `tn`, `gram`), the element type, the sizes, and the operands' layouts (`N` row-major, `T`
+/// a transposed view, `S` other strides; `+` for a product accumulated into its output).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct Shape {
+    pub(crate) op: &'static str,
+    pub(crate) double: bool,
+    /// The sizes (`m, k, n` of `[m, k] x [k, n]`; unused ones 0).
+    pub(crate) dims: [usize; 3],
+    pub(crate) layout: [u8; 3],
+}
+
+impl std::fmt::Display for Shape {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let dims: Vec<String> = self.dims.iter().filter(|&&d| d > 0).map(usize::to_string).collect();
+        let layout: String = self.layout.iter().filter(|&&c| c != 0).map(|&c| c as char).collect();
+        write!(f, "{} {} {} {layout}", self.op, if self.double { "f64" } else { "f32" }, dims.join("x"))
+    }
+}
+
+/// This process's choices by shape, and those of the choices file not used yet, by text.
+#[derive(Default)]
+struct Table {
+    used: HashMap<Shape, Choice>,
+    kept: HashMap<String, Choice>,
+}
+
+fn table() -> &'static Mutex<Table> {
+    static T: OnceLock<Mutex<Table>> = OnceLock::new();
+    T.get_or_init(|| Mutex::new(Table { used: HashMap::new(), kept: settings().file.as_ref().map(|f| read_choices(f)).unwrap_or_default() }))
 }
 
 /// The choices in a file (the first line of a product wins; lines that do not parse are
@@ -244,7 +272,7 @@ fn read_choices(file: &std::path::Path) -> HashMap<String, Choice> {
         let f: Vec<&str> = line.split('\t').collect();
         let [product, path, k, l] = f[..] else { continue };
         let (Some(path), Ok(k), Ok(l)) = (Path::parse(path), k.parse(), l.parse()) else { continue };
-        out.entry(product.to_string()).or_insert(Choice { product: product.to_string(), path, kernels_seconds: k, libtorch_seconds: l, timed_here: false, used: false });
+        out.entry(product.to_string()).or_insert(Choice { product: product.to_string(), path, kernels_seconds: k, libtorch_seconds: l, timed_here: false });
     }
     out
 }
@@ -265,39 +293,32 @@ fn persist(file: &std::path::Path, c: &Choice) -> Option<Choice> {
     read_choices(file).remove(&c.product)
 }
 
-/// The shape of a product as a choice's key.
-pub(crate) fn product(op: &str, kind: Kind, dims: &[usize], layout: &str) -> String {
-    let kind = match kind {
-        Kind::Float => "f32",
-        Kind::Double => "f64",
-        _ => "other",
-    };
-    let dims: Vec<String> = dims.iter().map(usize::to_string).collect();
-    format!("{op} {kind} {} {layout}", dims.join("x"))
-}
-
-/// The path of `product` (built by [`product`]): forced, chosen before, or timed now by
-/// calling the runner `make` returns (which computes the product on the path it is given,
-/// into scratch outputs) and kept.
-pub(crate) fn choose<'a>(product: String, make: impl FnOnce() -> Box<dyn FnMut(Path) + 'a>) -> Path {
+/// The path of a product of `shape`: forced, chosen before (in this process or, from the
+/// choices file, in an earlier one), or timed now by calling the runner `make` returns
+/// (which computes the product on the path it is given, into scratch outputs) and kept.
+pub(crate) fn choose<'a>(shape: Shape, make: impl FnOnce() -> Box<dyn FnMut(Path) + 'a>) -> Path {
     if let Some(p) = forced_path() {
         return p;
     }
-    if let Some(c) = table().lock().unwrap_or_else(|e| e.into_inner()).get_mut(&product) {
-        c.used = true;
-        return c.path;
+    {
+        let mut t = table().lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = t.used.get(&shape) {
+            return c.path;
+        }
+        if let Some(c) = t.kept.remove(&shape.to_string()) {
+            let path = c.path;
+            t.used.insert(shape, c);
+            return path;
+        }
     }
     // (timed without the lock: another thread may time the same shape; the first kept wins)
     let t = crate::threads::join(|| time(&mut *make()), || ()).0;
     let path = if t.ratio < 1.0 { Path::Libtorch } else { Path::Kernels };
-    let mut choice = Choice { product: product.clone(), path, kernels_seconds: t.kernels, libtorch_seconds: t.libtorch, timed_here: true, used: true };
+    let mut choice = Choice { product: shape.to_string(), path, kernels_seconds: t.kernels, libtorch_seconds: t.libtorch, timed_here: true };
     if let Some(kept) = settings().file.as_deref().and_then(|f| persist(f, &choice)) {
         choice.path = kept.path;
     }
-    let mut table = table().lock().unwrap_or_else(|e| e.into_inner());
-    let kept = table.entry(product).or_insert(choice);
-    kept.used = true;
-    kept.path
+    table().lock().unwrap_or_else(|e| e.into_inner()).used.entry(shape).or_insert(choice).path
 }
 
 /// Shortest duration of one timing sample.
@@ -388,7 +409,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("widthlab-kernels-test-{}", std::process::id()));
         let file = dir.join("choices.tsv");
         let _ = std::fs::remove_file(&file);
-        let c = |product: &str, path| Choice { product: product.into(), path, kernels_seconds: 1e-3, libtorch_seconds: 2e-3, timed_here: true, used: true };
+        let c = |product: &str, path| Choice { product: product.into(), path, kernels_seconds: 1e-3, libtorch_seconds: 2e-3, timed_here: true };
         // the first line for a product wins: a second process's later line does not
         assert_eq!(persist(&file, &c("mm f32 2x3x4 NN", Path::Libtorch)).unwrap().path, Path::Libtorch);
         assert_eq!(persist(&file, &c("mm f32 2x3x4 NN", Path::Kernels)).unwrap().path, Path::Libtorch);
@@ -418,12 +439,13 @@ mod tests {
 
     #[test]
     fn a_forced_path_wins_and_is_restored() {
-        let p = product("test-op", Kind::Float, &[1, 2, 3], "NN");
-        assert_eq!(p, "test-op f32 1x2x3 NN");
+        let p = Shape { op: "test-op", double: false, dims: [1, 2, 3], layout: *b"NT+" };
+        assert_eq!(p.to_string(), "test-op f32 1x2x3 NT+");
+        assert_eq!(Shape { op: "gram", double: true, dims: [4, 5, 0], layout: [b'N', 0, 0] }.to_string(), "gram f64 4x5 N");
         let never = || -> Box<dyn FnMut(Path)> { panic!("a forced path times nothing") };
-        assert_eq!(with_path(Path::Libtorch, || choose(p.clone(), never)), Some(Path::Libtorch));
+        assert_eq!(with_path(Path::Libtorch, || choose(p, never)), Some(Path::Libtorch));
         if cfg!(feature = "kernels") {
-            assert_eq!(with_path(Path::Kernels, || choose(p.clone(), never)), Some(Path::Kernels));
+            assert_eq!(with_path(Path::Kernels, || choose(p, never)), Some(Path::Kernels));
         } else {
             assert_eq!(with_path(Path::Kernels, || ()), None);
         }

@@ -25,23 +25,23 @@
 //! and [`crate::ops`] calls them only outside autograd, on operands it has checked.
 use tch::{Device, Kind, Tensor};
 
-use crate::dispatch::{self, Path};
+use crate::dispatch::{self, Path, Shape};
 use crate::reference;
 use crate::simd::{simd, Level, Simd};
 use crate::tensor::{elements, Real};
 use crate::threads::{init, on_threads, threads_if};
 
 /// How an operand's strides lay it out: `N` row-major, `T` column-major (a transposed
-/// view), `S` other strides. Part of a product's shape for [`dispatch`].
-fn layout(t: &Tensor) -> char {
+/// view), `S` other strides. Part of a product's [`Shape`].
+fn layout(t: &Tensor) -> u8 {
     let (size, s) = (t.size(), t.stride());
     let (rows, cols) = (size[0].max(1), size[1].max(1));
     if s[1] == 1 && s[0] >= cols {
-        'N'
+        b'N'
     } else if s[0] == 1 && s[1] >= rows {
-        'T'
+        b'T'
     } else {
-        'S'
+        b'S'
     }
 }
 
@@ -72,12 +72,12 @@ pub(crate) fn mm(a: &Tensor, b: &Tensor, alpha: f64) -> Option<Tensor> {
 
 /// The path of a checked general product: forced, chosen, or timed now on scratch outputs
 /// (`op` is `gemm`, into `c`, or `mm`, into a new tensor).
-fn choose(call: &Call, op: &str, c: &Tensor, a: &Tensor, b: &Tensor) -> Path {
-    let accumulate = if call.beta != 0.0 { "+" } else { "" };
-    let product = dispatch::product(op, c.kind(), &[call.m, call.k, call.n], &format!("{}{}{accumulate}", layout(a), layout(b)));
+fn choose(call: &Call, op: &'static str, c: &Tensor, a: &Tensor, b: &Tensor) -> Path {
+    let accumulate = if call.beta != 0.0 { b'+' } else { 0 };
+    let shape = Shape { op, double: call.double, dims: [call.m, call.k, call.n], layout: [layout(a), layout(b), accumulate] };
     let (alpha, beta) = (call.alpha, call.beta);
     let into = op == "gemm";
-    dispatch::choose(product, || {
+    dispatch::choose(shape, || {
         let scratch = c.zeros_like();
         let on_scratch = Call { c: scratch.data_ptr() as usize, ..*call };
         Box::new(move |path| match (path, into) {
@@ -473,13 +473,14 @@ pub(crate) fn linear(x: &Tensor, w: &Tensor, alpha: f64) -> Option<Tensor> {
         unsafe { call.run() };
         c
     };
-    let product = dispatch::product("linear", kind, &[p, k, m], &format!("{}{}", layout(x), layout(w)));
-    let path = dispatch::choose(product, || {
-        Box::new(move |path| match path {
-            Path::Kernels => drop(run()),
-            Path::Libtorch => drop(reference::linear(x, w, alpha)),
-        })
-    });
+    let shape = Shape { op: "linear", double: kind == Kind::Double, dims: [p, k, m], layout: [layout(x), layout(w), 0] };
+    if_chosen(shape, &run, &|| reference::linear(x, w, alpha))
+}
+
+/// `run()` when [`dispatch`] chose the kernels for `shape` (timing `run` against `torch`, the
+/// same product by libtorch, if the shape is new), else `None`.
+fn if_chosen(shape: Shape, run: &dyn Fn() -> Tensor, torch: &dyn Fn() -> Tensor) -> Option<Tensor> {
+    let path = dispatch::choose(shape, || Box::new(|path| drop(if path == Path::Kernels { run() } else { torch() })));
     (path == Path::Kernels).then(run)
 }
 
@@ -547,14 +548,8 @@ pub(crate) fn tn(a: &Tensor, b: &Tensor, alpha: f64) -> Option<Tensor> {
         }
         c
     };
-    let product = dispatch::product("tn", kind, &[k, p, n], &format!("{}{}", layout(a), layout(b)));
-    let path = dispatch::choose(product, || {
-        Box::new(move |path| match path {
-            Path::Kernels => drop(run()),
-            Path::Libtorch => drop(reference::tn(a, b, alpha)),
-        })
-    });
-    (path == Path::Kernels).then(run)
+    let shape = Shape { op: "tn", double: kind == Kind::Double, dims: [k, p, n], layout: [layout(a), layout(b), 0] };
+    if_chosen(shape, &run, &|| reference::tn(a, b, alpha))
 }
 
 /// Columns of `b` per tile of [`tn`].
@@ -688,34 +683,19 @@ pub(crate) fn gram(f: &Tensor) -> Option<Tensor> {
         };
         Tensor::from_slice(&v).reshape([b as i64, b as i64])
     };
-    let product = dispatch::product("gram", f.kind(), &[b, n], &layout(f).to_string());
-    let path = dispatch::choose(product, || {
-        Box::new(move |path| match path {
-            Path::Kernels => drop(run()),
-            Path::Libtorch => drop(reference::gram(f)),
-        })
-    });
-    (path == Path::Kernels).then(run)
+    let shape = Shape { op: "gram", double: f.kind() == Kind::Double, dims: [b, n, 0], layout: [layout(f), 0, 0] };
+    if_chosen(shape, &run, &|| reference::gram(f))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::dispatch::with_path;
-    use crate::simd::with_level;
+    use crate::simd::at_every_level;
 
     fn close(a: &Tensor, b: &Tensor, tol: f64) -> bool {
         let scale = b.abs().max().double_value(&[]).max(1.0);
         (a - b).abs().max().double_value(&[]) <= tol * scale
-    }
-
-    /// Runs `f` on the kernels at every level this CPU has (saying which it skips).
-    fn at_every_level(what: &str, f: impl Fn(Level)) {
-        for level in Level::ALL {
-            if with_level(level, || with_path(Path::Kernels, || f(level))).is_none() {
-                eprintln!("{what}: skipped the {level} kernels (this CPU lacks them)");
-            }
-        }
     }
 
     /// The thin kernel (via `linear`, at most THIN_MAX_ROWS rows: float32 tiles of 8 x 2 under
@@ -792,7 +772,7 @@ mod tests {
                     let bt = Tensor::randn([n, k], opts);
                     let every_other = Tensor::randn([m, 2 * k], opts).slice(1, 0, 2 * k, 2);
                     let sliced = Tensor::randn([m, 2 * k], opts).narrow(1, 3, k);
-                    assert_eq!((layout(&at.tr()), layout(&every_other), layout(&sliced)), ('T', 'S', 'N'));
+                    assert_eq!((layout(&at.tr()), layout(&every_other), layout(&sliced)), (b'T', b'S', b'N'));
                     for (aa, bb) in [(a.shallow_clone(), b.shallow_clone()), (at.tr(), b.shallow_clone()), (a.shallow_clone(), bt.tr()), (at.tr(), bt.tr()), (every_other.shallow_clone(), b.shallow_clone()), (sliced.shallow_clone(), bt.tr())] {
                         let want = aa.mm(&bb);
                         assert!(close(&mm(&aa, &bb, -0.5).unwrap(), &(&want * -0.5), tol), "{m}x{k}x{n}");

@@ -85,14 +85,18 @@ pub fn with_level<R>(level: Level, f: impl FnOnce() -> R) -> Option<R> {
 
 /// Runs `f` with this thread's forced level set to `level` (restored after).
 pub(crate) fn forced<R>(level: Option<Level>, f: impl FnOnce() -> R) -> R {
-    struct Restore(Option<Level>);
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            FORCED.with(|c| c.set(self.0));
+    crate::dispatch::scoped(&FORCED, level, f)
+}
+
+/// Runs `f(level)` on the kernels (the path forced) at every level this CPU has, and says
+/// which levels it skips: the tests' way to check every compiled copy on one machine.
+#[cfg(test)]
+pub(crate) fn at_every_level(what: &str, f: impl Fn(Level)) {
+    for level in Level::ALL {
+        if with_level(level, || crate::dispatch::with_path(crate::dispatch::Path::Kernels, || f(level))).is_none() {
+            eprintln!("{what}: skipped the {level} kernels (this CPU lacks them)");
         }
     }
-    let _restore = Restore(FORCED.with(|c| c.replace(level)));
-    f()
 }
 
 /// This thread's forced level, if any (handed to the threads a kernel runs on).
