@@ -1,6 +1,7 @@
 //! Golden values: same-seed CPU results of a few small runs, recorded in
 //! `tests/golden/results.json` by the code before the kernels moved into
-//! `crates/widthlab-kernels` (commit cde86f5): training losses of MLP runs (plain SGD fused
+//! `crates/widthlab-kernels` (commit cde86f5; the muP case re-recorded by main at b88cb64,
+//! whose per-layer rules in absolute width changed it): training losses of MLP runs (plain SGD fused
 //! into the hand-written backward, at one and two threads; SGD with biases and muP
 //! multipliers; Adam, whose weight gradients are products of their own), every RCC row of two
 //! small coordinate checks (a probe larger than the thin kernel's 64 rows and one below it;
