@@ -25,10 +25,21 @@
 //! and the same seed would then give other bits: so each choice is also appended to a file
 //! (one line per shape, keyed by CPU model, instruction set and the OpenBLAS libtorch runs
 //! on), and every later process on the machine reads it instead of timing again. The first
-//! line for a shape wins, also between processes that timed it at once (each re-reads the
-//! file after appending). The file is `$XDG_CACHE_HOME/widthlab/` (or `~/.cache/widthlab/`)
-//! `kernel-choices-<fingerprint>.tsv`; `WIDTHLAB_KERNELS_CACHE` names another file, or `off`
-//! keeps choices in the process only. Delete the file to time again.
+//! line for a shape wins, also between processes that timed it at once: each appends its
+//! line in one `O_APPEND` write and then re-reads the file, so processes racing on a shape
+//! with an empty file all take the path of whichever line landed first (a test races four
+//! processes that each time the other path as faster). The file is
+//! `$XDG_CACHE_HOME/widthlab/` (or `~/.cache/widthlab/`) `kernel-choices-<fingerprint>.tsv`,
+//! never a relative path (so never inside a checkout a process runs in);
+//! `WIDTHLAB_KERNELS_CACHE` names another absolute file, or `off` keeps choices in the
+//! process only. Delete the file to time again.
+//!
+//! Without a usable file (no absolute cache directory, or one that cannot be created or
+//! written) a process says so in one stderr line and keeps its choices to itself: never an
+//! error. Its choices are then its own timings, consistent within the process but not
+//! necessarily with other processes: the same seed gives the same numbers to float rounding
+//! between them, bitwise within a process and between processes that share a file. A fresh
+//! machine (CI) starts with no file and creates it at the first product.
 //!
 //! # The monitor's fused passes: by construction
 //! The RCC monitor's fused passes and reductions ([`crate::ops::dense_change`] and the
@@ -47,9 +58,9 @@ use std::cell::Cell;
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, Once, OnceLock};
 use std::time::Instant;
-
 
 use crate::simd::Level;
 
@@ -114,13 +125,22 @@ fn settings() -> &'static Settings {
                 }
             }
         };
-        let file = match std::env::var("WIDTHLAB_KERNELS_CACHE") {
-            Ok(v) if v.eq_ignore_ascii_case("off") || v.is_empty() => None,
-            Ok(v) => Some(PathBuf::from(v)),
-            Err(_) => std::env::var_os("XDG_CACHE_HOME")
-                .map(PathBuf::from)
-                .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-                .map(|dir| dir.join("widthlab").join(format!("kernel-choices-{:016x}.tsv", fnv1a(machine().as_bytes())))),
+        // (absolute paths only: XDG says to ignore a relative XDG_CACHE_HOME, and a relative
+        // file would land in whatever directory, perhaps a checkout, the process runs in)
+        let absolute = |v: std::ffi::OsString| Some(PathBuf::from(v)).filter(|p| p.is_absolute());
+        let file = match std::env::var_os("WIDTHLAB_KERNELS_CACHE") {
+            Some(v) if v.eq_ignore_ascii_case("off") || v.is_empty() => None,
+            Some(v) => absolute(v.clone()).or_else(|| {
+                cannot_keep(&format!("WIDTHLAB_KERNELS_CACHE={v:?} is not an absolute path"));
+                None
+            }),
+            None => {
+                let dir = std::env::var_os("XDG_CACHE_HOME").and_then(absolute).or_else(|| std::env::var_os("HOME").and_then(absolute).map(|h| h.join(".cache")));
+                if dir.is_none() {
+                    cannot_keep("no absolute XDG_CACHE_HOME or HOME");
+                }
+                dir.map(|dir| dir.join("widthlab").join(format!("kernel-choices-{:016x}.tsv", fnv1a(machine().as_bytes()))))
+            }
         };
         Settings { mode, why, file }
     })
@@ -263,12 +283,13 @@ fn table() -> &'static Mutex<Table> {
     T.get_or_init(|| Mutex::new(Table { used: HashMap::new(), kept: settings().file.as_ref().map(|f| read_choices(f)).unwrap_or_default() }))
 }
 
-/// The choices in a file (the first line of a product wins; lines that do not parse are
-/// skipped).
+/// The choices in a file (the first line of a product wins; lines that do not parse, and a
+/// last line another process is still writing, are skipped).
 fn read_choices(file: &std::path::Path) -> HashMap<String, Choice> {
     let mut out = HashMap::new();
     let Ok(text) = std::fs::read_to_string(file) else { return out };
-    for line in text.lines().filter(|l| !l.starts_with('#')) {
+    let whole = text.split_inclusive('\n').filter_map(|l| l.strip_suffix('\n'));
+    for line in whole.filter(|l| !l.starts_with('#')) {
         let f: Vec<&str> = line.split('\t').collect();
         let [product, path, k, l] = f[..] else { continue };
         let (Some(path), Ok(k), Ok(l)) = (Path::parse(path), k.parse(), l.parse()) else { continue };
@@ -277,20 +298,30 @@ fn read_choices(file: &std::path::Path) -> HashMap<String, Choice> {
     out
 }
 
-/// Appends a choice to the file (creating it with a header), then returns the file's choice
-/// for the product: the first line for it, which may be another process's.
-fn persist(file: &std::path::Path, c: &Choice) -> Option<Choice> {
+/// Appends a choice to the file (creating it and its directory, with a header), then returns
+/// the file's choice for the product: the first line for it, which may be another process's.
+fn persist(file: &std::path::Path, c: &Choice) -> std::io::Result<Choice> {
     if let Some(dir) = file.parent() {
-        std::fs::create_dir_all(dir).ok()?;
+        std::fs::create_dir_all(dir)?;
     }
-    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(file).ok()?;
-    if f.metadata().ok()?.len() == 0 {
+    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(file)?;
+    if f.metadata()?.len() == 0 {
         let header = format!("# {}\n# product\tpath\tkernels s/call\tlibtorch s/call\n", machine());
-        f.write_all(header.as_bytes()).ok()?;
+        f.write_all(header.as_bytes())?;
     }
     // one write of one short line: appended whole, also beside another process's
-    f.write_all(format!("{}\t{}\t{:e}\t{:e}\n", c.product, c.path.name(), c.kernels_seconds, c.libtorch_seconds).as_bytes()).ok()?;
-    read_choices(file).remove(&c.product)
+    f.write_all(format!("{}\t{}\t{:e}\t{:e}\n", c.product, c.path.name(), c.kernels_seconds, c.libtorch_seconds).as_bytes())?;
+    read_choices(file).remove(&c.product).ok_or_else(|| std::io::Error::other("the line just appended does not read back"))
+}
+
+/// Set once the choices file failed: the process keeps its choices to itself from then on.
+static FILE_FAILED: AtomicBool = AtomicBool::new(false);
+
+/// Says once per process, on stderr, that choices are not kept across processes, and why.
+fn cannot_keep(why: &str) {
+    static SAID: Once = Once::new();
+    FILE_FAILED.store(true, Ordering::Relaxed);
+    SAID.call_once(|| eprintln!("widthlab-kernels: cannot keep kernel choices across processes ({why}); this process keeps its own"));
 }
 
 /// The path of a product of `shape`: forced, chosen before (in this process or, from the
@@ -315,8 +346,11 @@ pub(crate) fn choose<'a>(shape: Shape, make: impl FnOnce() -> Box<dyn FnMut(Path
     let t = crate::threads::join(|| time(&mut *make()), || ()).0;
     let path = if t.ratio < 1.0 { Path::Libtorch } else { Path::Kernels };
     let mut choice = Choice { product: shape.to_string(), path, kernels_seconds: t.kernels, libtorch_seconds: t.libtorch, timed_here: true };
-    if let Some(kept) = settings().file.as_deref().and_then(|f| persist(f, &choice)) {
-        choice.path = kept.path;
+    if let Some(file) = settings().file.as_deref().filter(|_| !FILE_FAILED.load(Ordering::Relaxed)) {
+        match persist(file, &choice) {
+            Ok(kept) => choice.path = kept.path,
+            Err(e) => cannot_keep(&format!("{}: {e}", file.display())),
+        }
     }
     table().lock().unwrap_or_else(|e| e.into_inner()).used.entry(shape).or_insert(choice).path
 }
@@ -387,7 +421,10 @@ pub fn describe() -> String {
         Mode::Forced(Path::Libtorch) => format!("products and monitor passes on libtorch{blas} throughout ({})", s.why),
         Mode::Forced(Path::Kernels) => format!("products on widthlab-kernels ({level}) throughout ({})", s.why),
         Mode::Measured => {
-            let kept = s.file.as_ref().map_or("in this process only".to_string(), |f| format!("kept in {}", f.display()));
+            let kept = match &s.file {
+                Some(f) if !FILE_FAILED.load(Ordering::Relaxed) => format!("kept in {}", f.display()),
+                _ => "in this process only".to_string(),
+            };
             format!("each product shape on widthlab-kernels ({level}) or libtorch's mm{blas}, whichever timed faster (once per shape, {kept}); monitor passes on widthlab-kernels")
         }
     }
@@ -421,7 +458,137 @@ mod tests {
         assert_eq!(read["mm f32 2x3x4 NN"].kernels_seconds, 1e-3);
         assert!(!read["mm f32 2x3x4 NN"].timed_here);
         assert!(std::fs::read_to_string(&file).unwrap().starts_with("# widthlab-kernels"));
+        // a last line without its newline (another process mid-write) is not read yet
+        std::fs::OpenOptions::new().append(true).open(&file).unwrap().write_all(b"mm f32 9x9x9 NN\tkernels\t1e-3\t2").unwrap();
+        assert!(!read_choices(&file).contains_key("mm f32 9x9x9 NN"));
+        // a file that cannot be written (its directory is a file) is an error, not a panic
+        let blocked = file.join("choices.tsv");
+        assert!(persist(&blocked, &c("mm f32 2x3x4 NN", Path::Kernels)).is_err());
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// What a child process of [`processes_racing_on_an_empty_file_agree`] prints.
+    const CHILD_SAYS: &str = "widthlab-kernels race child chose:";
+
+    /// Runs this test binary's [`race_child`] in `n` processes with `env`, the `i`-th told to
+    /// find `prefer(i)` faster; returns each one's choice and its stderr.
+    #[cfg(feature = "kernels")]
+    fn race(n: usize, env: &[(&str, &std::ffi::OsStr)], prefer: impl Fn(usize) -> Path) -> Vec<(Path, String)> {
+        let dir = tempfile_dir("race");
+        let children: Vec<_> = (0..n)
+            .map(|i| {
+                let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
+                cmd.args(["--exact", "dispatch::tests::race_child", "--ignored", "--nocapture", "--test-threads", "1"])
+                    .env_remove("WIDTHLAB_KERNELS")
+                    .env("WIDTHLAB_RACE_PREFER", prefer(i).name())
+                    .env("WIDTHLAB_RACE_DIR", &dir)
+                    .env("WIDTHLAB_RACE_N", n.to_string())
+                    .env("WIDTHLAB_RACE_I", i.to_string())
+                    .stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::piped());
+                for (k, v) in env {
+                    cmd.env(k, v);
+                }
+                cmd.spawn().unwrap()
+            })
+            .collect();
+        let out = children
+            .into_iter()
+            .map(|c| {
+                let o = c.wait_with_output().unwrap();
+                let (stdout, stderr) = (String::from_utf8_lossy(&o.stdout).to_string(), String::from_utf8_lossy(&o.stderr).to_string());
+                assert!(o.status.success(), "child failed: {stdout}\n{stderr}");
+                // (libtest prints the test's name in front of its output on the same line)
+                let chose = stdout.lines().find_map(|l| l.split_once(CHILD_SAYS).map(|(_, p)| p)).and_then(|p| Path::parse(p.trim()));
+                (chose.unwrap_or_else(|| panic!("child said no choice: {stdout}")), stderr)
+            })
+            .collect();
+        let _ = std::fs::remove_dir_all(&dir);
+        out
+    }
+
+    /// A fresh directory of this test process (one per call).
+    fn tempfile_dir(what: &str) -> PathBuf {
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("widthlab-kernels-{what}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    /// The guarantee of "The same numbers in every process": processes that start with no
+    /// choices file and time one shape at once, half of them finding the kernels faster and
+    /// half libtorch, all take the path of the file's first line. Every child has loaded the
+    /// (empty) file before any times, so all of them time and append: the race is real.
+    #[test]
+    #[cfg(feature = "kernels")]
+    fn processes_racing_on_an_empty_file_agree() {
+        let dir = tempfile_dir("race-file");
+        let file = dir.join("choices.tsv");
+        for _ in 0..2 {
+            let _ = std::fs::remove_file(&file);
+            let chose = race(4, &[("WIDTHLAB_KERNELS_CACHE", file.as_os_str())], |i| if i % 2 == 0 { Path::Kernels } else { Path::Libtorch });
+            let text = std::fs::read_to_string(&file).unwrap();
+            let lines: Vec<&str> = text.lines().filter(|l| l.starts_with("race-op ")).collect();
+            assert_eq!(lines.len(), 4, "every child timed and appended:\n{text}");
+            let first = Path::parse(lines[0].split('\t').nth(1).unwrap()).unwrap();
+            assert!(lines.iter().any(|l| l.contains("\tkernels\t")) && lines.iter().any(|l| l.contains("\tlibtorch\t")), "the children timed different paths faster:\n{text}");
+            for (path, stderr) in &chose {
+                assert_eq!(*path, first, "every child takes the first line's path");
+                assert!(!stderr.contains("cannot keep"), "{stderr}");
+            }
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Without a usable file (its directory is a file; a relative path) a process says so
+    /// in one stderr line and chooses by its own timing: never an error.
+    #[test]
+    #[cfg(feature = "kernels")]
+    fn an_unusable_file_leaves_choices_in_the_process() {
+        let dir = tempfile_dir("blocked");
+        let not_a_dir = dir.join("a-file");
+        std::fs::write(&not_a_dir, "").unwrap();
+        let blocked = not_a_dir.join("choices.tsv");
+        for (file, why) in [(blocked.as_os_str(), "a-file/choices.tsv"), (std::ffi::OsStr::new("relative/choices.tsv"), "not an absolute path")] {
+            let chose = race(2, &[("WIDTHLAB_KERNELS_CACHE", file)], |_| Path::Libtorch);
+            for (path, stderr) in chose {
+                assert_eq!(path, Path::Libtorch, "its own timing");
+                let said: Vec<&str> = stderr.lines().filter(|l| l.contains("cannot keep kernel choices")).collect();
+                assert_eq!(said.len(), 1, "one line: {stderr}");
+                assert!(said[0].contains(why), "{stderr}");
+            }
+        }
+        assert!(!std::path::Path::new("relative").exists(), "nothing written relative to the working directory");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A child of [`processes_racing_on_an_empty_file_agree`]: loads the choices file, waits
+    /// for its siblings, times shape `race-op` on a runner whose `WIDTHLAB_RACE_PREFER` path
+    /// is 4x faster (twice, so the second is a lookup), and prints its choice.
+    #[test]
+    #[ignore = "a child process of the tests above, run by them"]
+    fn race_child() {
+        let var = |k: &str| std::env::var(k).unwrap_or_else(|_| panic!("{k} is set by the parent test"));
+        let (dir, n, i) = (PathBuf::from(var("WIDTHLAB_RACE_DIR")), var("WIDTHLAB_RACE_N").parse::<usize>().unwrap(), var("WIDTHLAB_RACE_I"));
+        let prefer = Path::parse(&var("WIDTHLAB_RACE_PREFER")).unwrap();
+        drop(table().lock()); // the file as it is before any sibling appends
+        std::fs::write(dir.join(format!("ready-{i}")), "").unwrap();
+        let t = Instant::now();
+        while std::fs::read_dir(&dir).unwrap().count() < n {
+            assert!(t.elapsed().as_secs() < 60, "siblings did not start");
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        let spin = |s: f64| {
+            let t = Instant::now();
+            while t.elapsed().as_secs_f64() < s {}
+        };
+        let shape = Shape { op: "race-op", double: false, dims: [1, 2, 3], layout: *b"NN+" };
+        let runner = || -> Box<dyn FnMut(Path)> { Box::new(move |p| spin(if p == prefer { 2e-5 } else { 8e-5 })) };
+        let path = choose(shape, runner);
+        assert_eq!(choose(shape, || panic!("chosen before")), path);
+        println!("{CHILD_SAYS} {}", path.name());
     }
 
     #[test]
