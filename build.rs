@@ -2,7 +2,7 @@
 //!
 //! * Adds an rpath to libtorch's `lib/` directory to every binary, test and bench of this
 //!   package, so they run without a hand-set `LD_LIBRARY_PATH`, and one to OpenBLAS's
-//!   OpenMP build when it is installed (see `src/gemm.rs`).
+//!   OpenMP build when it is installed (see `crates/widthlab-kernels/src/threads.rs`).
 //! * Links `libtorch_cuda.so` (when the libtorch has it) under `--no-as-needed`, so it is
 //!   kept as a dependency although no symbol of it is referenced directly (tch-rs issues 201
 //!   and 980); without it `tch::Cuda::is_available()` is false on GPU machines. `widthlab::device` also
@@ -41,7 +41,8 @@ fn main() {
     println!("cargo:rustc-env=WIDTHLAB_LIBTORCH_LIB={}", lib.display());
     // OpenBLAS's OpenMP build (Debian's libopenblas0-openmp, installed by
     // environment/setup.sh) ahead of the system default, the pthreads build: it shares
-    // libgomp's threads with libtorch instead of competing with them (see src/gemm.rs).
+    // libgomp's threads with libtorch instead of competing with them (see
+    // crates/widthlab-kernels/src/threads.rs).
     for dir in ["/usr/lib/x86_64-linux-gnu/openblas-openmp", "/usr/lib/aarch64-linux-gnu/openblas-openmp"] {
         let so = std::path::Path::new(dir).join("libopenblas.so.0");
         if so.exists() {

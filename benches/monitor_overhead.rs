@@ -23,13 +23,8 @@
 //! anchor does not measure: the anchor's row is about what the products alone cost the
 //! monitor at probe 64. Only a smaller probe can go lower.
 //!
-//! Measured on the 2-core machine (2026-11-26, 2 threads), four runs, with the training
-//! forward on the thin kernel (commit abdfda0): anchor 1.65-1.70x; Delta and delta at probe
-//! 64 1.95-2.12x, Delta only 1.77-1.84x, probe 32 1.65-1.76x, probe 16 1.49-1.61x; the plain
-//! step at 412-432 steps/s. Side by side with the code before (69f8b5f, forward on
-//! matrixmultiply): the plain step 21-23% faster, monitored steps 15% (probe 16) and 17%
-//! (probe 64) faster, the anchor 52% faster, so every ratio moved: before, anchor 1.99-2.14x
-//! and probe 16 1.38-1.52x.
+//! The bench prints the CPU model and the path each product took (`widthlab::kernels::dispatch`).
+//! Figures: `docs/benchmarks.md` (`bash docs/benchmarks.sh`).
 use std::time::Instant;
 
 use tch::{Device, Kind, Tensor};
@@ -39,6 +34,9 @@ use widthlab::optim::{OptimConfig, Optimizer};
 use widthlab::param::Parameterization;
 use widthlab::rcc::{Monitor, MonitorConfig, StepSchedule};
 use widthlab::train::{mlp_step, StepHook, StepOutput};
+
+mod common;
+use common::{machine, paths, write_section};
 
 /// What runs beside each training step.
 #[derive(Clone)]
@@ -113,6 +111,7 @@ fn main() {
         "monitor_overhead: 3-layer MLP, plain SGD as the Trainer runs it (fused step), batch 64, monitor every step, {} libtorch threads",
         tch::get_num_threads()
     );
+    println!("{}", machine());
     let every = MonitorConfig { schedule: StepSchedule::Every, ..MonitorConfig::default() };
     let no_delta = MonitorConfig { one_step: false, ..every.clone() };
     let configs: Vec<(&str, Watch)> = vec![
@@ -124,6 +123,10 @@ fn main() {
         ("Delta+delta, probe 16", Watch::Monitor(every, 16)),
     ];
     let rounds: usize = std::env::var("WIDTHLAB_BENCH_ROUNDS").ok().and_then(|s| s.parse().ok()).unwrap_or(7).max(1);
+    let mut md = format!(
+        "## monitor_overhead\n\n3-layer MLP (784 -> n -> 10), plain SGD as the Trainer runs it (fused step), batch 64, the RCC monitor measuring every step; {} libtorch threads, {rounds} rounds. Ratio: time of a monitored step / time of a plain step in the same round; the median over rounds, and the range.\n",
+        tch::get_num_threads()
+    );
     for n in widths {
         let steps = if n >= 2048 { 10 } else { 40 };
         // interleaved rounds over all configurations, so that each round's plain step and
@@ -141,11 +144,17 @@ fn main() {
             (v[v.len() / 2], v[0], v[v.len() - 1])
         };
         println!("width {n} ({rounds} rounds of {steps} steps; median, and min-max over rounds)");
+        md += &format!("\nWidth {n}, {steps} steps per round:\n\n| configuration | steps/s | ratio | range |\n|---|---:|---:|---:|\n");
         for ((name, _), r) in configs.iter().zip(&rates) {
             let (rate, _, _) = median(r.clone());
             let (ratio, lo, hi) = median(rates[0].iter().zip(r).map(|(plain, x)| plain / x).collect());
             println!("  {name:<24} {rate:>8.1} st/s  {ratio:>5.2}x  ({lo:.2}-{hi:.2}x)");
+            md += &format!("| {} | {rate:.1} | {ratio:.2}x | {lo:.2}-{hi:.2}x |\n", name.split_whitespace().collect::<Vec<_>>().join(" "));
         }
     }
     println!("ratio = time of a monitored step / time of a plain step, per round; target <= 1.5x (reachable only with a probe smaller than the batch, see the header)");
+    let paths = paths();
+    println!("paths taken:\n{paths}");
+    md += &format!("\nTarget: <= 1.5x (reachable only with a probe smaller than the batch: with the probe as large as the batch the exact metrics need the anchor's two forward passes of products, plus norms).\n\nThe path each product took:\n\n{paths}\n");
+    write_section("monitor_overhead", &md);
 }

@@ -9,8 +9,8 @@
 //! as a child process serving blocks on request), on the same threads (libtorch's count, so
 //! `OMP_NUM_THREADS=1` runs both single-threaded: do that on a busy machine, where two-thread
 //! timings collapse whenever the other core is taken). The bare products are timed twice:
-//! through `widthlab::gemm` (what the step uses; the "of bare" column) and through libtorch's
-//! `mm`.
+//! through `widthlab::kernels::ops` (what the step uses; the "of bare" column) and through
+//! libtorch's `mm`.
 //!
 //! Both sides do the same work per step: an 8-layer bias-free ReLU MLP in f32, He init, SGD
 //! without momentum at lr 1e-3, CE averaged over the batch, the batch a slice of a
@@ -20,22 +20,18 @@
 //! widthlab's glibc allocator settings ([`widthlab::device::tune_allocator`]) through
 //! `MALLOC_*` variables.
 //!
-//! Last measured 2026-11-26 on the 2-core machine (AMD EPYC, Zen 5), 2 threads, with
-//! `widthlab::gemm` on matrixmultiply's AVX-512 kernels and the batch's forward on widthlab's
-//! thin kernel (`THIN_MAX_ROWS` 64), three runs: ratio 2.58-2.64x / 2.23-2.51x / 1.97-2.32x /
-//! 1.92-2.12x at widths 64 / 256 / 1024 / 4096 (with the forward on matrixmultiply, the same
-//! day: 2.21-2.39x / 1.87-2.53x / 1.89-1.93x / 1.81-2.03x), widthlab at 96-99% of the bare
-//! products' GFLOP/s at 4096. Every target is met. The "of bare" column at small widths is
-//! noisy: the bare products are timed after the steps, not alternated with them. With
-//! OpenBLAS's Haswell kernels (`WIDTHLAB_GEMM=openblas`, no thin kernel): 2.16-2.21x /
-//! 1.37-1.38x / 1.49-1.51x / 1.40-1.45x, 100-103% of bare at 4096.
+//! The products take the path `widthlab::kernels::dispatch` chose for each shape (the
+//! kernels, or libtorch's `mm` where it timed faster on this CPU); the bench prints the CPU
+//! model and the path each product took. Targets: ratio >= 1.0x at every width, >= 1.5x at
+//! widths <= 256, widthlab at >= 80% of the bare products' GFLOP/s at 4096. Figures:
+//! `docs/benchmarks.md` (`bash docs/benchmarks.sh`).
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use serde::Serialize;
 use tch::{Device, Kind, Tensor};
-use widthlab::gemm;
+use widthlab::kernels::ops;
 use widthlab::loss::{Loss, LossKind};
 use widthlab::model::{Mlp, MlpConfig, Model};
 use widthlab::optim::{OptimConfig, Optimizer};
@@ -43,7 +39,7 @@ use widthlab::param::Parameterization;
 use widthlab::train::mlp_step;
 
 mod common;
-use common::python;
+use common::{machine, paths, python, write_section};
 
 const DEPTH: usize = 8;
 const D_IN: i64 = 784;
@@ -192,10 +188,10 @@ fn step_rates(n: i64, seconds: f64, threads: i32) -> (f64, Option<f64>) {
     (ours, theirs)
 }
 
-/// The step's matrix products alone: through libtorch's `mm` (MKL) into preallocated
-/// outputs when `libtorch`, else through [`widthlab::gemm`] as the step itself calls it (the
-/// forward by [`gemm::linear`], whose thin kernel takes batches of up to 64 rows, the two
-/// gradient products into preallocated outputs).
+/// The step's matrix products alone: through libtorch's `mm` into preallocated outputs when
+/// `libtorch`, else through [`ops`] as the step itself calls it (the forward by
+/// [`ops::linear`], the two gradient products into preallocated outputs), each on the path
+/// chosen for its shape.
 fn bare_matmul_rate(n: i64, seconds: f64, libtorch: bool) -> f64 {
     let opts = (Kind::Float, Device::Cpu);
     let sets: Vec<_> = shapes(n)
@@ -219,9 +215,9 @@ fn bare_matmul_rate(n: i64, seconds: f64, libtorch: bool) -> f64 {
                 if libtorch {
                     let _ = a.matmul_out(out, b);
                 } else if k == 0 {
-                    let _ = gemm::linear(x, w, 1.0); // the forward, as the step runs it
+                    let _ = ops::linear(x, w, None, 1.0); // the forward, as the step runs it
                 } else {
-                    gemm::gemm_into(out, a, b, 1.0, 0.0);
+                    ops::gemm_into(out, a, b, 1.0, 0.0);
                 }
             }
         }
@@ -236,7 +232,7 @@ struct Row {
     pytorch_steps_per_s: Option<f64>,
     ratio: Option<f64>,
     widthlab_gflops: f64,
-    /// The step's products through widthlab::gemm (what the step uses).
+    /// The step's products through widthlab::kernels::ops (what the step uses).
     bare_matmul_gflops: f64,
     /// The same products through libtorch's mm.
     bare_libtorch_mm_gflops: f64,
@@ -253,7 +249,7 @@ fn main() {
     let seconds: f64 = std::env::var("WIDTHLAB_BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(3.0);
     let threads = tch::get_num_threads();
     println!("train_step: 8-layer MLP, SGD, SP, CE, batch 64, {threads} libtorch threads, ~{seconds} s per measurement, fastest of {BLOCKS} blocks");
-    println!("widthlab products: {}", gemm::describe());
+    println!("{}", machine());
     println!(
         "{:>6} {:>14} {:>14} {:>8} {:>14} {:>14} {:>9} {:>16}",
         "width", "widthlab st/s", "pytorch st/s", "ratio", "widthlab GF/s", "bare mm GF/s", "of bare", "libtorch mm GF/s"
@@ -287,7 +283,29 @@ fn main() {
         );
         rows.push(row);
     }
-    println!("targets: ratio >= 1.0x at every width, >= 1.5x at widths <= 256; >= 80% of bare matmul GF/s at 4096");
+    let targets = "targets: ratio >= 1.0x at every width, >= 1.5x at widths <= 256; >= 80% of bare matmul GF/s at 4096";
+    println!("{targets}");
+    let paths = paths();
+    println!("paths taken:\n{paths}");
+    let mut md = format!(
+        "## train_step\n\n8-layer MLP (784 -> n -> 10), SGD, SP, CE, batch 64, widthlab vs PyTorch eager in one invocation; {threads} libtorch threads, ~{seconds} s per measurement, fastest of {BLOCKS} blocks.\n\n\
+         | width | widthlab steps/s | PyTorch steps/s | ratio | widthlab GFLOP/s | bare products GFLOP/s | of bare | libtorch mm GFLOP/s |\n|---:|---:|---:|---:|---:|---:|---:|---:|\n"
+    );
+    for r in &rows {
+        md += &format!(
+            "| {} | {:.1} | {} | {} | {:.1} | {:.1} | {:.0}% | {:.1} |\n",
+            r.width,
+            r.widthlab_steps_per_s,
+            r.pytorch_steps_per_s.map_or("n/a".into(), |t| format!("{t:.1}")),
+            r.ratio.map_or("n/a".into(), |x| format!("{x:.2}x")),
+            r.widthlab_gflops,
+            r.bare_matmul_gflops,
+            100.0 * r.fraction_of_bare,
+            r.bare_libtorch_mm_gflops
+        );
+    }
+    md += &format!("\n{targets}.\n\nThe path each product took:\n\n{paths}\n");
+    write_section("train_step", &md);
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/target/bench-results");
     if std::fs::create_dir_all(dir).is_ok() {
         let path = format!("{dir}/train_step.json");

@@ -5,7 +5,7 @@
 _WL_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]:-$0}")/.." && pwd)"
 export LIBTORCH="$_WL_ROOT/.libtorch"
 export LIBTORCH_CXX11_ABI=1
-# libtorch, then OpenBLAS's OpenMP build ahead of the system's pthreads build (src/gemm.rs)
+# libtorch, then OpenBLAS's OpenMP build ahead of the system's pthreads build (crates/widthlab-kernels/src/threads.rs)
 export LD_LIBRARY_PATH="$_WL_ROOT/.libtorch/lib:/usr/lib/$(uname -m)-linux-gnu/openblas-openmp${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 export PATH="$_WL_ROOT/.venv/bin:$HOME/.cargo/bin:$PATH"
 unset _WL_ROOT

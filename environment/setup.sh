@@ -7,7 +7,7 @@
 #
 # What it installs (Debian 12, Rust, Python 3.11; only the package registries are needed):
 #   1. Debian packages: dataset-fashion-mnist (the default dataset), libopenblas-dev (for
-#      ndarray-linalg and widthlab::gemm), libopenblas0-openmp (the OpenMP build of OpenBLAS,
+#      ndarray-linalg; libtorch's products run on it), libopenblas0-openmp (the OpenMP build of OpenBLAS,
 #      which shares libtorch's threads; build.rs and the kernel prefer it), pkg-config.
 #   2. A project venv (.venv) with environment/requirements.txt: torch==2.13.0 (libtorch for
 #      tch 0.26; the CUDA wheel also runs on CPU) and the Jupyter stack.
@@ -90,7 +90,8 @@ else
   fi
 fi
 KERNEL_DIR="${JUPYTER_DATA_DIR:-$HOME/.local/share/jupyter}/kernels/rust"
-# OpenBLAS's OpenMP build, ahead of the system's pthreads build (see src/gemm.rs)
+# OpenBLAS's OpenMP build, ahead of the system's pthreads build (see
+# crates/widthlab-kernels/src/threads.rs)
 OPENBLAS_OMP="/usr/lib/$(uname -m)-linux-gnu/openblas-openmp"
 kernel_ok() {
   [ -f "$KERNEL_DIR/kernel.json" ] && "$PY" - "$KERNEL_DIR/kernel.json" "$ROOT" "$OPENBLAS_OMP" <<'PYEOF' >/dev/null 2>&1
@@ -116,7 +117,7 @@ k.setdefault("env", {}).update({
     "LIBTORCH_CXX11_ABI": "1",
     # evcxr builds cells and their dependencies with opt-level 2 but with debug assertions
     # and overflow checks, which halve the speed of matrixmultiply's kernels (widthlab's
-    # products, src/gemm.rs); cargo's environment overrides the profile evcxr writes.
+    # products, crates/widthlab-kernels); cargo's environment overrides the profile evcxr writes.
     "CARGO_PROFILE_DEV_DEBUG_ASSERTIONS": "false",
     "CARGO_PROFILE_DEV_OVERFLOW_CHECKS": "false",
 })

@@ -7,6 +7,10 @@
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/prepare.sh"
 cargo test --release
+# The library's tests once more without widthlab's kernels (the `kernels` feature off): every
+# product and every monitor measurement then runs on libtorch, the path users without the
+# kernels, and any product the kernels decline, take.
+cargo test --release --no-default-features --lib
 "$ROOT/.venv/bin/python" tests/notebooks/check.py --out "$ROOT/out/fixtures"
 bash notebooks/run.sh --profile smoke --out "$ROOT/out/smoke"
 echo "widthlab tests: all passed in $(( $(date +%s) - START )) s"

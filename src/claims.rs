@@ -578,8 +578,8 @@ mod tests {
     #[test]
     fn smoke_is_structural_and_fails_only_on_missing_measurements() {
         let dir = tempfile::tempdir().unwrap();
-        // SAFETY of the test: no other test reads WIDTHLAB_OUT.
-        unsafe { std::env::set_var("WIDTHLAB_OUT", dir.path()) };
+        // (no other test reads WIDTHLAB_OUT)
+        std::env::set_var("WIDTHLAB_OUT", dir.path());
         let claim = || Claim::paper("a", "Fig. 4", "readout effective update n^1/2").exponent(0.5);
         let mut quick = Claims::new("t-quick", Profile::Quick);
         assert_eq!(quick.add(claim(), est(0.1, 0.0, 0.2)).unwrap(), Verdict::Deviates);
@@ -598,6 +598,6 @@ mod tests {
         smoke.finish().unwrap();
         smoke.add(Claim::paper("b", "-", "missing").exponent(0.0), Estimate::missing("fit failed")).unwrap();
         assert!(smoke.finish().unwrap_err().to_string().contains("1 of 2 claims have no measurement"));
-        unsafe { std::env::remove_var("WIDTHLAB_OUT") };
+        std::env::remove_var("WIDTHLAB_OUT");
     }
 }

@@ -16,16 +16,23 @@
 //! fp32's exponent range, so no loss scaling is needed). Autocast exists only for CUDA here
 //! (tch's `autocast` is a no-op without it), so on a CPU `auto` means fp32 and `bf16` is a
 //! configuration error. tch cannot choose autocast's dtype (its default is fp16), so
-//! [`with_autocast`] sets it through libtorch's own `at::autocast::set_autocast_dtype`; the
-//! test below checks that call on every build. The CUDA path is implemented, not verified
-//! (no GPU here).
-use std::ffi::CString;
+//! [`with_autocast`] sets it through libtorch's own `at::autocast::set_autocast_dtype`
+//! ([`crate::kernels::sys`]; tested there on every build). The CUDA path is implemented, not
+//! verified (no GPU here).
+//!
+//! # Threads and memory
+//! [`set_threads`] sets libtorch's thread count and OpenBLAS's (libtorch's own products run
+//! on OpenBLAS in widthlab processes, see [`crate::kernels::threads`]); [`tune_allocator`]
+//! keeps glibc from mapping fresh pages for every large tensor.
 use std::str::FromStr;
 use std::sync::Once;
 
 use serde::{Deserialize, Serialize};
 use tch::Device;
 
+use crate::kernels::sys::{self, AutocastDtype};
+pub use crate::kernels::sys::tune_allocator;
+pub use crate::kernels::threads::set_threads;
 use crate::{Error, Result};
 
 /// Where to run, as written in configs and on the command line.
@@ -103,11 +110,7 @@ fn preload_cuda_backend() {
         }
         candidates.push("libtorch_cuda.so".to_string());
         for c in candidates {
-            let Ok(name) = CString::new(c) else { continue };
-            // SAFETY: dlopen with a valid C string; the handle is intentionally leaked so the
-            // library stays loaded for the life of the process.
-            let h = unsafe { libc::dlopen(name.as_ptr(), libc::RTLD_NOW | libc::RTLD_GLOBAL) };
-            if !h.is_null() {
+            if sys::load_library(&c) {
                 break;
             }
         }
@@ -165,60 +168,14 @@ impl FromStr for Precision {
     }
 }
 
-// libtorch's setter and getter of autocast's dtype per device type (C++ functions taking
-// `c10::DeviceType` and `c10::ScalarType`, both `int8_t` enums; not exposed by tch).
-extern "C" {
-    #[link_name = "_ZN2at8autocast18set_autocast_dtypeEN3c1010DeviceTypeENS1_10ScalarTypeE"]
-    fn at_autocast_set_dtype(device_type: i8, dtype: i8);
-    #[link_name = "_ZN2at8autocast18get_autocast_dtypeEN3c1010DeviceTypeE"]
-    #[cfg_attr(not(test), allow(dead_code))] // read back by the test
-    fn at_autocast_get_dtype(device_type: i8) -> i8;
-}
-/// `c10::DeviceType::CUDA` and `c10::ScalarType::BFloat16`.
-const C10_CUDA: i8 = 1;
-const C10_BFLOAT16: i8 = 15;
-
 /// Runs `f` (a forward pass and loss) under CUDA autocast in bfloat16 when `mixed`, else
 /// as it is.
 pub fn with_autocast<T>(mixed: bool, f: impl FnOnce() -> T) -> T {
     if !mixed {
         return f();
     }
-    // SAFETY: sets a process-wide enum value in libtorch; no memory is passed.
-    unsafe { at_autocast_set_dtype(C10_CUDA, C10_BFLOAT16) };
+    sys::set_cuda_autocast_dtype(AutocastDtype::BFloat16);
     tch::autocast(true, f)
-}
-
-static TUNE_ALLOC: Once = Once::new();
-
-/// Makes glibc's allocator keep large blocks in the heap instead of mapping and unmapping
-/// them for every tensor (process-wide; idempotent; no effect off glibc).
-///
-/// libtorch's CPU allocator calls `malloc`; gradients and activations of wide layers are
-/// tens of MB, above glibc's mmap threshold, so every step maps fresh zeroed pages and pays
-/// the page faults. With `mmap` disabled and heap trimming off, freed blocks are reused:
-/// measured here on the 8-layer width-4096 MLP step, about 30% faster. The `widthlab`
-/// binary, the benches and the Trainer-based runners call this; call it at the start of your
-/// own program if you train wide models.
-pub fn tune_allocator() {
-    TUNE_ALLOC.call_once(|| {
-        #[cfg(all(target_os = "linux", target_env = "gnu"))]
-        // SAFETY: mallopt only changes allocator parameters; it is called once, before the
-        // large allocations it concerns.
-        unsafe {
-            libc::mallopt(libc::M_MMAP_MAX, 0);
-            libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
-        }
-    });
-}
-
-/// Sets libtorch's intra-op thread count and OpenBLAS's (see [`crate::gemm`]; OpenBLAS's is
-/// process-wide). Runs executed in parallel threads should use 1 each, or they oversubscribe
-/// the cores.
-pub fn set_threads(n: usize) {
-    tch::set_num_threads(n.max(1) as i32);
-    crate::gemm::init(); // so that a later first product does not reset the count below
-    crate::gemm::set_openblas_threads(n);
 }
 
 #[cfg(test)]
@@ -242,17 +199,25 @@ mod tests {
         assert!(Precision::Auto.mixed_on(Device::Cuda(0)).unwrap());
         assert!(Precision::Bf16.mixed_on(Device::Cuda(0)).unwrap());
         assert!(Precision::Bf16.mixed_on(Device::Cpu).unwrap_err().to_string().contains("needs a CUDA device"));
-        // The FFI to libtorch's autocast dtype works on this build (the setting is a plain
-        // global, also in a CPU-only libtorch): set bf16, read it back, restore.
-        let before = unsafe { at_autocast_get_dtype(C10_CUDA) };
-        assert_eq!(before, 5, "libtorch's CUDA autocast default is fp16 (ScalarType 5)");
+        // with_autocast sets bf16 (the setting is a plain global, also in a CPU-only
+        // libtorch): read it back, restore
+        let before = sys::cuda_autocast_dtype();
         let out = with_autocast(true, || 7);
         assert_eq!(out, 7);
-        assert_eq!(unsafe { at_autocast_get_dtype(C10_CUDA) }, C10_BFLOAT16);
-        unsafe { at_autocast_set_dtype(C10_CUDA, before) };
+        assert_eq!(sys::cuda_autocast_dtype(), AutocastDtype::BFloat16);
+        sys::set_cuda_autocast_dtype(before);
         assert_eq!(with_autocast(false, || 3), 3);
         assert_eq!("BF16".parse::<Precision>().unwrap(), Precision::Bf16);
         assert!("fp8".parse::<Precision>().unwrap_err().to_string().contains("unknown precision"));
+    }
+
+    /// libtorch's own products run on the system OpenBLAS (linked through ndarray-linalg):
+    /// `environment/setup.sh` installs its OpenMP build and `build.rs` puts it on the run path.
+    #[test]
+    fn openblas_is_the_openmp_build() {
+        use crate::kernels::threads::{openblas_core, openblas_threading, Threading};
+        assert_eq!(openblas_threading(), Some(Threading::OpenMp));
+        assert!(openblas_core().is_some());
     }
 
     #[test]

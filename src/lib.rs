@@ -22,6 +22,10 @@
 //! - [`report`]: where notebooks write claims and figures; [`files`]: atomic output files;
 //!   [`limits`]: the sizes memory and time allow, checked before any work;
 //!   [`notebook`]: the guard that makes every failing notebook cell visible to the runner.
+//! - [`kernels`] (the workspace crate `widthlab-kernels`): the CPU kernels behind every product
+//!   computed outside autograd and the RCC monitor's fused passes, the one place that chooses
+//!   between them and libtorch, and every call through raw pointers or foreign functions.
+//!   This crate has none of its own.
 pub mod claims;
 pub mod config;
 pub mod data;
@@ -29,7 +33,6 @@ pub mod device;
 pub mod error;
 pub mod files;
 pub mod fit;
-pub mod gemm;
 pub mod limits;
 pub mod loss;
 pub mod model;
@@ -46,5 +49,9 @@ pub mod theory;
 pub mod train;
 
 pub use error::{Error, Result};
+/// widthlab's CPU kernels and every call it makes through raw pointers or foreign functions
+/// (products, the RCC monitor's fused passes, threads, libtorch calls tch does not wrap),
+/// behind a safe interface; the path each product takes is chosen in [`kernels::dispatch`].
+pub use widthlab_kernels as kernels;
 /// The libtorch bindings widthlab is built on (so notebooks and users need no separate `:dep`).
 pub use tch;

@@ -37,9 +37,12 @@ pub const BYTES_PER_LAYER: f64 = 16.0 * 1024.0;
 
 /// The memory this process may use: physical memory, or the cgroup's limit if lower.
 pub fn memory_bytes() -> u64 {
-    // SAFETY: sysconf only reads system constants.
-    let (pages, page) = unsafe { (libc::sysconf(libc::_SC_PHYS_PAGES), libc::sysconf(libc::_SC_PAGESIZE)) };
-    let physical = if pages > 0 && page > 0 { pages as u64 * page as u64 } else { u64::MAX };
+    // (what sysconf's _SC_PHYS_PAGES x _SC_PAGESIZE computes from)
+    let info = rustix::system::sysinfo();
+    let physical = match (info.totalram as u64).checked_mul(info.mem_unit.max(1) as u64) {
+        Some(b) if b > 0 => b,
+        _ => u64::MAX,
+    };
     let cgroup = ["/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"]
         .iter()
         .filter_map(|p| std::fs::read_to_string(p).ok()?.trim().parse::<u64>().ok())

@@ -37,6 +37,7 @@
 //! program) it changes nothing visible: lines pass through unchanged and the markers never
 //! occur.
 use std::io::{BufRead, Write};
+use std::os::fd::AsFd;
 use std::sync::Mutex;
 
 use crate::{Error, Result};
@@ -69,29 +70,14 @@ pub fn guard() -> Result<()> {
 }
 
 fn install() -> Result<()> {
-    let os = |what: &str| Error::io("stdout", std::io::Error::other(format!("notebook guard: {what}: {}", std::io::Error::last_os_error())));
+    let os = |what: &str, e: rustix::io::Errno| Error::io("stdout", std::io::Error::other(format!("notebook guard: {what}: {}", std::io::Error::from(e))));
     std::io::stdout().flush().map_err(|e| Error::io("stdout", e))?;
-    // SAFETY: plain POSIX calls on descriptors this function owns; fd 1 is replaced by the
-    // write end of a fresh pipe, the original kept (close-on-exec) for the relay.
-    let (read, original) = unsafe {
-        let original = libc::fcntl(1, libc::F_DUPFD_CLOEXEC, 3);
-        if original < 0 {
-            return Err(os("dup of stdout"));
-        }
-        let mut fds = [0; 2];
-        if libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) != 0 {
-            libc::close(original);
-            return Err(os("pipe"));
-        }
-        if libc::dup2(fds[1], 1) < 0 {
-            libc::close(original);
-            libc::close(fds[0]);
-            libc::close(fds[1]);
-            return Err(os("dup2 onto stdout"));
-        }
-        libc::close(fds[1]);
-        (fds[0], original)
-    };
+    // fd 1 is replaced by the write end of a fresh pipe, the original kept (close-on-exec)
+    // for the relay; the descriptors are owned, so an error closes what was opened
+    let original = rustix::io::fcntl_dupfd_cloexec(std::io::stdout().as_fd(), 3).map_err(|e| os("dup of stdout", e))?;
+    let (read, write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).map_err(|e| os("pipe", e))?;
+    rustix::stdio::dup2_stdout(&write).map_err(|e| os("dup2 onto stdout", e))?;
+    drop(write);
     let previous = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
         if let Ok(mut last) = LAST_PANIC.try_lock() {
@@ -102,10 +88,7 @@ fn install() -> Result<()> {
     std::thread::Builder::new()
         .name("widthlab-notebook-guard".into())
         .spawn(move || {
-            use std::os::fd::FromRawFd;
-            // SAFETY: both descriptors were created above and are owned by this thread now.
-            let (input, output) = unsafe { (std::fs::File::from_raw_fd(read), std::fs::File::from_raw_fd(original)) };
-            relay(std::io::BufReader::new(input), output);
+            relay(std::io::BufReader::new(std::fs::File::from(read)), std::fs::File::from(original));
         })
         .map_err(|e| Error::io("stdout", e))?;
     Ok(())

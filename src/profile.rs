@@ -75,14 +75,14 @@ mod tests {
 
     #[test]
     fn seeds_shift_with_the_seed_base() {
-        // SAFETY of the test: no other test reads WIDTHLAB_SEED_BASE.
-        unsafe { std::env::remove_var("WIDTHLAB_SEED_BASE") };
+        // (no other test reads WIDTHLAB_SEED_BASE)
+        std::env::remove_var("WIDTHLAB_SEED_BASE");
         assert_eq!(seeds(3).unwrap(), vec![0, 1, 2]);
-        unsafe { std::env::set_var("WIDTHLAB_SEED_BASE", "100") };
+        std::env::set_var("WIDTHLAB_SEED_BASE", "100");
         assert_eq!(seeds(2).unwrap(), vec![100, 101]);
-        unsafe { std::env::set_var("WIDTHLAB_SEED_BASE", "-1") };
+        std::env::set_var("WIDTHLAB_SEED_BASE", "-1");
         assert!(seeds(2).unwrap_err().to_string().contains("WIDTHLAB_SEED_BASE"));
-        unsafe { std::env::remove_var("WIDTHLAB_SEED_BASE") };
+        std::env::remove_var("WIDTHLAB_SEED_BASE");
         assert_eq!("quick".parse::<Profile>().unwrap(), Profile::Quick);
     }
 }

@@ -102,8 +102,8 @@ mod tests {
     #[test]
     fn claims_are_written_and_failures_reported() {
         let dir = tempfile::tempdir().unwrap();
-        // SAFETY of the test: no other test reads WIDTHLAB_OUT.
-        unsafe { std::env::set_var("WIDTHLAB_OUT", dir.path()) };
+        // (no other test reads WIDTHLAB_OUT)
+        std::env::set_var("WIDTHLAB_OUT", dir.path());
         let mut c = Claims::new("t", Profile::Smoke);
         assert!(c.check("a", "exponent near -1", "-1", -0.98, (-0.98f64 + 1.0).abs() < 0.1));
         c.finish().unwrap();
@@ -112,6 +112,6 @@ mod tests {
         assert!(!c.check("b", "exponent near 0", "0", 0.7, false));
         let e = c.finish().unwrap_err();
         assert!(e.to_string().contains("1 of 2 claims"));
-        unsafe { std::env::remove_var("WIDTHLAB_OUT") };
+        std::env::remove_var("WIDTHLAB_OUT");
     }
 }

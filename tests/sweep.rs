@@ -112,8 +112,7 @@ fn sigkill_then_resume_gives_the_uninterrupted_results_without_recomputing() {
         std::thread::sleep(Duration::from_millis(5));
     }
     std::thread::sleep(Duration::from_millis((nanos / 7 % 40) as u64));
-    // SAFETY: kill(2) on the pid of a child we spawned.
-    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGKILL) }, 0);
+    child.kill().unwrap(); // SIGKILL on Unix
     let status = child.wait().unwrap();
     assert!(!status.success(), "the sweep was killed, not finished");
 

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use tch::{Device, Tensor};
 
 use super::{DenseProducts, Model, Param, ParamShape, Trace};
-use crate::gemm;
+use crate::kernels::ops;
 use crate::loss::Loss;
 use crate::optim::LowRankStep;
 use crate::param::{ParamKind, Parameterization, Role};
@@ -316,7 +316,7 @@ impl Mlp {
             let mut inputs: Vec<Tensor> = Vec::with_capacity(depth);
             let mut h = x.shallow_clone();
             for (l, layer) in self.layers.iter().enumerate() {
-                let mut out = gemm::linear(&h, &params[layer.weight].tensor, layer.multiplier); // [batch, fan_out]
+                let mut out = ops::linear(&h, &params[layer.weight].tensor, None, layer.multiplier); // [batch, fan_out]
                 if let Some(b) = layer.bias {
                     out += &params[b].tensor;
                 }
@@ -335,7 +335,7 @@ impl Mlp {
             let mut low_rank: Vec<Option<LowRankStep>> = params.iter().map(|_| None).collect();
             // With fused SGD, layer l's weight update (W += -lr g^T x) waits until layer l-1's
             // input gradient is computed, and the two products then run side by side
-            // (gemm::gemm_pair). `pending` is that weight's index; its step is in `low_rank`.
+            // (ops::gemm_pair). `pending` is that weight's index; its step is in `low_rank`.
             let mut pending: Option<usize> = None;
             // (W, g^T, x, -lr) of a pending update
             let update = |low_rank: &[Option<LowRankStep>], p: usize| {
@@ -359,9 +359,9 @@ impl Mlp {
                 // the input gradient uses W before its update
                 let dx = (l > lowest).then(|| Tensor::empty([g.size()[0], w.size()[1]], (g.kind(), g.device()))); // [batch, fan_in]
                 match (&dx, pending.take().and_then(|p| update(&low_rank, p))) {
-                    (Some(dx), Some((pw, pgt, px, a))) => gemm::gemm_pair((dx, &g, w, 1.0, 0.0), (&pw, &pgt, &px, a, 1.0)),
-                    (Some(dx), None) => gemm::gemm_into(dx, &g, w, 1.0, 0.0),
-                    (None, Some((pw, pgt, px, a))) => gemm::gemm_into(&pw, &pgt, &px, a, 1.0),
+                    (Some(dx), Some((pw, pgt, px, a))) => ops::gemm_pair((dx, &g, w, 1.0, 0.0), (&pw, &pgt, &px, a, 1.0)),
+                    (Some(dx), None) => ops::gemm_into(dx, &g, w, 1.0, 0.0),
+                    (None, Some((pw, pgt, px, a))) => ops::gemm_into(&pw, &pgt, &px, a, 1.0),
                     (None, None) => {}
                 }
                 if params[layer.weight].trainable {
@@ -370,7 +370,7 @@ impl Mlp {
                             low_rank[layer.weight] = Some(LowRankStep { lr: lrs[layer.weight], g: g.shallow_clone(), x: inputs[l].shallow_clone() });
                             pending = Some(layer.weight);
                         }
-                        None => grads[layer.weight] = Some(gemm::mm(&g.tr(), &inputs[l], 1.0)), // [fan_out, fan_in]
+                        None => grads[layer.weight] = Some(ops::mm(&g.tr(), &inputs[l], 1.0)), // [fan_out, fan_in]
                     }
                 }
                 if let Some(dx) = dx {
@@ -379,7 +379,7 @@ impl Mlp {
                 }
             }
             if let Some((pw, pgt, px, a)) = pending.and_then(|p| update(&low_rank, p)) {
-                gemm::gemm_into(&pw, &pgt, &px, a, 1.0);
+                ops::gemm_into(&pw, &pgt, &px, a, 1.0);
             }
             (value, grads, low_rank)
         }))

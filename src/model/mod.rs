@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 use tch::{Device, Tensor};
 
+use crate::kernels::ops;
 use crate::param::{Fans, OptimizerFamily, ParamKind, Parameterization, Role};
 use crate::rng::{self, stream};
 
@@ -113,19 +114,9 @@ impl LinearOp {
     /// with the last dimension replaced by `len(b)`.
     pub fn apply(&self, w: &Tensor, x: &Tensor) -> Tensor {
         match *self {
-            LinearOp::Dense { multiplier } => {
-                // Outside autograd (evaluation, the RCC monitor) through widthlab's own
-                // products (crate::gemm); where gradients may be needed, libtorch's.
-                if !crate::gemm::grad_enabled() || !(x.requires_grad() || w.requires_grad()) {
-                    return crate::gemm::linear(x, w, multiplier);
-                }
-                let y = x.linear::<&Tensor>(w, None);
-                if multiplier == 1.0 {
-                    y
-                } else {
-                    y * multiplier
-                }
-            }
+            // libtorch's linear where autograd records; outside it (evaluation, the RCC
+            // monitor) the product on the path chosen for its shape (crate::kernels::dispatch)
+            LinearOp::Dense { multiplier } => ops::linear(x, w, None, multiplier),
             LinearOp::Diagonal => x * w,
             LinearOp::Bias => x.ones_like() * w,
         }
@@ -153,12 +144,8 @@ pub(crate) fn dense(params: &[Param], weight: usize, bias: Option<usize>, multip
     let op = LinearOp::Dense { multiplier };
     let w = &params[weight].tensor;
     if rec.is_none() {
-        // fast path under autograd: one fused kernel when there is no multiplier
-        return match (bias, multiplier == 1.0 && crate::gemm::grad_enabled()) {
-            (Some(b), true) => x.linear(w, Some(&params[b].tensor)),
-            (Some(b), false) => op.apply(w, x) + &params[b].tensor,
-            (None, _) => op.apply(w, x),
-        };
+        // (under autograd with no multiplier, weight and bias in one fused kernel)
+        return ops::linear(x, w, bias.map(|b| &params[b].tensor), multiplier);
     }
     let taken = rec.as_deref_mut().and_then(|r| r.products.as_deref_mut()).and_then(|p| p.product(weight, w, multiplier, x));
     let y = taken.unwrap_or_else(|| op.apply(w, x));

@@ -68,7 +68,7 @@
 //! thin products and two `B x B` Grams (above).
 //!
 //! Under power iteration the dense sites' `Delta` passes run inside the traced forward
-//! ([`crate::model::DenseProducts`]): one pass per weight (module `dense`) reads `W_t` and
+//! ([`crate::model::DenseProducts`]): one pass per weight ([`ops::dense_change`]) reads `W_t` and
 //! `W_0` once, forms the rows of the difference block by block in cache and uses them for the
 //! site's output `a W_t x_t` (which the forward continues with), the effective update's
 //! product, `||W_t - W_0||_F`, one warm-started power-iteration step on the difference and,
@@ -76,46 +76,37 @@
 //! difference is stored, the reference rows are prefetched ahead of the pass, and where the
 //! input has not changed (the input layer) the output is `W_0 x_0` plus the effective update,
 //! with no product by `W_t`. Probes of up to 64 rows multiply by widthlab's thin kernel there
-//! (see [`crate::gemm`]; no packing of the weights). The one-step updates' Grams are computed
-//! on and below the diagonal only ([`crate::gemm::gram`]), split between the threads; then
-//! the second thread solves their `B x B` eigenproblems (Lanczos) and computes the
-//! activations' sparsity and cosines while the first measures the `Delta` sites and chi
-//! (`gemm::join`). Activation-sized norms, cosines and sparsity are single host
-//! passes (module `stats`), not chains of libtorch kernels.
+//! (no packing of the weights). The one-step updates' Grams are computed on and below the
+//! diagonal only ([`ops::gram`]), split between the threads; then the second thread solves
+//! their `B x B` eigenproblems (Lanczos) and computes the activations' sparsity and cosines
+//! while the first measures the `Delta` sites and chi ([`crate::kernels::threads::join`]).
+//! Activation-sized norms, cosines and sparsity are single host passes
+//! ([`ops::rms_of_difference`] and its neighbours), not chains of libtorch kernels. These
+//! passes live in [`crate::kernels`]; where they do not apply (other devices or kinds) or the
+//! kernels are off (`--no-default-features`, `WIDTHLAB_KERNELS=libtorch`) every quantity is
+//! computed term by term through libtorch, as defined here: the same results to rounding.
 //!
 //! With a probe as large as the training batch, the two products per layer are about two
 //! forward passes: as many as the anchor (torch-module-monitor's RCC on the training batch)
 //! pays for its reference forward and `W_0 x_t` (one fewer at the input layer, whose probe
 //! input does not change), besides the norms and one-step metrics it does not measure. So the
-//! anchor's cost is about what the products alone cost the monitor at that probe, and it is
-//! above the 1.5x here; only a smaller probe can go lower.
-//!
-//! `cargo bench --bench monitor_overhead` (3-layer MLP, width 1024, batch 64, plain SGD as
-//! the Trainer runs it, every step; 2-core machine, 2 threads, 2026-11-26; the median of the
-//! rounds' ratios, four runs): the anchor's two extra forwards alone 1.65-1.70x a plain step;
-//! Delta and delta at probe 64 1.95-2.12x, Delta only 1.77-1.84x, probe 32 1.65-1.76x, probe
-//! 16 1.49-1.61x. The ratio moves with the machine's phase, which is most of the spread.
-//! Per monitored step at probe 16 (instrumented runs, before the training forward moved to the
-//! thin kernel): the traced forward with the fused passes 0.63-0.79 ms (input layer
-//! 0.21-0.24, hidden layer 0.36-0.44), the one-step Grams 0.11-0.16 ms, the joined
-//! eigenproblems / Delta sites 0.10-0.15 ms, the one-step sites 0.12-0.16 ms; the training
-//! step itself runs 0.1-0.19 ms slower under the monitor (its weights and buffers leave the
-//! caches).
+//! anchor's cost is about what the products alone cost the monitor at that probe; only a
+//! smaller probe can go lower. `cargo bench --bench monitor_overhead` measures both, side by
+//! side (figures in `docs/benchmarks.md`).
 use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
+use crate::kernels::ops;
 use crate::loss::Loss;
 use crate::model::{DenseProducts, LinearOp, Model};
 use crate::optim::LowRankStep;
 use crate::train::{StepHook, StepOutput};
 use crate::Result;
 
-mod dense;
-pub use dense::DenseChange;
+pub use crate::kernels::ops::DenseChange;
 pub mod gpt;
-mod stats;
 pub mod regime;
 pub mod runner;
 pub use runner::{CoordCheck, CoordCheckResult, Profile};
@@ -227,8 +218,8 @@ fn probe(model: &dyn Model, x: &Tensor, copy_weights: bool, products: Option<&mu
 }
 
 /// The monitor's [`DenseProducts`] for the traced forward of a measured step: each dense
-/// site's output `a W_t x_t` comes from the same fused pass (module `dense`) that measures
-/// the site against the initial weights, so `W_t` is read once for both; where the input
+/// site's output `a W_t x_t` comes from the same fused pass ([`ops::dense_change`]) that
+/// measures the site against the initial weights, so `W_t` is read once for both; where the input
 /// has not changed since initialisation (`x_t = x_0`: the input layer on the fixed probe),
 /// the output is `a W_0 x_0 + a (W_t - W_0) x_0` from the initial trace and the effective
 /// update, with no product by `W_t` at all (as accurate as the product: the sum rounds to
@@ -254,7 +245,7 @@ struct FusedForward<'a> {
 
 impl DenseProducts for FusedForward<'_> {
     fn product(&mut self, param: usize, w: &Tensor, multiplier: f64, x: &Tensor) -> Option<Tensor> {
-        if self.done.contains_key(&param) || x.dim() < 2 || w.dim() != 2 || stats::all_zero_or_one(x) != Some(false) {
+        if self.done.contains_key(&param) || x.dim() < 2 || w.dim() != 2 || ops::all_zero_or_one(x) != Some(false) {
             return None;
         }
         // [.., fan_in] inputs (the GPT's [B, T, d]) as rows, the results shaped back
@@ -277,17 +268,18 @@ impl DenseProducts for FusedForward<'_> {
     }
 }
 
-/// `sqrt(mean(v^2))` over all entries, summed in f64 (on other devices and kinds by
-/// libtorch's 2-norm, which accumulates in a wider type with cascade summation).
+/// `sqrt(mean(v^2))` over all entries, summed in f64 (where the kernels' pass does not apply,
+/// or they are off, by libtorch's 2-norm in float64, with cascade summation).
 pub fn rms(v: &Tensor) -> f64 {
     rms_of_difference(&[v])
 }
 
 /// `sqrt(mean((t0 - t1 - ...)^2))`: the RMS norm of a difference without forming it as a
 /// tensor (the differences in the tensors' precision, left to right, as libtorch would form
-/// them; see `stats`), or through libtorch on other devices and kinds.
+/// them; see [`ops::rms_of_difference`]), or through libtorch (the difference formed, its
+/// norm in float64) on other devices and kinds or without the kernels.
 fn rms_of_difference(ts: &[&Tensor]) -> f64 {
-    if let Some(v) = stats::rms_of_difference(ts) {
+    if let Some(v) = ops::rms_of_difference(ts) {
         return v;
     }
     let d = ts[1..].iter().fold(ts[0].shallow_clone(), |acc, t| acc - *t);
@@ -295,7 +287,7 @@ fn rms_of_difference(ts: &[&Tensor]) -> f64 {
     if n == 0 {
         return f64::NAN;
     }
-    d.norm().double_value(&[]) / (n as f64).sqrt()
+    d.norm_scalaropt_dtype(2.0, Kind::Double).double_value(&[]) / (n as f64).sqrt()
 }
 
 /// The RMS norm of a parameter tensor as the matrix it acts as (see module docs): weight
@@ -360,28 +352,20 @@ pub fn low_rank_norms(g: &Tensor, x: &Tensor, spectral: Option<f64>) -> (f64, f6
 /// split between the threads; `None` if a factor is not finite.
 pub(crate) fn low_rank_grams(g: &Tensor, x: &Tensor) -> Option<(ndarray::Array2<f64>, ndarray::Array2<f64>)> {
     use ndarray::Array2;
-    let gram = |f: &Tensor| -> Option<Array2<f64>> {
-        if let Some(g) = crate::gemm::gram(f) {
-            return Some(g); // [B, B]
-        }
-        let m = tch::no_grad(|| f.matmul(&f.tr())).to_kind(Kind::Double).contiguous(); // [B, B]
-        let b = m.size()[0] as usize;
-        let v = Vec::<f64>::try_from(m.view([-1])).ok()?;
-        Array2::from_shape_vec((b, b), v).ok()
-    };
-    // a factor narrower than the batch (a readout's g: [B, d_out]) gives a smaller problem:
-    // with f that factor, M M^T (or M^T M) = f^T Gram(other) f, of f's width
     let as_array = |f: &Tensor| -> Option<Array2<f64>> {
         let f = f.to_kind(Kind::Double).contiguous();
         let (r, c) = (f.size()[0] as usize, f.size()[1] as usize);
         Array2::from_shape_vec((r, c), Vec::<f64>::try_from(f.view([-1])).ok()?).ok()
     };
+    let gram = |f: &Tensor| as_array(&ops::gram(f)); // [B, B]
+    // a factor narrower than the batch (a readout's g: [B, d_out]) gives a smaller problem:
+    // with f that factor, M M^T (or M^T M) = f^T Gram(other) f, of f's width
     let (b, m, k) = (g.size()[0], g.size()[1], x.size()[1]);
     let (p, q) = if m.min(k) < b {
         let (narrow, other) = if m <= k { (g, x) } else { (x, g) };
         let small = if 2 * m.min(k) <= b {
             // much narrower: M = f^T other ([w, wide]) costs w B wide, less than the Gram
-            let f = crate::gemm::tn(narrow, other, 1.0).unwrap_or_else(|| crate::gemm::mm(&narrow.tr(), other, 1.0));
+            let f = ops::tn(narrow, other, 1.0);
             gram(&f)? // [w, w]
         } else {
             let f = as_array(narrow)?; // [B, w]
@@ -587,9 +571,9 @@ fn warm_start_keys(key: &str) -> (String, String) {
     (format!("{key}/dW"), format!("{key}/Wt"))
 }
 
-/// The fused pass (module `dense`) of the dense site `key`, warm-started from (and leaving)
-/// its vectors in `cache`; with `current`, also `W_t`'s norms; with `forward`, also the
-/// output `a W_t x_t`. `None` where the pass does not apply (see `dense::dense_change`).
+/// The fused pass ([`ops::dense_change`]) of the dense site `key`, warm-started from (and
+/// leaving) its vectors in `cache`; with `current`, also `W_t`'s norms; with `forward`, also
+/// the output `a W_t x_t`. `None` where the pass does not apply or the kernels are off.
 #[allow(clippy::too_many_arguments)]
 fn fused_pass(
     cache: &mut HashMap<String, Tensor>,
@@ -605,7 +589,7 @@ fn fused_pass(
     let (key_dw, key_wt) = warm_start_keys(key);
     let mut v_d = warm_start(cache, &key_dw, w_t);
     let mut v_w = current.then(|| warm_start(cache, &key_wt, w_t));
-    let fused = dense::dense_change(w_t, w_ref, x, multiplier, &mut v_d, v_w.as_mut(), tol, max_iter, forward);
+    let fused = ops::dense_change(w_t, w_ref, x, multiplier, &mut v_d, v_w.as_mut(), tol, max_iter, forward);
     cache.insert(key_dw, v_d);
     if let Some(v) = v_w {
         cache.insert(key_wt, v);
@@ -664,7 +648,7 @@ fn one_hot_indices(x: &Tensor) -> Option<Tensor> {
         return None;
     }
     let v = *x.size().last()?;
-    if stats::all_zero_or_one(x) == Some(false) {
+    if ops::all_zero_or_one(x) == Some(false) {
         return None; // (the common case, found without libtorch kernels)
     }
     let idx = x.argmax(-1, false);
@@ -803,8 +787,8 @@ pub fn site_metrics(
                     LinearOp::Dense { multiplier } => multiplier,
                     _ => 1.0,
                 };
-                let xx = crate::gemm::linear(x_t, &step.x, 1.0); // [B_probe, B]
-                let eff = crate::gemm::tn(&xx.tr(), &step.g, -step.lr * a).unwrap_or_else(|| crate::gemm::mm(&xx, &step.g, -step.lr * a)); // [B_probe, fan_out]
+                let xx = ops::linear(x_t, &step.x, None, 1.0); // [B_probe, B]
+                let eff = ops::tn(&xx.tr(), &step.g, -step.lr * a); // [B_probe, fan_out]
                 let (fan_in, fan_out) = (step.x.size()[1] as f64, step.g.size()[1] as f64);
                 let scale = step.lr * a.abs();
                 (eff, fan_in, fan_out, scale * fro, scale * spec, w_ref_rms, w_ref_op, None)
@@ -846,9 +830,10 @@ pub fn site_metrics(
 }
 
 /// Mean cosine similarity between matching rows of `a` and `b` (`[B, n]`). On the CPU in
-/// float64 (see `stats`); elsewhere products in the inputs' precision, sums in float64.
+/// float64 ([`ops::cosine_rows`]); elsewhere products in the inputs' precision, sums in
+/// float64.
 pub fn cosine_rows(a: &Tensor, b: &Tensor) -> f64 {
-    if let Some(c) = stats::cosine_rows(a, b) {
+    if let Some(c) = ops::cosine_rows(a, b) {
         return c;
     }
     let dim = &[-1i64][..];
@@ -866,7 +851,7 @@ pub fn cosine_cross(a: &Tensor) -> f64 {
     if b < 2 {
         return f64::NAN;
     }
-    if let Some(c) = stats::cosine_cross(a) {
+    if let Some(c) = ops::cosine_cross(a) {
         return c;
     }
     let dim = &[-1i64][..];
@@ -879,7 +864,7 @@ pub fn cosine_cross(a: &Tensor) -> f64 {
 
 /// Fraction of exactly-zero entries.
 pub fn sparsity(a: &Tensor) -> f64 {
-    if let Some(s) = stats::sparsity(a) {
+    if let Some(s) = ops::sparsity(a) {
         return s;
     }
     a.eq(0.0).sum(Kind::Int64).int64_value(&[]) as f64 / a.numel().max(1) as f64
@@ -1058,7 +1043,7 @@ impl Monitor {
             }
             Ok((delta_rows, kept_norms, rows))
         };
-        let (this, (lr_norms, act_rows)) = crate::gemm::join(this_task, low_rank_task);
+        let (this, (lr_norms, act_rows)) = crate::kernels::threads::join(this_task, low_rank_task);
         let (mut all_rows, kept_norms, rows) = this?;
         if let Some(r) = self.prev.as_ref() {
             sites_against(&now, r, "delta_", spectral, &mut self.cache, low_rank, &lr_norms, &keep_norms, &mut measured, &mut all_rows, &mut vec![]);

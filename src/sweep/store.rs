@@ -68,14 +68,7 @@ pub fn this_owner() -> String {
 }
 
 fn hostname() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: gethostname writes at most buf.len() bytes into a valid buffer.
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr() as *mut libc::c_char, buf.len()) };
-    if rc != 0 {
-        return "unknown-host".into();
-    }
-    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    String::from_utf8_lossy(&buf[..end]).into_owned()
+    rustix::system::uname().nodename().to_string_lossy().into_owned()
 }
 
 /// Whether a claim's owner is a process of this host that no longer exists.
@@ -89,9 +82,9 @@ fn owner_is_dead(owner: &str) -> bool {
         // Our own claim from an earlier, interrupted call (e.g. a notebook cell): take it back.
         return true;
     }
-    // SAFETY: kill with signal 0 only checks whether the process exists.
-    let rc = unsafe { libc::kill(pid, 0) };
-    rc != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
+    // (signal 0 only checks whether the process exists: "no such process" means dead)
+    let Some(pid) = (pid > 0).then(|| rustix::process::Pid::from_raw(pid)).flatten() else { return false };
+    rustix::process::test_kill_process(pid) == Err(rustix::io::Errno::SRCH)
 }
 
 fn now() -> f64 {

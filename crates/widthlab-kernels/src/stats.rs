@@ -2,14 +2,15 @@
 //! differences, cosines, sparsity) for CPU float32/float64 tensors.
 //!
 //! A measured step takes about thirty of these per layer on `[B, n]` activations. As
-//! libtorch operations each is a few kernels with ~5-20 us of dispatch and allocation,
-//! which at probe sizes of 16-64 rows is most of their cost; here each is one pass over the
+//! libtorch operations each is a few kernels with their dispatch and allocation, which at
+//! probe sizes of 16-64 rows is most of their cost; here each is one pass over the
 //! elements, differences formed in the tensors' precision (as libtorch would) and everything
 //! summed in f64. `None` where they do not apply (other devices or kinds, shapes that do not
 //! match); the callers then use libtorch.
 use tch::{Device, Kind, Tensor};
 
-use crate::gemm::{elements, simd, Real, Simd};
+use crate::simd::{simd, Level, Simd};
+use crate::tensor::{elements, Real};
 
 /// The contiguous CPU tensors `ts`, all of one kind (float32 or float64) and one number of
 /// elements, as slices for `f`.
@@ -31,7 +32,7 @@ fn with_slices<R>(ts: &[&Tensor], f32s: impl FnOnce(Vec<&[f32]>) -> R, f64s: imp
 }
 
 /// `sum_i (t0_i - t1_i - ... - t{N-1}_i)^2`, the differences in `T`, the sum in f64 (16
-/// lanes), compiled for the CPU's vector instructions ([`simd`]).
+/// lanes), compiled for the kernels' level ([`simd`]).
 struct SumSqOfDifference<'a, T, const N: usize>([&'a [T]; N]);
 
 impl<T: Real, const N: usize> Simd for SumSqOfDifference<'_, T, N> {
@@ -68,11 +69,12 @@ impl<T: Real, const N: usize> Simd for SumSqOfDifference<'_, T, N> {
 
 /// [`SumSqOfDifference`] for one to four tensors.
 fn sum_sq_of_difference<T: Real>(ts: &[&[T]]) -> f64 {
+    let level = Level::current();
     match *ts {
-        [a] => simd(SumSqOfDifference([a])),
-        [a, b] => simd(SumSqOfDifference([a, b])),
-        [a, b, c] => simd(SumSqOfDifference([a, b, c])),
-        [a, b, c, d] => simd(SumSqOfDifference([a, b, c, d])),
+        [a] => simd(level, SumSqOfDifference([a])),
+        [a, b] => simd(level, SumSqOfDifference([a, b])),
+        [a, b, c] => simd(level, SumSqOfDifference([a, b, c])),
+        [a, b, c, d] => simd(level, SumSqOfDifference([a, b, c, d])),
         _ => {
             let n = ts.first().map_or(0, |t| t.len());
             (0..n)
@@ -94,7 +96,7 @@ pub(crate) fn rms_of_difference(ts: &[&Tensor]) -> Option<f64> {
 }
 
 /// `(sum of squares, dot products with b, b's sum of squares)` of each row of `a`
-/// (`[rows, n]` flattened), in f64, compiled for the CPU's vector instructions ([`simd`]).
+/// (`[rows, n]` flattened), in f64, compiled for the kernels' level ([`simd`]).
 struct RowSums<'a, T> {
     a: &'a [T],
     b: Option<&'a [T]>,
@@ -159,7 +161,7 @@ impl<T: Real> Simd for RowSums<'_, T> {
 }
 
 fn row_sums<T: Real>(a: &[T], b: Option<&[T]>, n: usize) -> Vec<(f64, f64, f64)> {
-    simd(RowSums { a, b, n })
+    simd(Level::current(), RowSums { a, b, n })
 }
 
 /// Mean cosine of matching rows of `a` and `b` (`[B, n]`; zero rows count as cosine 0).
@@ -189,7 +191,7 @@ pub(crate) fn cosine_cross(a: &Tensor) -> Option<f64> {
         let rows = row_sums(v[0], None, n);
         let inv: Vec<f64> = rows.iter().map(|&(aa, _, _)| 1.0 / aa.sqrt().max(1e-300)).collect();
         let diag: f64 = rows.iter().zip(&inv).map(|(&(aa, _, _), i)| aa * i * i).sum();
-        let total = simd(SumOfUnitRows { a: v[0], n, inv: &inv });
+        let total = simd(Level::current(), SumOfUnitRows { a: v[0], n, inv: &inv });
         (total - diag) / (b * (b - 1)) as f64
     }
     with_slices(&[a], |v| go(v, n, b), |v| go(v, n, b))
@@ -240,9 +242,14 @@ pub(crate) fn sparsity(a: &Tensor) -> Option<f64> {
 mod tests {
     use super::*;
 
-    /// Each reduction against its definition in libtorch (float64), on float32 and float64
-    /// tensors with a zero row, exact zeros and a length that is not a multiple of the lanes.
+    /// Each reduction against its definition in libtorch (float64) at every level this CPU
+    /// has, on float32 and float64 tensors with a zero row, exact zeros and a length that is
+    /// not a multiple of the lanes.
     #[test]
+    fn reductions_match_their_definitions_at_every_level() {
+        crate::simd::at_every_level("reductions", |_| reductions_match_their_definitions());
+    }
+
     fn reductions_match_their_definitions() {
         tch::manual_seed(5);
         for kind in [Kind::Float, Kind::Double] {
