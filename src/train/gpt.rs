@@ -163,7 +163,7 @@ impl GptTrainConfig {
         }
         let c = &self.model;
         crate::limits::check_memory(
-            &format!("a GPT of width {} and depth {} (batch {} x {} tokens, vocabulary {})", c.width, c.depth, self.batch_size, self.data.seq_len, self.data.vocab_size),
+            &format!("a GPT of width {} and depth {} (batch {} x seq_len {}, vocabulary {})", c.width, c.depth, self.batch_size, self.data.seq_len, self.data.vocab_size),
             self.min_memory_bytes(),
         )
     }
