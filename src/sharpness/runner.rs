@@ -1,0 +1,317 @@
+//! Sharpness across widths and seeds from a training config (MLP or GPT), the engine of
+//! `widthlab sharpness`: every (width, seed) trains for `steps` steps with a
+//! [`SharpnessHook`] measuring at the scheduled steps, and the rows are collected as the
+//! coordinate checks' tidy rows ([`crate::rcc::runner::Row`]: width, seed, step, layer,
+//! metric, value) in a [`CoordCheckResult`], so its fits, seed summaries, figures and CSV/JSON
+//! writers apply unchanged.
+//!
+//! Also from saved weights: widthlab writes a model's weights as safetensors under a
+//! monitor's `dump_dir` (`widthlab coord-check --dump`: `init.safetensors`,
+//! `step_{t}.safetensors`, tensors named as the model's parameters); [`measure_weights`]
+//! loads such a file into the model its config builds and measures it. The optimizer's state
+//! is not saved, so Adam's preconditioned sharpness is not available there.
+use std::path::Path;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use super::{SharpnessConfig, SharpnessHook};
+use crate::data::text::TextData;
+use crate::model::Model;
+use crate::rcc::runner::{CheckSpec, Row};
+use crate::rcc::{CoordCheckResult, Record, StepSchedule};
+use crate::train::gpt::{GptTrainConfig, GptTrainer};
+use crate::train::{Outcome, StepHook, TrainConfig, Trainer};
+use crate::{Error, Result};
+
+/// The training setup: an MLP (`widthlab train`'s config) or a GPT (`widthlab gpt-train`'s).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "model", content = "config")]
+pub enum TrainSpec {
+    Mlp(TrainConfig),
+    Gpt(GptTrainConfig),
+}
+
+impl TrainSpec {
+    /// The base learning rate.
+    pub fn lr(&self) -> f64 {
+        match self {
+            TrainSpec::Mlp(c) => c.lr,
+            TrainSpec::Gpt(c) => c.lr,
+        }
+    }
+}
+
+/// Sharpness measurements over widths and seeds.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SharpnessCheck {
+    pub name: String,
+    /// Everything but the width, seed and number of steps (set per run).
+    pub train: TrainSpec,
+    pub widths: Vec<i64>,
+    pub seeds: Vec<u64>,
+    /// Training steps per run.
+    pub steps: usize,
+    /// The measured steps (step 0 always).
+    pub schedule: StepSchedule,
+    pub sharpness: SharpnessConfig,
+}
+
+impl CheckSpec for SharpnessCheck {
+    fn widths(&self) -> &[i64] {
+        &self.widths
+    }
+}
+
+/// One SLQ quadrature node of a run (with [`SharpnessConfig::density`]).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DensityRow {
+    pub width: i64,
+    pub seed: u64,
+    pub step: usize,
+    /// The start vector.
+    pub run: usize,
+    pub node: f64,
+    pub weight: f64,
+}
+
+/// What [`SharpnessCheck::run`] gives: the rows (as a coordinate check's) and the densities.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SharpnessResult {
+    pub result: CoordCheckResult<SharpnessCheck>,
+    pub densities: Vec<DensityRow>,
+}
+
+/// What one run leaves: its records, densities and divergence step.
+type RunOutput = (Vec<Record>, Vec<(usize, super::Density)>, Option<usize>);
+
+impl SharpnessCheck {
+    /// Checks the grid.
+    pub fn validate(&self) -> Result<()> {
+        if self.widths.is_empty() || self.seeds.is_empty() {
+            return Err(Error::config("sharpness: need at least one width and one seed"));
+        }
+        if let Some(w) = self.widths.iter().find(|&&w| w < 1) {
+            return Err(Error::config(format!("sharpness: width {w} must be >= 1")));
+        }
+        self.sharpness.validate()?;
+        match &self.train {
+            TrainSpec::Mlp(c) => c.validate(),
+            TrainSpec::Gpt(c) => c.validate(),
+        }
+    }
+
+    /// Trains one width and seed with the hook (MLP).
+    fn run_mlp(&self, cfg: &TrainConfig, width: i64, seed: u64) -> Result<RunOutput> {
+        let mut cfg = cfg.clone();
+        cfg.model.width = width;
+        cfg.seed = seed;
+        cfg.steps = Some(self.steps);
+        cfg.eval.test = false;
+        let t = Trainer::new(&cfg)?;
+        let mut hook = SharpnessHook::for_mlp(&t, self.sharpness.clone(), self.schedule.clone())?;
+        let r = t.run(false, Some(&mut hook as &mut dyn StepHook))?;
+        Ok((hook.records, hook.densities, diverged_at(&r.outcome)))
+    }
+
+    /// Trains one width and seed with the hook (GPT, on already loaded text).
+    fn run_gpt(&self, cfg: &GptTrainConfig, data: &TextData, width: i64, seed: u64) -> Result<RunOutput> {
+        let mut cfg = cfg.clone();
+        cfg.model.width = width;
+        cfg.seed = seed;
+        cfg.steps = self.steps.max(1);
+        let t = GptTrainer::with_data(&cfg, data.shallow_clone())?;
+        let mut hook = SharpnessHook::for_gpt(&t, self.sharpness.clone(), self.schedule.clone())?;
+        let r = t.run(false, Some(&mut hook as &mut dyn StepHook))?;
+        Ok((hook.records, hook.densities, diverged_at(&r.outcome)))
+    }
+
+    /// Runs every width and seed: MLP runs in parallel on rayon's pool with one libtorch
+    /// thread each (results do not depend on the schedule: every draw is seeded per run),
+    /// GPT runs in turn on text loaded once. A progress bar counts the runs.
+    pub fn run(&self, progress: bool) -> Result<SharpnessResult> {
+        self.validate()?;
+        let started = std::time::Instant::now();
+        let mut jobs: Vec<(i64, u64)> = self.widths.iter().flat_map(|&w| self.seeds.iter().map(move |&s| (w, s))).collect();
+        // largest widths first, so that the long runs do not end up last
+        jobs.sort_by_key(|&(w, s)| (std::cmp::Reverse(w), s));
+        let bar = if progress {
+            let b = ProgressBar::new(jobs.len() as u64);
+            b.set_style(ProgressStyle::with_template("{spinner} {msg} [{elapsed_precise}] {bar:30} {pos}/{len} runs (eta {eta})").unwrap_or_else(|_| ProgressStyle::default_bar()));
+            b.set_message(format!("sharpness {}", self.name));
+            b
+        } else {
+            ProgressBar::hidden()
+        };
+        let done = |r: Result<RunOutput>, w: i64, s: u64| {
+            bar.inc(1);
+            r.map(|o| (w, s, o))
+        };
+        let outputs: Vec<Result<(i64, u64, RunOutput)>> = match &self.train {
+            TrainSpec::Mlp(cfg) => {
+                if jobs.len() > 1 {
+                    crate::device::set_threads(1);
+                }
+                jobs.par_iter().map(|&(w, s)| done(self.run_mlp(cfg, w, s), w, s)).collect()
+            }
+            TrainSpec::Gpt(cfg) => {
+                let data = TextData::load(&cfg.data, cfg.seed)?;
+                jobs.iter().map(|&(w, s)| done(self.run_gpt(cfg, &data, w, s), w, s)).collect()
+            }
+        };
+        bar.finish_and_clear();
+        let (mut rows, mut densities, mut diverged) = (vec![], vec![], vec![]);
+        for out in outputs {
+            let (width, seed, (records, dens, div)) = out?;
+            if let Some(step) = div {
+                diverged.push((width, seed, step));
+            }
+            rows.extend(records.into_iter().map(|r| Row { width, seed, step: r.step, layer: r.layer, metric: r.metric, value: r.value }));
+            for (step, d) in dens {
+                for (run, (nodes, weights)) in d.nodes.iter().zip(&d.weights).enumerate() {
+                    densities.extend(nodes.iter().zip(weights).map(|(&node, &weight)| DensityRow { width, seed, step, run, node, weight }));
+                }
+            }
+        }
+        rows.sort_by(|a, b| (a.width, a.seed, a.step).cmp(&(b.width, b.seed, b.step)));
+        densities.sort_by(|a, b| (a.width, a.seed, a.step, a.run).cmp(&(b.width, b.seed, b.step, b.run)));
+        let result = CoordCheckResult { check: self.clone(), rows, diverged, seconds: started.elapsed().as_secs_f64() };
+        Ok(SharpnessResult { result, densities })
+    }
+}
+
+fn diverged_at(o: &Outcome) -> Option<usize> {
+    match o {
+        Outcome::Diverged { step, .. } => Some(*step),
+        Outcome::Completed => None,
+    }
+}
+
+/// Overwrites `model`'s parameters with the tensors of a safetensors file, matched by name
+/// (other tensors in the file, such as a dump's probe batch, are ignored). Every parameter
+/// must be present with its shape.
+pub fn load_weights(model: &dyn Model, path: &Path) -> Result<()> {
+    let named = tch::Tensor::read_safetensors(path).map_err(|e| Error::config(format!("cannot read weights {}: {e}", path.display())))?;
+    let map: std::collections::HashMap<String, tch::Tensor> = named.into_iter().collect();
+    let values = model
+        .params()
+        .iter()
+        .map(|p| {
+            let t = map.get(&p.name).ok_or_else(|| Error::config(format!("{}: no tensor named `{}` (the config must build the saved model)", path.display(), p.name)))?;
+            if t.size() != p.tensor.size() {
+                return Err(Error::config(format!("{}: `{}` has shape {:?}, the model's is {:?} (check the width)", path.display(), p.name, t.size(), p.tensor.size())));
+            }
+            Ok(t.to_device(p.tensor.device()))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    model.load_snapshot(&values);
+    Ok(())
+}
+
+/// Measures the model of `check.train` at its first width with the weights of `path` (see
+/// the module docs), recorded as step `step` of seed `check.seeds[0]` (which seeds the batch
+/// and the random vectors); learning rates as at that step. No training.
+pub fn measure_weights(check: &SharpnessCheck, path: &Path, step: usize) -> Result<SharpnessResult> {
+    check.validate()?;
+    let started = std::time::Instant::now();
+    let (width, seed) = (check.widths[0], check.seeds[0]);
+    let (records, densities) = match &check.train {
+        TrainSpec::Mlp(cfg) => {
+            let mut cfg = cfg.clone();
+            (cfg.model.width, cfg.seed) = (width, seed);
+            let t = Trainer::new(&cfg)?;
+            load_weights(&t.model, path)?;
+            let mut hook = SharpnessHook::for_mlp(&t, check.sharpness.clone(), check.schedule.clone())?;
+            hook.measure(step, &t.model, None)?;
+            (hook.records, hook.densities)
+        }
+        TrainSpec::Gpt(cfg) => {
+            let mut cfg = cfg.clone();
+            (cfg.model.width, cfg.seed) = (width, seed);
+            let t = GptTrainer::new(&cfg)?;
+            load_weights(&t.model, path)?;
+            let mut hook = SharpnessHook::for_gpt(&t, check.sharpness.clone(), check.schedule.clone())?;
+            hook.measure(step, &t.model, None)?;
+            (hook.records, hook.densities)
+        }
+    };
+    let rows = records.into_iter().map(|r| Row { width, seed, step: r.step, layer: r.layer, metric: r.metric, value: r.value }).collect();
+    let densities = densities
+        .into_iter()
+        .flat_map(|(step, d)| {
+            d.nodes.into_iter().zip(d.weights).enumerate().flat_map(move |(run, (n, w))| n.into_iter().zip(w).map(move |(node, weight)| DensityRow { width, seed, step, run, node, weight }))
+        })
+        .collect();
+    Ok(SharpnessResult { result: CoordCheckResult { check: check.clone(), rows, diverged: vec![], seconds: started.elapsed().as_secs_f64() }, densities })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::optim::OptimizerKind;
+    use crate::sharpness::{metric, MODEL};
+
+    fn check(widths: Vec<i64>) -> SharpnessCheck {
+        SharpnessCheck {
+            name: "t".into(),
+            train: TrainSpec::Mlp(crate::sharpness::tests::teacher_run(OptimizerKind::Sgd)),
+            widths,
+            seeds: vec![0, 1],
+            steps: 3,
+            schedule: StepSchedule::List { steps: vec![3] },
+            sharpness: SharpnessConfig { batch_size: Some(64), density: Some(crate::sharpness::DensityConfig { runs: 1, steps: 4 }), ..SharpnessConfig::default() },
+        }
+    }
+
+    #[test]
+    fn runs_widths_and_seeds_and_fits_the_sharpness() {
+        let c = check(vec![16, 32, 64]);
+        let r = c.run(false).unwrap();
+        let res = &r.result;
+        assert_eq!(res.points(MODEL, metric::SHARPNESS, 0).len(), 6);
+        assert_eq!(res.points(MODEL, metric::ETA_SHARPNESS, 3).len(), 6);
+        assert!(res.fit(MODEL, metric::SHARPNESS, 0).unwrap().exponent.is_finite());
+        // one SLQ run of 4 nodes per (width, seed, measured step)
+        assert_eq!(r.densities.len(), 3 * 2 * 2 * 4);
+        // deterministic: the parallel schedule changes nothing
+        let again = c.run(false).unwrap();
+        assert_eq!(again.result.rows, res.rows);
+        let dir = tempfile::tempdir().unwrap();
+        res.write_csv(&dir.path().join("rows.csv")).unwrap();
+        assert!(std::fs::read_to_string(dir.path().join("rows.csv")).unwrap().starts_with("width,seed,step,layer,metric,value"));
+    }
+
+    #[test]
+    fn saved_weights_are_measured_as_trained() {
+        // the monitor's dump of step 3, measured from the file, gives the rows the hook gave
+        // at step 3 of the same run
+        let c = check(vec![16]);
+        let TrainSpec::Mlp(cfg) = &c.train else { unreachable!() };
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = cfg.clone();
+        (cfg.model.width, cfg.seed, cfg.steps) = (16, 0, Some(3));
+        let t = Trainer::new(&cfg).unwrap();
+        let (px, py) = crate::sharpness::mlp_batch(&t.train, 8, 0);
+        let mcfg = crate::rcc::MonitorConfig { schedule: StepSchedule::List { steps: vec![3] }, dump_dir: Some(dir.path().into()), ..Default::default() };
+        let mut mon = crate::rcc::Monitor::new(mcfg, px, py, cfg.loss);
+        let mut hook = SharpnessHook::for_mlp(&t, c.sharpness.clone(), c.schedule.clone()).unwrap();
+        t.run(false, Some(&mut crate::train::Hooks(vec![&mut mon, &mut hook]))).unwrap();
+        let from_file = measure_weights(&SharpnessCheck { seeds: vec![0], ..c.clone() }, &dir.path().join("step_3.safetensors"), 3).unwrap();
+        let want: Vec<(String, String, f64)> = hook.records.iter().filter(|r| r.step == 3).map(|r| (r.layer.clone(), r.metric.clone(), r.value)).collect();
+        let got: Vec<(String, String, f64)> = from_file.result.rows.iter().map(|r| (r.layer.clone(), r.metric.clone(), r.value)).collect();
+        assert_eq!(got, want);
+        // a width that does not match the file is a clear error
+        let e = measure_weights(&SharpnessCheck { widths: vec![32], ..c.clone() }, &dir.path().join("step_3.safetensors"), 3).unwrap_err().to_string();
+        assert!(e.contains("check the width"), "{e}");
+        let e = measure_weights(&c, &dir.path().join("missing.safetensors"), 0).unwrap_err().to_string();
+        assert!(e.contains("cannot read weights"), "{e}");
+    }
+
+    #[test]
+    fn bad_grids_are_errors() {
+        assert!(check(vec![]).run(false).is_err());
+        assert!(check(vec![0]).run(false).unwrap_err().to_string().contains("width 0"));
+    }
+}
