@@ -35,8 +35,9 @@
 //! normalised: `lambda = sum_l lr_l |df/dW_l|^2 / (n^-alpha n_sp)` (module docs of
 //! [`crate::theory::uv`]). Under `L = (f - y)^2 / 2`, `G = J^T J` has rank one, so
 //! `eta_sharpness_gn = eta sum_l lr_l |df/dW_l|^2 = eta n^-alpha n_sp lambda_t`, and the
-//! linearised edge of stability `eta k_a lambda < 2` is `eta_sharpness_gn < 2`. The tests
-//! measure this along a trajectory with a catapult (`tests/sharpness.rs`).
+//! linearised edge of stability `eta k_a lambda < 2` is `eta_sharpness_gn < 2`. [`uv`]
+//! measures this along training, next to the recursion (`tests/sharpness.rs`: through a
+//! catapult).
 //!
 //! # Design
 //! - [`curvature`]: Hessian- and GN-vector products by double backward through libtorch's
@@ -77,6 +78,7 @@ use crate::{Error, Result};
 pub mod curvature;
 pub mod lanczos;
 pub mod runner;
+pub mod uv;
 
 use curvature::{Curvature, Part};
 use lanczos::{hutchinson, lanczos, slq, Density, LanczosConfig, LanczosResult};
