@@ -8,9 +8,10 @@
 //! From a unit start vector `q_0`, the iteration builds an orthonormal basis `Q_m` of the
 //! Krylov space `span(q_0, A q_0, .., A^{m-1} q_0)` and the tridiagonal `T_m = Q_m^T A Q_m`
 //! (diagonal `alpha`, off-diagonal `beta`). Every new vector is orthogonalised against the
-//! whole basis, twice (classical Gram-Schmidt, "twice is enough"), so the basis stays
-//! orthonormal to working precision and no spurious copies of converged eigenvalues appear;
-//! memory is `m + 1` vectors of the operator's dimension. The eigenpairs `(theta_i, s_i)` of
+//! whole basis, twice (classical Gram-Schmidt, "twice is enough": two matrix-vector products
+//! with the basis per sweep), so the basis stays orthonormal to working precision and no
+//! spurious copies of converged eigenvalues appear; the basis is one matrix of at most
+//! `2 (m + 1)` rows of the operator's dimension (its capacity doubles). The eigenpairs `(theta_i, s_i)` of
 //! `T_m` (ndarray-linalg's symmetric eigensolver) give the Ritz pairs `(theta_i, Q_m s_i)`,
 //! whose residual is exactly `||A y_i - theta_i y_i|| = beta_m |s_{m,i}|` in exact arithmetic:
 //! the iteration stops when that bound, relative to `|theta_i|`, is at most `tol` for each of
@@ -153,12 +154,57 @@ fn dot(a: &Tensor, b: &Tensor) -> f64 {
     a.dot(b).double_value(&[])
 }
 
-/// The Lanczos recursion from `start` for at most `max_iter` steps; `stop(alpha, beta_next,
-/// eig)` is asked after each step whether to end. Returns the basis, `alpha`, `beta` (the
-/// off-diagonal, `alpha.len() - 1` entries, then the last `beta` used for residuals) and the
-/// eigendecomposition of the final tridiagonal matrix (ascending).
+/// The orthonormal Lanczos vectors as the rows of one matrix `[rows, N]` (capacity doubling
+/// as it grows), so that orthogonalising against all of them is two matrix-vector products,
+/// each one pass over the basis, instead of a dot product and an update per vector.
+struct Basis {
+    q: Tensor,
+    rows: i64,
+}
+
+impl Basis {
+    fn new(first: Tensor, capacity: i64) -> Self {
+        let q = Tensor::empty([capacity.max(1), first.size()[0]], (first.kind(), first.device()));
+        q.get(0).copy_(&first);
+        Basis { q, rows: 1 }
+    }
+
+    /// The vectors so far, `[rows, N]`.
+    fn matrix(&self) -> Tensor {
+        self.q.narrow(0, 0, self.rows)
+    }
+
+    fn row(&self, j: i64) -> Tensor {
+        self.q.get(j)
+    }
+
+    fn push(&mut self, v: &Tensor) {
+        let cap = self.q.size()[0];
+        if self.rows == cap {
+            let grown = Tensor::empty([2 * cap, self.q.size()[1]], (self.q.kind(), self.q.device()));
+            grown.narrow(0, 0, cap).copy_(&self.q);
+            self.q = grown;
+        }
+        self.q.get(self.rows).copy_(v);
+        self.rows += 1;
+    }
+
+    /// `w - Q^T (Q w)`, twice (classical Gram-Schmidt with reorthogonalisation).
+    fn orthogonalise(&self, w: Tensor) -> Tensor {
+        let q = self.matrix();
+        let mut w = w;
+        for _ in 0..2 {
+            let c = q.mv(&w); // [rows]
+            let _ = w.addmv_(&q.tr(), &c.neg());
+        }
+        w
+    }
+}
+
+/// The Lanczos recursion from `start` for at most `max_iter` steps; `stop(theta, s, beta)` is
+/// asked after each step whether to end.
 struct Krylov {
-    basis: Vec<Tensor>,
+    basis: Basis,
     /// `beta_m` after the last step (the residual scale).
     beta_last: f64,
     theta: Vec<f64>,
@@ -186,6 +232,7 @@ fn tridiagonal_eigh(a: &[f64], b: &[f64]) -> Result<(Vec<f64>, Array2<f64>)> {
 fn krylov(op: &dyn Operator, start: &Tensor, max_iter: usize, stop: &mut dyn FnMut(&[f64], &Array2<f64>, f64) -> bool) -> Result<Krylov> {
     let n = op.dim();
     let steps = max_iter.min(n.max(1) as usize);
+    let start = start.to_kind(op.kind()).to_device(op.device());
     let norm = start.norm().double_value(&[]);
     if !(norm > 0.0 && norm.is_finite()) {
         return Err(Error::config("lanczos: the start vector is zero or not finite"));
@@ -194,28 +241,23 @@ fn krylov(op: &dyn Operator, start: &Tensor, max_iter: usize, stop: &mut dyn FnM
         Kind::Double => f64::EPSILON,
         _ => f32::EPSILON as f64,
     };
-    let mut basis = vec![start / norm];
+    let mut basis = Basis::new(&start / norm, (steps as i64 + 1).min(16));
     let (mut alpha, mut beta): (Vec<f64>, Vec<f64>) = (vec![], vec![]);
     let mut scale = 0.0f64;
     loop {
         let j = alpha.len();
-        let q = &basis[j];
-        let mut w = op.apply(q)?;
-        let a = dot(&w, q);
+        let q = basis.row(j as i64);
+        let w = op.apply(&q)?;
+        let a = dot(&w, &q);
         // ||A q_j|| bounds the rounding left in w after orthogonalisation
         scale = scale.max(w.norm().double_value(&[]));
         if !a.is_finite() {
             return Err(Error::config("lanczos: the operator returned a non-finite product (diverged model?)"));
         }
         alpha.push(a);
-        // full reorthogonalisation against the whole basis, twice (the three-term recurrence
-        // is its first sweep's two largest terms)
-        for _ in 0..2 {
-            for v in &basis {
-                let c = dot(&w, v);
-                w -= v * c;
-            }
-        }
+        // full reorthogonalisation against the whole basis (its first sweep subtracts the
+        // three-term recurrence's alpha q_j and beta q_{j-1})
+        let w = basis.orthogonalise(w);
         let b = w.norm().double_value(&[]);
         let exhausted = b <= 8.0 * eps * scale * (j as f64 + 1.0).sqrt();
         let (theta, s) = tridiagonal_eigh(&alpha, &beta)?;
@@ -223,7 +265,7 @@ fn krylov(op: &dyn Operator, start: &Tensor, max_iter: usize, stop: &mut dyn FnM
             return Ok(Krylov { basis, beta_last: if exhausted { 0.0 } else { b }, theta, s, exhausted });
         }
         beta.push(b);
-        basis.push(w / b);
+        basis.push(&(w / b));
     }
 }
 
@@ -250,11 +292,10 @@ pub fn lanczos_from(op: &dyn Operator, start: &Tensor, cfg: &LanczosConfig) -> R
     for i in 0..k.min(m) {
         let col = m - 1 - i;
         let theta = kr.theta[col];
-        // y = Q s (unit norm, as the basis is orthonormal)
-        let mut y = kr.basis[0].zeros_like();
-        for (j, q) in kr.basis.iter().enumerate().take(m) {
-            y += q * kr.s[[j, col]];
-        }
+        // y = Q^T s (unit norm, as the basis is orthonormal)
+        let coef: Vec<f64> = (0..m).map(|j| kr.s[[j, col]]).collect();
+        let q = kr.basis.matrix().narrow(0, 0, m as i64);
+        let y = q.tr().mv(&Tensor::from_slice(&coef).to_kind(q.kind()).to_device(q.device()));
         let y = &y / y.norm().double_value(&[]).max(f64::MIN_POSITIVE);
         let residual = if cfg.explicit_residual {
             let r = op.apply(&y)? - &y * theta;

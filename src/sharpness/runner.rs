@@ -17,8 +17,13 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::{SharpnessConfig, SharpnessHook};
+use super::lanczos::LanczosConfig;
 use crate::data::text::TextData;
+use crate::loss::LossKind;
 use crate::model::Model;
+use crate::plot::{Figure, Style};
+use crate::profile::Profile;
+use crate::sweep::analysis::{LrAnalysis, Objective};
 use crate::rcc::runner::{CheckSpec, Row};
 use crate::rcc::{CoordCheckResult, Record, StepSchedule};
 use crate::train::gpt::{GptTrainConfig, GptTrainer};
@@ -182,6 +187,159 @@ impl SharpnessCheck {
     }
 }
 
+/// The experiments of notebook `10_sharpness` at a profile (what a profile changes is widths,
+/// seeds, steps and batch sizes, never code).
+impl SharpnessCheck {
+    /// Sharpness at initialisation of section 5.1's MLP (8 layers, SP, SGD, Fashion-MNIST,
+    /// [`crate::sweep::presets::mlp_base`]) under `loss` across widths: `sharpness`,
+    /// `sharpness_gn` and (with `lr` = 1) `eta_sharpness` = `sharpness`.
+    pub fn at_init(profile: Profile, loss: LossKind) -> Result<Self> {
+        let (widths, seeds, batch): (Vec<i64>, Vec<u64>, usize) = match profile {
+            Profile::Smoke => (vec![32, 64], vec![0, 1], 128),
+            Profile::Quick => (vec![64, 128, 256, 512], vec![0, 1, 2], 512),
+            Profile::Paper => (vec![64, 128, 256, 512, 1024, 2048], vec![0, 1, 2], 1024),
+        };
+        let mut train = crate::sweep::presets::mlp_base(profile, loss);
+        train.lr = 1.0;
+        train.device = crate::device::DeviceChoice::from_env()?;
+        Ok(SharpnessCheck {
+            name: format!("at_init_{loss}_{profile}"),
+            train: TrainSpec::Mlp(train),
+            widths,
+            seeds,
+            steps: 0,
+            schedule: StepSchedule::List { steps: vec![0] },
+            sharpness: SharpnessConfig { batch_size: Some(batch), ..SharpnessConfig::default() },
+        })
+    }
+
+    /// `eta * lambda_max` over training of the same MLP under `loss` at the two widths of
+    /// `rates` (`(width, eta_n)` pairs): the learning rates are set as `eta_n = lr (n/256)^-alpha`
+    /// through both points, so each width trains at its own `eta_n`. Measured densely at
+    /// first (the early spike), then every few steps; the Gauss-Newton part is skipped.
+    pub fn trajectory(profile: Profile, loss: LossKind, rates: [(i64, f64); 2]) -> Result<Self> {
+        let [(w1, e1), (w2, e2)] = rates;
+        if !(w1 > 0 && w2 > w1 && e1 > 0.0 && e2 > 0.0) {
+            return Err(Error::config("sharpness trajectory: need two increasing widths with positive learning rates"));
+        }
+        let alpha = -(e2 / e1).ln() / (w2 as f64 / w1 as f64).ln();
+        let (seeds, steps, dense, every, batch): (Vec<u64>, usize, usize, usize, usize) = match profile {
+            Profile::Smoke => (vec![0], 4, 2, 2, 64),
+            Profile::Quick => (vec![0, 1], 64, 8, 8, 256),
+            Profile::Paper => (vec![0, 1, 2], 938, 20, 20, 1024),
+        };
+        let mut train = crate::sweep::presets::mlp_base(profile, loss);
+        train.alpha = Some(alpha);
+        train.lr = e1 * (w1 as f64 / 256.0).powf(alpha);
+        train.device = crate::device::DeviceChoice::from_env()?;
+        let lanczos = LanczosConfig { tol: 1e-2, ..LanczosConfig::default() };
+        Ok(SharpnessCheck {
+            name: format!("trajectory_{loss}_{profile}"),
+            train: TrainSpec::Mlp(train),
+            widths: vec![w1, w2],
+            seeds,
+            steps,
+            schedule: StepSchedule::EarlyThenSparse { dense_until: dense, every },
+            sharpness: SharpnessConfig { lanczos, gauss_newton: false, batch_size: Some(batch), ..SharpnessConfig::default() },
+        })
+    }
+
+    /// Sharpness at initialisation of the GPT (SP, AdamW's defaults, Shakespeare) at the
+    /// widths a CPU allows; the preconditioned sharpness needs Adam's state, so only the
+    /// Hessian and its Gauss-Newton part.
+    pub fn gpt_at_init(profile: Profile) -> Result<Self> {
+        let (widths, seeds, depth, seq_len, batch): (Vec<i64>, Vec<u64>, usize, i64, usize) = match profile {
+            Profile::Smoke => (vec![32, 64], vec![0], 1, 16, 2),
+            Profile::Quick => (vec![32, 64, 128], vec![0, 1], 2, 32, 4),
+            Profile::Paper => (vec![64, 128, 256, 512], vec![0, 1, 2], 6, 128, 8),
+        };
+        let mut train = GptTrainConfig { model: crate::model::GptConfig { depth, ..Default::default() }, device: crate::device::DeviceChoice::from_env()?, ..GptTrainConfig::default() };
+        train.data.seq_len = seq_len;
+        Ok(SharpnessCheck {
+            name: format!("gpt_at_init_{profile}"),
+            train: TrainSpec::Gpt(train),
+            widths,
+            seeds,
+            steps: 0,
+            schedule: StepSchedule::List { steps: vec![0] },
+            sharpness: SharpnessConfig { batch_size: Some(batch), ..SharpnessConfig::default() },
+        })
+    }
+}
+
+/// First unstable learning rates of section 5.1's sweep at the `quick` profile (notebook 05,
+/// 64 steps; `crate::sweep::presets::lr_exponents_grid` documents them): `(width,
+/// log2 lr)` under CE and MSE. Only a fallback to choose trajectory learning rates when
+/// notebook 05's store is not there; never reported as a result.
+const FIRST_UNSTABLE_QUICK: [(LossKind, [(f64, f64); 2]); 2] = [(LossKind::Ce, [(64.0, -1.5), (1024.0, -3.0)]), (LossKind::Mse, [(64.0, -2.5), (1024.0, -5.5)])];
+
+/// Notebook 05's analysis of section 5.1's sweep under `loss` at `profile` (its store under
+/// [`crate::report::out_dir`]), if that notebook has run in this output directory; `None`
+/// otherwise (nothing is trained here).
+pub fn stored_lr_analysis(profile: Profile, loss: LossKind) -> Result<Option<LrAnalysis>> {
+    let path = crate::report::out_dir().join("sweeps").join(format!("05_lr_exponents_{profile}.db"));
+    if !path.is_file() {
+        return Ok(None);
+    }
+    let spec = crate::sweep::presets::lr_exponents(profile, loss)?;
+    let keys: Vec<String> = spec.points()?.into_iter().map(|p| p.key).collect();
+    let records = crate::sweep::Store::open_existing(&path)?.records_for(&keys)?;
+    if records.is_empty() {
+        return Ok(None);
+    }
+    Ok(crate::sweep::analysis::analyse(&records, Objective::TrainAcc, None)?.into_iter().next())
+}
+
+/// Learning rates one grid step (`2^-1/2`) below the first unstable one at each of `widths`:
+/// from `analysis` (its seed-averaged first unstable rates, interpolated in log-log between
+/// the measured widths), else from the quick sweep's first unstable rates (see
+/// [`FIRST_UNSTABLE_QUICK`]). `(width, eta_n)` pairs for [`SharpnessCheck::trajectory`].
+pub fn near_max_stable(loss: LossKind, widths: [i64; 2], analysis: Option<&LrAnalysis>) -> [(i64, f64); 2] {
+    let measured: Vec<(f64, f64)> = analysis
+        .map(|a| a.widths.iter().filter_map(|w| w.max_stable_lr.map(|lr| (w.width.ln(), lr.log2()))).collect())
+        .filter(|v: &Vec<(f64, f64)>| v.len() >= 2)
+        .unwrap_or_else(|| {
+            let anchors = FIRST_UNSTABLE_QUICK.iter().find(|(l, _)| *l == loss).map_or(FIRST_UNSTABLE_QUICK[0].1, |(_, a)| *a);
+            anchors.iter().map(|&(w, lr)| (w.ln(), lr)).collect()
+        });
+    // piecewise-linear interpolation (constant slope of the end segments outside)
+    let at = |w: i64| {
+        let x = (w as f64).ln();
+        let k = measured.windows(2).position(|s| x <= s[1].0).unwrap_or(measured.len() - 2);
+        let (a, b) = (measured[k], measured[k + 1]);
+        let log2_lr = a.1 + (b.1 - a.1) * (x - a.0) / (b.0 - a.0);
+        2f64.powf(log2_lr - 0.5)
+    };
+    [(widths[0], at(widths[0])), (widths[1], at(widths[1]))]
+}
+
+impl SharpnessResult {
+    /// The steps and values of a model-level metric in the run `(width, seed)`.
+    pub fn series(&self, metric: &str, width: i64, seed: u64) -> Vec<(usize, f64)> {
+        self.result.rows.iter().filter(|r| r.width == width && r.seed == seed && r.layer == super::MODEL && r.metric == metric).map(|r| (r.step, r.value)).collect()
+    }
+
+    /// `f` of every run's series of a model-level metric, per width (runs that diverged are
+    /// left out, see [`CoordCheckResult::diverged`]): `(width, values over seeds)`.
+    pub fn per_run(&self, metric: &str, f: &dyn Fn(&[(usize, f64)]) -> f64) -> Vec<(i64, Vec<f64>)> {
+        let c = &self.result.check;
+        c.widths
+            .iter()
+            .map(|&w| {
+                let values = c.seeds.iter().filter(|&&s| !self.result.diverged.iter().any(|d| d.0 == w && d.1 == s)).map(|&s| f(&self.series(metric, w, s))).collect();
+                (w, values)
+            })
+            .collect()
+    }
+
+    /// `metric` over training, one line per width (seed mean, log scale) and the stability
+    /// threshold `edge` dashed (2 for `eta_sharpness` under SGD).
+    pub fn trajectory_figure(&self, metric: &str, edge: f64) -> Figure {
+        let last = self.result.rows.iter().map(|r| r.step).max().unwrap_or(0) as f64;
+        self.result.figure_vs_step(super::MODEL, metric).series_with("edge of stability", vec![0.0, last], vec![edge, edge], Style::Dashed, (0, 0, 0))
+    }
+}
+
 fn diverged_at(o: &Outcome) -> Option<usize> {
     match o {
         Outcome::Diverged { step, .. } => Some(*step),
@@ -307,6 +465,37 @@ mod tests {
         assert!(e.contains("check the width"), "{e}");
         let e = measure_weights(&c, &dir.path().join("missing.safetensors"), 0).unwrap_err().to_string();
         assert!(e.contains("cannot read weights"), "{e}");
+    }
+
+    #[test]
+    fn presets_set_each_widths_learning_rate_and_helpers_summarise_runs() {
+        // the trajectory preset trains each width at its own eta_n
+        let rates = near_max_stable(LossKind::Ce, [64, 1024], None);
+        assert!((rates[0].1 - 0.25).abs() < 1e-12 && (rates[1].1 - 2f64.powf(-3.5)).abs() < 1e-12, "{rates:?}");
+        let mid = near_max_stable(LossKind::Mse, [256, 512], None);
+        assert!((mid[0].1.log2() - (-4.0 - 0.5)).abs() < 1e-9, "{mid:?}");
+        let c = SharpnessCheck::trajectory(Profile::Quick, LossKind::Ce, [(64, 0.25), (256, 0.1)]).unwrap();
+        let TrainSpec::Mlp(cfg) = &c.train else { unreachable!() };
+        let p = cfg.parameterization().unwrap();
+        for (w, want) in [(64i64, 0.25), (256, 0.1)] {
+            let m = crate::model::Mlp::new(&crate::model::MlpConfig { width: w, ..cfg.model.clone() }, &p, 0, tch::Device::Cpu).unwrap();
+            let got = cfg.lr * m.params()[1].lr_scale_sgd;
+            assert!((got - want).abs() < 1e-12 * want, "width {w}: {got} vs {want}");
+        }
+        assert!(SharpnessCheck::trajectory(Profile::Quick, LossKind::Ce, [(256, 0.1), (64, 0.25)]).is_err());
+        for profile in [Profile::Smoke, Profile::Quick, Profile::Paper] {
+            for loss in [LossKind::Ce, LossKind::Mse] {
+                SharpnessCheck::at_init(profile, loss).unwrap().validate().unwrap();
+            }
+            SharpnessCheck::gpt_at_init(profile).unwrap().sharpness.validate().unwrap();
+        }
+        // per-run summaries leave diverged runs out
+        let mut r = check(vec![16, 32]).run(false).unwrap();
+        r.result.diverged.push((32, 1, 2));
+        let peaks = r.per_run(metric::SHARPNESS, &|s| s.iter().map(|p| p.1).fold(f64::MIN, f64::max));
+        assert_eq!(peaks.iter().map(|(w, v)| (*w, v.len())).collect::<Vec<_>>(), [(16, 2), (32, 1)]);
+        assert_eq!(r.series(metric::SHARPNESS, 16, 0).iter().map(|p| p.0).collect::<Vec<_>>(), [0, 3]);
+        assert!(r.trajectory_figure(metric::ETA_SHARPNESS, 2.0).to_svg().unwrap().contains("edge of stability"));
     }
 
     #[test]
