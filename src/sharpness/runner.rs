@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{SharpnessConfig, SharpnessHook};
 use super::lanczos::LanczosConfig;
+use crate::claims::Estimate;
 use crate::data::text::TextData;
 use crate::loss::LossKind;
 use crate::model::Model;
@@ -195,9 +196,9 @@ impl SharpnessCheck {
     /// `sharpness_gn` and (with `lr` = 1) `eta_sharpness` = `sharpness`.
     pub fn at_init(profile: Profile, loss: LossKind) -> Result<Self> {
         let (widths, seeds, batch): (Vec<i64>, Vec<u64>, usize) = match profile {
-            Profile::Smoke => (vec![32, 64], vec![0, 1], 128),
-            Profile::Quick => (vec![64, 128, 256, 512], vec![0, 1, 2], 512),
-            Profile::Paper => (vec![64, 128, 256, 512, 1024, 2048], vec![0, 1, 2], 1024),
+            Profile::Smoke => (vec![32, 64], crate::profile::seeds(2)?, 128),
+            Profile::Quick => (vec![64, 128, 256, 512], crate::profile::seeds(3)?, 512),
+            Profile::Paper => (vec![64, 128, 256, 512, 1024, 2048], crate::profile::seeds(3)?, 1024),
         };
         let mut train = crate::sweep::presets::mlp_base(profile, loss);
         train.lr = 1.0;
@@ -213,20 +214,31 @@ impl SharpnessCheck {
         })
     }
 
-    /// `eta * lambda_max` over training of the same MLP under `loss` at the two widths of
-    /// `rates` (`(width, eta_n)` pairs): the learning rates are set as `eta_n = lr (n/256)^-alpha`
-    /// through both points, so each width trains at its own `eta_n`. Measured densely at
-    /// first (the early spike), then every few steps; the Gauss-Newton part is skipped.
-    pub fn trajectory(profile: Profile, loss: LossKind, rates: [(i64, f64); 2]) -> Result<Self> {
+    /// `eta * lambda_max` over training of the same MLP under `loss` at two widths (smoke 32
+    /// and 64, quick 64 and 256, paper 256 and 2048), each at its own learning rate one grid
+    /// step below its first unstable one ([`near_max_stable`], from notebook 05's `analysis`
+    /// if given): `eta_n = lr (n/256)^-alpha` through both points. Measured densely at first
+    /// (the early spike), then every few steps; the Gauss-Newton part is skipped.
+    pub fn trajectory(profile: Profile, loss: LossKind, analysis: Option<&LrAnalysis>) -> Result<Self> {
+        let widths = match profile {
+            Profile::Smoke => [32, 64],
+            Profile::Quick => [64, 256],
+            Profile::Paper => [256, 2048],
+        };
+        Self::trajectory_at(profile, loss, near_max_stable(loss, widths, analysis))
+    }
+
+    /// [`SharpnessCheck::trajectory`] at given `(width, eta_n)` pairs.
+    pub fn trajectory_at(profile: Profile, loss: LossKind, rates: [(i64, f64); 2]) -> Result<Self> {
         let [(w1, e1), (w2, e2)] = rates;
         if !(w1 > 0 && w2 > w1 && e1 > 0.0 && e2 > 0.0) {
             return Err(Error::config("sharpness trajectory: need two increasing widths with positive learning rates"));
         }
         let alpha = -(e2 / e1).ln() / (w2 as f64 / w1 as f64).ln();
         let (seeds, steps, dense, every, batch): (Vec<u64>, usize, usize, usize, usize) = match profile {
-            Profile::Smoke => (vec![0], 4, 2, 2, 64),
-            Profile::Quick => (vec![0, 1], 64, 8, 8, 256),
-            Profile::Paper => (vec![0, 1, 2], 938, 20, 20, 1024),
+            Profile::Smoke => (crate::profile::seeds(1)?, 4, 2, 2, 64),
+            Profile::Quick => (crate::profile::seeds(2)?, 64, 8, 8, 256),
+            Profile::Paper => (crate::profile::seeds(3)?, 938, 20, 20, 1024),
         };
         let mut train = crate::sweep::presets::mlp_base(profile, loss);
         train.alpha = Some(alpha);
@@ -249,9 +261,9 @@ impl SharpnessCheck {
     /// Hessian and its Gauss-Newton part.
     pub fn gpt_at_init(profile: Profile) -> Result<Self> {
         let (widths, seeds, depth, seq_len, batch): (Vec<i64>, Vec<u64>, usize, i64, usize) = match profile {
-            Profile::Smoke => (vec![32, 64], vec![0], 1, 16, 2),
-            Profile::Quick => (vec![32, 64, 128], vec![0, 1], 2, 32, 4),
-            Profile::Paper => (vec![64, 128, 256, 512], vec![0, 1, 2], 6, 128, 8),
+            Profile::Smoke => (vec![32, 64], crate::profile::seeds(1)?, 1, 16, 2),
+            Profile::Quick => (vec![32, 64, 128], crate::profile::seeds(2)?, 2, 32, 4),
+            Profile::Paper => (vec![64, 128, 256, 512], crate::profile::seeds(3)?, 6, 128, 8),
         };
         let mut train = GptTrainConfig { model: crate::model::GptConfig { depth, ..Default::default() }, device: crate::device::DeviceChoice::from_env()?, ..GptTrainConfig::default() };
         train.data.seq_len = seq_len;
@@ -311,6 +323,36 @@ pub fn near_max_stable(loss: LossKind, widths: [i64; 2], analysis: Option<&LrAna
         2f64.powf(log2_lr - 0.5)
     };
     [(widths[0], at(widths[0])), (widths[1], at(widths[1]))]
+}
+
+/// The max-stable (first unstable) learning rate's width exponent of a sweep analysis with
+/// its 95% interval widened by the learning-rate grid's resolution (half the grid's step,
+/// read off the analysed curves; [`crate::fit::resolution_bound`] over the fitted points).
+pub fn max_stable_estimate(a: &LrAnalysis) -> Estimate {
+    let Some(fit) = a.max_stable_fit else { return Estimate::missing("no max-stable learning rate at two widths") };
+    let step = a
+        .widths
+        .iter()
+        .flat_map(|w| w.curve.windows(2).map(|p| (p[1].lr / p[0].lr).log2()))
+        .filter(|s| *s > 0.0)
+        .fold(f64::INFINITY, f64::min);
+    let points: Vec<f64> = a.widths.iter().flat_map(|w| w.per_seed.iter().filter(|s| s.2.is_some()).map(move |_| w.width)).collect();
+    Estimate::from(fit).widen(crate::fit::resolution_bound(&points, step / 2.0), "the learning-rate grid's resolution")
+}
+
+/// Per width of both: `log2(eta_unstable lambda_0)`, the first unstable learning rate of
+/// the analysis (seed-averaged curve) times the seed-mean sharpness at initialisation of
+/// `init` (measured at `eta` = 1, so `eta_sharpness` = `sharpness`). Above 1: the first
+/// unstable rate lies beyond the edge of stability `2 / lambda_0`.
+pub fn edge_factors(init: &SharpnessResult, a: &LrAnalysis) -> Vec<(i64, f64)> {
+    let lambda = init.result.seed_summary(super::MODEL, super::metric::SHARPNESS, 0);
+    a.widths
+        .iter()
+        .filter_map(|w| {
+            let l = lambda.iter().find(|p| p.0 == w.width)?.1;
+            Some((w.width as i64, (w.max_stable_lr? * l).log2()))
+        })
+        .collect()
 }
 
 impl SharpnessResult {
@@ -474,7 +516,7 @@ mod tests {
         assert!((rates[0].1 - 0.25).abs() < 1e-12 && (rates[1].1 - 2f64.powf(-3.5)).abs() < 1e-12, "{rates:?}");
         let mid = near_max_stable(LossKind::Mse, [256, 512], None);
         assert!((mid[0].1.log2() - (-4.0 - 0.5)).abs() < 1e-9, "{mid:?}");
-        let c = SharpnessCheck::trajectory(Profile::Quick, LossKind::Ce, [(64, 0.25), (256, 0.1)]).unwrap();
+        let c = SharpnessCheck::trajectory_at(Profile::Quick, LossKind::Ce, [(64, 0.25), (256, 0.1)]).unwrap();
         let TrainSpec::Mlp(cfg) = &c.train else { unreachable!() };
         let p = cfg.parameterization().unwrap();
         for (w, want) in [(64i64, 0.25), (256, 0.1)] {
@@ -482,7 +524,9 @@ mod tests {
             let got = cfg.lr * m.params()[1].lr_scale_sgd;
             assert!((got - want).abs() < 1e-12 * want, "width {w}: {got} vs {want}");
         }
-        assert!(SharpnessCheck::trajectory(Profile::Quick, LossKind::Ce, [(256, 0.1), (64, 0.25)]).is_err());
+        assert!(SharpnessCheck::trajectory_at(Profile::Quick, LossKind::Ce, [(256, 0.1), (64, 0.25)]).is_err());
+        let t = SharpnessCheck::trajectory(Profile::Quick, LossKind::Mse, None).unwrap();
+        assert_eq!(t.widths, [64, 256]);
         for profile in [Profile::Smoke, Profile::Quick, Profile::Paper] {
             for loss in [LossKind::Ce, LossKind::Mse] {
                 SharpnessCheck::at_init(profile, loss).unwrap().validate().unwrap();
@@ -496,6 +540,36 @@ mod tests {
         assert_eq!(peaks.iter().map(|(w, v)| (*w, v.len())).collect::<Vec<_>>(), [(16, 2), (32, 1)]);
         assert_eq!(r.series(metric::SHARPNESS, 16, 0).iter().map(|p| p.0).collect::<Vec<_>>(), [0, 3]);
         assert!(r.trajectory_figure(metric::ETA_SHARPNESS, 2.0).to_svg().unwrap().contains("edge of stability"));
+    }
+
+    #[test]
+    fn max_stable_estimates_carry_the_grid_resolution_and_edge_factors_multiply() {
+        use crate::sweep::analysis::{CurvePoint, Instability, WidthLr};
+        let curve = |lrs: &[f64]| lrs.iter().map(|&lr| CurvePoint { lr, mean: 0.5, min: 0.5, max: 0.5, seeds: 2, unstable: 0.0 }).collect::<Vec<_>>();
+        let s2 = 2f64.sqrt();
+        let widths: Vec<WidthLr> = [(64.0, 0.25), (256.0, 0.125)]
+            .iter()
+            .map(|&(w, ms)| WidthLr { width: w, curve: curve(&[ms / s2 / s2, ms / s2, ms]), optimal_lr: ms / 2.0, optimal_value: 0.9, max_stable_lr: Some(ms), per_seed: vec![(0, ms / 2.0, Some(ms)), (1, ms / 2.0, Some(ms))] })
+            .collect();
+        let fit = crate::fit::fit_power_law(&[64.0, 64.0, 256.0, 256.0], &[0.25, 0.25, 0.125, 0.125]).unwrap();
+        let a = LrAnalysis { label: "t".into(), coords: Default::default(), objective: Objective::TrainAcc, instability: Instability::Nan, widths, optimal_fit: None, max_stable_fit: Some(fit) };
+        let e = max_stable_estimate(&a);
+        // a sqrt-2 grid knows the boundary to a quarter octave: over 2 octaves +- 1/4
+        let half = crate::fit::resolution_bound(&[64.0, 64.0, 256.0, 256.0], 0.25);
+        assert!((half - 0.25).abs() < 1e-12);
+        assert!((e.value + 0.5).abs() < 1e-12 && (e.low - (fit.ci_low - half)).abs() < 1e-12, "{e:?}");
+        // eta_unstable lambda_0 with lambda_0 = 16 at 64 and 64 at 256: log2 2 and 3
+        let row = |width, seed, value| Row { width, seed, step: 0, layer: crate::sharpness::MODEL.into(), metric: metric::SHARPNESS.into(), value };
+        let mut c = check(vec![64, 256]);
+        c.seeds = vec![0, 1];
+        let init = SharpnessResult { result: CoordCheckResult { check: c, rows: vec![row(64, 0, 15.0), row(64, 1, 17.0), row(256, 0, 64.0), row(256, 1, 64.0)], diverged: vec![], seconds: 0.0 }, densities: vec![] };
+        let f = edge_factors(&init, &a);
+        assert_eq!(f.len(), 2);
+        assert!((f[0].1 - 2.0).abs() < 1e-12 && (f[1].1 - 3.0).abs() < 1e-12, "{f:?}");
+        // and the trajectory's learning rates from the analysis: half an octave below
+        let r = near_max_stable(LossKind::Ce, [64, 128], Some(&a));
+        assert!((r[0].1 - 0.25 / s2).abs() < 1e-12 && (r[1].1 - 0.125).abs() < 1e-12, "{r:?}");
+        assert!(!max_stable_estimate(&LrAnalysis { max_stable_fit: None, ..a }).has_interval());
     }
 
     #[test]
