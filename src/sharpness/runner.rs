@@ -355,6 +355,34 @@ pub fn edge_factors(init: &SharpnessResult, a: &LrAnalysis) -> Vec<(i64, f64)> {
         .collect()
 }
 
+/// Summaries of one run's series `(step, value)` of a positive metric (for
+/// [`SharpnessResult::per_run`]), in `log2` units; NaN where the series has no such point.
+pub mod summary {
+    /// `log2` of the value at initialisation (step 0).
+    pub fn initial(s: &[(usize, f64)]) -> f64 {
+        s.iter().find(|p| p.0 == 0).map_or(f64::NAN, |p| p.1.log2())
+    }
+
+    /// `log2` of the largest value after initialisation (the early spike).
+    pub fn peak(s: &[(usize, f64)]) -> f64 {
+        s.iter().filter(|p| p.0 > 0).map(|p| p.1).fold(f64::NAN, f64::max).log2()
+    }
+
+    /// `log2` of the median over the second half of the run (steps `t >= T/2`, `T` the last
+    /// measured step).
+    pub fn late_median(s: &[(usize, f64)]) -> f64 {
+        let last = s.iter().map(|p| p.0).max().unwrap_or(0);
+        let mut v: Vec<f64> = s.iter().filter(|p| p.0 > 0 && 2 * p.0 >= last).map(|p| p.1).collect();
+        if v.is_empty() {
+            return f64::NAN;
+        }
+        v.sort_by(f64::total_cmp);
+        let m = v.len() / 2;
+        let median = if v.len() % 2 == 1 { v[m] } else { 0.5 * (v[m - 1] + v[m]) };
+        median.log2()
+    }
+}
+
 impl SharpnessResult {
     /// The steps and values of a model-level metric in the run `(width, seed)`.
     pub fn series(&self, metric: &str, width: i64, seed: u64) -> Vec<(usize, f64)> {
@@ -570,6 +598,11 @@ mod tests {
         let r = near_max_stable(LossKind::Ce, [64, 128], Some(&a));
         assert!((r[0].1 - 0.25 / s2).abs() < 1e-12 && (r[1].1 - 0.125).abs() < 1e-12, "{r:?}");
         assert!(!max_stable_estimate(&LrAnalysis { max_stable_fit: None, ..a }).has_interval());
+        // run summaries in log2 units
+        let s = [(0, 4.0), (1, 64.0), (2, 8.0), (4, 2.0), (6, 4.0), (8, 1.0)];
+        assert_eq!((summary::initial(&s), summary::peak(&s)), (2.0, 6.0));
+        assert_eq!(summary::late_median(&s), 1.0); // steps 4, 6, 8: values 2, 4, 1
+        assert!(summary::initial(&s[1..]).is_nan() && summary::peak(&s[..1]).is_nan());
     }
 
     #[test]
