@@ -21,9 +21,7 @@
 //! (1024), `WIDTHLAB_BENCH_ITERS` (20), `WIDTHLAB_BENCH_ROUNDS` (5), `WIDTHLAB_BENCH_THREADS`.
 //! Results also go to `target/bench-results/sharpness.json`; measured figures are reported
 //! there and to the lead, not in these docs.
-use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use serde::Serialize;
@@ -36,7 +34,7 @@ use widthlab::sharpness::curvature::{Curvature, Part};
 use widthlab::sharpness::lanczos::{lanczos_from, LanczosConfig, Operator};
 
 mod common;
-use common::python;
+use common::Reference;
 
 const DEPTH: usize = 8;
 const D_IN: i64 = 784;
@@ -56,49 +54,11 @@ fn write_raw(path: &Path, t: &Tensor) {
     std::fs::write(path, bytes).expect("write bench input");
 }
 
-/// The PyTorch reference as a child process serving timing blocks.
-struct Reference {
-    child: std::process::Child,
-    out: BufReader<std::process::ChildStdout>,
-}
-
-impl Reference {
-    fn start(dir: &Path, n: i64, batch: i64, iters: usize, threads: i32) -> Option<Reference> {
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/reference/sharpness.py");
-        let mut child = Command::new(python())
-            .args([script, &dir.to_string_lossy(), &n.to_string(), &batch.to_string(), &iters.to_string(), &threads.to_string()])
-            .env("MALLOC_MMAP_MAX_", "0")
-            .env("MALLOC_TRIM_THRESHOLD_", i32::MAX.to_string())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .map_err(|e| eprintln!("PyTorch reference did not start: {e}"))
-            .ok()?;
-        let mut out = BufReader::new(child.stdout.take()?);
-        let mut line = String::new();
-        out.read_line(&mut line).ok()?;
-        if line.trim() != "ready" {
-            eprintln!("PyTorch reference failed (its error is above)");
-            return None;
-        }
-        Some(Reference { child, out })
-    }
-
-    /// One estimate: (seconds, top eigenvalue).
-    fn estimate(&mut self) -> Option<(f64, f64)> {
-        writeln!(self.child.stdin.as_mut()?, "1").ok()?;
-        let mut line = String::new();
-        self.out.read_line(&mut line).ok()?;
-        let v: serde_json::Value = serde_json::from_str(&line).ok()?;
-        Some((v["seconds"].as_f64()?, v["top"].as_f64()?))
-    }
-}
-
-impl Drop for Reference {
-    fn drop(&mut self) {
-        drop(self.child.stdin.take());
-        let _ = self.child.wait();
-    }
+/// One estimate of the PyTorch reference (benches/reference/sharpness.py): (seconds, top
+/// eigenvalue).
+fn reference_estimate(r: &mut Reference) -> Option<(f64, f64)> {
+    let v = r.request("1")?;
+    Some((v["seconds"].as_f64()?, v["top"].as_f64()?))
 }
 
 #[derive(Serialize)]
@@ -151,7 +111,8 @@ fn main() {
     };
     println!("sharpness: top Hessian eigenvalue, {iters} Lanczos iterations, 8-layer MLP width {n}, batch {batch}, CE, {dim} parameters, {threads} libtorch threads, {rounds} rounds");
     let (_, ours_top) = estimate(); // warm-up
-    let Some(mut reference) = Reference::start(dir.path(), n, batch, iters, threads) else {
+    let args = [dir.path().to_string_lossy().into_owned(), n.to_string(), batch.to_string(), iters.to_string(), threads.to_string()];
+    let Some(mut reference) = Reference::start("sharpness.py", &args) else {
         eprintln!("no PyTorch reference: nothing to compare");
         return;
     };
@@ -160,9 +121,9 @@ fn main() {
     for round in 0..rounds {
         let (a, b) = if round % 2 == 0 {
             let a = estimate();
-            (a, reference.estimate())
+            (a, reference_estimate(&mut reference))
         } else {
-            let b = reference.estimate();
+            let b = reference_estimate(&mut reference);
             (estimate(), b)
         };
         let Some(b) = b else {

@@ -29,8 +29,6 @@
 //! noisy: the bare products are timed after the steps, not alternated with them. With
 //! OpenBLAS's Haswell kernels (`WIDTHLAB_GEMM=openblas`, no thin kernel): 2.16-2.21x /
 //! 1.37-1.38x / 1.49-1.51x / 1.40-1.45x, 100-103% of bare at 4096.
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use serde::Serialize;
@@ -43,7 +41,7 @@ use widthlab::param::Parameterization;
 use widthlab::train::mlp_step;
 
 mod common;
-use common::python;
+use common::Reference;
 
 const DEPTH: usize = 8;
 const D_IN: i64 = 784;
@@ -107,52 +105,11 @@ fn block(seconds: f64, min: usize, f: &mut impl FnMut()) -> f64 {
     k as f64 / t0.elapsed().as_secs_f64()
 }
 
-/// The PyTorch reference (benches/reference/mlp_step.py) as a child process serving timing
-/// blocks on request.
-struct Reference {
-    child: std::process::Child,
-    out: BufReader<std::process::ChildStdout>,
-}
-
-impl Reference {
-    fn start(n: i64, threads: i32) -> Option<Reference> {
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/reference/mlp_step.py");
-        // The same glibc allocator settings as widthlab's (device::tune_allocator: no mmap for
-        // large blocks, no heap trimming), so that neither side pays page faults the other avoids.
-        let mut child = Command::new(python())
-            .args([script, &n.to_string(), &threads.to_string()])
-            .env("MALLOC_MMAP_MAX_", "0")
-            .env("MALLOC_TRIM_THRESHOLD_", i32::MAX.to_string())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .map_err(|e| eprintln!("PyTorch reference did not start: {e}"))
-            .ok()?;
-        let mut out = BufReader::new(child.stdout.take()?);
-        let mut line = String::new();
-        out.read_line(&mut line).ok()?;
-        if line.trim() != "ready" {
-            eprintln!("PyTorch reference failed (its error is above)");
-            return None;
-        }
-        Some(Reference { child, out })
-    }
-
-    /// Runs `steps` steps; returns steps per second.
-    fn block(&mut self, steps: usize) -> Option<f64> {
-        writeln!(self.child.stdin.as_mut()?, "{steps}").ok()?;
-        let mut line = String::new();
-        self.out.read_line(&mut line).ok()?;
-        let v: serde_json::Value = serde_json::from_str(&line).ok()?;
-        Some(steps as f64 / v["seconds"].as_f64()?)
-    }
-}
-
-impl Drop for Reference {
-    fn drop(&mut self) {
-        drop(self.child.stdin.take()); // end of input: the script exits
-        let _ = self.child.wait();
-    }
+/// The PyTorch reference (benches/reference/mlp_step.py): runs `steps` steps per request and
+/// answers with their time; returns steps per second.
+fn reference_block(r: &mut Reference, steps: usize) -> Option<f64> {
+    let v = r.request(&steps.to_string())?;
+    Some(steps as f64 / v["seconds"].as_f64()?)
 }
 
 /// widthlab's and PyTorch's steps per second, measured in alternating blocks of about
@@ -175,15 +132,15 @@ fn step_rates(n: i64, seconds: f64, threads: i32) -> (f64, Option<f64>) {
     };
     step();
     step();
-    let mut reference = Reference::start(n, threads);
+    let mut reference = Reference::start("mlp_step.py", &[n.to_string(), threads.to_string()]);
     let per_block = seconds / BLOCKS as f64;
     // PyTorch's block length in steps, from a short calibration block
-    let mut py_steps = reference.as_mut().and_then(|r| r.block(2)).map(|r| (r * per_block).ceil().max(1.0) as usize);
+    let mut py_steps = reference.as_mut().and_then(|r| reference_block(r, 2)).map(|r| (r * per_block).ceil().max(1.0) as usize);
     let (mut ours, mut theirs) = (0.0f64, None::<f64>);
     for _ in 0..BLOCKS {
         ours = ours.max(block(per_block, 1, &mut step));
         if let (Some(r), Some(k)) = (reference.as_mut(), py_steps) {
-            py_steps = r.block(k).map(|rate| {
+            py_steps = reference_block(r, k).map(|rate| {
                 theirs = Some(theirs.unwrap_or(0.0).max(rate));
                 (rate * per_block).ceil().max(1.0) as usize
             });

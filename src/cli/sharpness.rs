@@ -6,17 +6,14 @@ use std::path::PathBuf;
 use anyhow::Context;
 use widthlab::data::text::TextSource;
 use widthlab::data::DatasetName;
-use widthlab::device::DeviceChoice;
-use widthlab::loss::LossKind;
-use widthlab::optim::OptimizerKind;
 use widthlab::rcc::StepSchedule;
 use widthlab::sharpness::lanczos::LanczosConfig;
 use widthlab::sharpness::runner::{measure_weights, SharpnessCheck, SharpnessResult, TrainSpec};
 use widthlab::sharpness::{metric, DensityConfig, SharpnessConfig, MODEL};
 use widthlab::train::gpt::GptTrainConfig;
-use widthlab::train::{ParamSpec, TrainConfig};
+use widthlab::train::TrainConfig;
 
-use super::run_flags::override_fields;
+use super::run_flags::{apply_run_flags, override_fields, RunFlags};
 
 /// Which model the config describes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -36,22 +33,19 @@ pub struct SharpnessArgs {
     /// mlp or gpt.
     #[arg(long, value_enum, default_value = "mlp")]
     pub model: ModelKind,
-    /// Widths (comma separated; default: the config's width).
+    /// Widths (comma separated; default: the config's width, or --width).
     #[arg(long, value_delimiter = ',')]
     pub widths: Option<Vec<i64>>,
-    /// Seeds (comma separated; default: the config's seed).
+    /// Seeds (comma separated; default: the config's seed, or --seed).
     #[arg(long, value_delimiter = ',')]
     pub seeds: Option<Vec<u64>>,
     /// Measure after these numbers of training steps (comma separated; 0 = initialisation);
     /// training runs to the largest. Default: 0.
     #[arg(long, value_delimiter = ',')]
     pub at: Option<Vec<usize>>,
-    /// Measure every this many steps (and at 0) over --steps steps, instead of --at.
+    /// Measure every this many steps (and at 0) over --steps training steps, instead of --at.
     #[arg(long)]
     pub every: Option<usize>,
-    /// Training steps (with --every; --at sets them itself).
-    #[arg(long)]
-    pub steps: Option<usize>,
 
     /// Number of top Hessian eigenvalues (rows `sharpness`, `eigenvalue_2`, ...).
     #[arg(long, default_value_t = 1)]
@@ -90,36 +84,14 @@ pub struct SharpnessArgs {
     #[arg(long, default_value_t = 0)]
     pub step: usize,
 
-    /// Depth: weight layers of the MLP, blocks of the GPT.
-    #[arg(long)]
-    pub depth: Option<usize>,
-    /// Parameterization: a built-in name (`widthlab params --list`).
-    #[arg(long)]
-    pub param: Option<String>,
-    /// Global learning-rate exponent: eta_n = lr (n/256)^-alpha.
-    #[arg(long)]
-    pub alpha: Option<f64>,
-    /// Base learning rate eta.
-    #[arg(long)]
-    pub lr: Option<f64>,
-    /// ce, mse or mse-softmax.
-    #[arg(long)]
-    pub loss: Option<LossKind>,
-    /// sgd, adam, adamw or sam-sgd.
-    #[arg(long)]
-    pub optimizer: Option<OptimizerKind>,
-    /// Training batch size.
-    #[arg(long)]
-    pub batch_size: Option<usize>,
+    #[command(flatten)]
+    pub run: RunFlags,
     /// MLP: fashion-mnist, mnist, cifar10 or teacher.
     #[arg(long)]
     pub dataset: Option<DatasetName>,
     /// MLP: train on a random subset of this many points.
     #[arg(long)]
     pub train_subset: Option<usize>,
-    /// Directory holding the dataset files (the corpus' *.txt files for the GPT).
-    #[arg(long)]
-    pub data_dir: Option<PathBuf>,
     /// GPT: a generated toy text of this many characters instead of the corpus.
     #[arg(long)]
     pub generated_text: Option<usize>,
@@ -129,18 +101,6 @@ pub struct SharpnessArgs {
     /// GPT: sequence length.
     #[arg(long)]
     pub seq_len: Option<i64>,
-    /// cpu, cuda or auto.
-    #[arg(long)]
-    pub device: Option<DeviceChoice>,
-    /// libtorch threads.
-    #[arg(long)]
-    pub threads: Option<usize>,
-    /// Output directory (default results/sharpness/<model>).
-    #[arg(long, short)]
-    pub out: Option<PathBuf>,
-    /// No progress bar.
-    #[arg(long)]
-    pub quiet: bool,
 }
 
 impl SharpnessArgs {
@@ -151,7 +111,7 @@ impl SharpnessArgs {
             (Some(at), None) => Ok((StepSchedule::List { steps: at.clone() }, at.iter().copied().max().unwrap_or(0))),
             (None, Some(k)) => {
                 anyhow::ensure!(k >= 1, "--every must be >= 1");
-                let steps = self.steps.context("--every needs --steps (the number of training steps)")?;
+                let steps = self.run.steps.context("--every needs --steps (the number of training steps)")?;
                 Ok((StepSchedule::EarlyThenSparse { dense_until: 0, every: k }, steps))
             }
             (None, None) => Ok((StepSchedule::List { steps: vec![0] }, 0)),
@@ -161,19 +121,14 @@ impl SharpnessArgs {
     /// The check the flags describe.
     pub fn check(&self) -> anyhow::Result<SharpnessCheck> {
         let (schedule, steps) = self.schedule()?;
-        let param = self.param.clone().map(ParamSpec::Name);
         let (train, width, seed) = match self.model {
             ModelKind::Mlp => {
                 let mut c = match &self.config {
                     Some(p) => TrainConfig::from_file(p)?,
                     None => TrainConfig::default(),
                 };
-                override_fields!(self, c; depth => model.depth, lr => lr, alpha => alpha, loss => loss.kind,
-                    optimizer => optim.kind, batch_size => batch_size, dataset => data.dataset,
-                    train_subset => data.train_subset, data_dir => data.data_dir, device => device, threads => threads);
-                if let Some(p) = &param {
-                    c.param = p.clone();
-                }
+                apply_run_flags!(self.run, c);
+                override_fields!(self, c; dataset => data.dataset, train_subset => data.train_subset);
                 let (w, s) = (c.model.width, c.seed);
                 (TrainSpec::Mlp(c), w, s)
             }
@@ -182,14 +137,10 @@ impl SharpnessArgs {
                     Some(p) => GptTrainConfig::from_file(p)?,
                     None => GptTrainConfig::default(),
                 };
-                override_fields!(self, c; depth => model.depth, lr => lr, alpha => alpha, loss => loss.kind,
-                    optimizer => optim.kind, batch_size => batch_size, data_dir => data.data_dir,
-                    vocab_size => data.vocab_size, seq_len => data.seq_len, device => device, threads => threads);
+                apply_run_flags!(self.run, c);
+                override_fields!(self, c; vocab_size => data.vocab_size, seq_len => data.seq_len);
                 if let Some(chars) = self.generated_text {
                     c.data.source = TextSource::Generated { chars };
-                }
-                if let Some(p) = &param {
-                    c.param = p.clone();
                 }
                 let (w, s) = (c.model.width, c.seed);
                 (TrainSpec::Gpt(c), w, s)
@@ -218,10 +169,10 @@ impl SharpnessArgs {
 
 pub fn run(args: &SharpnessArgs) -> anyhow::Result<()> {
     let check = args.check()?;
-    let out = args.out.clone().unwrap_or_else(|| PathBuf::from(format!("results/sharpness/{}", check.name)));
+    let out = args.run.out.clone().unwrap_or_else(|| PathBuf::from(format!("results/sharpness/{}", check.name)));
     let res = match &args.weights {
         Some(w) => measure_weights(&check, w, args.step)?,
-        None => check.run(!args.quiet)?,
+        None => check.run(!args.run.quiet)?,
     };
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     write(&res, &out)?;

@@ -256,8 +256,8 @@ impl SharpnessCheck {
         })
     }
 
-    /// Sharpness at initialisation of the GPT (SP, AdamW's defaults, Shakespeare) at the
-    /// widths a CPU allows; the preconditioned sharpness needs Adam's state, so only the
+    /// Sharpness at initialisation of the GPT (SP, AdamW's defaults, Shakespeare; a generated
+    /// text at `smoke`) at the widths a CPU allows; the preconditioned sharpness needs Adam's state, so only the
     /// Hessian and its Gauss-Newton part.
     pub fn gpt_at_init(profile: Profile) -> Result<Self> {
         let (widths, seeds, depth, seq_len, batch): (Vec<i64>, Vec<u64>, usize, i64, usize) = match profile {
@@ -267,6 +267,11 @@ impl SharpnessCheck {
         };
         let mut train = GptTrainConfig { model: crate::model::GptConfig { depth, ..Default::default() }, device: crate::device::DeviceChoice::from_env()?, ..GptTrainConfig::default() };
         train.data.seq_len = seq_len;
+        if profile == Profile::Smoke {
+            // seconds, not the corpus' tokenizer: a generated text (the same code path)
+            train.data.source = crate::data::text::TextSource::Generated { chars: 20_000 };
+            train.data.vocab_size = 300;
+        }
         Ok(SharpnessCheck {
             name: format!("gpt_at_init_{profile}"),
             train: TrainSpec::Gpt(train),
