@@ -161,6 +161,32 @@ impl SharpnessConfig {
     }
 }
 
+/// Sharpness as optional metrics of a coordinate check ([`crate::rcc::runner::CoordCheck`]):
+/// a [`SharpnessHook`] next to the RCC monitor, measuring at step 0 and every `every` steps,
+/// its rows merged into the check's.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SharpnessEvery {
+    pub every: usize,
+    #[serde(default)]
+    pub config: SharpnessConfig,
+}
+
+impl SharpnessEvery {
+    /// Checks ranges.
+    pub fn validate(&self) -> Result<()> {
+        if self.every == 0 {
+            return Err(Error::config("sharpness: `every` must be >= 1 (steps between measurements)"));
+        }
+        self.config.validate()
+    }
+
+    /// The measured steps: 0, `every`, `2 every`, ...
+    pub fn schedule(&self) -> StepSchedule {
+        StepSchedule::EarlyThenSparse { dense_until: 0, every: self.every }
+    }
+}
+
 /// The learning rates (and Adam's state) the measured quantities refer to.
 #[derive(Debug, Default)]
 pub struct Rates {

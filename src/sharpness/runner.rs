@@ -18,13 +18,11 @@ use serde::{Deserialize, Serialize};
 
 use super::{SharpnessConfig, SharpnessHook};
 use super::lanczos::LanczosConfig;
-use crate::claims::Estimate;
 use crate::data::text::TextData;
 use crate::loss::LossKind;
 use crate::model::Model;
 use crate::plot::{Figure, Style};
 use crate::profile::Profile;
-use crate::sweep::analysis::{LrAnalysis, Objective};
 use crate::rcc::runner::{CheckSpec, Row};
 use crate::rcc::{CoordCheckResult, Record, StepSchedule};
 use crate::train::gpt::{GptTrainConfig, GptTrainer};
@@ -194,10 +192,15 @@ impl SharpnessCheck {
     /// Sharpness at initialisation of section 5.1's MLP (8 layers, SP, SGD, Fashion-MNIST,
     /// [`crate::sweep::presets::mlp_base`]) under `loss` across widths: `sharpness`,
     /// `sharpness_gn` and (with `lr` = 1) `eta_sharpness` = `sharpness`.
+    ///
+    /// Statistical design: a width exponent is claimed from `quick` on, so `quick` and `paper`
+    /// have at least 5 widths spanning at least 16x and 3 seeds per width (every seed at
+    /// every width a point of the power-law fit, 95% t interval); `smoke` (2 widths, 2
+    /// seeds) only shows that the measurement runs.
     pub fn at_init(profile: Profile, loss: LossKind) -> Result<Self> {
         let (widths, seeds, batch): (Vec<i64>, Vec<u64>, usize) = match profile {
             Profile::Smoke => (vec![32, 64], crate::profile::seeds(2)?, 128),
-            Profile::Quick => (vec![64, 128, 256, 512], crate::profile::seeds(3)?, 512),
+            Profile::Quick => (vec![64, 128, 256, 512, 1024], crate::profile::seeds(3)?, 512),
             Profile::Paper => (vec![64, 128, 256, 512, 1024, 2048], crate::profile::seeds(3)?, 1024),
         };
         let mut train = crate::sweep::presets::mlp_base(profile, loss);
@@ -215,17 +218,50 @@ impl SharpnessCheck {
     }
 
     /// `eta * lambda_max` over training of the same MLP under `loss` at two widths (smoke 32
-    /// and 64, quick 64 and 256, paper 256 and 2048), each at its own learning rate one grid
-    /// step below its first unstable one ([`near_max_stable`], from notebook 05's `analysis`
-    /// if given): `eta_n = lr (n/256)^-alpha` through both points. Measured densely at first
-    /// (the early spike), then every few steps; the Gauss-Newton part is skipped.
-    pub fn trajectory(profile: Profile, loss: LossKind, analysis: Option<&LrAnalysis>) -> Result<Self> {
-        let widths = match profile {
+    /// and 64, quick 64 and 256, paper 256 and 2048), each at `c` times its own edge of
+    /// stability at initialisation: `eta_n = c * 2 / lambda_0(n)`, `lambda_0(n)` the seed-mean
+    /// sharpness of `init` (an [`SharpnessCheck::at_init`] result under the same loss and
+    /// profile, which measures both widths on the same curvature batch), through
+    /// `eta_n = lr (n/256)^-alpha` ([`SharpnessCheck::trajectory_at`]). Nothing comes from
+    /// another experiment: the learning rates are set by this notebook's own measurement, and
+    /// the question is whether training survives `eta lambda_0 = 2c` beyond the edge
+    /// (`c > 1`; [`EDGE_MULTIPLES`]).
+    ///
+    /// Statistical design: no width exponent is claimed from trajectories; their claims are
+    /// shares of runs (diverged, learned: Wilson intervals) and means over runs of per-run
+    /// summaries (t intervals), over 2 widths x 3 seeds = 6 runs per multiple at `quick`
+    /// and `paper` (smoke: 1 seed, 4 steps).
+    pub fn trajectory(profile: Profile, loss: LossKind, c: f64, init: &SharpnessResult) -> Result<Self> {
+        let widths = Self::trajectory_widths(profile);
+        let TrainSpec::Mlp(cfg) = &init.result.check.train else {
+            return Err(Error::config("sharpness trajectory: `init` must be an MLP's sharpness at initialisation"));
+        };
+        if cfg.loss.kind != loss {
+            return Err(Error::config(format!("sharpness trajectory: `init` was measured under {}, not {loss}", cfg.loss.kind)));
+        }
+        if !(c > 0.0 && c.is_finite()) {
+            return Err(Error::config(format!("sharpness trajectory: the multiple of the edge must be positive, not {c}")));
+        }
+        let lambda = init.result.seed_summary(super::MODEL, super::metric::SHARPNESS, 0);
+        let rate = |w: i64| -> Result<(i64, f64)> {
+            let l = lambda.iter().find(|p| p.0 == w as f64).map(|p| p.1).filter(|l| *l > 0.0);
+            let l = l.ok_or_else(|| Error::config(format!("sharpness trajectory: no positive sharpness at initialisation at width {w} (the `at_init` preset measures {:?})", init.result.check.widths)))?;
+            Ok((w, c * 2.0 / l))
+        };
+        let mut check = Self::trajectory_at(profile, loss, [rate(widths[0])?, rate(widths[1])?])?;
+        check.name = format!("trajectory_{loss}_c{c}_{profile}");
+        // the same curvature batch as the measurement the rates come from
+        check.sharpness.batch_size = init.result.check.sharpness.batch_size;
+        Ok(check)
+    }
+
+    /// The two widths of [`SharpnessCheck::trajectory`] (a subset of [`SharpnessCheck::at_init`]'s).
+    pub fn trajectory_widths(profile: Profile) -> [i64; 2] {
+        match profile {
             Profile::Smoke => [32, 64],
             Profile::Quick => [64, 256],
             Profile::Paper => [256, 2048],
-        };
-        Self::trajectory_at(profile, loss, near_max_stable(loss, widths, analysis))
+        }
     }
 
     /// [`SharpnessCheck::trajectory`] at given `(width, eta_n)` pairs.
@@ -237,7 +273,7 @@ impl SharpnessCheck {
         let alpha = -(e2 / e1).ln() / (w2 as f64 / w1 as f64).ln();
         let (seeds, steps, dense, every, batch): (Vec<u64>, usize, usize, usize, usize) = match profile {
             Profile::Smoke => (crate::profile::seeds(1)?, 4, 2, 2, 64),
-            Profile::Quick => (crate::profile::seeds(2)?, 64, 8, 8, 256),
+            Profile::Quick => (crate::profile::seeds(3)?, 64, 8, 8, 256),
             Profile::Paper => (crate::profile::seeds(3)?, 938, 20, 20, 1024),
         };
         let mut train = crate::sweep::presets::mlp_base(profile, loss);
@@ -284,81 +320,11 @@ impl SharpnessCheck {
     }
 }
 
-/// First unstable learning rates of section 5.1's sweep at the `quick` profile (notebook 05,
-/// 64 steps; `crate::sweep::presets::lr_exponents_grid` documents them): `(width,
-/// log2 lr)` under CE and MSE. Only a fallback to choose trajectory learning rates when
-/// notebook 05's store is not there; never reported as a result.
-const FIRST_UNSTABLE_QUICK: [(LossKind, [(f64, f64); 2]); 2] = [(LossKind::Ce, [(64.0, -1.5), (1024.0, -3.0)]), (LossKind::Mse, [(64.0, -2.5), (1024.0, -5.5)])];
-
-/// Notebook 05's analysis of section 5.1's sweep under `loss` at `profile` (its store under
-/// [`crate::report::out_dir`]), if that notebook has run in this output directory; `None`
-/// otherwise (nothing is trained here).
-pub fn stored_lr_analysis(profile: Profile, loss: LossKind) -> Result<Option<LrAnalysis>> {
-    let path = crate::report::out_dir().join("sweeps").join(format!("05_lr_exponents_{profile}.db"));
-    if !path.is_file() {
-        return Ok(None);
-    }
-    let spec = crate::sweep::presets::lr_exponents(profile, loss)?;
-    let keys: Vec<String> = spec.points()?.into_iter().map(|p| p.key).collect();
-    let records = crate::sweep::Store::open_existing(&path)?.records_for(&keys)?;
-    if records.is_empty() {
-        return Ok(None);
-    }
-    Ok(crate::sweep::analysis::analyse(&records, Objective::TrainAcc, None)?.into_iter().next())
-}
-
-/// Learning rates one grid step (`2^-1/2`) below the first unstable one at each of `widths`:
-/// from `analysis` (its seed-averaged first unstable rates, interpolated in log-log between
-/// the measured widths), else from the quick sweep's first unstable rates (see
-/// [`FIRST_UNSTABLE_QUICK`]). `(width, eta_n)` pairs for [`SharpnessCheck::trajectory`].
-pub fn near_max_stable(loss: LossKind, widths: [i64; 2], analysis: Option<&LrAnalysis>) -> [(i64, f64); 2] {
-    let measured: Vec<(f64, f64)> = analysis
-        .map(|a| a.widths.iter().filter_map(|w| w.max_stable_lr.map(|lr| (w.width.ln(), lr.log2()))).collect())
-        .filter(|v: &Vec<(f64, f64)>| v.len() >= 2)
-        .unwrap_or_else(|| {
-            let anchors = FIRST_UNSTABLE_QUICK.iter().find(|(l, _)| *l == loss).map_or(FIRST_UNSTABLE_QUICK[0].1, |(_, a)| *a);
-            anchors.iter().map(|&(w, lr)| (w.ln(), lr)).collect()
-        });
-    // piecewise-linear interpolation (constant slope of the end segments outside)
-    let at = |w: i64| {
-        let x = (w as f64).ln();
-        let k = measured.windows(2).position(|s| x <= s[1].0).unwrap_or(measured.len() - 2);
-        let (a, b) = (measured[k], measured[k + 1]);
-        let log2_lr = a.1 + (b.1 - a.1) * (x - a.0) / (b.0 - a.0);
-        2f64.powf(log2_lr - 0.5)
-    };
-    [(widths[0], at(widths[0])), (widths[1], at(widths[1]))]
-}
-
-/// The max-stable (first unstable) learning rate's width exponent of a sweep analysis with
-/// its 95% interval widened by the learning-rate grid's resolution (half the grid's step,
-/// read off the analysed curves; [`crate::fit::resolution_bound`] over the fitted points).
-pub fn max_stable_estimate(a: &LrAnalysis) -> Estimate {
-    let Some(fit) = a.max_stable_fit else { return Estimate::missing("no max-stable learning rate at two widths") };
-    let step = a
-        .widths
-        .iter()
-        .flat_map(|w| w.curve.windows(2).map(|p| (p[1].lr / p[0].lr).log2()))
-        .filter(|s| *s > 0.0)
-        .fold(f64::INFINITY, f64::min);
-    let points: Vec<f64> = a.widths.iter().flat_map(|w| w.per_seed.iter().filter(|s| s.2.is_some()).map(move |_| w.width)).collect();
-    Estimate::from(fit).widen(crate::fit::resolution_bound(&points, step / 2.0), "the learning-rate grid's resolution")
-}
-
-/// Per width of both: `log2(eta_unstable lambda_0)`, the first unstable learning rate of
-/// the analysis (seed-averaged curve) times the seed-mean sharpness at initialisation of
-/// `init` (measured at `eta` = 1, so `eta_sharpness` = `sharpness`). Above 1: the first
-/// unstable rate lies beyond the edge of stability `2 / lambda_0`.
-pub fn edge_factors(init: &SharpnessResult, a: &LrAnalysis) -> Vec<(i64, f64)> {
-    let lambda = init.result.seed_summary(super::MODEL, super::metric::SHARPNESS, 0);
-    a.widths
-        .iter()
-        .filter_map(|w| {
-            let l = lambda.iter().find(|p| p.0 == w.width)?.1;
-            Some((w.width as i64, (w.max_stable_lr? * l).log2()))
-        })
-        .collect()
-}
+/// The multiples `c` of the edge of stability at initialisation that notebook 10 trains at
+/// (`eta lambda_0 = 2c`): below the edge (0.5), inside the catapult window of ReLU networks
+/// (2: `eta lambda_0 = 4 < c_arc = 12`, Lewkowycz et al. 2020) and beyond it (8:
+/// `eta lambda_0 = 16`).
+pub const EDGE_MULTIPLES: [f64; 3] = [0.5, 2.0, 8.0];
 
 /// Summaries of one run's series `(step, value)` of a positive metric (for
 /// [`SharpnessResult::per_run`]), in `log2` units; NaN where the series has no such point.
@@ -392,6 +358,27 @@ impl SharpnessResult {
     /// The steps and values of a model-level metric in the run `(width, seed)`.
     pub fn series(&self, metric: &str, width: i64, seed: u64) -> Vec<(usize, f64)> {
         self.result.rows.iter().filter(|r| r.width == width && r.seed == seed && r.layer == super::MODEL && r.metric == metric).map(|r| (r.step, r.value)).collect()
+    }
+
+    /// How many runs (width, seed) diverged, of all: `(k, n)`.
+    pub fn diverged_count(&self) -> (usize, usize) {
+        let c = &self.result.check;
+        (self.result.diverged.len(), c.widths.len() * c.seeds.len())
+    }
+
+    /// How many runs learned, of all: `(k, n)`; a run learned if it did not diverge and its
+    /// loss on the curvature batch (`hessian_loss`) at the last measured step is below the
+    /// one at initialisation.
+    pub fn learned_count(&self) -> (usize, usize) {
+        let c = &self.result.check;
+        let learned = |w: i64, s: u64| {
+            let l = self.series(super::metric::HESSIAN_LOSS, w, s);
+            let first = l.iter().find(|p| p.0 == 0).map(|p| p.1);
+            let last = l.iter().max_by_key(|p| p.0).filter(|p| p.0 > 0).map(|p| p.1);
+            !self.result.diverged.iter().any(|d| d.0 == w && d.1 == s) && matches!((first, last), (Some(a), Some(b)) if b < a)
+        };
+        let k = c.widths.iter().flat_map(|&w| c.seeds.iter().map(move |&s| (w, s))).filter(|&(w, s)| learned(w, s)).count();
+        (k, c.widths.len() * c.seeds.len())
     }
 
     /// `f` of every run's series of a model-level metric, per width (runs that diverged are
@@ -542,13 +529,19 @@ mod tests {
         assert!(e.contains("cannot read weights"), "{e}");
     }
 
+    /// A sharpness-at-initialisation result with the given seed values of `lambda_0` per width.
+    fn init_result(loss: LossKind, lambdas: &[(i64, [f64; 2])]) -> SharpnessResult {
+        let mut c = SharpnessCheck::at_init(Profile::Quick, loss).unwrap();
+        c.widths = lambdas.iter().map(|p| p.0).collect();
+        c.seeds = vec![0, 1];
+        let row = |width, seed, value| Row { width, seed, step: 0, layer: MODEL.into(), metric: metric::SHARPNESS.into(), value };
+        let rows = lambdas.iter().flat_map(|&(w, l)| [row(w, 0, l[0]), row(w, 1, l[1])]).collect();
+        SharpnessResult { result: CoordCheckResult { check: c, rows, diverged: vec![], seconds: 0.0 }, densities: vec![] }
+    }
+
     #[test]
     fn presets_set_each_widths_learning_rate_and_helpers_summarise_runs() {
         // the trajectory preset trains each width at its own eta_n
-        let rates = near_max_stable(LossKind::Ce, [64, 1024], None);
-        assert!((rates[0].1 - 0.25).abs() < 1e-12 && (rates[1].1 - 2f64.powf(-3.5)).abs() < 1e-12, "{rates:?}");
-        let mid = near_max_stable(LossKind::Mse, [256, 512], None);
-        assert!((mid[0].1.log2() - (-4.0 - 0.5)).abs() < 1e-9, "{mid:?}");
         let c = SharpnessCheck::trajectory_at(Profile::Quick, LossKind::Ce, [(64, 0.25), (256, 0.1)]).unwrap();
         let TrainSpec::Mlp(cfg) = &c.train else { unreachable!() };
         let p = cfg.parameterization().unwrap();
@@ -558,17 +551,40 @@ mod tests {
             assert!((got - want).abs() < 1e-12 * want, "width {w}: {got} vs {want}");
         }
         assert!(SharpnessCheck::trajectory_at(Profile::Quick, LossKind::Ce, [(256, 0.1), (64, 0.25)]).is_err());
-        let t = SharpnessCheck::trajectory(Profile::Quick, LossKind::Mse, None).unwrap();
-        assert_eq!(t.widths, [64, 256]);
+        // ... at c times 2 / lambda_0, lambda_0 the seed mean of the measurement at init
+        let init = init_result(LossKind::Mse, &[(64, [15.0, 17.0]), (128, [30.0, 30.0]), (256, [60.0, 68.0])]);
+        let t = SharpnessCheck::trajectory(Profile::Quick, LossKind::Mse, 8.0, &init).unwrap();
+        assert_eq!(t.widths, SharpnessCheck::trajectory_widths(Profile::Quick));
+        assert_eq!(t.sharpness.batch_size, init.result.check.sharpness.batch_size);
+        let TrainSpec::Mlp(cfg) = &t.train else { unreachable!() };
+        let p = cfg.parameterization().unwrap();
+        for (w, lambda) in [(64i64, 16.0), (256, 64.0)] {
+            let m = crate::model::Mlp::new(&crate::model::MlpConfig { width: w, ..cfg.model.clone() }, &p, 0, tch::Device::Cpu).unwrap();
+            let eta = cfg.lr * m.params()[1].lr_scale_sgd;
+            assert!((eta * lambda - 16.0).abs() < 1e-9, "width {w}: eta lambda_0 = {}", eta * lambda);
+        }
+        // a measurement under the other loss, or without one of the widths, is an error
+        assert!(SharpnessCheck::trajectory(Profile::Quick, LossKind::Ce, 8.0, &init).unwrap_err().to_string().contains("measured under mse"));
+        let e = SharpnessCheck::trajectory(Profile::Quick, LossKind::Mse, 8.0, &init_result(LossKind::Mse, &[(64, [1.0, 1.0]), (128, [2.0, 2.0])])).unwrap_err().to_string();
+        assert!(e.contains("width 256"), "{e}");
+        assert!(SharpnessCheck::trajectory(Profile::Quick, LossKind::Mse, 0.0, &init).is_err());
         for profile in [Profile::Smoke, Profile::Quick, Profile::Paper] {
             for loss in [LossKind::Ce, LossKind::Mse] {
-                SharpnessCheck::at_init(profile, loss).unwrap().validate().unwrap();
+                let a = SharpnessCheck::at_init(profile, loss).unwrap();
+                a.validate().unwrap();
+                assert!(SharpnessCheck::trajectory_widths(profile).iter().all(|w| a.widths.contains(w)), "{profile}");
             }
             SharpnessCheck::gpt_at_init(profile).unwrap().sharpness.validate().unwrap();
         }
+        // the statistical design of the claims at quick (preset docs)
+        let q = SharpnessCheck::at_init(Profile::Quick, LossKind::Ce).unwrap();
+        assert!(q.seeds.len() >= 3 && q.widths.len() >= 5 && q.widths[q.widths.len() - 1] >= 16 * q.widths[0]);
+        assert!(SharpnessCheck::trajectory(Profile::Quick, LossKind::Mse, 2.0, &init).unwrap().seeds.len() >= 3);
         // per-run summaries leave diverged runs out
         let mut r = check(vec![16, 32]).run(false).unwrap();
+        assert_eq!(r.learned_count().1, 4);
         r.result.diverged.push((32, 1, 2));
+        assert_eq!(r.diverged_count(), (1, 4));
         let peaks = r.per_run(metric::SHARPNESS, &|s| s.iter().map(|p| p.1).fold(f64::MIN, f64::max));
         assert_eq!(peaks.iter().map(|(w, v)| (*w, v.len())).collect::<Vec<_>>(), [(16, 2), (32, 1)]);
         assert_eq!(r.series(metric::SHARPNESS, 16, 0).iter().map(|p| p.0).collect::<Vec<_>>(), [0, 3]);
@@ -576,33 +592,15 @@ mod tests {
     }
 
     #[test]
-    fn max_stable_estimates_carry_the_grid_resolution_and_edge_factors_multiply() {
-        use crate::sweep::analysis::{CurvePoint, Instability, WidthLr};
-        let curve = |lrs: &[f64]| lrs.iter().map(|&lr| CurvePoint { lr, mean: 0.5, min: 0.5, max: 0.5, seeds: 2, unstable: 0.0 }).collect::<Vec<_>>();
-        let s2 = 2f64.sqrt();
-        let widths: Vec<WidthLr> = [(64.0, 0.25), (256.0, 0.125)]
-            .iter()
-            .map(|&(w, ms)| WidthLr { width: w, curve: curve(&[ms / s2 / s2, ms / s2, ms]), optimal_lr: ms / 2.0, optimal_value: 0.9, max_stable_lr: Some(ms), per_seed: vec![(0, ms / 2.0, Some(ms)), (1, ms / 2.0, Some(ms))] })
-            .collect();
-        let fit = crate::fit::fit_power_law(&[64.0, 64.0, 256.0, 256.0], &[0.25, 0.25, 0.125, 0.125]).unwrap();
-        let a = LrAnalysis { label: "t".into(), coords: Default::default(), objective: Objective::TrainAcc, instability: Instability::Nan, widths, optimal_fit: None, max_stable_fit: Some(fit) };
-        let e = max_stable_estimate(&a);
-        // a sqrt-2 grid knows the boundary to a quarter octave: over 2 octaves +- 1/4
-        let half = crate::fit::resolution_bound(&[64.0, 64.0, 256.0, 256.0], 0.25);
-        assert!((half - 0.25).abs() < 1e-12);
-        assert!((e.value + 0.5).abs() < 1e-12 && (e.low - (fit.ci_low - half)).abs() < 1e-12, "{e:?}");
-        // eta_unstable lambda_0 with lambda_0 = 16 at 64 and 64 at 256: log2 2 and 3
-        let row = |width, seed, value| Row { width, seed, step: 0, layer: crate::sharpness::MODEL.into(), metric: metric::SHARPNESS.into(), value };
-        let mut c = check(vec![64, 256]);
-        c.seeds = vec![0, 1];
-        let init = SharpnessResult { result: CoordCheckResult { check: c, rows: vec![row(64, 0, 15.0), row(64, 1, 17.0), row(256, 0, 64.0), row(256, 1, 64.0)], diverged: vec![], seconds: 0.0 }, densities: vec![] };
-        let f = edge_factors(&init, &a);
-        assert_eq!(f.len(), 2);
-        assert!((f[0].1 - 2.0).abs() < 1e-12 && (f[1].1 - 3.0).abs() < 1e-12, "{f:?}");
-        // and the trajectory's learning rates from the analysis: half an octave below
-        let r = near_max_stable(LossKind::Ce, [64, 128], Some(&a));
-        assert!((r[0].1 - 0.25 / s2).abs() < 1e-12 && (r[1].1 - 0.125).abs() < 1e-12, "{r:?}");
-        assert!(!max_stable_estimate(&LrAnalysis { max_stable_fit: None, ..a }).has_interval());
+    fn runs_learn_when_their_curvature_batch_loss_falls() {
+        let mut c = check(vec![16]);
+        c.seeds = vec![0, 1, 2];
+        let row = |seed, step, value| Row { width: 16, seed, step, layer: MODEL.into(), metric: metric::HESSIAN_LOSS.into(), value };
+        // seed 0 learns; seed 1's loss rose; seed 2 fell but diverged
+        let rows = vec![row(0, 0, 2.3), row(0, 8, 1.0), row(1, 0, 2.3), row(1, 8, 2.5), row(2, 0, 2.3), row(2, 4, 1.0)];
+        let r = SharpnessResult { result: CoordCheckResult { check: c, rows, diverged: vec![(16, 2, 5)], seconds: 0.0 }, densities: vec![] };
+        assert_eq!(r.learned_count(), (1, 3));
+        assert_eq!(r.diverged_count(), (1, 3));
         // run summaries in log2 units
         let s = [(0, 4.0), (1, 64.0), (2, 8.0), (4, 2.0), (6, 4.0), (8, 1.0)];
         assert_eq!((summary::initial(&s), summary::peak(&s)), (2.0, 6.0));
