@@ -605,7 +605,8 @@ mod tests {
             assert_eq!(cfg.param_lrs(0.01, &p, t), opt.param_lrs());
             opt.step(&p, &mut || quad(&p, &C)).unwrap();
         }
-        // after one step v_1 = (1 - b2) g^2: P^-1 = lr / ((1 - b1^2) (|g| + eps))
+        // after one step from W, v_1 = (1 - b2) g^2: P^-1 = lr / ((1 - b1^2) (|g| + eps))
+        let p = param(&W, 0.5);
         let cfg = OptimConfig { kind: OptimizerKind::Adam, ..OptimConfig::default() };
         let mut opt = Optimizer::new(&cfg, 0.01, &p).unwrap();
         opt.step(&p, &mut || quad(&p, &C)).unwrap();
