@@ -17,6 +17,8 @@
 //! - [`sweep`]: learning-rate sweeps across widths (crash-safe SQLite store, shards,
 //!   scheduler) and the optimal / max-stable learning-rate exponents.
 //! - [`theory`]: closed-form dynamics (2-layer linear "uv" model).
+//! - [`sharpness`]: Hessian top eigenvalues, Gauss-Newton part, trace and spectral density of
+//!   the training loss by Lanczos on Hessian-vector products, across widths and over training.
 //! - [`claims`]: the claim model of the reproduction report (paper and extension claims,
 //!   95% confidence intervals, verdicts holds / deviates / inconclusive).
 //! - [`report`]: where notebooks write claims and figures; [`files`]: atomic output files;
@@ -44,6 +46,7 @@ pub mod profile;
 pub mod rcc;
 pub mod report;
 pub mod rng;
+pub mod sharpness;
 pub mod sweep;
 pub mod theory;
 pub mod train;

@@ -28,6 +28,9 @@ enum Command {
     Params(cli::params::ParamsArgs),
     /// The 2-layer linear uv model (appendix C.4): dynamics, max-stable learning rates, limit.
     Uv(cli::uv::UvArgs),
+    /// Hessian sharpness (top eigenvalues, Gauss-Newton part, per layer, trace) across widths
+    /// and seeds at chosen training steps, of the MLP or the GPT.
+    Sharpness(cli::sharpness::SharpnessArgs),
 }
 
 fn main() -> ExitCode {
@@ -40,6 +43,7 @@ fn main() -> ExitCode {
         Command::CoordCheck(a) => cli::coord_check::run_cli(a),
         Command::Uv(a) => cli::uv::run(a),
         Command::Sweep(a) => cli::sweep::run(a),
+        Command::Sharpness(a) => cli::sharpness::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

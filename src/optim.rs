@@ -173,6 +173,23 @@ impl OptimConfig {
         }
         Ok(())
     }
+
+    /// The learning rate of every parameter in step `t` (0-based) under base rate `eta`:
+    /// `eta * schedule(t) * lr_scale` (0 for frozen parameters). What
+    /// [`Optimizer::param_lrs`] returns before step `t`.
+    pub fn param_lrs(&self, eta: f64, params: &[Param], t: usize) -> Vec<f64> {
+        let lr = eta * self.schedule.factor(t);
+        params.iter().map(|p| lr * lr_scale(self.kind, p)).collect()
+    }
+}
+
+/// A parameter's learning-rate factor under optimizer `kind` (0 when frozen).
+fn lr_scale(kind: OptimizerKind, p: &Param) -> f64 {
+    if p.trainable {
+        p.lr_scale(kind.family())
+    } else {
+        0.0
+    }
 }
 
 /// What one step reports.
@@ -232,8 +249,7 @@ impl Optimizer {
         if !(eta >= 0.0 && eta.is_finite()) {
             return Err(Error::config(format!("learning rate must be finite and >= 0, got {eta}")));
         }
-        let fam = cfg.kind.family();
-        let scales = params.iter().map(|p| if p.trainable { p.lr_scale(fam) } else { 0.0 }).collect();
+        let scales = params.iter().map(|p| lr_scale(cfg.kind, p)).collect();
         let state = params.iter().map(|_| State::default()).collect();
         let neg_lrs = params.iter().map(|_| None).collect();
         Ok(Optimizer { cfg: cfg.clone(), eta, scales, state, t: 0, last_grads: vec![], last_low_rank: vec![], neg_lrs })
@@ -253,6 +269,32 @@ impl Optimizer {
     pub fn param_lrs(&self) -> Vec<f64> {
         let lr = self.current_lr();
         self.scales.iter().map(|s| lr * s).collect()
+    }
+
+    /// The settings the optimizer was built with.
+    pub fn config(&self) -> &OptimConfig {
+        &self.cfg
+    }
+
+    /// Adam's inverse preconditioner for the next step, per parameter (`None` for frozen
+    /// ones): with the state after `t >= 1` steps, the diagonal
+    /// `P^-1 = lr_p / ((1 - beta1^(t+1)) (sqrt(v_t / (1 - beta2^t)) + eps))`, so that the next
+    /// update is `-P^-1 m_{t+1}` with the second moment frozen at `v_t` (Cohen et al. 2022,
+    /// "Adaptive gradient methods at the edge of stability": their `P_t`, with the learning
+    /// rate folded in). `None` for SGD-like optimizers and before the first step.
+    pub fn adam_preconditioner(&self) -> Option<Vec<Option<Tensor>>> {
+        let c = &self.cfg;
+        if c.kind.family() != OptimizerFamily::Adam || self.t == 0 {
+            return None;
+        }
+        let t = self.t as i32;
+        let (bc1, bc2) = (1.0 - c.beta1.powi(t + 1), 1.0 - c.beta2.powi(t));
+        let lrs = self.param_lrs();
+        Some(
+            tch::no_grad(|| {
+                self.state.iter().zip(&lrs).map(|(st, &lr)| st.v.as_ref().filter(|_| lr > 0.0).map(|v| ((v / bc2).sqrt() + c.eps).reciprocal() * (lr / bc1))).collect()
+            }),
+        )
     }
 
     /// Whether the update is plain SGD, `w <- w - lr_p g` (no momentum, weight decay,
@@ -549,6 +591,29 @@ mod tests {
             }
             close(&vals(&p), &w);
         }
+    }
+
+    #[test]
+    fn config_rates_and_adam_preconditioner() {
+        // OptimConfig::param_lrs is what the optimizer uses, step by step under a schedule
+        let p = param(&W, 0.5);
+        let schedule = Schedule::WarmupCosine { warmup: 3, total: 8, final_frac: 0.1 };
+        let cfg = OptimConfig { kind: OptimizerKind::Adam, schedule, ..OptimConfig::default() };
+        let mut opt = Optimizer::new(&cfg, 0.01, &p).unwrap();
+        assert!(opt.adam_preconditioner().is_none(), "no state before the first step");
+        for t in 0..4 {
+            assert_eq!(cfg.param_lrs(0.01, &p, t), opt.param_lrs());
+            opt.step(&p, &mut || quad(&p, &C)).unwrap();
+        }
+        // after one step from W, v_1 = (1 - b2) g^2: P^-1 = lr / ((1 - b1^2) (|g| + eps))
+        let p = param(&W, 0.5);
+        let cfg = OptimConfig { kind: OptimizerKind::Adam, ..OptimConfig::default() };
+        let mut opt = Optimizer::new(&cfg, 0.01, &p).unwrap();
+        opt.step(&p, &mut || quad(&p, &C)).unwrap();
+        let pinv = opt.adam_preconditioner().unwrap().remove(0).unwrap();
+        let want: Vec<f64> = grad().iter().map(|g| 0.005 / ((1.0 - 0.81) * (g.abs() + 1e-8))).collect();
+        close(&Vec::<f64>::try_from(pinv).unwrap(), &want);
+        assert!(Optimizer::new(&OptimConfig::default(), 0.1, &p).unwrap().adam_preconditioner().is_none());
     }
 
     #[test]

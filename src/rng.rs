@@ -29,6 +29,9 @@ pub mod stream {
     pub const SUBSET: u64 = 4;
     /// Probe batches of the coordinate checks.
     pub const PROBE: u64 = 5;
+    /// Curvature estimates ([`crate::sharpness`]): Lanczos start vectors; `CURVATURE + 1`
+    /// Hutchinson's probes, `CURVATURE + 2` SLQ's start vectors, `CURVATURE + 3` the batch.
+    pub const CURVATURE: u64 = 6;
     /// Anything else (tests, examples).
     pub const MISC: u64 = 99;
 }
@@ -50,6 +53,13 @@ pub fn try_normal(shape: &[i64], std: f64, rng: &mut impl Rng, device: Device) -
 /// their allocation fails. Model weights use [`try_normal`].
 pub fn normal(shape: &[i64], std: f64, rng: &mut impl Rng, device: Device) -> Tensor {
     try_normal(shape, std, rng, device).expect("allocating a small random tensor")
+}
+
+/// `n` independent Rademacher signs (`+1` or `-1` with probability 1/2) as an `f32` tensor
+/// `[n]` on `device`.
+pub fn rademacher(n: i64, rng: &mut impl Rng, device: Device) -> Tensor {
+    let v: Vec<f32> = (0..n).map(|_| if rng.random::<bool>() { 1.0 } else { -1.0 }).collect();
+    Tensor::from_slice(&v).to_device(device)
 }
 
 /// A uniformly random permutation of `0..n` (Fisher-Yates).
@@ -86,6 +96,15 @@ mod tests {
         let t = normal(&[200_000], 0.5, &mut rng(1, stream::MISC), Device::Cpu);
         let std = t.std(true).double_value(&[]);
         assert!((std - 0.5).abs() < 0.005, "std {std}");
+    }
+
+    #[test]
+    fn rademacher_signs_are_balanced_and_seeded() {
+        let a = rademacher(100_000, &mut rng(2, stream::CURVATURE), Device::Cpu);
+        assert!(a.abs().eq(1.0).all().int64_value(&[]) == 1);
+        let mean = a.mean(Kind::Double).double_value(&[]);
+        assert!(mean.abs() < 0.015, "mean {mean}");
+        assert!(a.equal(&rademacher(100_000, &mut rng(2, stream::CURVATURE), Device::Cpu)));
     }
 
     #[test]

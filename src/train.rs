@@ -289,12 +289,15 @@ pub struct StepOutput<'a> {
     /// For a plain-SGD step fused into the MLP's backward pass, each trained weight's step
     /// in low-rank form (see [`LowRankStep`]); empty otherwise.
     pub low_rank: &'a [Option<LowRankStep>],
+    /// The optimizer after the step (its learning rates and state, e.g. Adam's
+    /// preconditioner for [`crate::sharpness`]), when the trainer exposes it.
+    pub optimizer: Option<&'a Optimizer>,
 }
 
 impl<'a> StepOutput<'a> {
     /// What `optimizer`'s last step left.
     pub fn of(stats: &'a StepStats, optimizer: &'a Optimizer) -> Self {
-        StepOutput { stats, grads: optimizer.last_gradients(), low_rank: optimizer.last_low_rank() }
+        StepOutput { stats, grads: optimizer.last_gradients(), low_rank: optimizer.last_low_rank(), optimizer: Some(optimizer) }
     }
 }
 
@@ -317,6 +320,26 @@ pub trait StepHook {
     /// ([`StepOutput::low_rank`]).
     fn needs_gradients(&self) -> bool {
         true
+    }
+}
+
+/// Several hooks watching one run, called in order at every event (e.g. the RCC monitor and
+/// the sharpness measurements, [`crate::sharpness::SharpnessHook`]); gradients are kept if
+/// any of them needs them.
+pub struct Hooks<'a>(pub Vec<&'a mut dyn StepHook>);
+
+impl StepHook for Hooks<'_> {
+    fn start(&mut self, model: &dyn Model) -> Result<()> {
+        self.0.iter_mut().try_for_each(|h| h.start(model))
+    }
+    fn before_step(&mut self, step: usize, model: &dyn Model) -> Result<()> {
+        self.0.iter_mut().try_for_each(|h| h.before_step(step, model))
+    }
+    fn after_step(&mut self, step: usize, model: &dyn Model, out: &StepOutput) -> Result<()> {
+        self.0.iter_mut().try_for_each(|h| h.after_step(step, model, out))
+    }
+    fn needs_gradients(&self) -> bool {
+        self.0.iter().any(|h| h.needs_gradients())
     }
 }
 
@@ -494,6 +517,9 @@ impl Steppable for Trainer {
     fn last_low_rank(&self) -> &[Option<LowRankStep>] {
         self.optimizer.last_low_rank()
     }
+    fn optimizer(&self) -> Option<&Optimizer> {
+        Some(&self.optimizer)
+    }
     fn set_keep_gradients(&mut self, keep: bool) {
         Trainer::set_keep_gradients(self, keep)
     }
@@ -523,6 +549,10 @@ pub trait Steppable {
     /// ([`Optimizer::last_low_rank`]). Default: none.
     fn last_low_rank(&self) -> &[Option<LowRankStep>] {
         &[]
+    }
+    /// The optimizer, for hooks that read its learning rates or state. Default: none.
+    fn optimizer(&self) -> Option<&Optimizer> {
+        None
     }
     /// Whether steps must keep their gradients for [`Steppable::last_gradients`] (a hook
     /// reads them); a model may skip materialising them otherwise. Default: ignored.
@@ -583,7 +613,7 @@ pub fn run_loop(t: &mut dyn Steppable, progress: bool, mut hook: Option<&mut dyn
         steps += 1;
         batch_losses.push(stats.loss);
         if let Some(h) = hook.as_deref_mut() {
-            let out = StepOutput { stats: &stats, grads: t.last_gradients(), low_rank: t.last_low_rank() };
+            let out = StepOutput { stats: &stats, grads: t.last_gradients(), low_rank: t.last_low_rank(), optimizer: t.optimizer() };
             h.after_step(steps, t.model(), &out)?;
         }
         let too_big = t.max_loss().is_some_and(|m| stats.loss > m);

@@ -1,4 +1,6 @@
-//! Shared by the benchmarks that time a Python reference in the same invocation.
+//! Shared by the benchmarks that time a Python reference in the same invocation (each bench
+//! compiles this module and uses part of it).
+#![allow(dead_code)]
 
 /// The Python that runs the references: `WIDTHLAB_PYTHON`, else the project venv (which has
 /// torch and numpy), else `python3` from PATH.
@@ -49,5 +51,60 @@ pub fn write_section(name: &str, markdown: &str) {
     match std::fs::create_dir_all(dir).and_then(|_| std::fs::write(&path, markdown)) {
         Ok(()) => println!("section written to {path}"),
         Err(e) => eprintln!("could not write {path}: {e}"),
+    }
+}
+
+/// A Python reference script run as a child process that serves timing blocks on request:
+/// it prints `ready` once set up, then answers every line written to its stdin with one JSON
+/// line, and exits at the end of its input. It gets widthlab's glibc allocator settings
+/// ([`widthlab::device::tune_allocator`]: no mmap for large blocks, no heap trimming) through
+/// `MALLOC_*` variables, so that neither side pays page faults the other avoids.
+#[allow(dead_code)]
+pub struct Reference {
+    child: std::process::Child,
+    out: std::io::BufReader<std::process::ChildStdout>,
+}
+
+#[allow(dead_code)]
+impl Reference {
+    /// Starts `benches/reference/<script>` with `args`; `None` (with a message) if it does not
+    /// start or does not get ready.
+    pub fn start(script: &str, args: &[String]) -> Option<Reference> {
+        use std::io::BufRead;
+        let path = format!("{}/benches/reference/{script}", env!("CARGO_MANIFEST_DIR"));
+        let mut child = std::process::Command::new(python())
+            .arg(&path)
+            .args(args)
+            .env("MALLOC_MMAP_MAX_", "0")
+            .env("MALLOC_TRIM_THRESHOLD_", i32::MAX.to_string())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .map_err(|e| eprintln!("PyTorch reference did not start: {e}"))
+            .ok()?;
+        let mut out = std::io::BufReader::new(child.stdout.take()?);
+        let mut line = String::new();
+        out.read_line(&mut line).ok()?;
+        if line.trim() != "ready" {
+            eprintln!("PyTorch reference failed (its error is above)");
+            return None;
+        }
+        Some(Reference { child, out })
+    }
+
+    /// Sends one request line and returns the JSON line it answers with.
+    pub fn request(&mut self, line: &str) -> Option<serde_json::Value> {
+        use std::io::{BufRead, Write};
+        writeln!(self.child.stdin.as_mut()?, "{line}").ok()?;
+        let mut answer = String::new();
+        self.out.read_line(&mut answer).ok()?;
+        serde_json::from_str(&answer).ok()
+    }
+}
+
+impl Drop for Reference {
+    fn drop(&mut self) {
+        drop(self.child.stdin.take()); // end of input: the script exits
+        let _ = self.child.wait();
     }
 }

@@ -36,6 +36,14 @@ pub struct CoordCheckArgs {
     /// (OUT/dump/w{width}-s{seed}/), to recompute any metric elsewhere.
     #[arg(long)]
     pub dump: bool,
+    /// Also the sharpness every K steps and at step 0 (rows `sharpness`, `sharpness_gn`,
+    /// `eta_sharpness` or, under Adam, `sharpness_precond`, with residuals; widthlab sharpness
+    /// --help lists them), on 1024 seeded training examples.
+    #[arg(long, value_name = "K")]
+    pub sharpness_every: Option<usize>,
+    /// With --sharpness-every: also each weight matrix's block (`sharpness_layer`).
+    #[arg(long, requires = "sharpness_every")]
+    pub sharpness_layers: bool,
     /// Tolerance on exponents for the verdicts.
     #[arg(long, default_value_t = 0.15)]
     pub tol: f64,
@@ -65,6 +73,10 @@ pub fn run_cli(args: &CoordCheckArgs) -> anyhow::Result<()> {
     }
     if args.data_dir.is_some() {
         cc.train.data.data_dir = args.data_dir.clone();
+    }
+    if let Some(every) = args.sharpness_every {
+        let config = widthlab::sharpness::SharpnessConfig { layers: args.sharpness_layers, ..Default::default() };
+        cc.sharpness = Some(widthlab::sharpness::SharpnessEvery { every, config });
     }
     let out = args.out.clone().unwrap_or_else(|| PathBuf::from(format!("results/coord-check/{}-{}", cc.name, args.profile)));
     cc.validate()?;

@@ -3,6 +3,7 @@ pub mod coord_check;
 pub mod gpt_train;
 pub mod params;
 pub mod run_flags;
+pub mod sharpness;
 pub mod sweep;
 pub mod train;
 pub mod uv;

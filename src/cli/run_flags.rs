@@ -1,6 +1,6 @@
-//! Flags shared by `widthlab train` (MLP) and `widthlab gpt-train`, how they override a
-//! training config, and how a run's result is written. Both configs name these settings
-//! alike (`model.width`, `optim.kind`, `data.data_dir`, ...), so one macro applies them to
+//! Flags shared by `widthlab train` (MLP), `widthlab gpt-train` and `widthlab sharpness`, how
+//! they override a training config, and how a run's result is written. Both configs name
+//! these settings alike (`model.width`, `optim.kind`, `data.data_dir`, ...), so one macro applies them to
 //! either.
 use std::path::{Path, PathBuf};
 
@@ -48,7 +48,8 @@ pub struct RunFlags {
     /// libtorch threads.
     #[arg(long)]
     pub threads: Option<usize>,
-    /// Write the full result (config, curves, evaluations) here as JSON.
+    /// Where to write results: the full result (config, curves, evaluations) as a JSON file
+    /// (train, gpt-train), or a directory of CSV and JSON files (sharpness).
     #[arg(long, short)]
     pub out: Option<PathBuf>,
     /// No progress bar.

@@ -289,6 +289,14 @@ impl Gpt {
         &self.cfg
     }
 
+    /// The same model with every parameter converted to `kind` (e.g. `Kind::Double` for
+    /// checks in f64; initial values are the f32 draws, cast). Tokens stay integers; the
+    /// RoPE tables are promoted to the queries' kind where they meet them.
+    pub fn to_kind(mut self, kind: Kind) -> Self {
+        super::params_to_kind(&mut self.params, kind);
+        self
+    }
+
     /// Logits for every position, unflattened.
     ///
     /// # Shapes
@@ -367,7 +375,12 @@ impl Gpt {
         let (q, k) = (Self::rope(&q, &rope.0, &rope.1), Self::rope(&k, &rope.0, &rope.1));
         // softmax(q k^T / sqrt(d_head) + causal mask) v
         let scale = 1.0 / (hd as f64).sqrt();
-        let y = Tensor::scaled_dot_product_attention::<&Tensor>(&q, &k, &v, None, 0.0, true, scale, false); // [B, H, T, d_head]
+        // (the fused kernel's backward is not differentiable: Hessians take the composite one)
+        let y = if super::in_twice_differentiable() {
+            Tensor::internal_scaled_dot_product_attention_math::<&Tensor>(&q, &k, &v, None, 0.0, true, None, scale, false).0
+        } else {
+            Tensor::scaled_dot_product_attention::<&Tensor>(&q, &k, &v, None, 0.0, true, scale, false)
+        }; // [B, H, T, d_head]
         let y = y.transpose(1, 2).contiguous().view([b, t, n]); // [B, T, n]
         self.linear(&blk.proj, &y, rec)
     }
@@ -584,6 +597,26 @@ mod tests {
         let want = a * 1f64.cos() - b * 1f64.sin();
         assert!((y.double_value(&[0, 0, 1, 0]) - want).abs() < 1e-5);
         assert_eq!(GptConfig::default().rotary_dims(), 8);
+    }
+
+    #[test]
+    fn twice_differentiable_attention_is_the_same_function() {
+        // inside the scope attention is libtorch's composite math kernel: the same logits, and
+        // a backward pass that can be differentiated again (in f64, to rounding)
+        let m = Gpt::new(&tiny(), &Parameterization::sp(), 0, Device::Cpu).unwrap().to_kind(Kind::Double);
+        assert_eq!(m.params()[0].tensor.kind(), Kind::Double);
+        let x = tokens(2, 9, 50, 3);
+        let fused = m.forward(&x);
+        let (math, hv) = crate::model::twice_differentiable(|| {
+            let f = m.forward(&x);
+            let w = &m.params()[m.blocks[0].q.weight].tensor;
+            let g = Tensor::run_backward(&[f.square().sum(Kind::Double)], &[w], true, true).remove(0);
+            let hv = Tensor::run_backward(&[g.sum(Kind::Double)], &[w], false, false).remove(0);
+            (f, hv)
+        });
+        assert!(math.allclose(&fused, 1e-12, 1e-12, false));
+        assert!(hv.abs().sum(Kind::Double).double_value(&[]) > 0.0);
+        assert!(!crate::model::in_twice_differentiable());
     }
 
     #[test]

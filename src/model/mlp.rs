@@ -221,10 +221,7 @@ impl Mlp {
     /// The same model with every parameter converted to `kind` (e.g. `Kind::Double` for
     /// checks against closed forms in f64; initial values are the f32 draws, cast).
     pub fn to_kind(mut self, kind: tch::Kind) -> Self {
-        for p in &mut self.params {
-            let t = tch::no_grad(|| p.tensor.to_kind(kind));
-            p.tensor = t.detach().set_requires_grad(p.trainable);
-        }
+        super::params_to_kind(&mut self.params, kind);
         self
     }
 

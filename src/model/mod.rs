@@ -64,6 +64,38 @@ pub fn build_params(layout: Vec<ParamShape>, param: &Parameterization, n: i64, s
         .collect()
 }
 
+/// Every parameter converted to `kind` (e.g. `Kind::Double` for checks against closed forms
+/// in f64), still requiring gradients where trainable: the one conversion behind
+/// [`Mlp::to_kind`] and [`Gpt::to_kind`].
+pub(crate) fn params_to_kind(params: &mut [Param], kind: tch::Kind) {
+    for p in params {
+        let t = tch::no_grad(|| p.tensor.to_kind(kind));
+        p.tensor = t.detach().set_requires_grad(p.trainable);
+    }
+}
+
+thread_local! {
+    static TWICE_DIFFERENTIABLE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` with every model's forward pass built from operations whose backward pass libtorch
+/// can differentiate again (for Hessian-vector products by double backward, see
+/// [`crate::sharpness`]). Most of libtorch's kernels are; the exception in widthlab's models
+/// is the fused CPU attention kernel behind `scaled_dot_product_attention` (its backward has
+/// no derivative), so inside this scope the GPT computes attention by libtorch's composite
+/// `_scaled_dot_product_attention_math` (the same function). Applies to this thread; nests.
+pub fn twice_differentiable<R>(f: impl FnOnce() -> R) -> R {
+    let before = TWICE_DIFFERENTIABLE.with(|c| c.replace(true));
+    let out = f();
+    TWICE_DIFFERENTIABLE.with(|c| c.set(before));
+    out
+}
+
+/// Whether forward passes must be twice differentiable (see [`twice_differentiable`]).
+pub(crate) fn in_twice_differentiable() -> bool {
+    TWICE_DIFFERENTIABLE.with(|c| c.get())
+}
+
 /// A trainable (or frozen) tensor with everything the parameterization and the monitors need.
 #[derive(Debug)]
 pub struct Param {

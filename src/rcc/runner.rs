@@ -41,6 +41,11 @@ pub struct CoordCheck {
     pub monitor: MonitorConfig,
     /// Size of the fixed probe batch the RCC is measured on.
     pub probe_size: usize,
+    /// Optional sharpness metrics (`sharpness`, `sharpness_gn`, `eta_sharpness`,
+    /// `sharpness_layer`, ...: [`crate::sharpness`]) every few steps, on their own seeded
+    /// curvature batch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sharpness: Option<crate::sharpness::SharpnessEvery>,
 }
 
 /// Names of the presets (appendix E figures).
@@ -96,6 +101,7 @@ impl CoordCheck {
             steps,
             monitor: MonitorConfig { schedule: StepSchedule::Every, ..MonitorConfig::default() },
             probe_size: 256,
+            sharpness: None,
         })
     }
 
@@ -133,6 +139,9 @@ impl CoordCheck {
         }
         if self.steps == 0 || self.probe_size == 0 {
             return Err(Error::config("coordinate check: steps and probe_size must be >= 1"));
+        }
+        if let Some(s) = &self.sharpness {
+            s.validate()?;
         }
         crate::limits::check_runs("coordinate check (widths x seeds)", self.widths.len() as f64 * self.seeds.len() as f64)?;
         // Every width's run, the widest one included, before any of them starts.
@@ -217,12 +226,18 @@ fn run_one(cc: &CoordCheck, width: i64, seed: u64) -> Result<(Vec<Record>, Optio
     let mut mcfg = cc.monitor.clone();
     mcfg.dump_dir = mcfg.dump_dir.map(|d| d.join(format!("w{width}-s{seed}")));
     let mut mon = Monitor::new(mcfg, px, py, cfg.loss);
-    let result = trainer.run(false, Some(&mut mon))?;
+    let mut sharp = cc.sharpness.as_ref().map(|s| crate::sharpness::SharpnessHook::for_mlp(&trainer, s.config.clone(), s.schedule())).transpose()?;
+    let result = match &mut sharp {
+        Some(h) => trainer.run(false, Some(&mut crate::train::Hooks(vec![&mut mon, h])))?,
+        None => trainer.run(false, Some(&mut mon))?,
+    };
     let div = match result.outcome {
         crate::train::Outcome::Diverged { step, .. } => Some(step),
         crate::train::Outcome::Completed => None,
     };
-    Ok((mon.records, div))
+    let mut records = mon.records;
+    records.extend(sharp.map(|h| h.records).unwrap_or_default());
+    Ok((records, div))
 }
 
 /// Runs every width and seed. Runs execute in parallel on rayon's pool with one libtorch
@@ -551,6 +566,38 @@ mod tests {
         assert!(a.figure_decomposition("layers.1.weight", 32).to_svg().unwrap().contains("propagating"));
         let (checked, bad) = a.decomposition_consistency(1e-3);
         assert!(checked > 50 && bad == 0, "{checked} {bad}");
+    }
+
+    #[test]
+    fn sharpness_metrics_every_k_steps_are_deterministic_per_seed() {
+        let mut cc = teacher_check(vec![16, 32]);
+        let plain = run(&cc, false).unwrap();
+        let config = crate::sharpness::SharpnessConfig { batch_size: Some(64), layers: true, ..Default::default() };
+        cc.sharpness = Some(crate::sharpness::SharpnessEvery { every: 2, config });
+        let a = run(&cc, false).unwrap();
+        let b = run(&cc, false).unwrap();
+        let bits = |r: &[Row]| r.iter().map(|x| (x.width, x.seed, x.step, x.layer.clone(), x.metric.clone(), x.value.to_bits())).collect::<Vec<_>>();
+        assert_eq!(bits(&a.rows), bits(&b.rows), "same seeds, same rows");
+        // the monitor's rows are those of the check without sharpness
+        let sharp = |r: &Row| r.metric.contains("sharpness") || r.metric == "hessian_loss";
+        let monitor: Vec<Row> = a.rows.iter().filter(|r| !sharp(r)).cloned().collect();
+        assert_eq!(bits(&monitor), bits(&plain.rows));
+        // every run at steps 0 and 2 (3 steps): model-level and per-layer rows
+        for (w, s) in [(16, 0), (16, 1), (32, 0), (32, 1)] {
+            let steps: Vec<usize> = a.rows.iter().filter(|r| r.width == w && r.seed == s && r.layer == "model" && r.metric == "sharpness").map(|r| r.step).collect();
+            assert_eq!(steps, [0, 2]);
+            for m in ["sharpness_gn", "eta_sharpness"] {
+                assert!(a.rows.iter().any(|r| r.width == w && r.seed == s && r.metric == m && r.value > 0.0), "{m}");
+            }
+            assert!(a.rows.iter().any(|r| r.width == w && r.seed == s && r.layer == "layers.1.weight" && r.metric == "sharpness_layer"));
+        }
+        // different seeds, different batches and weights
+        let at = |s: u64| a.rows.iter().find(|r| r.width == 16 && r.seed == s && r.step == 0 && r.metric == "sharpness").unwrap().value;
+        assert_ne!(at(0), at(1));
+        // and it fits like every metric
+        assert!(a.fit("model", "sharpness", 2).unwrap().exponent.is_finite());
+        cc.sharpness = Some(crate::sharpness::SharpnessEvery { every: 0, config: Default::default() });
+        assert!(cc.validate().unwrap_err().to_string().contains("every"));
     }
 
     #[test]

@@ -1203,18 +1203,34 @@ impl UvNet {
         Ok(UvState { f, lambda: k / self.config.kernel_norm(self.mlp.width() as f64) })
     }
 
+    /// The training input `x` as a batch of one, `[1, 1]`.
+    pub fn input(&self) -> &Tensor {
+        &self.x
+    }
+
     /// Trains for `steps` SGD steps with base rate `eta` (schedule and weight decay from the
     /// config) and returns `(f_t, lambda_t)` for `t = 0..=steps`.
     pub fn train(&self, eta: f64, steps: usize) -> Result<Vec<UvState>> {
+        let mut out = vec![];
+        self.train_with(eta, steps, &mut |net| {
+            out.push(net.state()?);
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// As [`UvNet::train`], calling `each` with the network at `t = 0..=steps` (before the
+    /// first step and after every step) instead of recording its state.
+    pub fn train_with(&self, eta: f64, steps: usize, each: &mut dyn FnMut(&UvNet) -> Result<()>) -> Result<()> {
         let ocfg = OptimConfig { weight_decay: self.config.weight_decay, decay_mode: DecayMode::Independent, schedule: self.config.schedule.build(steps), ..OptimConfig::default() };
         let mut opt = Optimizer::new(&ocfg, eta, self.mlp.params())?;
         let y = self.config.y;
-        let mut out = vec![self.state()?];
+        each(self)?;
         for _ in 0..steps {
             opt.step(self.mlp.params(), &mut || (self.output() - y).square() * 0.5)?;
-            out.push(self.state()?);
+            each(self)?;
         }
-        Ok(out)
+        Ok(())
     }
 }
 

@@ -340,6 +340,9 @@ impl Steppable for GptTrainer {
     fn last_gradients(&self) -> &[Option<Tensor>] {
         self.optimizer.last_gradients()
     }
+    fn optimizer(&self) -> Option<&Optimizer> {
+        Some(&self.optimizer)
+    }
     fn evaluate(&self, step: usize) -> EvalRecord {
         let (train_loss, train_acc) = self.evaluate_on(&self.data.train, &self.eval_train);
         let (val_loss, val_acc) = self.evaluate_on(&self.data.val, &self.eval_val);
