@@ -190,7 +190,8 @@ pub fn ce_vs_mse_base(profile: Profile, dataset: DatasetName) -> TrainConfig {
 
 /// The multi-index teacher data of appendix D.2 (`d_in = 100`, 2 classes) at a profile:
 /// 10,000 training points and 1,000 test points at `quick` and `paper`, one epoch at batch 64
-/// (157 SGD steps); `smoke`: 256 and 256.
+/// (157 SGD steps); `smoke`: 2,048 and 256 (32 steps: enough to learn above the near-chance
+/// threshold, so that the searches find stable learning rates).
 ///
 /// This follows the authors' code (`10^4` train, `10^3` test) rather than the paper's D.2
 /// text (`10^3` train, `10^4` test): with about 1,000 points (16 SGD steps) the input layer of
@@ -198,7 +199,7 @@ pub fn ce_vs_mse_base(profile: Profile, dataset: DatasetName) -> TrainConfig {
 /// `n^-1` instead of the paper's `n^0` (F.15 measured `-1.00` that way). The test
 /// `teacher_input_layer_learns_with_10k_points` shows the difference.
 pub fn teacher_data(profile: Profile) -> DataConfig {
-    let (n_train, n_test) = if profile == Profile::Smoke { (256, 256) } else { (10_000, 1_000) };
+    let (n_train, n_test) = if profile == Profile::Smoke { (2_048, 256) } else { (10_000, 1_000) };
     let mut d = DataConfig { dataset: DatasetName::Teacher, train_subset: None, test_subset: None, ..DataConfig::default() };
     d.teacher.d_in = 100;
     d.teacher.n_train = n_train;
@@ -847,7 +848,7 @@ mod tests {
                             assert_eq!(c["optim"]["kind"], "sgd");
                             if dataset == DatasetName::Teacher {
                                 assert_eq!((c["model"]["d_in"].as_i64(), c["model"]["d_out"].as_i64()), (Some(100), Some(2)));
-                                let n = if profile == Profile::Smoke { 256 } else { 10_000 };
+                                let n = if profile == Profile::Smoke { 2_048 } else { 10_000 };
                                 assert_eq!(c["data"]["teacher"]["n_train"].as_i64(), Some(n));
                             } else {
                                 assert_eq!(c["data"]["dataset"], "fashion-mnist");
