@@ -315,10 +315,10 @@ pub fn optimal_gap(a: &super::search::SettingSearch, b: &super::search::SettingS
     Some(OptimalGap { width, per_seed })
 }
 
-/// The searches of appendix F.4 (Fig. F.14-F.17, notebook 09): SP MLPs with SGD on the
-/// teacher data ([`teacher_data`]), each with what its claim needs.
+/// The searches of appendix F.4 (Fig. F.14-F.17, notebook 09): SP MLPs with SGD, each with
+/// what its claim needs; on the teacher data ([`teacher_data`]) except the F.17 pair.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum TeacherSearch {
+pub enum ShallowSearch {
     /// 2 layers, CE: the optimum (F.14/F.15: transfers at `n^0`).
     Ce2,
     /// 2 layers, MSE: the max-stable learning rate (F.15: `n^-1`).
@@ -327,37 +327,53 @@ pub enum TeacherSearch {
     MseSoftmax2,
     /// 3 layers, CE: the max-stable learning rate (F.16: `n^-1/2`).
     Ce3,
-    /// 3 layers, MSE: the max-stable learning rate (F.16: `n^-1`; F.17 without LayerNorm).
+    /// 3 layers, MSE: the max-stable learning rate (F.16: `n^-1`).
     Mse3,
-    /// 3 layers, MSE with LayerNorm on the logits: the max-stable learning rate (F.17).
-    Mse3LogitNorm,
+    /// F.17 without LayerNorm on the logits: 3 layers, MSE, Fashion-MNIST ([`mlp_base`]), the
+    /// max-stable learning rate. Not on the teacher data: LayerNorm over its 2 logits maps
+    /// them to `+-1`, whose gradient vanishes almost everywhere (nothing trains).
+    MseFmnist3,
+    /// F.17: [`ShallowSearch::MseFmnist3`] with LayerNorm on the logits.
+    MseFmnist3LogitNorm,
 }
 
-impl TeacherSearch {
-    pub const ALL: [TeacherSearch; 6] = [TeacherSearch::Ce2, TeacherSearch::Mse2, TeacherSearch::MseSoftmax2, TeacherSearch::Ce3, TeacherSearch::Mse3, TeacherSearch::Mse3LogitNorm];
+impl ShallowSearch {
+    pub const ALL: [ShallowSearch; 7] = [ShallowSearch::Ce2, ShallowSearch::Mse2, ShallowSearch::MseSoftmax2, ShallowSearch::Ce3, ShallowSearch::Mse3, ShallowSearch::MseFmnist3, ShallowSearch::MseFmnist3LogitNorm];
 
     pub fn name(self) -> &'static str {
         match self {
-            TeacherSearch::Ce2 => "d2_ce",
-            TeacherSearch::Mse2 => "d2_mse",
-            TeacherSearch::MseSoftmax2 => "d2_mse-softmax",
-            TeacherSearch::Ce3 => "d3_ce",
-            TeacherSearch::Mse3 => "d3_mse",
-            TeacherSearch::Mse3LogitNorm => "d3_mse_logit-norm",
+            ShallowSearch::Ce2 => "d2_ce",
+            ShallowSearch::Mse2 => "d2_mse",
+            ShallowSearch::MseSoftmax2 => "d2_mse-softmax",
+            ShallowSearch::Ce3 => "d3_ce",
+            ShallowSearch::Mse3 => "d3_mse",
+            ShallowSearch::MseFmnist3 => "fmnist_d3_mse",
+            ShallowSearch::MseFmnist3LogitNorm => "fmnist_d3_mse_logit-norm",
         }
     }
 
     pub fn depth(self) -> usize {
         match self {
-            TeacherSearch::Ce2 | TeacherSearch::Mse2 | TeacherSearch::MseSoftmax2 => 2,
+            ShallowSearch::Ce2 | ShallowSearch::Mse2 | ShallowSearch::MseSoftmax2 => 2,
             _ => 3,
+        }
+    }
+
+    /// The instability rule: the paper's NaN rule for the MSE max-stable searches (appendix
+    /// D.4); `near-chance` for CE and for the optimal searches (there it only sets where the
+    /// coarse pass starts). Near chance under MSE also catches nets that merely have not
+    /// learned yet, which at large widths and small learning rates (157 steps) is every run.
+    fn instability(self) -> Instability {
+        match self {
+            ShallowSearch::Mse2 | ShallowSearch::Mse3 | ShallowSearch::MseFmnist3 | ShallowSearch::MseFmnist3LogitNorm => Instability::Nan,
+            _ => Instability::NearChance,
         }
     }
 
     pub fn loss(self) -> LossKind {
         match self {
-            TeacherSearch::Ce2 | TeacherSearch::Ce3 => LossKind::Ce,
-            TeacherSearch::MseSoftmax2 => LossKind::MseSoftmax,
+            ShallowSearch::Ce2 | ShallowSearch::Ce3 => LossKind::Ce,
+            ShallowSearch::MseSoftmax2 => LossKind::MseSoftmax,
             _ => LossKind::Mse,
         }
     }
@@ -366,15 +382,15 @@ impl TeacherSearch {
     /// F.14/F.16's x-axes; F.17's LayerNorm: like CE, `-1/2`).
     pub fn paper_exponent(self) -> f64 {
         match self {
-            TeacherSearch::Ce2 => 0.0,
-            TeacherSearch::Ce3 | TeacherSearch::Mse3LogitNorm => -0.5,
+            ShallowSearch::Ce2 => 0.0,
+            ShallowSearch::Ce3 | ShallowSearch::MseFmnist3LogitNorm => -0.5,
             _ => -1.0,
         }
     }
 
     fn find(self) -> super::search::Find {
         match self {
-            TeacherSearch::Ce2 | TeacherSearch::MseSoftmax2 => super::search::Find::Optimal,
+            ShallowSearch::Ce2 | ShallowSearch::MseSoftmax2 => super::search::Find::Optimal,
             _ => super::search::Find::MaxStable,
         }
     }
@@ -382,17 +398,18 @@ impl TeacherSearch {
     /// Initial bracket of `log2 lr` at width 256 and the guessed exponent.
     fn bracket(self) -> ([f64; 2], f64) {
         match self {
-            TeacherSearch::Ce2 => ([0.0, 4.0], 0.0),
-            TeacherSearch::Mse2 => ([-3.0, 0.0], -1.0),
-            TeacherSearch::MseSoftmax2 => ([-2.0, 2.0], -1.0),
-            TeacherSearch::Ce3 => ([-1.0, 2.0], -0.5),
-            TeacherSearch::Mse3 => ([-4.0, -1.0], -1.0),
-            TeacherSearch::Mse3LogitNorm => ([-1.0, 2.0], -0.5),
+            ShallowSearch::Ce2 => ([0.0, 4.0], 0.0),
+            ShallowSearch::Mse2 => ([0.0, 2.0], -1.0),
+            ShallowSearch::MseSoftmax2 => ([-2.0, 2.0], -1.0),
+            ShallowSearch::Ce3 => ([-1.0, 2.0], -0.5),
+            ShallowSearch::Mse3 => ([0.0, 2.0], -1.0),
+            ShallowSearch::MseFmnist3 => ([-3.0, -1.0], -1.0),
+            ShallowSearch::MseFmnist3LogitNorm => ([-1.0, 2.0], -0.5),
         }
     }
 }
 
-impl std::fmt::Display for TeacherSearch {
+impl std::fmt::Display for ShallowSearch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.name())
     }
@@ -413,11 +430,11 @@ impl std::fmt::Display for TeacherSearch {
 /// - `paper`: widths 256..16384 (both depths), 4 seeds.
 /// - `smoke`: two widths, one seed: the machinery only.
 ///
-/// Every search uses `near-chance` (training accuracy below 55.6% on these 2-class data, or
-/// diverged): under MSE these ReLU nets die at large learning rates (chance accuracy, finite
-/// loss) before they produce a NaN, which the paper's D.4 wording ("predictions degrade to
-/// random guessing") calls unstable too; its NaN rule would search the plateau of dead nets.
-pub fn teacher_search_design(profile: Profile, depth: usize) -> Result<(Vec<i64>, Vec<u64>)> {
+/// The F.17 pair trains 3-layer MLPs on Fashion-MNIST as [`mlp_base`] (4096 images, 64 steps
+/// at `quick`; the paper: 8-layer MLPs on CIFAR-10) at the 3-layer widths. Instability
+/// rules: [`ShallowSearch`]'s (CE: training accuracy below 55.6% on these 2-class data, or
+/// diverged; MSE max-stable: NaN).
+pub fn shallow_search_design(profile: Profile, depth: usize) -> Result<(Vec<i64>, Vec<u64>)> {
     Ok(match (profile, depth) {
         (Profile::Smoke, _) => (vec![32, 64], crate::profile::seeds(1)?),
         (Profile::Quick, 2) => (vec![64, 128, 256, 512, 1024], crate::profile::seeds(3)?),
@@ -426,19 +443,20 @@ pub fn teacher_search_design(profile: Profile, depth: usize) -> Result<(Vec<i64>
     })
 }
 
-/// One search of appendix F.4 ([`TeacherSearch`], [`teacher_search_design`]). The search range
+/// One search of appendix F.4 ([`ShallowSearch`], [`shallow_search_design`]). The search range
 /// is limited to `2^-16 .. 2^16`: a setting that stays stable up to the top (MSE with logit
 /// LayerNorm may) ends there ([`super::search::Edge::NoUnstable`]).
-pub fn teacher_search(profile: Profile, which: TeacherSearch) -> Result<super::search::SearchSpec> {
-    let (widths, seeds) = teacher_search_design(profile, which.depth())?;
-    let mut c = ce_vs_mse_base(profile, DatasetName::Teacher);
+pub fn shallow_search(profile: Profile, which: ShallowSearch) -> Result<super::search::SearchSpec> {
+    let (widths, seeds) = shallow_search_design(profile, which.depth())?;
+    let fmnist = matches!(which, ShallowSearch::MseFmnist3 | ShallowSearch::MseFmnist3LogitNorm);
+    let mut c = ce_vs_mse_base(profile, if fmnist { DatasetName::FashionMnist } else { DatasetName::Teacher });
     c.model.depth = which.depth();
-    c.model.logit_norm = which == TeacherSearch::Mse3LogitNorm;
+    c.model.logit_norm = which == ShallowSearch::MseFmnist3LogitNorm;
     c.loss = Loss::new(which.loss());
     let grid = SweepSpec::mlp(&format!("09_teacher_{which}_{profile}"), &c)?.axis("width", widths)?.axis("seed", seeds)?;
     let (bracket, guess) = which.bracket();
     let mut p = search_params(profile, which.find(), bracket, guess);
-    p.instability = Some(Instability::NearChance);
+    p.instability = Some(which.instability());
     p.limits = [-16.0, 16.0];
     Ok(super::search::SearchSpec::from_grid(&grid, p))
 }
@@ -818,13 +836,14 @@ mod tests {
     }
 
     #[test]
-    fn ce_vs_mse_and_teacher_searches_follow_their_designs() {
+    fn ce_vs_mse_and_shallow_searches_follow_their_designs() {
         use crate::sweep::search::Find;
         for profile in [Profile::Smoke, Profile::Quick, Profile::Paper] {
             let mut keys = std::collections::HashSet::new();
             let mut check = |s: &crate::sweep::search::SearchSpec, widths: &[i64], seeds: &[u64]| {
                 s.validate().unwrap();
-                assert_eq!(s.search.instability, Some(Instability::NearChance));
+                let mse_edge = s.search.find == Find::MaxStable && s.base["loss"]["kind"] == "mse";
+                assert_eq!(s.search.instability, Some(if mse_edge { Instability::Nan } else { Instability::NearChance }), "{}", s.name);
                 let pts = s.grid_spec().points().unwrap();
                 assert_eq!(pts.len(), widths.len() * seeds.len(), "{}", s.name);
                 // every search trains its own runs (no two presets share a key)
@@ -864,16 +883,17 @@ mod tests {
                 }
             }
             assert!(ce_vs_mse_search(profile, DatasetName::FashionMnist, "nope", LossKind::Ce).is_err());
-            for which in TeacherSearch::ALL {
-                let s = teacher_search(profile, which).unwrap();
-                let (w, seeds) = teacher_search_design(profile, which.depth()).unwrap();
-                assert_eq!(s.search.find.optimal(), matches!(which, TeacherSearch::Ce2 | TeacherSearch::MseSoftmax2));
+            for which in ShallowSearch::ALL {
+                let s = shallow_search(profile, which).unwrap();
+                let (w, seeds) = shallow_search_design(profile, which.depth()).unwrap();
+                assert_eq!(s.search.find.optimal(), matches!(which, ShallowSearch::Ce2 | ShallowSearch::MseSoftmax2));
                 for p in check(&s, &w, &seeds) {
                     let c = &p.config;
                     assert_eq!(c["model"]["depth"].as_u64(), Some(which.depth() as u64));
-                    assert_eq!(c["model"]["logit_norm"], which == TeacherSearch::Mse3LogitNorm);
+                    assert_eq!(c["model"]["logit_norm"], which == ShallowSearch::MseFmnist3LogitNorm);
                     assert_eq!(c["loss"]["kind"], which.loss().to_string());
-                    assert_eq!((c["data"]["dataset"].as_str(), c["param"].as_str()), (Some("teacher"), Some("sp")));
+                    let fmnist = matches!(which, ShallowSearch::MseFmnist3 | ShallowSearch::MseFmnist3LogitNorm);
+                    assert_eq!((c["data"]["dataset"].as_str(), c["param"].as_str()), (Some(if fmnist { "fashion-mnist" } else { "teacher" }), Some("sp")));
                 }
             }
         }
