@@ -63,6 +63,31 @@ fn a_small_run_writes_a_json_result() {
 }
 
 #[test]
+fn base_width_sets_the_width_where_rules_coincide_with_sp() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |name: &str, extra: &[&str]| -> serde_json::Value {
+        let out = dir.path().join(format!("{name}.json"));
+        let mut a = TEACHER.to_vec();
+        a.extend_from_slice(&["--width", "256", "--lr", "0.05", "--out", out.to_str().unwrap()]);
+        a.extend_from_slice(extra);
+        let o = widthlab(&a);
+        assert!(o.status.success(), "{}", stderr(&o));
+        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap()
+    };
+    let loss = |v: &serde_json::Value| v["last"]["train_loss"].as_f64().unwrap();
+    let sp = run("sp", &["--param", "sp"]);
+    let mup_256 = run("mup256", &["--param", "mup", "--base-width", "256"]);
+    let mup = run("mup", &["--param", "mup"]);
+    assert_eq!((&mup_256["config"]["base_width"], &mup["config"]["base_width"]), (&serde_json::json!(256.0), &serde_json::Value::Null));
+    // per-layer rules in powers of n/n0: at n = n0 muP's init and rates are SP's
+    assert_eq!(loss(&mup_256), loss(&sp));
+    assert_ne!(loss(&mup), loss(&sp));
+    let mut a = TEACHER.to_vec();
+    a.extend_from_slice(&["--param", "mup", "--base-width", "0"]);
+    assert_clean_error(&widthlab(&a), "base widths must be > 0");
+}
+
+#[test]
 fn params_lists_every_builtin() {
     let o = widthlab(&["params", "--list"]);
     assert!(o.status.success());

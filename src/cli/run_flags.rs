@@ -23,6 +23,10 @@ pub struct RunFlags {
     /// Global learning-rate exponent: eta_n = lr (n/256)^-alpha.
     #[arg(long)]
     pub alpha: Option<f64>,
+    /// Base width n0 of the per-layer width rules, powers of n/n0 (default 1: absolute n, the
+    /// paper's convention); e.g. 256 to coincide with SP at width 256 (transfer studies).
+    #[arg(long)]
+    pub base_width: Option<f64>,
     /// Base learning rate eta (the maximal one after warmup, under a schedule).
     #[arg(long)]
     pub lr: Option<f64>,
@@ -72,7 +76,7 @@ macro_rules! apply_run_flags {
     ($f:expr, $c:expr) => {{
         let (f, c) = (&$f, &mut $c);
         $crate::cli::run_flags::override_fields!(f, c;
-            width => model.width, depth => model.depth, lr => lr, alpha => alpha,
+            width => model.width, depth => model.depth, lr => lr, alpha => alpha, base_width => base_width,
             loss => loss.kind, optimizer => optim.kind, data_dir => data.data_dir,
             steps => steps, batch_size => batch_size, seed => seed, device => device,
             threads => threads);

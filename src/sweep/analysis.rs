@@ -429,6 +429,16 @@ pub fn analyse_spec(spec: &super::SweepSpec, store: &super::Store, objective: Ob
 }
 
 impl LrAnalysis {
+    /// The optimal learning rate's width exponent as a claim's estimate: the fit's 95%
+    /// interval over every seed at every width, widened by the grid's resolution
+    /// ([`crate::fit::resolution_bound`] with `half_octave`, half the grid's spacing in
+    /// octaves; the parabola refinement is not credited). `None` without a fit.
+    pub fn optimal_estimate(&self, half_octave: f64) -> Option<crate::claims::Estimate> {
+        let widths: Vec<f64> = self.widths.iter().flat_map(|w| w.per_seed.iter().map(move |_| w.width)).collect();
+        let fit = self.optimal_fit.as_ref()?;
+        Some(crate::claims::Estimate::exponent(fit).widen(crate::fit::resolution_bound(&widths, half_octave), "the grid's resolution (half a step)"))
+    }
+
     /// A text table: per width the optimal and max-stable learning rates with seed ranges,
     /// then the fitted exponents with 95% CIs and the closest clean exponent.
     pub fn table(&self) -> String {
@@ -629,6 +639,12 @@ mod tests {
                 let (lo, hi) = w.optimal_spread();
                 assert!(lo <= w.optimal_lr * 1.05 && hi >= w.optimal_lr * 0.95 && hi / lo < 1.1);
             }
+            // the claim's interval: the fit's, widened by half a grid step's worst case
+            let est = a.optimal_estimate(0.25).unwrap();
+            let ns: Vec<f64> = a.widths.iter().flat_map(|w| w.per_seed.iter().map(move |_| w.width)).collect();
+            let half = crate::fit::resolution_bound(&ns, 0.25);
+            assert!(half > 0.0 && ns.len() == 18);
+            assert!((est.low - (opt.ci_low - half)).abs() < 1e-12 && (est.high - (opt.ci_high + half)).abs() < 1e-12 && est.value == opt.exponent);
             assert!(a.table().contains("closest clean"));
             assert!(a.curves_figure(-e_ms, 64.0).to_svg().is_ok());
             assert!(a.exponents_figure(Some(e_ms)).to_svg().is_ok());

@@ -247,22 +247,6 @@ pub fn exponent_row(row: &str, a: &LrAnalysis) -> ExponentRow {
 
 // ---- Section 5.3 (notebook 08) and appendix F.4 (notebook 09): learning-rate searches ----
 
-/// Search parameters at a profile: 1/8-octave resolution (1/2 at `smoke`), the initial
-/// bracket `[lo, hi]` of `log2 lr` at width 256 moved by `guess_exponent log2(n/256)` (the
-/// bracket extends itself when the guess is wrong; a good guess only saves probes).
-pub fn search_params(profile: Profile, find: super::search::Find, bracket: [f64; 2], guess_exponent: f64) -> super::search::SearchParams {
-    let (resolution, coarse, refine) = if profile == Profile::Smoke { (0.5, 1.0, 0.5) } else { (0.125, 0.5, 0.125) };
-    super::search::SearchParams {
-        find,
-        bracket,
-        guess_exponent,
-        guess_width: 256.0,
-        resolution,
-        optimal: super::search::OptimalParams { coarse, refine, ..Default::default() },
-        ..Default::default()
-    }
-}
-
 /// The 8-layer MLP of section 5.3 (Fig. 7, F.18) on `dataset` (learning rate unset):
 /// Fashion-MNIST as in [`mlp_base`]; the multi-index teacher data as [`teacher_data`].
 pub fn ce_vs_mse_base(profile: Profile, dataset: DatasetName) -> TrainConfig {
@@ -740,52 +724,66 @@ pub fn gpt_lr_exponent_rows(analyses: &[(GptLrSetting, &LrAnalysis)]) -> Vec<Exp
 
 // ---- Section 5.2 (notebook 07): SP-full-align, MUSOLI and the proposed last-layer init ----
 //
-// `sp_full_align_mlp` (Fig. 6, F.12, F.33-F.35 on Fashion-MNIST): the 8-layer SGD MLP of
-// `mlp_base` (`n >> d_out = 10`) in SP-full-align, MUSOLI and SP-full-align with the proposed
-// last-layer init; `sp_full_align_gpt`: the GPT on Shakespeare (`d_out = 8192 >> n`) with AdamW
+// `sp_full_align_search` (Fig. 6, F.12, F.33-F.35 on Fashion-MNIST): learning-rate searches
+// on the 8-layer SGD MLP of `mlp_base` (`n >> d_out = 10`) in SP-full-align, MUSOLI and
+// SP-full-align with the proposed last-layer init; `sp_full_align_gpt`: the GPT on Shakespeare (`d_out = 8192 >> n`) with AdamW
 // in SP-full-align and with the proposed init; `sp_full_align_mlp_check` /
-// `sp_full_align_gpt_check`: refined coordinate checks (Fig. F.31/F.32, E.17) for the
-// readout's propagating update `W_0 Delta x`; `sp_full_align_op_norm_grid`: widths and output
+// `sp_full_align_gpt_check`, `musoli_first_step_check`: refined coordinate checks (Fig.
+// F.31/F.32, E.17) for the readout's propagating and effective updates; `sp_full_align_op_norm_grid`: widths and output
 // dimensions of the `||W_0||_op ~ 1 + sqrt(n/d_out)` table (`crate::theory::readout`).
 // (Paths are written out in this block instead of `use`d, so that parallel additions to the
 // imports at the top cannot clash with it.)
 
-/// Parameterizations of 07's MLP sweep: SP-full-align and MUSOLI (standard last-layer init)
-/// and SP-full-align's learning rates with the proposed last-layer init.
+/// Parameterizations of 07's MLP searches: SP-full-align and MUSOLI (standard last-layer
+/// init) and the proposed last-layer init with the SGD rates F.7 derives from it.
 pub const SP_FULL_ALIGN_MLP_PARAMS: [&str; 3] = ["sp-full-align", "musoli", "sp-full-align-proposed-init"];
 /// Parameterizations of 07's GPT sweep (MUSOLI's larger readout rate matters once logits
 /// blow up, which they do not at `d_out >> n`).
 pub const SP_FULL_ALIGN_GPT_PARAMS: [&str; 2] = ["sp-full-align", "sp-full-align-proposed-init"];
 
-/// Widths, seeds and base learning rates of 07's MLP sweep. Every per-layer rule equals SP's
-/// at `n0 = 256`, so the grid is centred on SP's range of [`lr_exponents_grid`] there (first
-/// unstable CE learning rate about `2^-2.5` at 256) and extends upwards for the proposed init,
-/// whose muP-like readout tolerates larger rates. `quick`: widths 64..1024, one seed, one
-/// point per octave (the paper: widths up to 16384, 4 seeds).
-pub fn sp_full_align_mlp_grid(profile: Profile) -> (Vec<i64>, Vec<u64>, Vec<f64>) {
-    match profile {
-        Profile::Smoke => (vec![32, 64], vec![0], log2_grid(-7.0, 2.0, 1).into_iter().step_by(3).collect()),
-        Profile::Quick => (vec![64, 128, 256, 512, 1024], vec![0], log2_grid(-7.0, 3.0, 1)),
-        Profile::Paper => (vec![256, 512, 1024, 2048, 4096, 8192, 16384], vec![0, 1, 2, 3], log2_grid(-10.0, 4.0, 2)),
+/// Statistical design of 07's MLP learning-rate searches (Fig. 6, F.12, F.33-F.35, Table F.1
+/// row "SP-full-align"), one search per parameterization of [`SP_FULL_ALIGN_MLP_PARAMS`].
+///
+/// Widths and seeds are section 5.1's ([`lr_search_design`]: `quick` 32..512, 16x over 5
+/// widths, 3 seeds; the paper 256..16384, 4 seeds), and so is the training ([`mlp_base`]:
+/// 8-layer ReLU MLP, SGD, CE, batch 64, one epoch; `quick` trains on a 4096-image
+/// Fashion-MNIST subset, 64 steps, where the paper trains 938 steps on all 60k images). Each
+/// exponent is a regression over every seed at every width, its interval widened by the
+/// search's resolution (1/8 octave). What is searched follows the claims: SP-full-align both
+/// (Table F.1: max-stable `0`, optimal `-0.35`), MUSOLI the max-stable learning rate
+/// (F.33/F.34: width-independent), the proposed init the optimum (does it transfer?).
+/// Per-layer rules are in absolute `n` (the paper's convention, `base_width = 1`): at width 256
+/// SP-full-align's input rate is `16 eta`, its hidden rates `eta/16` and its readout rate
+/// `eta/256`, so the initial brackets sit above SP's (`2^-2.25` at 256); they extend
+/// themselves when the guess is wrong. `smoke` takes widths 64 and 128: in 8 steps an 8-layer
+/// SP-full-align MLP of width 32 stays at chance at every learning rate, so it has no
+/// stable learning rate to find.
+pub fn sp_full_align_search(profile: Profile, param: &str) -> Result<super::search::SearchSpec> {
+    use super::search::Find;
+    let (find, bracket) = match param {
+        "sp-full-align" => (Find::Both, [-1.0, 2.0]),
+        "musoli" => (Find::MaxStable, [-1.0, 2.0]),
+        "sp-full-align-proposed-init" => (Find::Optimal, [-2.0, 1.0]),
+        _ => return Err(crate::Error::config(format!("07's MLP searches are for {}, not `{param}`", SP_FULL_ALIGN_MLP_PARAMS.join(", ")))),
+    };
+    let (mut widths, seeds) = lr_search_design(profile)?;
+    if profile == Profile::Smoke {
+        widths = vec![64, 128];
     }
-}
-
-/// Section 5.2 / Fig. F.12 on Fashion-MNIST: the 8-layer MLP of [`mlp_base`] (SGD, CE, one
-/// epoch) with the parameterizations of [`SP_FULL_ALIGN_MLP_PARAMS`] as an axis.
-pub fn sp_full_align_mlp(profile: Profile) -> Result<SweepSpec> {
-    let (widths, seeds, lrs) = sp_full_align_mlp_grid(profile);
-    SweepSpec::mlp(&format!("07_sp_full_align_mlp_{profile}"), &mlp_base(profile, LossKind::Ce))?
-        .axis("param", SP_FULL_ALIGN_MLP_PARAMS)?
+    let grid = SweepSpec::mlp(&format!("07_sp_full_align_search_{param}_{profile}"), &mlp_base(profile, LossKind::Ce))?
+        .axis("param", [param])?
         .axis("width", widths)?
-        .axis("seed", seeds)?
-        .axis("lr", lrs)
+        .axis("seed", seeds)?;
+    Ok(super::search::SearchSpec::from_grid(&grid, search_params(profile, find, bracket, 0.0)))
 }
 
 /// The GPT of 07 (learning rate unset): AdamW with the paper's settings
 /// ([`crate::train::gpt::GptTrainConfig::default`]), Shakespeare with the 8192-token BPE, so `d_out = 8192`.
 /// `quick`: 2 blocks, 40 steps of 8 x 32 tokens (a CPU budget; the paper trains 6 blocks for
 /// 10681 steps on DCLM); `paper`: 6 blocks, 2000 steps of 256 x 512 tokens; `smoke`: a generated
-/// corpus with a 400-token vocabulary (structure only).
+/// corpus with a 400-token vocabulary (structure only). Per-layer rules relative to the base
+/// width 256 (`base_width`), as the authors' GPT code and the `e18` check: at 256 SP-full-align
+/// uses one learning rate for every layer, so `eta` is comparable across the widths' curves.
 pub fn sp_full_align_gpt_base(profile: Profile) -> crate::train::gpt::GptTrainConfig {
     let (depth, seq_len, batch, steps, eval) = match profile {
         Profile::Smoke => (2, 16, 4, 4, 1),
@@ -795,6 +793,7 @@ pub fn sp_full_align_gpt_base(profile: Profile) -> crate::train::gpt::GptTrainCo
     let mut c = crate::train::gpt::GptTrainConfig {
         model: crate::model::GptConfig { depth, ..crate::model::GptConfig::default() },
         param: ParamSpec::Name("sp-full-align".into()),
+        base_width: Some(256.0),
         batch_size: batch,
         steps,
         eval: crate::train::gpt::GptEvalConfig { every: 0, batches: eval },
@@ -810,20 +809,39 @@ pub fn sp_full_align_gpt_base(profile: Profile) -> crate::train::gpt::GptTrainCo
     c
 }
 
-/// Widths, seeds and base learning rates of 07's GPT sweep (AdamW; SP-full-align's hidden and
-/// readout rates are `eta (n/256)^-1`, so the small quick widths take larger per-layer rates).
-pub fn sp_full_align_gpt_grid(profile: Profile) -> (Vec<i64>, Vec<u64>, Vec<f64>) {
-    match profile {
-        Profile::Smoke => (vec![32, 64], vec![0], log2_grid(-9.0, -2.0, 1).into_iter().step_by(4).collect()),
-        Profile::Quick => (vec![32, 64, 128], vec![0], log2_grid(-9.0, -2.0, 1)),
-        Profile::Paper => (vec![256, 512, 1024, 2048, 4096], vec![0, 1, 2], log2_grid(-13.0, -4.0, 2)),
-    }
+/// Widths, seeds and base learning rates of 07's GPT grids (Everett et al.'s transfer of
+/// SP-full-align on language data, section 5.2; the proposed init's transfer, left open by the
+/// paper).
+///
+/// Statistical design: widths spanning 8x (`quick` 32..256, 4 widths; the paper's 256..4096),
+/// 3 seeds, the optimum of every seed located on the grid and refined by the parabola through
+/// its neighbours; the exponent is a regression over every seed at every width, its interval
+/// widened by the grid's resolution ([`crate::fit::resolution_bound`] with half a grid step).
+/// The optimum is the final validation loss's; the paper's loss-above rule (relative to the
+/// width's optimum) needs a grid, which is why these are grids and not searches. At `quick`
+/// the grid has one point per octave (a half-step bound of `+-0.4` on the exponent over 8x)
+/// and 40 steps of a 2-block model: an optimum mostly reflecting the first phase of training,
+/// which cannot decide between `0` and `-1/2`. A `paper` run (half-octave grid, 2000 steps,
+/// 6 blocks, widths to 4096) can.
+pub fn sp_full_align_gpt_grid(profile: Profile) -> Result<(Vec<i64>, Vec<u64>, Vec<f64>)> {
+    Ok(match profile {
+        Profile::Smoke => (vec![32, 64], crate::profile::seeds(1)?, log2_grid(-9.0, -2.0, 1).into_iter().step_by(4).collect()),
+        Profile::Quick => (vec![32, 64, 128, 256], crate::profile::seeds(3)?, log2_grid(-8.0, -4.0, 1)),
+        Profile::Paper => (vec![256, 512, 1024, 2048, 4096], crate::profile::seeds(3)?, log2_grid(-13.0, -4.0, 2)),
+    })
+}
+
+/// Half a step of [`sp_full_align_gpt_grid`]'s learning rates in octaves (the resolution an
+/// optimum on the grid is known to).
+pub fn sp_full_align_gpt_half_step(profile: Profile) -> Result<f64> {
+    let lrs = sp_full_align_gpt_grid(profile)?.2;
+    Ok(lrs.windows(2).map(|w| (w[1] / w[0]).log2()).fold(0.0, f64::max) / 2.0)
 }
 
 /// Section 5.2 on language data: the GPT of [`sp_full_align_gpt_base`] with the
 /// parameterizations of [`SP_FULL_ALIGN_GPT_PARAMS`] as an axis.
 pub fn sp_full_align_gpt(profile: Profile) -> Result<SweepSpec> {
-    let (widths, seeds, lrs) = sp_full_align_gpt_grid(profile);
+    let (widths, seeds, lrs) = sp_full_align_gpt_grid(profile)?;
     SweepSpec::gpt(&format!("07_sp_full_align_gpt_{profile}"), &sp_full_align_gpt_base(profile))?
         .axis("param", SP_FULL_ALIGN_GPT_PARAMS)?
         .axis("width", widths)?
@@ -832,28 +850,41 @@ pub fn sp_full_align_gpt(profile: Profile) -> Result<SweepSpec> {
 }
 
 /// Fig. F.31/F.32 on Fashion-MNIST: the coordinate check `e7` (3-layer MLP, SGD, CE,
-/// `eta = 0.03`, widths 64..1024 at quick) in `param`, two seeds at quick. SP-full-align is
-/// predicted to update every layer width-independently while the readout's propagating
-/// update `W_0 Delta x` grows as `n^1/2` (`crate::theory::predict`).
+/// `eta = 0.03`, 10 steps; `quick`: widths 64..1024, 16x over 5 widths, 3 seeds) in `param`.
+/// SP-full-align is predicted to update every layer width-independently while the readout's
+/// propagating update `W_0 Delta x` grows as `n^1/2` (`crate::theory::predict`); with the
+/// proposed last-layer init (muP-like at `n >> d_out = 10`) it stays width-independent.
 pub fn sp_full_align_mlp_check(profile: Profile, param: &str) -> Result<crate::rcc::CoordCheck> {
     crate::param::Parameterization::builtin(param)?;
     let mut cc = crate::rcc::CoordCheck::preset("e7", profile)?;
     cc.name = format!("07_{param}");
     cc.train.param = ParamSpec::Name(param.into());
-    if profile == Profile::Quick {
-        cc.seeds = vec![0, 1];
-    }
     Ok(cc)
 }
 
-/// Fig. E.17 at 07's GPT scale: the `e18` GPT check (SP-full-align, AdamW, `eta = 0.00316`)
-/// on the model, data and widths of [`sp_full_align_gpt`], measured at four steps.
+/// MUSOLI's readout effective update `Delta W x` at the first step (F.7: `n^1/2`, raised from
+/// SP-full-align's `n^0` by the readout rate `n^-1/2`): the check of
+/// [`sp_full_align_mlp_check`] for one step at the small learning rate `eta = 1e-3`. Later
+/// steps are not the claim's: under CE the readout's gradient shrinks as the logits grow
+/// through `W_0 Delta x`, so by step 10 the measured exponent has decayed towards 0.
+pub fn musoli_first_step_check(profile: Profile) -> Result<crate::rcc::CoordCheck> {
+    let mut cc = sp_full_align_mlp_check(profile, "musoli")?;
+    cc.name = "07_musoli_first_step".into();
+    cc.train.lr = 1e-3;
+    cc.steps = 1;
+    cc.train.steps = Some(1);
+    Ok(cc)
+}
+
+/// Fig. E.17 at 07's GPT scale: the `e18` GPT check (SP-full-align, AdamW, `eta = 0.00316`,
+/// base width 256) on the model, data, widths and seeds of [`sp_full_align_gpt`] (8x, 3 seeds
+/// at `quick`), measured at four steps.
 pub fn sp_full_align_gpt_check(profile: Profile) -> Result<crate::rcc::gpt::GptCheck> {
     let mut cc = crate::rcc::gpt::GptCheck::preset("e18", profile)?;
     let base = sp_full_align_gpt_base(profile);
     cc.name = "07_sp_full_align_gpt".into();
     cc.train = crate::train::gpt::GptTrainConfig { param: cc.train.param.clone(), alpha: cc.train.alpha, lr: cc.train.lr, device: cc.train.device, ..base };
-    cc.widths = sp_full_align_gpt_grid(profile).0;
+    (cc.widths, cc.seeds, _) = sp_full_align_gpt_grid(profile)?;
     cc.steps = cc.train.steps;
     let t = cc.steps;
     let mut at = vec![1, 2, t / 4, t];
@@ -863,14 +894,15 @@ pub fn sp_full_align_gpt_check(profile: Profile) -> Result<crate::rcc::gpt::GptC
     Ok(cc)
 }
 
-/// Widths and output dimensions of the readout operator-norm table (section 5.2): from
-/// `d_out >> n` (language) to `n >> d_out` (image classifiers).
-pub fn sp_full_align_op_norm_grid(profile: Profile) -> (Vec<i64>, Vec<i64>) {
-    match profile {
-        Profile::Smoke => (vec![32, 128], vec![10, 1000]),
-        Profile::Quick => (vec![64, 256, 1024, 2048], vec![10, 100, 1000, 8192]),
-        Profile::Paper => (vec![256, 1024, 4096, 16384], vec![10, 100, 1000, 8192, 50304]),
-    }
+/// Widths, output dimensions and seeds of the readout operator-norm measurement (section
+/// 5.2): from `d_out >> n` (language) to `n >> d_out` (image classifiers), each regime
+/// ([`crate::theory::readout::Regime`]) with several widths, 3 seeds at `quick`.
+pub fn sp_full_align_op_norm_grid(profile: Profile) -> Result<(Vec<i64>, Vec<i64>, Vec<u64>)> {
+    Ok(match profile {
+        Profile::Smoke => (vec![32, 64, 512, 1024], vec![10, 2048], crate::profile::seeds(1)?),
+        Profile::Quick => (vec![32, 64, 256, 1024, 2048], vec![10, 100, 1000, 8192], crate::profile::seeds(3)?),
+        Profile::Paper => (vec![256, 1024, 4096, 16384], vec![10, 100, 1000, 8192, 50304], crate::profile::seeds(4)?),
+    })
 }
 
 #[cfg(test)]
@@ -1147,21 +1179,34 @@ mod tests {
 
     #[test]
     fn sp_full_align_presets() {
+        use crate::sweep::search::Find;
         for profile in [Profile::Smoke, Profile::Quick, Profile::Paper] {
-            let (w, seeds, lrs) = sp_full_align_mlp_grid(profile);
-            let pts = sp_full_align_mlp(profile).unwrap().points().unwrap();
-            assert_eq!(pts.len(), SP_FULL_ALIGN_MLP_PARAMS.len() * w.len() * seeds.len() * lrs.len());
-            for p in SP_FULL_ALIGN_MLP_PARAMS {
-                assert!(pts.iter().any(|x| x.config["param"] == p));
+            let (mut widths, seeds) = lr_search_design(profile).unwrap();
+            if profile == Profile::Smoke {
+                widths = vec![64, 128];
             }
-            assert!(pts.iter().all(|x| x.config["model"]["depth"] == 8 && x.config["optim"]["kind"] == "sgd" && x.config["loss"]["kind"] == "ce"));
-            let (w, seeds, lrs) = sp_full_align_gpt_grid(profile);
+            for (p, find) in SP_FULL_ALIGN_MLP_PARAMS.into_iter().zip([Find::Both, Find::MaxStable, Find::Optimal]) {
+                let s = sp_full_align_search(profile, p).unwrap();
+                s.validate().unwrap();
+                assert_eq!((s.search.find, s.search.resolution), (find, if profile == Profile::Smoke { 0.5 } else { 0.125 }));
+                let c = s.grid_spec().points().unwrap();
+                let mut w: Vec<i64> = c.iter().map(|x| x.config["model"]["width"].as_i64().unwrap()).collect();
+                w.dedup();
+                w.sort();
+                w.dedup();
+                assert_eq!((w, c.len()), (widths.clone(), widths.len() * seeds.len()));
+                assert!(c.iter().all(|x| x.config["param"] == p && x.config["model"]["depth"] == 8 && x.config["optim"]["kind"] == "sgd" && x.config["loss"]["kind"] == "ce"));
+            }
+            let (w, seeds, lrs) = sp_full_align_gpt_grid(profile).unwrap();
+            assert!(w[w.len() - 1] >= 8 * w[0] || profile == Profile::Smoke);
+            assert!(seeds.len() >= 3 || profile == Profile::Smoke);
             let g = sp_full_align_gpt(profile).unwrap().points().unwrap();
+            assert!(g.iter().all(|x| x.config["base_width"] == 256.0));
             assert_eq!(g.len(), SP_FULL_ALIGN_GPT_PARAMS.len() * w.len() * seeds.len() * lrs.len());
-            // the language regime: vocabulary above every width (64x at quick, 2x at paper widths, 4x at smoke)
+            // the language regime: vocabulary above every width (32x at quick, 2x at paper widths, 4x at smoke)
             let k = match profile {
                 Profile::Smoke => 4,
-                Profile::Quick => 64,
+                Profile::Quick => 32,
                 Profile::Paper => 2,
             };
             assert!(g.iter().all(|x| x.config["model"]["vocab_size"].as_i64().unwrap() >= k * w.iter().max().unwrap()));
@@ -1170,16 +1215,22 @@ mod tests {
             assert_eq!(cc.train.param, ParamSpec::Name("musoli".into()));
             let gc = sp_full_align_gpt_check(profile).unwrap();
             gc.validate().unwrap();
-            assert_eq!((gc.widths.clone(), gc.steps, gc.train.model.depth), (w, sp_full_align_gpt_base(profile).steps, sp_full_align_gpt_base(profile).model.depth));
-            assert_eq!(gc.train.param, ParamSpec::Name("sp-full-align".into()));
+            assert_eq!((gc.widths.clone(), gc.seeds.clone(), gc.steps, gc.train.model.depth), (w, seeds, sp_full_align_gpt_base(profile).steps, sp_full_align_gpt_base(profile).model.depth));
+            assert_eq!((gc.train.param.clone(), gc.train.base_width), (ParamSpec::Name("sp-full-align".into()), Some(256.0)));
+            let m = musoli_first_step_check(profile).unwrap();
+            m.validate().unwrap();
+            assert_eq!((m.steps, m.train.lr, m.widths.clone()), (1, 1e-3, cc.widths.clone()));
             let crate::rcc::StepSchedule::List { steps } = &gc.monitor.schedule else { panic!("schedule") };
             assert_eq!(steps.last(), Some(&gc.steps));
-            let (ns, ds) = sp_full_align_op_norm_grid(profile);
-            // both regimes: d_out >> n at every width, and n >> d_out at the largest widths
-            let n_max = ns[ns.len() - 1];
-            assert!(ds.iter().any(|&d| d >= 3 * n_max) && ds.iter().any(|&d| 4 * d <= n_max));
+            // both regimes, each at two or more widths
+            let (ns, ds, _) = sp_full_align_op_norm_grid(profile).unwrap();
+            for r in [crate::theory::readout::Regime::LargeOutput, crate::theory::readout::Regime::LargeWidth] {
+                let at: std::collections::BTreeSet<i64> = ns.iter().filter(|&&n| ds.iter().any(|&d| crate::theory::readout::Regime::of(n, d) == Some(r))).copied().collect();
+                assert!(at.len() >= 2, "{profile}: {r:?} at {at:?}");
+            }
         }
+        assert_eq!(sp_full_align_gpt_half_step(Profile::Quick).unwrap(), 0.5);
         assert!(sp_full_align_mlp_check(Profile::Quick, "nope").is_err());
-        assert_eq!(sp_full_align_mlp_grid(Profile::Quick).2.len(), 11);
+        assert!(sp_full_align_search(Profile::Quick, "sp").is_err());
     }
 }

@@ -41,11 +41,44 @@ pub fn readout_op_norm(param: &Parameterization, n: i64, d_out: i64, seed: u64) 
     Ok((sigma, measured, predicted_op_norm(sigma, n, d_out)))
 }
 
+/// Which summand of `1 + sqrt(n/d_out)` dominates the readout's operator norm.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Regime {
+    /// `d_out >= 16 n` (language models): `||W_0||_op ~ sigma sqrt(n)`, about constant.
+    LargeOutput,
+    /// `n >= 16 d_out` (image classifiers): `||W_0||_op ~ sigma n / sqrt(d_out)`, growing.
+    LargeWidth,
+}
+
+impl Regime {
+    /// The regime of a readout `[d_out, n]`, `None` when neither dimension is 16x the other
+    /// (the two summands within a factor of 4 of each other).
+    pub fn of(n: i64, d_out: i64) -> Option<Regime> {
+        if d_out >= 16 * n {
+            Some(Regime::LargeOutput)
+        } else if n >= 16 * d_out {
+            Some(Regime::LargeWidth)
+        } else {
+            None
+        }
+    }
+}
+
+impl std::fmt::Display for Regime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Regime::LargeOutput => "d_out >> n",
+            Regime::LargeWidth => "n >> d_out",
+        })
+    }
+}
+
 /// One cell of a readout operator-norm table ([`op_norm_grid`]).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct OpNormPoint {
     pub n: i64,
     pub d_out: i64,
+    pub seed: u64,
     pub sigma: f64,
     /// Measured `||W_0||_op` (RMS -> RMS).
     pub measured: f64,
@@ -63,16 +96,22 @@ impl OpNormPoint {
     pub fn rel_error(&self) -> f64 {
         self.measured / self.predicted - 1.0
     }
+    /// [`Regime::of`] this cell.
+    pub fn regime(&self) -> Option<Regime> {
+        Regime::of(self.n, self.d_out)
+    }
 }
 
-/// [`readout_op_norm`] for every width in `ns` and output dimension in `d_outs` (one seeded
-/// draw each, seed `seed`).
-pub fn op_norm_grid(param: &Parameterization, ns: &[i64], d_outs: &[i64], seed: u64) -> Result<Vec<OpNormPoint>> {
+/// [`readout_op_norm`] for every seed in `seeds`, output dimension in `d_outs` and width in
+/// `ns` (one seeded draw each).
+pub fn op_norm_grid(param: &Parameterization, ns: &[i64], d_outs: &[i64], seeds: &[u64]) -> Result<Vec<OpNormPoint>> {
     let mut out = vec![];
-    for &d_out in d_outs {
-        for &n in ns {
-            let (sigma, measured, predicted) = readout_op_norm(param, n, d_out, seed)?;
-            out.push(OpNormPoint { n, d_out, sigma, measured, predicted });
+    for &seed in seeds {
+        for &d_out in d_outs {
+            for &n in ns {
+                let (sigma, measured, predicted) = readout_op_norm(param, n, d_out, seed)?;
+                out.push(OpNormPoint { n, d_out, seed, sigma, measured, predicted });
+            }
         }
     }
     Ok(out)
@@ -126,8 +165,13 @@ mod tests {
 
     #[test]
     fn grid_and_figure() {
-        let pts = op_norm_grid(&Parameterization::sp(), &[32, 128], &[10, 1000], 3).unwrap();
-        assert_eq!(pts.len(), 4);
+        let pts = op_norm_grid(&Parameterization::sp(), &[32, 256], &[10, 1000], &[3, 4]).unwrap();
+        assert_eq!(pts.len(), 8);
+        // seeds are distinct draws
+        assert!(pts[0].measured != pts[4].measured && (pts[0].n, pts[0].d_out) == (pts[4].n, pts[4].d_out));
+        let regimes: Vec<Option<Regime>> = pts[..4].iter().map(|p| p.regime()).collect();
+        // (32, 10), (256, 10), (32, 1000), (256, 1000)
+        assert_eq!(regimes, [None, Some(Regime::LargeWidth), Some(Regime::LargeOutput), None]);
         for p in &pts {
             // He init: sigma sqrt(n) = sqrt 2, so normalised ~ 1 + sqrt(n/d_out)
             let want = 1.0 + (p.n as f64 / p.d_out as f64).sqrt();
