@@ -686,7 +686,8 @@ pub fn gpt_lr_exponents_grid(profile: Profile, setting: GptLrSetting) -> (Vec<i6
     };
     let sgd = matches!(setting, GptLrSetting::Sgd | GptLrSetting::Mse);
     match profile {
-        Profile::Smoke => (vec![32, 64], vec![0], log2_grid(lo, hi, 1).into_iter().step_by(4).collect()),
+        // every other octave: the top of SGD's range must be reached for a first unstable rate
+        Profile::Smoke => (vec![32, 64], vec![0], log2_grid(lo, hi, 1).into_iter().step_by(2).collect()),
         Profile::Quick => (vec![32, 64, 128], vec![0], log2_grid(lo, hi, 1)),
         Profile::Paper => (vec![256, 512, 1024, 2048, 4096], if sgd { vec![0, 1, 2] } else { vec![0] }, log2_grid(lo - 2.0, hi, 2)),
     }
