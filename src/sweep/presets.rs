@@ -823,11 +823,13 @@ pub fn sp_full_align_gpt_base(profile: Profile) -> crate::train::gpt::GptTrainCo
 /// the grid has one point per octave (a half-step bound of `+-0.4` on the exponent over 8x)
 /// and 40 steps of a 2-block model: an optimum mostly reflecting the first phase of training,
 /// which cannot decide between `0` and `-1/2`. A `paper` run (half-octave grid, 2000 steps,
-/// 6 blocks, widths to 4096) can.
+/// 6 blocks, widths to 4096) can. The `quick` range `2^-10..2^-5` brackets the optima measured
+/// with `2^-8..2^-4` (about `2^-7` at width 32, at or below `2^-8` at 256, where that grid's
+/// lowest point was the optimum).
 pub fn sp_full_align_gpt_grid(profile: Profile) -> Result<(Vec<i64>, Vec<u64>, Vec<f64>)> {
     Ok(match profile {
         Profile::Smoke => (vec![32, 64], crate::profile::seeds(1)?, log2_grid(-9.0, -2.0, 1).into_iter().step_by(4).collect()),
-        Profile::Quick => (vec![32, 64, 128, 256], crate::profile::seeds(3)?, log2_grid(-8.0, -4.0, 1)),
+        Profile::Quick => (vec![32, 64, 128, 256], crate::profile::seeds(3)?, log2_grid(-10.0, -5.0, 1)),
         Profile::Paper => (vec![256, 512, 1024, 2048, 4096], crate::profile::seeds(3)?, log2_grid(-13.0, -4.0, 2)),
     })
 }
