@@ -423,11 +423,11 @@ fn range(ws: &[i64]) -> String {
 }
 
 fn mlp_model(c: &TrainConfig, widths: &[i64]) -> String {
-    format!("MLP {} x {}, {:?}, {}", c.model.depth, range(widths), c.optim.kind, c.loss.kind)
+    format!("MLP {} x {}, {:?}, {}, batch {}", c.model.depth, range(widths), c.optim.kind, c.loss.kind, c.batch_size)
 }
 
 fn gpt_model(c: &GptTrainConfig, widths: &[i64]) -> String {
-    format!("GPT {} blocks x {}, V {}, T {}, {:?}", c.model.depth, range(widths), c.data.vocab_size, c.data.seq_len, c.optim.kind)
+    format!("GPT {} blocks x {}, V {}, T {}, {:?}, batch {}", c.model.depth, range(widths), c.data.vocab_size, c.data.seq_len, c.optim.kind, c.batch_size)
 }
 
 fn from_check(name: &str, cc: &CoordCheck) -> Result<Workload> {
@@ -498,7 +498,8 @@ fn from_search(spec: &SearchSpec) -> Result<Workload> {
         (m, o) => format!("max-stable <= {m} probes/seed + optimum <= {o} points"),
     };
     let settings: f64 = spec.grid.iter().filter(|(k, _)| !["width", "seed"].contains(&k.as_str())).map(|(_, v)| v.count()).product();
-    let design = format!("search: {} setting(s) x {} widths x {} seeds, {what}", settings, widths.len(), seeds);
+    let all_seeds = spec.grid.get("seed").map_or(1.0, |v| v.count());
+    let design = format!("search: {settings} setting(s) x {} widths x {all_seeds} seeds, {what}", widths.len());
     Ok(Workload { name: spec.name.clone(), model: mlp_model(&c, &widths), design, on: Runs::Gpu, work: search(spec)? })
 }
 
@@ -659,15 +660,12 @@ pub fn plan(profile: Profile) -> Result<Vec<NotebookPlan>> {
 
 // ---- output ----
 
+/// Hours to two significant digits (whole hours from 10 on).
 fn hours(h: f64) -> String {
-    if h < 0.01 {
-        "< 0.01".into()
-    } else if h >= 10.0 {
+    if h >= 10.0 || h <= 0.0 {
         format!("{h:.0}")
-    } else if h >= 0.1 {
-        format!("{h:.1}")
     } else {
-        format!("{h:.2}")
+        format!("{h:.*}", (1.0 - h.log10().floor()).max(0.0) as usize)
     }
 }
 

@@ -35,7 +35,7 @@ pub fn run(args: &PlanArgs) -> anyhow::Result<()> {
             section += &plan::markdown(profile, &plan::plan(profile)?);
             section += "\n";
         }
-        section += "Written by `widthlab plan --write-readme notebooks/README.md` (`cargo run --release -- plan ...`); `widthlab plan --profile paper --format csv` lists every workload.\n";
+        section += "(written by `widthlab plan --write-readme notebooks/README.md`)\n";
         let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
         let new = plan::replace_section(&text, &section).with_context(|| format!("{}", path.display()))?;
         widthlab::files::write_atomic(path, new.as_bytes())?;
