@@ -45,7 +45,7 @@
 //!
 //! # Searches: probe counts
 //! A search's runs depend on where its edges and optima lie, so the plan bounds them under
-//! stated assumptions ([`search_probes`]; lattice units as in `sweep::search::algo`):
+//! stated assumptions (`search_probes`; lattice units as in `sweep::search::algo`):
 //! - max-stable, per seed: `max(2 + ceil log2((hi - lo)/res), 3 + ceil log2(step/res))`
 //!   probes, for an edge anywhere in `[lo - step, hi + step]` (the initial bracket moved for
 //!   the width, or one extension step beyond it; each further `step` adds one probe);
