@@ -19,6 +19,8 @@
 //! - [`theory`]: closed-form dynamics (2-layer linear "uv" model).
 //! - [`sharpness`]: Hessian top eigenvalues, Gauss-Newton part, trace and spectral density of
 //!   the training loss by Lanczos on Hessian-vector products, across widths and over training.
+//! - [`plan`]: the compute plan of a reproduction: per notebook, runs, FLOPs and estimated GPU
+//!   time at a profile, from the presets the notebooks call.
 //! - [`claims`]: the claim model of the reproduction report (paper and extension claims,
 //!   95% confidence intervals, verdicts holds / deviates / inconclusive).
 //! - [`report`]: where notebooks write claims and figures; [`files`]: atomic output files;
@@ -40,6 +42,7 @@ pub mod loss;
 pub mod model;
 pub mod notebook;
 pub mod optim;
+pub mod plan;
 pub mod param;
 pub mod plot;
 pub mod profile;

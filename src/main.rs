@@ -31,6 +31,9 @@ enum Command {
     /// Hessian sharpness (top eigenvalues, Gauss-Newton part, per layer, trace) across widths
     /// and seeds at chosen training steps, of the MLP or the GPT.
     Sharpness(cli::sharpness::SharpnessArgs),
+    /// Each notebook's runs, FLOPs and estimated GPU time at a profile (estimates, not
+    /// measurements); `--write-readme` updates notebooks/README.md.
+    Plan(cli::plan::PlanArgs),
 }
 
 fn main() -> ExitCode {
@@ -44,6 +47,7 @@ fn main() -> ExitCode {
         Command::Uv(a) => cli::uv::run(a),
         Command::Sweep(a) => cli::sweep::run(a),
         Command::Sharpness(a) => cli::sharpness::run(a),
+        Command::Plan(a) => cli::plan::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

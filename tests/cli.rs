@@ -246,6 +246,40 @@ fn issue_18_cases_behave() {
 
 /// `gpt-train --data-dir X` keeps its tokenizer cache with X, not in the repository.
 #[test]
+fn plan_prints_estimates_and_refuses_bad_input() {
+    assert_clean_error(&widthlab(&["plan", "--profile", "huge"]), "huge");
+    assert_clean_error(&widthlab(&["plan", "--format", "xml"]), "xml");
+    // JSON parses, has every notebook, and its total is the sum of the notebooks'
+    let o = widthlab(&["plan", "--profile", "paper", "--format", "json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).expect("plan JSON parses");
+    assert_eq!((v["profile"].as_str(), v["estimate"].as_bool()), (Some("paper"), Some(true)));
+    let nbs = v["notebooks"].as_array().unwrap();
+    assert_eq!(nbs.len(), 10);
+    let sum: f64 = nbs.iter().map(|n| n["gpu"]["gpu_hours"].as_f64().unwrap()).sum();
+    let total = v["total"]["gpu_hours"].as_f64().unwrap();
+    assert!(total > 0.0 && (sum - total).abs() < 1e-9 * total, "{sum} vs {total}");
+    // Markdown: a header saying these are estimates, one row per notebook and a total
+    let md = stdout(&widthlab(&["plan", "--profile", "quick"]));
+    assert!(md.starts_with("Profile `quick`. Estimates, not measurements"), "{md}");
+    assert_eq!(md.lines().filter(|l| l.starts_with("| `")).count(), 10, "{md}");
+    assert!(md.contains("| all |"));
+    // CSV: a header and one row per workload
+    let csv = stdout(&widthlab(&["plan", "--profile", "smoke", "--format", "csv"]));
+    assert!(csv.starts_with("notebook,workload,model,design,on,runs,steps,tflops,gpu_hours\n") && csv.lines().count() > 30, "{csv}");
+    // --write-readme replaces only its section, and refuses a file without the markers
+    let dir = tempfile::tempdir().unwrap();
+    let readme = dir.path().join("README.md");
+    std::fs::write(&readme, "# x\n<!-- gpu-plan:begin -->\nold\n<!-- gpu-plan:end -->\nafter\n").unwrap();
+    let o = widthlab(&["plan", "--write-readme", readme.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let text = std::fs::read_to_string(&readme).unwrap();
+    assert!(text.starts_with("# x\n<!-- gpu-plan:begin -->\nProfile `paper`.") && text.ends_with("<!-- gpu-plan:end -->\nafter\n") && text.contains("Profile `quick`.") && !text.contains("old"), "{text}");
+    std::fs::write(&readme, "no markers\n").unwrap();
+    assert_clean_error(&widthlab(&["plan", "--write-readme", readme.to_str().unwrap()]), "gpu-plan:begin");
+}
+
+#[test]
 fn gpt_train_caches_the_tokenizer_with_its_corpus() {
     let dir = tempfile::tempdir().unwrap();
     let corpus = dir.path().join("corpus");

@@ -2,6 +2,7 @@
 pub mod coord_check;
 pub mod gpt_train;
 pub mod params;
+pub mod plan;
 pub mod run_flags;
 pub mod sharpness;
 pub mod sweep;
