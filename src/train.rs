@@ -730,7 +730,7 @@ fn non_finite_eval(e: &EvalRecord) -> Option<String> {
 pub fn mlp_step(model: &Mlp, optimizer: &mut Optimizer, loss: &Loss, x: &Tensor, y: &Tensor, keep_gradients: bool) -> Result<StepStats> {
     let refusal = model.manual_backward_refusal();
     if refusal.is_none() && !keep_gradients && optimizer.is_plain_sgd() {
-        StepPath::FusedSgd.announce("plain SGD, and no hook reads gradient tensors");
+        StepPath::FusedSgd.announce("no hook reads gradient tensors");
         if let Some((value, grads, low_rank)) = model.manual_sgd_step(x, y, loss, &optimizer.param_lrs()) {
             return Ok(optimizer.record_fused_step(value.double_value(&[]), grads, low_rank));
         }
