@@ -30,11 +30,14 @@
 //!   computed outside autograd and the RCC monitor's fused passes, the one place that chooses
 //!   between them and libtorch, and every call through raw pointers or foreign functions.
 //!   This crate has none of its own.
+//! - [`extending_guide`]: how to add a parameterization, an activation, a layer type, an RCC
+//!   metric and a notebook experiment (`docs/extending.md`, its examples compiled as doctests).
 pub mod claims;
 pub mod config;
 pub mod data;
 pub mod device;
 pub mod error;
+pub mod extending_guide;
 pub mod files;
 pub mod fit;
 pub mod limits;

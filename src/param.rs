@@ -354,19 +354,41 @@ pub struct Resolved {
     pub lr_scale: f64,
 }
 
-/// Names of the built-in parameterizations, for messages and listings.
-pub const BUILTIN: &[&str] = &[
-    "sp",
-    "ntp",
-    "mup",
-    "mup-mult",
-    "sp-full-align",
-    "musoli",
-    "sp-llzero",
-    "mup-llzero",
-    "sp-proposed-init",
-    "sp-full-align-proposed-init",
+/// One built-in parameterization: its name and how to build it.
+#[derive(Clone, Copy, Debug)]
+pub struct Builtin {
+    pub name: &'static str,
+    pub build: fn() -> Parameterization,
+}
+
+/// Every built-in parameterization (the table of the module docs), in listing order: the one
+/// source of [`Parameterization::builtin`], [`builtin_names`] and `widthlab params`. A new
+/// rule that is a function of role, fans and width needs no entry here: write it as TOML
+/// ([`Parameterization::from_toml`], see `docs/extending.md`).
+pub const BUILTIN: &[Builtin] = &[
+    Builtin { name: "sp", build: Parameterization::sp },
+    Builtin { name: "ntp", build: Parameterization::ntp },
+    Builtin { name: "mup", build: Parameterization::mup },
+    Builtin { name: "mup-mult", build: Parameterization::mup_mult },
+    Builtin { name: "sp-full-align", build: Parameterization::sp_full_align },
+    Builtin { name: "musoli", build: Parameterization::musoli },
+    Builtin { name: "sp-llzero", build: || Parameterization::sp().with_output_init("sp-llzero", Scale::zero()) },
+    Builtin { name: "mup-llzero", build: || Parameterization::mup().with_output_init("mup-llzero", Scale::zero()) },
+    Builtin { name: "sp-proposed-init", build: || Parameterization::sp().with_output_init("sp-proposed-init", Scale::proposed_output_init()) },
+    Builtin {
+        name: "sp-full-align-proposed-init",
+        build: || {
+            let mut p = Parameterization::sp_full_align().with_output_init("sp-full-align-proposed-init", Scale::proposed_output_init());
+            p.lr_sgd = Scale::proposed_init_sgd_rates();
+            p
+        },
+    },
 ];
+
+/// The names of the built-in parameterizations, in listing order.
+pub fn builtin_names() -> impl Iterator<Item = &'static str> {
+    BUILTIN.iter().map(|b| b.name)
+}
 
 impl Parameterization {
     /// A parameterization with He init everywhere and the given learning-rate rules.
@@ -453,31 +475,10 @@ impl Parameterization {
 
     /// A built-in parameterization by name (see [`BUILTIN`]).
     pub fn builtin(name: &str) -> Result<Self> {
-        let p = match name {
-            "sp" => Self::sp(),
-            "ntp" => Self::ntp(),
-            "mup" => Self::mup(),
-            "mup-mult" => Self::mup_mult(),
-            "sp-full-align" => Self::sp_full_align(),
-            "musoli" => Self::musoli(),
-            "sp-llzero" => Self::sp().with_output_init("sp-llzero", Scale::zero()),
-            "mup-llzero" => Self::mup().with_output_init("mup-llzero", Scale::zero()),
-            "sp-proposed-init" => {
-                Self::sp().with_output_init("sp-proposed-init", Scale::proposed_output_init())
-            }
-            "sp-full-align-proposed-init" => {
-                let mut p = Self::sp_full_align().with_output_init("sp-full-align-proposed-init", Scale::proposed_output_init());
-                p.lr_sgd = Scale::proposed_init_sgd_rates();
-                p
-            }
-            _ => {
-                return Err(Error::UnknownParameterization {
-                    name: name.into(),
-                    known: BUILTIN.join(", "),
-                })
-            }
-        };
-        Ok(p)
+        match BUILTIN.iter().find(|b| b.name == name) {
+            Some(b) => Ok((b.build)()),
+            None => Err(Error::UnknownParameterization { name: name.into(), known: builtin_names().collect::<Vec<_>>().join(", ") }),
+        }
     }
 
     /// Same rules with another last-layer initialisation.
@@ -849,11 +850,27 @@ mod tests {
 
     #[test]
     fn serde_round_trip_of_every_builtin() {
-        for name in BUILTIN {
+        for name in builtin_names() {
             let p = Parameterization::builtin(name).unwrap();
             p.validate().unwrap();
             let s = toml::to_string(&p).unwrap();
             assert_eq!(Parameterization::from_toml(&s).unwrap(), p, "{name}");
         }
+    }
+
+    #[test]
+    fn the_builtin_table_names_each_entry_once_as_it_calls_itself() {
+        let names: Vec<&str> = builtin_names().collect();
+        assert_eq!(names.len(), 10);
+        for (i, b) in BUILTIN.iter().enumerate() {
+            assert_eq!((b.build)().name, b.name, "the parameterization calls itself by its table name");
+            assert!(!names[..i].contains(&b.name), "{} listed twice", b.name);
+        }
+        // every name of the module docs' table is built in, and nothing else
+        let docs: Vec<&str> = include_str!("param.rs")
+            .lines()
+            .filter_map(|l| l.strip_prefix("//! | `")?.split('`').next())
+            .collect();
+        assert_eq!(docs, names);
     }
 }

@@ -302,6 +302,13 @@ impl<'a> StepOutput<'a> {
 }
 
 /// Something that watches training (e.g. the RCC monitor): called after every step.
+///
+/// Every hook states whether it reads the step's gradients ([`StepHook::needs_gradients`],
+/// no default), because the answer decides the step's path ([`StepPath`]): plain-SGD steps of
+/// an MLP run fused into its hand-written backward pass only while no hook needs gradient
+/// tensors; a hook that says yes moves the run to the unfused path (the hand-written backward,
+/// then the optimizer), which keeps every gradient for [`StepOutput::grads`] and is slower.
+/// The training loop says once per process on stderr which path its steps take.
 pub trait StepHook {
     /// Called once before the first step.
     fn start(&mut self, _model: &dyn Model) -> Result<()> {
@@ -315,11 +322,46 @@ pub trait StepHook {
     /// Called after step `step` (1-based count of steps taken), with the weights `W_step`
     /// and what the step left (`out`).
     fn after_step(&mut self, step: usize, model: &dyn Model, out: &StepOutput) -> Result<()>;
-    /// Whether the hook reads every parameter's gradient as a tensor (default: yes). If not,
-    /// plain-SGD steps stay fused and leave their weights' steps in low-rank form only
-    /// ([`StepOutput::low_rank`]).
-    fn needs_gradients(&self) -> bool {
-        true
+    /// Whether the hook reads every parameter's gradient as a tensor. If not, plain-SGD steps
+    /// stay fused and leave their weights' steps in low-rank form only
+    /// ([`StepOutput::low_rank`]; the biases' gradients are still in [`StepOutput::grads`]).
+    fn needs_gradients(&self) -> bool;
+}
+
+/// How a training step computes its update. The training loop says on stderr, once per
+/// process for each path, which one its steps take and why (as nanoGPT prints "using fused
+/// AdamW"), so a run that left the fast path is visible; notebooks see at most three lines.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StepPath {
+    /// Plain SGD fused into the MLP's hand-written backward pass ([`Mlp::manual_sgd_step`]):
+    /// no gradient tensor for the weights, each weight updated by one matrix product.
+    FusedSgd,
+    /// The MLP's hand-written backward pass ([`Mlp::manual_gradients`]), then the optimizer's
+    /// update (momentum, Adam, SAM; or plain SGD whose gradients a hook reads).
+    ManualBackward,
+    /// Autograd's backward pass, then the optimizer's update (the GPT; an MLP with
+    /// normalisation layers or an activation without a hand-written derivative).
+    Autograd,
+}
+
+impl StepPath {
+    /// Says on stderr that training steps take this path, because `why`: once per process for
+    /// each path (later reasons for the same path are not shown).
+    pub fn announce(self, why: &str) {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        static SAID: [AtomicBool; 3] = [const { AtomicBool::new(false) }; 3];
+        if !SAID[self as usize].swap(true, Ordering::Relaxed) {
+            eprintln!("widthlab: training steps {} ({why})", self.describe());
+        }
+    }
+
+    /// What the path does, in words.
+    pub fn describe(self) -> &'static str {
+        match self {
+            StepPath::FusedSgd => "run plain SGD fused into the MLP's hand-written backward pass",
+            StepPath::ManualBackward => "take gradients from the MLP's hand-written backward pass, then the optimizer's update",
+            StepPath::Autograd => "take gradients from autograd, then the optimizer's update",
+        }
     }
 }
 
@@ -684,11 +726,19 @@ fn non_finite_eval(e: &EvalRecord) -> Option<String> {
 /// [`Optimizer::last_gradients`] then holds only the biases' gradients, and
 /// [`Optimizer::last_low_rank`] the weights' steps. What [`Trainer::step`], and so
 /// [`run_loop`], does every step; `benches/train_step.rs` times it.
+/// Says which [`StepPath`] it takes (once per process).
 pub fn mlp_step(model: &Mlp, optimizer: &mut Optimizer, loss: &Loss, x: &Tensor, y: &Tensor, keep_gradients: bool) -> Result<StepStats> {
-    if !keep_gradients && optimizer.is_plain_sgd() {
+    let refusal = model.manual_backward_refusal();
+    if refusal.is_none() && !keep_gradients && optimizer.is_plain_sgd() {
+        StepPath::FusedSgd.announce("no hook reads gradient tensors");
         if let Some((value, grads, low_rank)) = model.manual_sgd_step(x, y, loss, &optimizer.param_lrs()) {
             return Ok(optimizer.record_fused_step(value.double_value(&[]), grads, low_rank));
         }
+    }
+    match refusal {
+        None if keep_gradients => StepPath::ManualBackward.announce("the gradients are kept for a hook (StepHook::needs_gradients) or the caller"),
+        None => StepPath::ManualBackward.announce("the optimizer is not plain SGD"),
+        Some(why) => StepPath::Autograd.announce(&why),
     }
     let params = model.params();
     optimizer.step_with(params, &mut || match model.manual_gradients(x, y, loss) {
@@ -825,6 +875,47 @@ mod tests {
         c.set_keep_gradients(false);
         c.step().unwrap();
         assert_eq!(c.optimizer.last_gradients().len(), c.model.params().len());
+    }
+
+    /// A hook that records, after every step, which gradients and low-rank steps it was given.
+    struct Watch {
+        needs: bool,
+        seen: Vec<(usize, usize)>,
+    }
+
+    impl StepHook for Watch {
+        fn after_step(&mut self, _step: usize, _model: &dyn Model, out: &StepOutput) -> Result<()> {
+            let count = |v: &[Option<Tensor>]| v.iter().filter(|g| g.is_some()).count();
+            self.seen.push((count(out.grads), out.low_rank.iter().filter(|s| s.is_some()).count()));
+            Ok(())
+        }
+        fn needs_gradients(&self) -> bool {
+            self.needs
+        }
+    }
+
+    #[test]
+    fn a_hook_that_needs_gradients_gets_them_and_one_that_does_not_keeps_sgd_fused() {
+        let mut cfg = teacher_cfg();
+        cfg.steps = Some(3);
+        cfg.model.bias = true;
+        let (weights, biases) = (cfg.model.depth, cfg.model.depth);
+        let mut runs = vec![];
+        for needs in [true, false] {
+            let mut hook = Watch { needs, seen: vec![] };
+            let r = Trainer::new(&cfg).unwrap().run(false, Some(&mut hook)).unwrap();
+            // one path or the other, the same training to rounding
+            runs.push(r.batch_losses);
+            let want = if needs { (weights + biases, 0) } else { (biases, weights) };
+            assert_eq!(hook.seen, vec![want; 3], "needs_gradients {needs}");
+        }
+        for (a, b) in runs[0].iter().zip(&runs[1]) {
+            assert!((a - b).abs() <= 1e-5 * b.abs(), "{a} vs {b}");
+        }
+        // a chain needs them if any hook does
+        let (mut a, mut b) = (Watch { needs: false, seen: vec![] }, Watch { needs: true, seen: vec![] });
+        assert!(Hooks(vec![&mut a, &mut b]).needs_gradients());
+        assert!(!Hooks(vec![&mut a]).needs_gradients());
     }
 
     #[test]

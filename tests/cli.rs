@@ -98,6 +98,22 @@ fn params_lists_every_builtin() {
 }
 
 #[test]
+fn the_extending_guides_toml_parameterization_runs_as_documented() {
+    // docs/extending.md, section 1: `widthlab train --config my-param.toml --width 256 --out run.json`
+    let guide = include_str!("../docs/extending.md");
+    let toml = guide.split("```toml\n").nth(1).and_then(|rest| rest.split("\n```").next()).expect("a TOML block");
+    assert!(guide.contains("widthlab train --config my-param.toml --width 256 --out run.json"));
+    let dir = tempfile::tempdir().unwrap();
+    let (cfg, out) = (dir.path().join("my-param.toml"), dir.path().join("run.json"));
+    std::fs::write(&cfg, toml).unwrap();
+    let o = widthlab(&["train", "--config", cfg.to_str().unwrap(), "--width", "256", "--out", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    assert_eq!((v["parameterization"].as_str(), v["width"].as_i64(), v["steps"].as_i64()), (Some("mup-slow-readout"), Some(256), Some(20)));
+    assert_eq!(v["outcome"]["status"], "completed", "{v}");
+}
+
+#[test]
 fn gpt_train_errors_are_clean_and_a_generated_text_run_writes_json() {
     let dir = tempfile::tempdir().unwrap();
     let empty = dir.path().join("no-text");

@@ -1,5 +1,5 @@
 //! `widthlab params`: what a parameterization resolves to for the layers of an MLP.
-use widthlab::param::{table, BUILTIN};
+use widthlab::param::{builtin_names, table};
 
 #[derive(clap::Args, Debug)]
 pub struct ParamsArgs {
@@ -19,10 +19,10 @@ pub struct ParamsArgs {
 
 pub fn run(args: &ParamsArgs) -> anyhow::Result<()> {
     if args.list {
-        println!("{}", BUILTIN.join("\n"));
+        builtin_names().for_each(|name| println!("{name}"));
         return Ok(());
     }
-    let names: Vec<&str> = if args.params.is_empty() { BUILTIN.to_vec() } else { args.params.iter().map(|s| s.as_str()).collect() };
+    let names: Vec<&str> = if args.params.is_empty() { builtin_names().collect() } else { args.params.iter().map(|s| s.as_str()).collect() };
     print!("{}", table(&names, &args.widths, args.depth)?);
     Ok(())
 }

@@ -56,7 +56,7 @@
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
-use super::{affine, dense, DenseProducts, Model, Param, ParamShape, Trace};
+use super::{affine, dense, Activation, DenseProducts, Model, Param, ParamShape, Trace};
 use crate::param::{ParamKind, Parameterization, Role};
 use crate::{Error, Result};
 
@@ -390,7 +390,7 @@ impl Gpt {
     /// # Shapes
     /// `v: [B, T, n]` -> `[B, T, n]`.
     fn mlp(&self, blk: &Block, v: &Tensor, mut rec: Option<&mut Trace>) -> Tensor {
-        let a = self.linear(&blk.fc, v, rec.as_deref_mut()).gelu("none"); // [B, T, 4n]
+        let a = Activation::Gelu.forward(&self.linear(&blk.fc, v, rec.as_deref_mut())); // [B, T, 4n]
         if let Some(r) = rec.as_deref_mut() {
             let hidden = *a.size().last().expect("[B, T, 4n]");
             r.activations.push(a.reshape([-1, hidden])); // [B*T, 4n]

@@ -10,6 +10,7 @@
 //! input-like. Initialisation, multipliers and learning-rate factors come from a
 //! [`Parameterization`]; random draws from the seeded ChaCha stream of [`crate::rng`].
 use serde::{Deserialize, Serialize};
+use strum::{EnumIter, IntoEnumIterator};
 use tch::{Device, Tensor};
 
 use super::{DenseProducts, Model, Param, ParamShape, Trace};
@@ -24,14 +25,94 @@ use crate::{Error, Result};
 /// [`LowRankStep`] per parameter (the trained weights').
 pub type FusedStep = (Tensor, Vec<Option<Tensor>>, Vec<Option<LowRankStep>>);
 
-/// Nonlinearity between layers.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// Nonlinearity `phi` between layers, with its derivative for the hand-written backward pass.
+///
+/// Adding one: a variant here (its serde name is the kebab-case of the variant), an arm in
+/// [`Activation::forward`] and in [`Activation::derivative`] (the compiler asks for both),
+/// and nothing else: [`Activation::all`] enumerates the variants (strum's `EnumIter`), and
+/// the test of the hand-written backward against autograd runs on each. `derivative` may return
+/// `None`: the MLP then trains by autograd ([`Mlp::supports_manual_backward`] is false, and
+/// the training loop says so once on stderr, see [`crate::train::StepPath`]). The
+/// initialisation's gain is the parameterization's (He's `c_phi = 2` for ReLU in the
+/// built-ins; see [`crate::param::Scale::he`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, EnumIter)]
 #[serde(rename_all = "kebab-case")]
 pub enum Activation {
+    /// `max(h, 0)`.
     #[default]
     Relu,
-    /// Linear networks (appendix F.5.2).
+    /// `h`: linear networks (appendix F.5.2).
     Identity,
+    /// `tanh(h)`.
+    Tanh,
+    /// `h Phi(h)` with `Phi` the standard normal CDF (exact, not the tanh approximation; the
+    /// GPT's MLP uses the same function).
+    Gelu,
+}
+
+/// How the hand-written backward pass turns `dL/dx` into `dL/dh` through `x = phi(h)`: a
+/// function of the gradient and of what the forward pass keeps, the output `x` or the
+/// pre-activation `h`.
+#[derive(Clone, Copy, Debug)]
+pub enum Derivative {
+    /// `(dL/dx, x) -> dL/dh`, with `phi'` written in terms of the output (ReLU: `1[x > 0]`,
+    /// tanh: `1 - x^2`); the forward pass keeps only the post-activations.
+    FromOutput(fn(&Tensor, &Tensor) -> Tensor),
+    /// `(dL/dx, h) -> dL/dh`, with `phi'` written in terms of the pre-activation (GELU); the
+    /// forward pass also keeps the pre-activations.
+    FromInput(fn(&Tensor, &Tensor) -> Tensor),
+}
+
+impl Activation {
+    /// Every variant, in declaration order (derived: none can be left out).
+    pub fn all() -> impl Iterator<Item = Activation> {
+        <Activation as IntoEnumIterator>::iter()
+    }
+
+    /// `phi(h)`, elementwise, through operations autograd differentiates.
+    pub fn forward(self, h: &Tensor) -> Tensor {
+        match self {
+            Activation::Relu => h.relu(),
+            Activation::Identity => h.shallow_clone(),
+            Activation::Tanh => h.tanh(),
+            Activation::Gelu => h.gelu("none"),
+        }
+    }
+
+    /// `phi'` for the hand-written backward pass ([`Mlp::manual_gradients`]), written out in
+    /// closed form (tested against autograd), or `None` when there is none (then the MLP
+    /// trains by autograd).
+    pub fn derivative(self) -> Option<Derivative> {
+        use Derivative::{FromInput, FromOutput};
+        Some(match self {
+            // threshold_backward(self = x, grad): grad where x > 0, else 0
+            Activation::Relu => FromOutput(|g, x| x.threshold_backward(g, 0.0)),
+            Activation::Identity => FromOutput(|g, _| g.shallow_clone()),
+            Activation::Tanh => FromOutput(|g, x| g * (1.0 - x.square())),
+            // d/dh [h Phi(h)] = Phi(h) + h phi(h), phi the standard normal density
+            Activation::Gelu => FromInput(|g, h| {
+                let cdf = ((h * std::f64::consts::FRAC_1_SQRT_2).erf() + 1.0) * 0.5;
+                let pdf = (h.square() * -0.5).exp() * (0.5 * std::f64::consts::FRAC_2_SQRT_PI * std::f64::consts::FRAC_1_SQRT_2);
+                g * (cdf + h * pdf)
+            }),
+        })
+    }
+
+    /// [`Activation::forward`] outside autograd, reusing `h`'s storage where the result
+    /// allows (the same values).
+    fn forward_owned(self, mut h: Tensor) -> Tensor {
+        match self {
+            Activation::Relu => {
+                let _ = h.relu_();
+                h
+            }
+            Activation::Tanh => {
+                let _ = h.tanh_();
+                h
+            }
+            _ => self.forward(&h),
+        }
+    }
 }
 
 /// Normalisation after each hidden layer's pre-activation.
@@ -243,10 +324,7 @@ impl Mlp {
                 if let Some(norm) = self.norms.get(l) {
                     h = self.norm(norm, &h, rec.as_deref_mut()); // [batch, n]
                 }
-                h = match self.cfg.activation {
-                    Activation::Relu => h.relu(),
-                    Activation::Identity => h,
-                };
+                h = self.cfg.activation.forward(&h);
                 if let Some(r) = rec.as_deref_mut() {
                     r.activations.push(h.shallow_clone());
                 }
@@ -259,9 +337,22 @@ impl Mlp {
     }
 
     /// Whether [`Mlp::manual_gradients`] covers this model: every MLP without normalisation
-    /// layers (any depth, activation, biases, multipliers, freeze mode).
+    /// layers whose activation has a hand-written derivative ([`Activation::derivative`]; any
+    /// depth, biases, multipliers, freeze mode).
     pub fn supports_manual_backward(&self) -> bool {
-        self.norms.is_empty() && self.logit_norm.is_none()
+        self.manual_backward_refusal().is_none()
+    }
+
+    /// Why [`Mlp::manual_gradients`] does not cover this model, if it does not (for the
+    /// training loop's note on the path it takes).
+    pub fn manual_backward_refusal(&self) -> Option<String> {
+        if !self.norms.is_empty() || self.logit_norm.is_some() {
+            return Some("the hand-written backward pass has no normalisation layers".into());
+        }
+        if self.cfg.activation.derivative().is_none() {
+            return Some(format!("activation {:?} has no hand-written derivative", self.cfg.activation));
+        }
+        None
     }
 
     /// The loss on `(x, y)` and its gradient with respect to every parameter (`None` for
@@ -271,9 +362,10 @@ impl Mlp {
     /// The same numbers as autograd up to rounding (unit-tested against it for every
     /// supported configuration), with no graph, fewer kernels and no gradient work for
     /// frozen layers or the data: with `g = dL/dh^{l}` of layer `l` (`h = a x W^T + b`),
-    /// `dW = a g^T x`, `db = sum_batch g`, `dx = a g W`, then through the ReLU mask
-    /// (`threshold_backward` on the post-activation); the logits' gradient comes from
-    /// [`Loss::value_and_grad`].
+    /// `dW = a g^T x`, `db = sum_batch g`, `dx = a g W`, then through the activation by its
+    /// [`Activation::derivative`] (ReLU: `threshold_backward` on the post-activation); the
+    /// logits' gradient comes from [`Loss::value_and_grad`]. `None` also when the activation
+    /// has no hand-written derivative.
     ///
     /// # Shapes
     /// `x: [batch, d_in]`, `y: [batch]` int64 -> (loss, one gradient per parameter, shaped
@@ -306,21 +398,29 @@ impl Mlp {
             return None;
         }
         let params = &self.params;
-        let relu = self.cfg.activation == Activation::Relu;
+        let activation = self.cfg.activation;
+        let derivative = activation.derivative()?;
         let depth = self.layers.len();
         Some(tch::no_grad(|| {
-            // inputs[l]: the input of layer l (the data, then post-activations)
+            // inputs[l]: the input of layer l (the data, then post-activations); pre[l]: its
+            // pre-activation, kept only when the derivative is written in terms of it
             let mut inputs: Vec<Tensor> = Vec::with_capacity(depth);
+            let mut pre: Vec<Option<Tensor>> = Vec::with_capacity(depth);
             let mut h = x.shallow_clone();
+            let mut h_pre = None;
             for (l, layer) in self.layers.iter().enumerate() {
                 let mut out = ops::linear(&h, &params[layer.weight].tensor, None, layer.multiplier); // [batch, fan_out]
                 if let Some(b) = layer.bias {
                     out += &params[b].tensor;
                 }
-                if relu && l + 1 < depth {
-                    let _ = out.relu_();
-                }
                 inputs.push(h);
+                pre.push(h_pre.take());
+                if l + 1 < depth {
+                    if let Derivative::FromInput(_) = derivative {
+                        h_pre = Some(out.shallow_clone());
+                    }
+                    out = activation.forward_owned(out);
+                }
                 h = out;
             }
             let (value, mut g) = loss.value_and_grad(&h, y); // g: [batch, d_out]
@@ -371,8 +471,10 @@ impl Mlp {
                     }
                 }
                 if let Some(dx) = dx {
-                    // threshold_backward(self = post-activation, grad): grad where self > 0
-                    g = if relu { inputs[l].threshold_backward(&dx, 0.0) } else { dx };
+                    g = match derivative {
+                        Derivative::FromOutput(d) => d(&dx, &inputs[l]),
+                        Derivative::FromInput(d) => d(&dx, pre[l].as_ref().expect("kept for every hidden layer")),
+                    };
                 }
             }
             if let Some((pw, pgt, px, a)) = pending.and_then(|p| update(&low_rank, p)) {
@@ -527,20 +629,20 @@ mod tests {
         use crate::loss::LossKind;
         let params = ["sp", "mup-mult", "ntp", "sp-llzero"];
         let mut checked = 0;
-        for (depth, activation, bias, freeze) in [
-            (2, Activation::Relu, false, Freeze::None),
-            (4, Activation::Relu, false, Freeze::None),
-            (4, Activation::Relu, true, Freeze::None),
-            (3, Activation::Identity, false, Freeze::None),
-            (3, Activation::Identity, true, Freeze::FirstLayer),
-            (4, Activation::Relu, false, Freeze::FirstLayer),
-            (4, Activation::Relu, true, Freeze::RandomFeatures),
-        ] {
+        let configs = [(2, false, Freeze::None), (4, false, Freeze::None), (4, true, Freeze::None), (3, true, Freeze::FirstLayer), (4, false, Freeze::FirstLayer), (4, true, Freeze::RandomFeatures)];
+        // every activation (none can be missing: Activation::all is derived), every config
+        for (activation, (depth, bias, freeze)) in Activation::all().flat_map(|a| configs.map(|c| (a, c))) {
             for (i, name) in params.iter().enumerate() {
                 let p = Parameterization::builtin(name).unwrap();
                 let cfg = MlpConfig { d_in: 6, d_out: 4, width: 16, depth, activation, bias, freeze, ..MlpConfig::default() };
                 let x = crate::rng::normal(&[9, 6], 1.0, &mut crate::rng::rng(i as u64, 7), Device::Cpu);
                 let y = Tensor::from_slice(&[0i64, 3, 1, 2, 3, 0, 1, 1, 2]);
+                if activation.derivative().is_none() {
+                    // no hand-written derivative: refused, never approximated
+                    let m = Mlp::new(&cfg, &p, i as u64, Device::Cpu).unwrap();
+                    assert!(!m.supports_manual_backward() && m.manual_gradients(&x, &y, &Loss::default()).is_none(), "{activation:?}");
+                    continue;
+                }
                 for kind in [LossKind::Ce, LossKind::Mse, LossKind::MseSoftmax] {
                     let loss = Loss { kind, z_loss: if i % 2 == 0 { 0.0 } else { 0.1 } };
                     for (dtype, tol) in [(Kind::Float, 1e-5), (Kind::Double, 1e-12)] {
@@ -597,12 +699,65 @@ mod tests {
                 }
             }
         }
-        assert!(checked > 500, "{checked}");
+        assert!(checked > 500 * Activation::all().filter(|a| a.derivative().is_some()).count(), "{checked}");
         // normalisation layers: not covered, the caller falls back to autograd
         let m = Mlp::new(&MlpConfig { norm: Some(Norm::RmsNorm), ..small(3, 8) }, &Parameterization::sp(), 0, Device::Cpu).unwrap();
         assert!(!m.supports_manual_backward());
+        assert!(m.manual_backward_refusal().unwrap().contains("normalisation"));
         let x = Tensor::randn([2, 5], (Kind::Float, Device::Cpu));
         assert!(m.manual_gradients(&x, &Tensor::from_slice(&[0i64, 1]), &Loss::default()).is_none());
+    }
+
+    #[test]
+    fn every_derivative_matches_autograd_and_its_closed_form() {
+        // pre-activations over the interesting range, in f64: -4..4 and 0 exactly
+        let h = Tensor::linspace(-4.0, 4.0, 81, (Kind::Double, Device::Cpu));
+        let upstream = Tensor::linspace(0.5, 1.5, 81, (Kind::Double, Device::Cpu)); // dL/dx
+        for a in Activation::all() {
+            let Some(derivative) = a.derivative() else { continue };
+            let hv = h.detach().set_requires_grad(true);
+            let x = a.forward(&hv);
+            // autograd: d/dh sum(upstream * phi(h))
+            let want = Tensor::run_backward(&[(&x * &upstream).sum(Kind::Double)], &[&hv], false, false).remove(0);
+            let got = match derivative {
+                Derivative::FromOutput(d) => d(&upstream, &x.detach()),
+                Derivative::FromInput(d) => d(&upstream, &h),
+            };
+            assert!(rel_err(&got, &want) < 1e-12, "{a:?}: {}", rel_err(&got, &want));
+            // phi'(h) by hand at h = -1, 0 (ReLU: 0 there, as libtorch's mask) and 1
+            let phi_prime = |v: f64| {
+                let (at, one) = (Tensor::from_slice(&[v]), Tensor::from_slice(&[1.0f64]));
+                match derivative {
+                    Derivative::FromOutput(d) => d(&one, &a.forward(&at)),
+                    Derivative::FromInput(d) => d(&one, &at),
+                }
+                .double_value(&[0])
+            };
+            let normal_pdf = |v: f64| (-v * v / 2.0).exp() / (2.0 * std::f64::consts::PI).sqrt();
+            let expected: [f64; 3] = match a {
+                Activation::Relu => [0.0, 0.0, 1.0],
+                Activation::Identity => [1.0; 3],
+                Activation::Tanh => [-1.0f64, 0.0, 1.0].map(|v| 1.0 / v.cosh().powi(2)),
+                // Phi(+-1) = 0.5 (1 +- erf(1/sqrt 2)), erf(1/sqrt 2) = 0.682689492137086 (68-95-99.7)
+                Activation::Gelu => [0.5 * (1.0 - 0.682689492137086) - normal_pdf(1.0), 0.5, 0.5 * (1.0 + 0.682689492137086) + normal_pdf(1.0)],
+            };
+            for (v, e) in [-1.0, 0.0, 1.0].into_iter().zip(expected) {
+                assert!((phi_prime(v) - e).abs() < 1e-12, "{a:?}'({v}) = {} vs {e}", phi_prime(v));
+            }
+        }
+    }
+
+    #[test]
+    fn activations_keep_their_config_names() {
+        // configs written before tanh and gelu existed still load; every name round-trips
+        for (name, a) in [("relu", Activation::Relu), ("identity", Activation::Identity), ("tanh", Activation::Tanh), ("gelu", Activation::Gelu)] {
+            let cfg: MlpConfig = toml::from_str(&format!("activation = \"{name}\"")).unwrap();
+            assert_eq!(cfg.activation, a);
+            assert_eq!(toml::to_string(&cfg).unwrap().lines().find(|l| l.starts_with("activation")), Some(format!("activation = \"{name}\"").as_str()));
+        }
+        assert_eq!(Activation::all().count(), 4);
+        let e = toml::from_str::<MlpConfig>("activation = \"swish\"").unwrap_err().to_string();
+        assert!(e.contains("relu") && e.contains("gelu"), "{e}");
     }
 
     #[test]

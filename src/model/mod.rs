@@ -12,7 +12,7 @@ use crate::rng::{self, stream};
 pub mod gpt;
 pub mod mlp;
 pub use gpt::{Gpt, GptConfig};
-pub use mlp::{Activation, Freeze, Mlp, MlpConfig, Norm};
+pub use mlp::{Activation, Derivative, Freeze, Mlp, MlpConfig, Norm};
 
 /// The static description of one parameter (see [`MlpConfig::layout`], [`GptConfig::layout`]):
 /// everything the parameterization needs, before any tensor exists.

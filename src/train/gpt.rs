@@ -335,6 +335,7 @@ impl Steppable for GptTrainer {
         let y = y.reshape([-1]); // [B*T]
         let model = &self.model;
         let (loss, mixed) = (self.cfg.loss, self.mixed);
+        super::StepPath::Autograd.announce("the GPT has no hand-written backward pass");
         self.optimizer.step(model.params(), &mut || with_autocast(mixed, || loss.compute(&model.forward(&x), &y)))
     }
     fn last_gradients(&self) -> &[Option<Tensor>] {
