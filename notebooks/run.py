@@ -176,7 +176,10 @@ def main():
     for p in paths:
         print(f"[notebooks] {p.stem} ({args.profile}) ...", flush=True)
         seconds, found = run_one(p, out_dir, env)
-        results[p.stem] = {"seconds": round(seconds, 1), "ok": not found, "problems": found}
+        # (the machine's load when the notebook ended: times measured on a shared machine are
+        # read against it; notebooks/times.py shows it next to each time)
+        load = [round(v, 2) for v in os.getloadavg()]
+        results[p.stem] = {"seconds": round(seconds, 1), "ok": not found, "problems": found, "load_end": load}
         status = "ok" if not found else "FAILED"
         print(f"[notebooks] {p.stem}: {status} in {seconds:.0f} s", flush=True)
         for f in found:

@@ -5,7 +5,8 @@
 Reads <OUT_DIR>/notebook-runs.json (profile, seconds per notebook, total) and
 <OUT_DIR>/claims/*.json (claim counts by verdict), and replaces the table between the
 `<!-- times:begin -->` and `<!-- times:end -->` markers of notebooks/README.md with them, the
-date, the CPU and the load average at the end of the run. The README holds the numbers of the
+date, the CPU and each notebook's 5-minute load average when it ended (recorded by run.py;
+"-" for runs recorded before it was). The README holds the numbers of the
 last run someone chose to record; nothing else in the repository repeats them.
 """
 import json
@@ -33,7 +34,8 @@ def cpu():
 def main():
     out = Path(sys.argv[1] if len(sys.argv) > 1 else ROOT / "out")
     runs = json.loads((out / "notebook-runs.json").read_text())
-    rows = ["| notebook | seconds | claims: holds / deviates / inconclusive / structural |", "|---|---:|---|"]
+    rows = ["| notebook | seconds | load at its end (5-min avg) | claims: holds / deviates / inconclusive / structural |",
+            "|---|---:|---:|---|"]
     for name, r in runs["notebooks"].items():
         verdicts = Counter()
         path = out / "claims" / f"{name}.json"
@@ -41,11 +43,12 @@ def main():
             for c in json.loads(path.read_text()).get("claims", []):
                 verdicts[c.get("verdict")] += 1
         counts = " / ".join(str(verdicts[v]) for v in ("holds", "deviates", "inconclusive", "structural"))
-        rows.append(f"| `{name}` | {r['seconds']:.0f}{'' if r['ok'] else ' (failed)'} | {counts} |")
-    rows.append(f"| all | {runs['seconds']:.0f} | |")
-    head = (f"Profile `{runs['profile']}`, {time.strftime('%Y-%m-%d')}, {cpu()}, {os.cpu_count()} cores, "
-            f"load average {os.getloadavg()[0]:.1f} at the end; written by `python notebooks/times.py` "
-            "from `out/notebook-runs.json`.")
+        load = f"{r['load_end'][1]:.1f}" if r.get("load_end") else "-"
+        rows.append(f"| `{name}` | {r['seconds']:.0f}{'' if r['ok'] else ' (failed)'} | {load} | {counts} |")
+    rows.append(f"| all | {runs['seconds']:.0f} | | |")
+    head = (f"Profile `{runs['profile']}`, {time.strftime('%Y-%m-%d')}, {cpu()}, {os.cpu_count()} cores; "
+            "written by `python notebooks/times.py` from `out/notebook-runs.json`. A load above the "
+            "core count means the notebook shared the machine and its time is an overestimate.")
     text = README.read_text()
     if BEGIN not in text or END not in text:
         sys.exit(f"{README} has no {BEGIN} ... {END} section")
