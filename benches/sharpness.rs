@@ -19,8 +19,9 @@
 //! minutes; pairing by round keeps both sides of a ratio in one phase). Both sides use
 //! libtorch's thread count. Settings: `WIDTHLAB_BENCH_WIDTH` (1024), `WIDTHLAB_BENCH_BATCH`
 //! (1024), `WIDTHLAB_BENCH_ITERS` (20), `WIDTHLAB_BENCH_ROUNDS` (5), `WIDTHLAB_BENCH_THREADS`.
-//! Results also go to `target/bench-results/sharpness.json`; measured figures are reported
-//! there and to the lead, not in these docs.
+//! Results go to `target/bench-results/sharpness.json` and, as a section,
+//! `target/bench-results/sharpness.md`, which `bash docs/benchmarks.sh` puts in
+//! `docs/benchmarks.md` (measured figures live there, not in these docs).
 use std::path::Path;
 use std::time::Instant;
 
@@ -146,6 +147,25 @@ fn main() {
         sorted[0],
         sorted[sorted.len() - 1],
         (ours_top - their_top).abs() / their_top.abs()
+    );
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    common::write_section(
+        "sharpness",
+        &format!(
+            "## sharpness: a top Hessian eigenvalue, widthlab against PyTorch (PyHessian recipe)\n\n\
+             {iters} Lanczos iterations (full reorthogonalisation) of Hessian-vector products by double backward, \
+             8-layer SP MLP at width {n}, batch {batch}, CE, {dim} parameters, {threads} libtorch threads, {rounds} rounds \
+             (`cargo bench --bench sharpness`).\n\n\
+             | widthlab s/estimate (mean) | PyTorch s/estimate (mean) | ratio (median) | range | top eigenvalue, relative difference |\n\
+             |---:|---:|---:|---|---:|\n\
+             | {:.2} | {:.2} | {median:.2}x | {:.2}-{:.2}x | {:.1e} |\n\n\
+             Target: at least 1.0x.\n",
+            mean(&ours),
+            mean(&theirs),
+            sorted[0],
+            sorted[sorted.len() - 1],
+            (ours_top - their_top).abs() / their_top.abs()
+        ),
     );
     let report = Report { width: n, batch, iterations: iters, threads, rounds, widthlab_seconds: ours, pytorch_seconds: theirs, ratios, median_ratio: median, widthlab_top: ours_top, pytorch_top: their_top };
     let out = concat!(env!("CARGO_MANIFEST_DIR"), "/target/bench-results");

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Writes docs/benchmarks.md, the one place widthlab's measured speed figures live: runs the
-# benches that measure the kernels (train_step: the MLP step against PyTorch; monitor_overhead:
-# the RCC monitor against a plain step) on this machine and puts their sections under a
+# benches that compare widthlab with a reference (train_step: the MLP step against PyTorch;
+# monitor_overhead: the RCC monitor against a plain step; sharpness: a top Hessian eigenvalue
+# against PyTorch's PyHessian recipe) on this machine and puts their sections under a
 # header with the date, the commit, the CPU and the thread count.
-#   bash docs/benchmarks.sh                      # both benches (about 15 minutes on 2 cores)
+#   bash docs/benchmarks.sh                      # all three (about 15 minutes on 2 cores)
 #   bash docs/benchmarks.sh train_step           # some of them
 # The benches' own settings pass through: WIDTHLAB_BENCH_WIDTHS, WIDTHLAB_BENCH_SECONDS,
 # WIDTHLAB_BENCH_ROUNDS, OMP_NUM_THREADS. Ratios are measured side by side within one run;
@@ -12,7 +13,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 BENCHES=("$@")
-[ ${#BENCHES[@]} -gt 0 ] || BENCHES=(train_step monitor_overhead)
+[ ${#BENCHES[@]} -gt 0 ] || BENCHES=(train_step monitor_overhead sharpness)
 OUT="$ROOT/target/bench-results"
 for b in "${BENCHES[@]}"; do
   rm -f "$OUT/$b.md"
