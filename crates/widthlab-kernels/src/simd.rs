@@ -90,7 +90,7 @@ pub(crate) fn forced<R>(level: Option<Level>, f: impl FnOnce() -> R) -> R {
 
 /// Runs `f(level)` on the kernels (the path forced) at every level this CPU has, and says
 /// which levels it skips: the tests' way to check every compiled copy on one machine.
-#[cfg(test)]
+#[cfg(all(test, feature = "kernels"))]
 pub(crate) fn at_every_level(what: &str, f: impl Fn(Level)) {
     for level in Level::ALL {
         if with_level(level, || crate::dispatch::with_path(crate::dispatch::Path::Kernels, || f(level))).is_none() {
