@@ -260,7 +260,6 @@ fn issue_18_cases_behave() {
     assert!(!d.join("an").exists());
 }
 
-/// `gpt-train --data-dir X` keeps its tokenizer cache with X, not in the repository.
 #[test]
 fn plan_prints_estimates_and_refuses_bad_input() {
     assert_clean_error(&widthlab(&["plan", "--profile", "huge"]), "huge");
@@ -295,6 +294,7 @@ fn plan_prints_estimates_and_refuses_bad_input() {
     assert_clean_error(&widthlab(&["plan", "--write-readme", readme.to_str().unwrap()]), "gpu-plan:begin");
 }
 
+/// `gpt-train --data-dir X` keeps its tokenizer cache with X, not in the repository.
 #[test]
 fn gpt_train_caches_the_tokenizer_with_its_corpus() {
     let dir = tempfile::tempdir().unwrap();
