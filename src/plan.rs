@@ -314,11 +314,15 @@ pub fn sweep(spec: &SweepSpec) -> Result<Work> {
     Ok(w)
 }
 
+/// A resolved run config (a sweep point's or a search group's) as its training config.
+fn parse<T: serde::de::DeserializeOwned>(config: &serde_json::Value) -> Result<T> {
+    serde_json::from_value(config.clone()).map_err(|e| Error::config(format!("plan: a resolved run config does not parse: {e}")))
+}
+
 fn run_of(kind: RunKind, config: &serde_json::Value) -> Result<Work> {
-    let bad = |e: serde_json::Error| Error::config(format!("plan: a resolved run config does not parse: {e}"));
     match kind {
-        RunKind::Mlp => mlp_run(&serde_json::from_value::<TrainConfig>(config.clone()).map_err(bad)?, None),
-        RunKind::Gpt => gpt_run(&serde_json::from_value::<GptTrainConfig>(config.clone()).map_err(bad)?),
+        RunKind::Mlp => mlp_run(&parse(config)?, None),
+        RunKind::Gpt => gpt_run(&parse(config)?),
     }
 }
 
@@ -476,8 +480,8 @@ fn from_sweep(spec: &SweepSpec) -> Result<Workload> {
     let pts = spec.points()?;
     let widths = widths_of(&pts);
     let model = match spec.kind {
-        RunKind::Mlp => mlp_model(&serde_json::from_value(pts[0].config.clone()).map_err(|e| Error::config(format!("plan: {e}")))?, &widths),
-        RunKind::Gpt => gpt_model(&serde_json::from_value(pts[0].config.clone()).map_err(|e| Error::config(format!("plan: {e}")))?, &widths),
+        RunKind::Mlp => mlp_model(&parse(&pts[0].config)?, &widths),
+        RunKind::Gpt => gpt_model(&parse(&pts[0].config)?, &widths),
     };
     let axes: Vec<String> = spec.grid.iter().map(|(k, v)| format!("{} {k}", v.count())).collect();
     Ok(Workload { name: spec.name.clone(), model, design: format!("grid: {}", axes.join(" x ")), on: Runs::Gpu, work: sweep(spec)? })
@@ -486,7 +490,7 @@ fn from_sweep(spec: &SweepSpec) -> Result<Workload> {
 fn from_search(spec: &SearchSpec) -> Result<Workload> {
     let pts = spec.grid_spec().points()?;
     let widths = widths_of(&pts);
-    let c: TrainConfig = serde_json::from_value(pts[0].config.clone()).map_err(|e| Error::config(format!("plan: {e}")))?;
+    let c: TrainConfig = parse(&pts[0].config)?;
     let runner = spec.kind.runner();
     let groups = spec.groups(runner.as_ref())?;
     let seeds = groups.first().map_or(1, |g| g.seeds.len() as u64);
@@ -622,9 +626,7 @@ fn notebook_10(profile: Profile) -> Result<Vec<Workload>> {
     // does not, so any positive rates stand in for them.
     let [w1, w2] = SharpnessCheck::trajectory_widths(profile);
     for loss in [LossKind::Ce, LossKind::Mse] {
-        let mut check = SharpnessCheck::trajectory_at(profile, loss, [(w1, 1.0), (w2, 0.5)])?;
-        // as `SharpnessCheck::trajectory`: the curvature batch of the measurement at init
-        check.sharpness.batch_size = SharpnessCheck::at_init(profile, loss)?.sharpness.batch_size;
+        let check = SharpnessCheck::trajectory_at(profile, loss, [(w1, 1.0), (w2, 0.5)])?;
         let mut w = from_sharpness(&format!("trajectories, {loss}"), &check)?;
         let k = EDGE_MULTIPLES.len() as f64;
         w.work = w.work.times(k);

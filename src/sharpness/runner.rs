@@ -264,18 +264,21 @@ impl SharpnessCheck {
         }
     }
 
-    /// [`SharpnessCheck::trajectory`] at given `(width, eta_n)` pairs.
+    /// [`SharpnessCheck::trajectory`] at given `(width, eta_n)` pairs, on the curvature batch
+    /// of [`SharpnessCheck::at_init`]'s preset.
     pub fn trajectory_at(profile: Profile, loss: LossKind, rates: [(i64, f64); 2]) -> Result<Self> {
         let [(w1, e1), (w2, e2)] = rates;
         if !(w1 > 0 && w2 > w1 && e1 > 0.0 && e2 > 0.0) {
             return Err(Error::config("sharpness trajectory: need two increasing widths with positive learning rates"));
         }
         let alpha = -(e2 / e1).ln() / (w2 as f64 / w1 as f64).ln();
-        let (seeds, steps, dense, every, batch): (Vec<u64>, usize, usize, usize, usize) = match profile {
-            Profile::Smoke => (crate::profile::seeds(1)?, 4, 2, 2, 64),
-            Profile::Quick => (crate::profile::seeds(3)?, 64, 8, 8, 256),
-            Profile::Paper => (crate::profile::seeds(3)?, 938, 20, 20, 1024),
+        let (seeds, steps, dense, every): (Vec<u64>, usize, usize, usize) = match profile {
+            Profile::Smoke => (crate::profile::seeds(1)?, 4, 2, 2),
+            Profile::Quick => (crate::profile::seeds(3)?, 64, 8, 8),
+            Profile::Paper => (crate::profile::seeds(3)?, 938, 20, 20),
         };
+        // the curvature batch of the measurement at initialisation the rates come from
+        let batch = Self::at_init(profile, loss)?.sharpness.batch_size;
         let mut train = crate::sweep::presets::mlp_base(profile, loss);
         train.alpha = Some(alpha);
         train.lr = e1 * (w1 as f64 / 256.0).powf(alpha);
@@ -288,7 +291,7 @@ impl SharpnessCheck {
             seeds,
             steps,
             schedule: StepSchedule::EarlyThenSparse { dense_until: dense, every },
-            sharpness: SharpnessConfig { lanczos, gauss_newton: false, batch_size: Some(batch), ..SharpnessConfig::default() },
+            sharpness: SharpnessConfig { lanczos, gauss_newton: false, batch_size: batch, ..SharpnessConfig::default() },
         })
     }
 
