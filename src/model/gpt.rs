@@ -56,8 +56,8 @@
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
-use super::{affine, dense, Activation, DenseProducts, Model, Param, ParamShape, Trace};
-use crate::param::{ParamKind, Parameterization, Role};
+use super::{affine, dense, Activation, Affine, Core, Linear, Network, ParamBuilder, ParamShape, Trace};
+use crate::param::{Parameterization, Role};
 use crate::{Error, Result};
 
 /// GPT hyper-parameters. Defaults: the paper's 6-block Pythia-style model at width 256 with
@@ -122,46 +122,42 @@ impl GptConfig {
         (r / 2) * 2
     }
 
-    /// Every parameter in order (the order weights are drawn in), without allocating it.
-    /// The single source of the model's structure.
-    pub fn layout(&self) -> Vec<ParamShape> {
+    /// Declares every parameter in order (the order weights are drawn in) into `b`: the
+    /// single source of the model's structure ([`GptConfig::layout`] and [`Gpt::new`] both
+    /// run it). LayerNorms train unless `train_norms` is off; projections carry biases if
+    /// `bias`, the embedding and the readout never.
+    pub fn declare(&self, b: &mut ParamBuilder) -> GptLayers {
         let (n, v, hd) = (self.width, self.vocab_size, self.head_dim);
         let hidden = self.mlp_ratio * n;
-        let mut out = vec![];
-        let mut push = |name: String, role, kind, fan_in, fan_out, trainable| {
-            out.push(ParamShape { name, role, kind, fan_in, fan_out, trainable })
-        };
-        let tn = self.train_norms;
-        let norm = |push: &mut dyn FnMut(String, Role, ParamKind, i64, i64, bool), prefix: &str, len: i64| {
-            push(format!("{prefix}.gain"), Role::InputLike, ParamKind::NormGain, 1, len, tn);
-            push(format!("{prefix}.bias"), Role::InputLike, ParamKind::Bias, 1, len, tn);
-        };
-        let bias = self.bias;
-        let linear = |push: &mut dyn FnMut(String, Role, ParamKind, i64, i64, bool), prefix: &str, fan_in, fan_out, role| {
-            push(format!("{prefix}.weight"), role, ParamKind::Weight, fan_in, fan_out, true);
-            if bias && role == Role::HiddenLike {
-                push(format!("{prefix}.bias"), Role::InputLike, ParamKind::Bias, 1, fan_out, true);
-            }
-        };
-        linear(&mut push, "wte", v, n, Role::InputLike);
-        for b in 0..self.depth {
-            let p = format!("blocks.{b}");
-            norm(&mut push, &format!("{p}.norm_1"), n);
-            for w in ["q", "k", "v"] {
-                linear(&mut push, &format!("{p}.attn.{w}"), n, n, Role::HiddenLike);
-            }
-            if self.qk_norm {
-                norm(&mut push, &format!("{p}.attn.q_norm"), hd);
-                norm(&mut push, &format!("{p}.attn.k_norm"), hd);
-            }
-            linear(&mut push, &format!("{p}.attn.proj"), n, n, Role::HiddenLike);
-            norm(&mut push, &format!("{p}.norm_2"), n);
-            linear(&mut push, &format!("{p}.mlp.fc"), n, hidden, Role::HiddenLike);
-            linear(&mut push, &format!("{p}.mlp.proj"), hidden, n, Role::HiddenLike);
-        }
-        norm(&mut push, "ln_f", n);
-        linear(&mut push, "lm_head", n, v, Role::OutputLike);
-        out
+        let norm = |b: &mut ParamBuilder, name: &str, len| b.trainable(self.train_norms, |b| b.affine(name, len, true));
+        let hidden_like = |b: &mut ParamBuilder, name: &str, fan_in, fan_out| b.linear(name, fan_in, fan_out, Role::HiddenLike, self.bias);
+        let wte = b.linear("wte", v, n, Role::InputLike, false);
+        let blocks = (0..self.depth)
+            .map(|i| {
+                let p = format!("blocks.{i}");
+                let norm_1 = norm(b, &format!("{p}.norm_1"), n);
+                let [q, k, v] = ["q", "k", "v"].map(|w| hidden_like(b, &format!("{p}.attn.{w}"), n, n));
+                let (q_norm, k_norm) = match self.qk_norm {
+                    true => (Some(norm(b, &format!("{p}.attn.q_norm"), hd)), Some(norm(b, &format!("{p}.attn.k_norm"), hd))),
+                    false => (None, None),
+                };
+                let proj = hidden_like(b, &format!("{p}.attn.proj"), n, n);
+                let norm_2 = norm(b, &format!("{p}.norm_2"), n);
+                let fc = hidden_like(b, &format!("{p}.mlp.fc"), n, hidden);
+                let mlp_proj = hidden_like(b, &format!("{p}.mlp.proj"), hidden, n);
+                Block { norm_1, q, k, v, q_norm, k_norm, proj, norm_2, fc, mlp_proj }
+            })
+            .collect();
+        let ln_f = norm(b, "ln_f", n);
+        let lm_head = b.linear("lm_head", n, v, Role::OutputLike, false);
+        GptLayers { wte, blocks, ln_f, lm_head }
+    }
+
+    /// Every parameter in order, without allocating it ([`GptConfig::declare`] as a dry run).
+    pub fn layout(&self) -> Vec<ParamShape> {
+        let mut b = ParamBuilder::default();
+        self.declare(&mut b);
+        b.into_layout()
     }
 
     /// The number of scalar parameters in closed form:
@@ -206,45 +202,36 @@ impl GptConfig {
     }
 }
 
-/// A LayerNorm: indices of its gain and bias.
+/// One transformer block's layers (handles to its parameters).
 #[derive(Debug)]
-struct LayerNorm {
-    gain: usize,
-    bias: usize,
-}
-
-/// A dense layer: indices of weight and optional bias, and the forward multiplier.
-#[derive(Debug)]
-struct Linear {
-    weight: usize,
-    bias: Option<usize>,
-    multiplier: f64,
-}
-
-#[derive(Debug)]
-struct Block {
-    norm_1: LayerNorm,
+pub struct Block {
+    norm_1: Affine,
     q: Linear,
     k: Linear,
     v: Linear,
-    q_norm: Option<LayerNorm>,
-    k_norm: Option<LayerNorm>,
+    q_norm: Option<Affine>,
+    k_norm: Option<Affine>,
     proj: Linear,
-    norm_2: LayerNorm,
+    norm_2: Affine,
     fc: Linear,
     mlp_proj: Linear,
+}
+
+/// The GPT's layers as declared ([`GptConfig::declare`]).
+#[derive(Debug)]
+pub struct GptLayers {
+    wte: Linear,
+    blocks: Vec<Block>,
+    ln_f: Affine,
+    lm_head: Linear,
 }
 
 /// The GPT. Build with [`Gpt::new`].
 #[derive(Debug)]
 pub struct Gpt {
     cfg: GptConfig,
-    params: Vec<Param>,
-    wte: Linear,
-    blocks: Vec<Block>,
-    ln_f: LayerNorm,
-    lm_head: Linear,
-    device: Device,
+    core: Core,
+    layers: GptLayers,
 }
 
 impl Gpt {
@@ -253,35 +240,10 @@ impl Gpt {
     pub fn new(cfg: &GptConfig, param: &Parameterization, seed: u64, device: Device) -> Result<Self> {
         cfg.validate()?;
         param.validate()?;
-        let n = cfg.width;
-        let params = super::build_params(cfg.layout(), param, n, seed, device)?;
-        let index = |name: &str| params.iter().position(|p| p.name == name);
-        let linear = |prefix: &str| {
-            let weight = index(&format!("{prefix}.weight")).expect("layout has every weight");
-            Linear { weight, bias: index(&format!("{prefix}.bias")), multiplier: params[weight].multiplier }
-        };
-        let norm = |prefix: &str| {
-            Some(LayerNorm { gain: index(&format!("{prefix}.gain"))?, bias: index(&format!("{prefix}.bias"))? })
-        };
-        let blocks = (0..cfg.depth)
-            .map(|b| {
-                let p = format!("blocks.{b}");
-                Block {
-                    norm_1: norm(&format!("{p}.norm_1")).expect("norm_1"),
-                    q: linear(&format!("{p}.attn.q")),
-                    k: linear(&format!("{p}.attn.k")),
-                    v: linear(&format!("{p}.attn.v")),
-                    q_norm: norm(&format!("{p}.attn.q_norm")),
-                    k_norm: norm(&format!("{p}.attn.k_norm")),
-                    proj: linear(&format!("{p}.attn.proj")),
-                    norm_2: norm(&format!("{p}.norm_2")).expect("norm_2"),
-                    fc: linear(&format!("{p}.mlp.fc")),
-                    mlp_proj: linear(&format!("{p}.mlp.proj")),
-                }
-            })
-            .collect();
-        let (wte, lm_head, ln_f) = (linear("wte"), linear("lm_head"), norm("ln_f").expect("ln_f"));
-        Ok(Gpt { cfg: cfg.clone(), params, wte, blocks, ln_f, lm_head, device })
+        let mut b = ParamBuilder::default();
+        let layers = cfg.declare(&mut b);
+        let core = Core { params: b.build(param, cfg.width, seed, device)?, width: cfg.width, device };
+        Ok(Gpt { cfg: cfg.clone(), core, layers })
     }
 
     /// The configuration the model was built from.
@@ -293,7 +255,7 @@ impl Gpt {
     /// checks in f64; initial values are the f32 draws, cast). Tokens stay integers; the
     /// RoPE tables are promoted to the queries' kind where they meet them.
     pub fn to_kind(mut self, kind: Kind) -> Self {
-        super::params_to_kind(&mut self.params, kind);
+        self.core.to_kind(kind);
         self
     }
 
@@ -306,31 +268,32 @@ impl Gpt {
         self.run(tokens, None).view([b, t, self.cfg.vocab_size])
     }
 
-    fn linear(&self, l: &Linear, x: &Tensor, rec: Option<&mut Trace>) -> Tensor {
-        dense(&self.params, l.weight, l.bias, l.multiplier, x, rec)
+    fn linear(&self, l: Linear, x: &Tensor, rec: Option<&mut Trace>) -> Tensor {
+        dense(&self.core.params, l, x, rec)
     }
 
     /// LayerNorm over the last dimension: `g * (x - mean) / sqrt(var + eps) + b`.
-    fn norm(&self, ln: &LayerNorm, x: &Tensor, rec: Option<&mut Trace>) -> Tensor {
+    fn norm(&self, ln: Affine, x: &Tensor, rec: Option<&mut Trace>) -> Tensor {
         let d = *x.size().last().expect("norm input has a last dimension");
         if rec.is_none() {
-            let (g, b) = (&self.params[ln.gain].tensor, &self.params[ln.bias].tensor);
-            return x.layer_norm([d], Some(g), Some(b), self.cfg.norm_eps, false);
+            let params = &self.core.params;
+            let (g, b) = (&params[ln.gain].tensor, ln.bias.map(|b| &params[b].tensor));
+            return x.layer_norm([d], Some(g), b, self.cfg.norm_eps, false);
         }
         let z = x.layer_norm::<&Tensor>([d], None, None, self.cfg.norm_eps, false); // normalised, [.., d]
-        affine(&self.params, ln.gain, Some(ln.bias), &z, rec)
+        affine(&self.core.params, ln, &z, rec)
     }
 
     /// RoPE tables for `t` positions: `(cos, sin)`, each `[t, r]` with `r` rotated dims.
     fn rope_cache(&self, t: i64) -> (Tensor, Tensor) {
         let r = self.cfg.rotary_dims();
-        let opts = (Kind::Float, self.device);
-        let inv_freq = Tensor::arange_start_step(0, r, 2, (Kind::Double, self.device)) // [r/2]
+        let opts = (Kind::Float, self.core.device);
+        let inv_freq = Tensor::arange_start_step(0, r, 2, (Kind::Double, self.core.device)) // [r/2]
             .divide_scalar(r as f64)
             .negative()
             .multiply_scalar(self.cfg.rope_base.ln())
             .exp();
-        let pos = Tensor::arange(t, (Kind::Double, self.device)); // [t]
+        let pos = Tensor::arange(t, (Kind::Double, self.core.device)); // [t]
         let angles = pos.outer(&inv_freq); // [t, r/2]
         let angles = Tensor::cat(&[&angles, &angles], -1); // [t, r]
         (angles.cos().to_kind(opts.0), angles.sin().to_kind(opts.0))
@@ -365,10 +328,10 @@ impl Gpt {
         let (b, t, n) = u.size3().expect("[B, T, n]");
         let (h, hd) = (self.cfg.heads(), self.cfg.head_dim);
         let heads = |x: Tensor| x.view([b, t, h, hd]).transpose(1, 2); // [B, H, T, d_head]
-        let mut q = heads(self.linear(&blk.q, u, rec.as_deref_mut()));
-        let mut k = heads(self.linear(&blk.k, u, rec.as_deref_mut()));
-        let v = heads(self.linear(&blk.v, u, rec.as_deref_mut()));
-        if let (Some(qn), Some(kn)) = (&blk.q_norm, &blk.k_norm) {
+        let mut q = heads(self.linear(blk.q, u, rec.as_deref_mut()));
+        let mut k = heads(self.linear(blk.k, u, rec.as_deref_mut()));
+        let v = heads(self.linear(blk.v, u, rec.as_deref_mut()));
+        if let (Some(qn), Some(kn)) = (blk.q_norm, blk.k_norm) {
             q = self.norm(qn, &q, rec.as_deref_mut()); // [B, H, T, d_head]
             k = self.norm(kn, &k, rec.as_deref_mut());
         }
@@ -382,7 +345,7 @@ impl Gpt {
             Tensor::scaled_dot_product_attention::<&Tensor>(&q, &k, &v, None, 0.0, true, scale, false)
         }; // [B, H, T, d_head]
         let y = y.transpose(1, 2).contiguous().view([b, t, n]); // [B, T, n]
-        self.linear(&blk.proj, &y, rec)
+        self.linear(blk.proj, &y, rec)
     }
 
     /// The MLP `W_2 GELU(W_1 v)`; records the GELU output as the block's hidden activation.
@@ -390,12 +353,18 @@ impl Gpt {
     /// # Shapes
     /// `v: [B, T, n]` -> `[B, T, n]`.
     fn mlp(&self, blk: &Block, v: &Tensor, mut rec: Option<&mut Trace>) -> Tensor {
-        let a = Activation::Gelu.forward(&self.linear(&blk.fc, v, rec.as_deref_mut())); // [B, T, 4n]
+        let a = Activation::Gelu.forward(&self.linear(blk.fc, v, rec.as_deref_mut())); // [B, T, 4n]
         if let Some(r) = rec.as_deref_mut() {
             let hidden = *a.size().last().expect("[B, T, 4n]");
             r.activations.push(a.reshape([-1, hidden])); // [B*T, 4n]
         }
-        self.linear(&blk.mlp_proj, &a, rec)
+        self.linear(blk.mlp_proj, &a, rec)
+    }
+}
+
+impl Network for Gpt {
+    fn core(&self) -> &Core {
+        &self.core
     }
 
     /// Forward pass; records sites when `rec` is given.
@@ -406,58 +375,40 @@ impl Gpt {
         let (b, t) = tokens.size2().expect("tokens must be [B, T]");
         let v = self.cfg.vocab_size;
         // Embedding: a lookup, i.e. W_emb onehot(tokens); traced as the dense site it is.
-        let w = &self.params[self.wte.weight].tensor; // [n, V]
+        let (params, wte) = (&self.core.params, self.layers.wte.weight);
+        let (w, multiplier) = (&params[wte].tensor, params[wte].multiplier); // [n, V]
         let mut h = Tensor::embedding(&w.tr(), tokens, -1, false, false); // [B, T, n]
-        if self.wte.multiplier != 1.0 {
-            h = h * self.wte.multiplier;
+        if multiplier != 1.0 {
+            h = h * multiplier;
         }
         if let Some(r) = rec.as_deref_mut() {
             let onehot = tokens.one_hot(v).to_kind(Kind::Float); // [B, T, V]
-            super::record(&self.params, Some(r), self.wte.weight, super::LinearOp::Dense { multiplier: self.wte.multiplier }, &onehot, &h);
+            super::record(params, Some(r), wte, super::LinearOp::Dense { multiplier }, &onehot, &h);
         }
         let rope = self.rope_cache(t); // ([T, r], [T, r])
-        for blk in &self.blocks {
-            let u = self.norm(&blk.norm_1, &h, rec.as_deref_mut()); // [B, T, n]
+        for blk in &self.layers.blocks {
+            let u = self.norm(blk.norm_1, &h, rec.as_deref_mut()); // [B, T, n]
             if self.cfg.parallel_residual {
                 let a = self.attention(blk, &u, &rope, rec.as_deref_mut());
-                let m_in = self.norm(&blk.norm_2, &h, rec.as_deref_mut());
+                let m_in = self.norm(blk.norm_2, &h, rec.as_deref_mut());
                 let m = self.mlp(blk, &m_in, rec.as_deref_mut());
                 h = h + a + m; // [B, T, n]
             } else {
                 h = &h + self.attention(blk, &u, &rope, rec.as_deref_mut());
-                let m_in = self.norm(&blk.norm_2, &h, rec.as_deref_mut());
+                let m_in = self.norm(blk.norm_2, &h, rec.as_deref_mut());
                 h = &h + self.mlp(blk, &m_in, rec.as_deref_mut());
             }
         }
-        let x = self.norm(&self.ln_f, &h, rec.as_deref_mut()); // [B, T, n]
-        self.linear(&self.lm_head, &x, rec).view([b * t, v]) // [B*T, V]
-    }
-}
-
-impl Model for Gpt {
-    fn params(&self) -> &[Param] {
-        &self.params
-    }
-    fn width(&self) -> i64 {
-        self.cfg.width
-    }
-    fn device(&self) -> Device {
-        self.device
-    }
-    /// `tokens: [B, T]` -> logits `[B*T, V]`.
-    fn forward(&self, x: &Tensor) -> Tensor {
-        self.run(x, None)
-    }
-    fn forward_trace_with<'p>(&self, x: &Tensor, products: Option<&'p mut dyn DenseProducts>) -> Trace<'p> {
-        let mut t = Trace::new(products);
-        t.logits = self.run(x, Some(&mut t));
-        t
+        let x = self.norm(self.layers.ln_f, &h, rec.as_deref_mut()); // [B, T, n]
+        self.linear(self.layers.lm_head, &x, rec).view([b * t, v]) // [B*T, V]
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::param::ParamKind;
+    use crate::model::Model;
     use crate::rng;
 
     fn tiny() -> GptConfig {
@@ -609,7 +560,7 @@ mod tests {
         let fused = m.forward(&x);
         let (math, hv) = crate::model::twice_differentiable(|| {
             let f = m.forward(&x);
-            let w = &m.params()[m.blocks[0].q.weight].tensor;
+            let w = &m.params()[m.layers.blocks[0].q.weight].tensor;
             let g = Tensor::run_backward(&[f.square().sum(Kind::Double)], &[w], true, true).remove(0);
             let hv = Tensor::run_backward(&[g.sum(Kind::Double)], &[w], false, false).remove(0);
             (f, hv)

@@ -13,11 +13,11 @@ use serde::{Deserialize, Serialize};
 use strum::{EnumIter, IntoEnumIterator};
 use tch::{Device, Tensor};
 
-use super::{DenseProducts, Model, Param, ParamShape, Trace};
+use super::{Affine, Core, Linear, Network, ParamBuilder, ParamShape, Trace};
 use crate::kernels::ops;
 use crate::loss::Loss;
 use crate::optim::LowRankStep;
-use crate::param::{ParamKind, Parameterization, Role};
+use crate::param::{Parameterization, Role};
 use crate::{Error, Result};
 
 /// What [`Mlp::manual_sgd_step`] returns: the loss before the update, one gradient per
@@ -177,14 +177,11 @@ impl Default for MlpConfig {
 }
 
 impl MlpConfig {
-    /// Every parameter of the model, in order, without allocating it: name, role, kind,
-    /// fans and whether it trains. The single source of the model's structure.
-    pub fn layout(&self) -> Vec<ParamShape> {
+    /// Declares every parameter of the model, in order, into `b` (the single source of the
+    /// model's structure; [`MlpConfig::layout`] and [`Mlp::new`] both run it).
+    pub fn declare(&self, b: &mut ParamBuilder) -> MlpLayers {
         let (n, depth) = (self.width, self.depth);
-        let mut out = vec![];
-        let mut push = |name: String, role, kind, fan_in, fan_out, trainable| {
-            out.push(ParamShape { name, role, kind, fan_in, fan_out, trainable })
-        };
+        let mut layers = MlpLayers { dense: Vec::with_capacity(depth), norms: vec![], logit_norm: None };
         for l in 0..depth {
             let last = l + 1 == depth;
             let (fan_in, fan_out, role) = match l {
@@ -192,28 +189,29 @@ impl MlpConfig {
                 _ if last => (n, self.d_out, Role::OutputLike),
                 _ => (n, n, Role::HiddenLike),
             };
-            let trainable = match self.freeze {
+            let trains = match self.freeze {
                 Freeze::None => true,
                 Freeze::RandomFeatures => last,
                 Freeze::FirstLayer => l > 0,
             };
-            push(format!("layers.{l}.weight"), role, ParamKind::Weight, fan_in, fan_out, trainable);
-            if self.bias {
-                push(format!("layers.{l}.bias"), Role::InputLike, ParamKind::Bias, 1, fan_out, trainable);
-            }
+            layers.dense.push(b.trainable(trains, |b| b.linear(&format!("layers.{l}"), fan_in, fan_out, role, self.bias)));
             if let (Some(kind), false) = (self.norm, last) {
-                let trainable = self.freeze != Freeze::RandomFeatures;
-                push(format!("norms.{l}.gain"), Role::InputLike, ParamKind::NormGain, 1, n, trainable);
-                if kind == Norm::LayerNorm {
-                    push(format!("norms.{l}.bias"), Role::InputLike, ParamKind::Bias, 1, n, trainable);
-                }
+                let affine = b.trainable(self.freeze != Freeze::RandomFeatures, |b| b.affine(&format!("norms.{l}"), n, kind == Norm::LayerNorm));
+                layers.norms.push(NormLayer { kind, affine });
             }
         }
         if self.logit_norm {
-            push("logit_norm.gain".into(), Role::InputLike, ParamKind::NormGain, 1, self.d_out, true);
-            push("logit_norm.bias".into(), Role::InputLike, ParamKind::Bias, 1, self.d_out, true);
+            layers.logit_norm = Some(NormLayer { kind: Norm::LayerNorm, affine: b.affine("logit_norm", self.d_out, true) });
         }
-        out
+        layers
+    }
+
+    /// Every parameter of the model, in order, without allocating it: name, role, kind,
+    /// fans and whether it trains ([`MlpConfig::declare`] as a dry run).
+    pub fn layout(&self) -> Vec<ParamShape> {
+        let mut b = ParamBuilder::default();
+        self.declare(&mut b);
+        b.into_layout()
     }
 
     /// Checks sizes; every error names the offending field.
@@ -243,32 +241,31 @@ impl MlpConfig {
     }
 }
 
-/// Normalisation layer parameters: indices into the parameter list.
+/// A normalisation layer: its kind and its affine part.
 #[derive(Debug)]
-struct NormLayer {
+pub struct NormLayer {
     kind: Norm,
-    gain: usize,
-    bias: Option<usize>,
+    affine: Affine,
 }
 
-/// Indices of one dense layer's parameters.
+/// The MLP's layers as declared ([`MlpConfig::declare`]): handles to their parameters.
 #[derive(Debug)]
-struct Dense {
-    weight: usize,
-    bias: Option<usize>,
-    multiplier: f64,
+pub struct MlpLayers {
+    dense: Vec<Linear>,
+    /// One per hidden layer when `cfg.norm` is set.
+    norms: Vec<NormLayer>,
+    logit_norm: Option<NormLayer>,
 }
 
 /// The MLP. Build with [`Mlp::new`].
 #[derive(Debug)]
 pub struct Mlp {
     cfg: MlpConfig,
-    params: Vec<Param>,
-    layers: Vec<Dense>,
+    core: Core,
+    layers: Vec<Linear>,
     /// One per hidden layer when `cfg.norm` is set.
     norms: Vec<NormLayer>,
     logit_norm: Option<NormLayer>,
-    device: Device,
 }
 
 const NORM_EPS: f64 = 1e-5;
@@ -279,61 +276,22 @@ impl Mlp {
     pub fn new(cfg: &MlpConfig, param: &Parameterization, seed: u64, device: Device) -> Result<Self> {
         cfg.validate()?;
         param.validate()?;
-        let n = cfg.width;
-        let params = super::build_params(cfg.layout(), param, n, seed, device)?;
-        let index = |name: String| params.iter().position(|p| p.name == name);
-        let norm_layer = |prefix: &str, kind| {
-            index(format!("{prefix}.gain")).map(|gain| NormLayer { kind, gain, bias: index(format!("{prefix}.bias")) })
-        };
-        let mut layers = Vec::with_capacity(cfg.depth);
-        let mut norms = Vec::new();
-        for l in 0..cfg.depth {
-            let weight = index(format!("layers.{l}.weight")).expect("layout has every layer");
-            let multiplier = params[weight].multiplier;
-            layers.push(Dense { weight, bias: index(format!("layers.{l}.bias")), multiplier });
-            if let Some(kind) = cfg.norm {
-                norms.extend(norm_layer(&format!("norms.{l}"), kind));
-            }
-        }
-        let logit_norm = norm_layer("logit_norm", Norm::LayerNorm);
-        Ok(Mlp { cfg: cfg.clone(), params, layers, norms, logit_norm, device })
+        let mut b = ParamBuilder::default();
+        let MlpLayers { dense, norms, logit_norm } = cfg.declare(&mut b);
+        let core = Core { params: b.build(param, cfg.width, seed, device)?, width: cfg.width, device };
+        Ok(Mlp { cfg: cfg.clone(), core, layers: dense, norms, logit_norm })
     }
 
     /// The same model with every parameter converted to `kind` (e.g. `Kind::Double` for
     /// checks against closed forms in f64; initial values are the f32 draws, cast).
     pub fn to_kind(mut self, kind: tch::Kind) -> Self {
-        super::params_to_kind(&mut self.params, kind);
+        self.core.to_kind(kind);
         self
     }
 
     /// The configuration the model was built from.
     pub fn config(&self) -> &MlpConfig {
         &self.cfg
-    }
-
-    /// Forward pass; records sites when `rec` is given.
-    ///
-    /// # Shapes
-    /// `x: [batch, d_in]` -> logits `[batch, d_out]`.
-    fn run(&self, x: &Tensor, mut rec: Option<&mut Trace>) -> Tensor {
-        let mut h = x.shallow_clone(); // [batch, d_in]
-        let depth = self.layers.len();
-        for (l, layer) in self.layers.iter().enumerate() {
-            h = self.dense(layer, &h, rec.as_deref_mut()); // [batch, fan_out]
-            if l + 1 < depth {
-                if let Some(norm) = self.norms.get(l) {
-                    h = self.norm(norm, &h, rec.as_deref_mut()); // [batch, n]
-                }
-                h = self.cfg.activation.forward(&h);
-                if let Some(r) = rec.as_deref_mut() {
-                    r.activations.push(h.shallow_clone());
-                }
-            }
-        }
-        if let Some(norm) = &self.logit_norm {
-            h = self.norm(norm, &h, rec.as_deref_mut()); // [batch, d_out]
-        }
-        h
     }
 
     /// Whether [`Mlp::manual_gradients`] covers this model: every MLP without normalisation
@@ -387,7 +345,7 @@ impl Mlp {
     /// low-rank form [`LowRankStep`] (`delta W = -lr g^T x`; the factors are tensors the pass
     /// computes anyway).
     pub fn manual_sgd_step(&self, x: &Tensor, y: &Tensor, loss: &Loss, lrs: &[f64]) -> Option<FusedStep> {
-        assert_eq!(lrs.len(), self.params.len(), "one learning rate per parameter");
+        assert_eq!(lrs.len(), self.core.params.len(), "one learning rate per parameter");
         self.manual_backward(x, y, loss, Some(lrs))
     }
 
@@ -397,7 +355,7 @@ impl Mlp {
         if !self.supports_manual_backward() {
             return None;
         }
-        let params = &self.params;
+        let params = &self.core.params;
         let activation = self.cfg.activation;
         let derivative = activation.derivative()?;
         let depth = self.layers.len();
@@ -409,7 +367,7 @@ impl Mlp {
             let mut h = x.shallow_clone();
             let mut h_pre = None;
             for (l, layer) in self.layers.iter().enumerate() {
-                let mut out = ops::linear(&h, &params[layer.weight].tensor, None, layer.multiplier); // [batch, fan_out]
+                let mut out = ops::linear(&h, &params[layer.weight].tensor, None, params[layer.weight].multiplier); // [batch, fan_out]
                 if let Some(b) = layer.bias {
                     out += &params[b].tensor;
                 }
@@ -449,8 +407,9 @@ impl Mlp {
                     }
                     grads[b] = Some(db);
                 }
-                if layer.multiplier != 1.0 {
-                    g *= layer.multiplier;
+                let multiplier = params[layer.weight].multiplier;
+                if multiplier != 1.0 {
+                    g *= multiplier;
                 }
                 let w = &params[layer.weight].tensor;
                 // the input gradient uses W before its update
@@ -484,8 +443,8 @@ impl Mlp {
         }))
     }
 
-    fn dense(&self, layer: &Dense, x: &Tensor, rec: Option<&mut Trace>) -> Tensor {
-        super::dense(&self.params, layer.weight, layer.bias, layer.multiplier, x, rec)
+    fn dense(&self, layer: Linear, x: &Tensor, rec: Option<&mut Trace>) -> Tensor {
+        super::dense(&self.core.params, layer, x, rec)
     }
 
     fn norm(&self, norm: &NormLayer, x: &Tensor, rec: Option<&mut Trace>) -> Tensor {
@@ -498,33 +457,45 @@ impl Mlp {
                 centred / (var + NORM_EPS).sqrt()
             }
         };
-        super::affine(&self.params, norm.gain, norm.bias, &z, rec)
+        super::affine(&self.core.params, norm.affine, &z, rec)
     }
 }
 
-impl Model for Mlp {
-    fn params(&self) -> &[Param] {
-        &self.params
+impl Network for Mlp {
+    fn core(&self) -> &Core {
+        &self.core
     }
-    fn width(&self) -> i64 {
-        self.cfg.width
-    }
-    fn device(&self) -> Device {
-        self.device
-    }
-    fn forward(&self, x: &Tensor) -> Tensor {
-        self.run(x, None)
-    }
-    fn forward_trace_with<'p>(&self, x: &Tensor, products: Option<&'p mut dyn DenseProducts>) -> Trace<'p> {
-        let mut t = Trace::new(products);
-        t.logits = self.run(x, Some(&mut t));
-        t
+    /// The forward pass; records sites when `rec` is given.
+    ///
+    /// # Shapes
+    /// `x: [batch, d_in]` -> logits `[batch, d_out]`.
+    fn run(&self, x: &Tensor, mut rec: Option<&mut Trace>) -> Tensor {
+        let mut h = x.shallow_clone(); // [batch, d_in]
+        let depth = self.layers.len();
+        for (l, layer) in self.layers.iter().enumerate() {
+            h = self.dense(*layer, &h, rec.as_deref_mut()); // [batch, fan_out]
+            if l + 1 < depth {
+                if let Some(norm) = self.norms.get(l) {
+                    h = self.norm(norm, &h, rec.as_deref_mut()); // [batch, n]
+                }
+                h = self.cfg.activation.forward(&h);
+                if let Some(r) = rec.as_deref_mut() {
+                    r.activations.push(h.shallow_clone());
+                }
+            }
+        }
+        if let Some(norm) = &self.logit_norm {
+            h = self.norm(norm, &h, rec.as_deref_mut()); // [batch, d_out]
+        }
+        h
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::param::ParamKind;
+    use crate::model::Model;
     use tch::Kind;
 
     fn small(depth: usize, width: i64) -> MlpConfig {

@@ -2,6 +2,10 @@
 //! every weight acting linearly on its input, that input and output (tch has no forward
 //! hooks, so models record them explicitly). The RCC monitor is written against [`Model`] and
 //! [`Trace`] only, so it sees MLPs and transformers alike.
+//!
+//! A model declares its parameters once into a [`ParamBuilder`] (name, role, fans; typed
+//! handles back), keeps them in a [`Core`] and implements [`Network`] (its core and one
+//! forward pass that records sites when traced); every `Network` is a [`Model`].
 use serde::{Deserialize, Serialize};
 use tch::{Device, Tensor};
 
@@ -25,6 +29,95 @@ pub struct ParamShape {
     pub fan_in: i64,
     pub fan_out: i64,
     pub trainable: bool,
+}
+
+/// Declares a model's parameters, each once, and hands back typed handles to them: the
+/// single source of a model's structure. A model's config declares its layers into a builder
+/// (`MlpConfig::declare`, `GptConfig::declare`); its `layout()` is that declaration as a dry run
+/// (shapes only, nothing allocated), and its `new()` builds the parameters from the same run and
+/// keeps the handles, so no parameter is ever looked up by name.
+///
+/// ```
+/// use widthlab::model::ParamBuilder;
+/// use widthlab::param::Role;
+/// let mut b = ParamBuilder::default();
+/// let input = b.linear("input", 784, 256, Role::InputLike, false);
+/// let readout = b.trainable(false, |b| b.linear("readout", 256, 10, Role::OutputLike, true));
+/// let layout = b.into_layout();
+/// assert_eq!((input.weight, readout.weight, readout.bias), (0, 1, Some(2)));
+/// assert_eq!((layout[1].fan_in, layout[1].fan_out, layout[1].trainable), (256, 10, false));
+/// ```
+#[derive(Debug)]
+pub struct ParamBuilder {
+    layout: Vec<ParamShape>,
+    trainable: bool,
+}
+
+impl Default for ParamBuilder {
+    fn default() -> Self {
+        ParamBuilder { layout: vec![], trainable: true }
+    }
+}
+
+/// A dense layer `a W x (+ b)`: the indices of its weight and optional bias in the model's
+/// parameters (the multiplier `a` is the weight's, [`Param::multiplier`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Linear {
+    pub weight: usize,
+    pub bias: Option<usize>,
+}
+
+/// The affine part `g * z (+ b)` of a normalisation layer: indices of its gain and optional bias.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Affine {
+    pub gain: usize,
+    pub bias: Option<usize>,
+}
+
+impl ParamBuilder {
+    /// Declares one parameter (trainable unless declared inside [`ParamBuilder::trainable`]
+    /// with `false`); returns its index.
+    pub fn param(&mut self, name: impl Into<String>, role: Role, kind: ParamKind, fan_in: i64, fan_out: i64) -> usize {
+        let trainable = self.trainable;
+        self.layout.push(ParamShape { name: name.into(), role, kind, fan_in, fan_out, trainable });
+        self.layout.len() - 1
+    }
+
+    /// A dense weight `{name}.weight: [fan_out, fan_in]` of `role` and, if `bias`, its bias
+    /// `{name}.bias` (input-like: its input is the constant 1).
+    pub fn linear(&mut self, name: &str, fan_in: i64, fan_out: i64, role: Role, bias: bool) -> Linear {
+        let weight = self.param(format!("{name}.weight"), role, ParamKind::Weight, fan_in, fan_out);
+        let bias = bias.then(|| self.param(format!("{name}.bias"), Role::InputLike, ParamKind::Bias, 1, fan_out));
+        Linear { weight, bias }
+    }
+
+    /// A normalisation layer's gain `{name}.gain` over `len` coordinates (initialised to 1)
+    /// and, if `bias`, its bias `{name}.bias`; both input-like.
+    pub fn affine(&mut self, name: &str, len: i64, bias: bool) -> Affine {
+        let gain = self.param(format!("{name}.gain"), Role::InputLike, ParamKind::NormGain, 1, len);
+        let bias = bias.then(|| self.param(format!("{name}.bias"), Role::InputLike, ParamKind::Bias, 1, len));
+        Affine { gain, bias }
+    }
+
+    /// Declares what `f` declares as trainable only if `trainable` (frozen otherwise: kept at
+    /// its initial value, e.g. random features); nests (frozen inside stays frozen).
+    pub fn trainable<R>(&mut self, trainable: bool, f: impl FnOnce(&mut Self) -> R) -> R {
+        let before = self.trainable;
+        self.trainable = before && trainable;
+        let out = f(self);
+        self.trainable = before;
+        out
+    }
+
+    /// The declared parameters, in order (the order weights are drawn in).
+    pub fn into_layout(self) -> Vec<ParamShape> {
+        self.layout
+    }
+
+    /// Allocates and initialises the declared parameters ([`build_params`]).
+    pub fn build(self, param: &Parameterization, n: i64, seed: u64, device: Device) -> crate::Result<Vec<Param>> {
+        build_params(self.layout, param, n, seed, device)
+    }
 }
 
 /// Allocates and initialises the parameters of a layout under `param` at width `n`: weights
@@ -62,16 +155,6 @@ pub fn build_params(layout: Vec<ParamShape>, param: &Parameterization, n: i64, s
             })
         })
         .collect()
-}
-
-/// Every parameter converted to `kind` (e.g. `Kind::Double` for checks against closed forms
-/// in f64), still requiring gradients where trainable: the one conversion behind
-/// [`Mlp::to_kind`] and [`Gpt::to_kind`].
-pub(crate) fn params_to_kind(params: &mut [Param], kind: tch::Kind) {
-    for p in params {
-        let t = tch::no_grad(|| p.tensor.to_kind(kind));
-        p.tensor = t.detach().set_requires_grad(p.trainable);
-    }
 }
 
 thread_local! {
@@ -156,7 +239,7 @@ impl LinearOp {
 }
 
 /// Records one site into a trace (if tracing).
-pub(crate) fn record(params: &[Param], rec: Option<&mut Trace>, param: usize, op: LinearOp, input: &Tensor, output: &Tensor) {
+pub fn record(params: &[Param], rec: Option<&mut Trace>, param: usize, op: LinearOp, input: &Tensor, output: &Tensor) {
     if let Some(r) = rec {
         r.sites.push(Site {
             name: params[param].name.clone(),
@@ -168,11 +251,14 @@ pub(crate) fn record(params: &[Param], rec: Option<&mut Trace>, param: usize, op
     }
 }
 
-/// `a W x (+ b)`: a dense weight and its optional bias as two sites.
+/// `a W x (+ b)`: a dense layer's weight (with its multiplier `a`) and optional bias, as two
+/// sites.
 ///
 /// # Shapes
 /// `x: [.., fan_in]` -> `[.., fan_out]`.
-pub(crate) fn dense(params: &[Param], weight: usize, bias: Option<usize>, multiplier: f64, x: &Tensor, mut rec: Option<&mut Trace>) -> Tensor {
+pub fn dense(params: &[Param], layer: Linear, x: &Tensor, mut rec: Option<&mut Trace>) -> Tensor {
+    let Linear { weight, bias } = layer;
+    let multiplier = params[weight].multiplier;
     let op = LinearOp::Dense { multiplier };
     let w = &params[weight].tensor;
     if rec.is_none() {
@@ -193,7 +279,8 @@ pub(crate) fn dense(params: &[Param], weight: usize, bias: Option<usize>, multip
 }
 
 /// `g * z (+ b)`: the affine part of a normalisation layer, on the normalised `z`, as two sites.
-pub(crate) fn affine(params: &[Param], gain: usize, bias: Option<usize>, z: &Tensor, mut rec: Option<&mut Trace>) -> Tensor {
+pub fn affine(params: &[Param], norm: Affine, z: &Tensor, mut rec: Option<&mut Trace>) -> Tensor {
+    let Affine { gain, bias } = norm;
     let y = LinearOp::Diagonal.apply(&params[gain].tensor, z);
     record(params, rec.as_deref_mut(), gain, LinearOp::Diagonal, z, &y);
     match bias {
@@ -296,6 +383,56 @@ pub trait Model {
     /// Number of scalar parameters.
     fn num_params(&self) -> i64 {
         self.params().iter().map(|p| p.tensor.numel() as i64).sum()
+    }
+}
+
+/// What every model holds: its parameters, the width its parameterization scales with, and
+/// the device they live on.
+#[derive(Debug)]
+pub struct Core {
+    pub params: Vec<Param>,
+    pub width: i64,
+    pub device: Device,
+}
+
+impl Core {
+    /// Every parameter converted to `kind` (e.g. `Kind::Double` for checks against closed
+    /// forms in f64; values are the f32 draws, cast), still requiring gradients where trainable.
+    pub fn to_kind(&mut self, kind: tch::Kind) {
+        for p in &mut self.params {
+            let t = tch::no_grad(|| p.tensor.to_kind(kind));
+            p.tensor = t.detach().set_requires_grad(p.trainable);
+        }
+    }
+}
+
+/// A network: its [`Core`] and a forward pass that records its sites when given a trace.
+/// Every `Network` is a [`Model`] by the one implementation below (the MLP, the GPT, and a
+/// model of your own, see `docs/extending.md`).
+pub trait Network {
+    fn core(&self) -> &Core;
+    /// The forward pass: logits. With `trace`, records every [`Site`] (in forward order) and
+    /// the hidden activations into it.
+    fn run(&self, x: &Tensor, trace: Option<&mut Trace>) -> Tensor;
+}
+
+impl<N: Network> Model for N {
+    fn params(&self) -> &[Param] {
+        &self.core().params
+    }
+    fn width(&self) -> i64 {
+        self.core().width
+    }
+    fn device(&self) -> Device {
+        self.core().device
+    }
+    fn forward(&self, x: &Tensor) -> Tensor {
+        self.run(x, None)
+    }
+    fn forward_trace_with<'p>(&self, x: &Tensor, products: Option<&'p mut dyn DenseProducts>) -> Trace<'p> {
+        let mut t = Trace::new(products);
+        t.logits = self.run(x, Some(&mut t));
+        t
     }
 }
 
