@@ -50,12 +50,12 @@ fn main() -> anyhow::Result<()> {
 
     // Warm-up (libtorch's lazy initialisation, page faults) outside both timings.
     widthlab::device::set_threads(all);
-    MlpRunner.run(&points[0].config, all)?;
+    MlpRunner::default().run(&points[0].config, all)?;
 
     // Sequential, libtorch with all threads.
     let t0 = Instant::now();
     for p in &points {
-        MlpRunner.run(&p.config, all)?;
+        MlpRunner::default().run(&p.config, all)?;
     }
     let seq = t0.elapsed().as_secs_f64();
 
@@ -71,7 +71,7 @@ fn main() -> anyhow::Result<()> {
     widthlab::device::set_threads(1);
     let t0 = Instant::now();
     for p in &points {
-        MlpRunner.run(&p.config, 1)?;
+        MlpRunner::default().run(&p.config, 1)?;
     }
     let seq1 = t0.elapsed().as_secs_f64();
 

@@ -15,7 +15,7 @@
 //! Both sides do the same work per step: an 8-layer bias-free ReLU MLP in f32, He init, SGD
 //! without momentum at lr 1e-3, CE averaged over the batch, the batch a slice of a
 //! preallocated random dataset (no data loading), and the loss read back as a number. The
-//! widthlab side is [`widthlab::train::mlp_step`] as `run_loop` calls it without a hook (the
+//! widthlab side is [`widthlab::train::mlp_step`] as `Trainer::step` calls it without a hook (the
 //! MLP's hand-written backward with the SGD update fused into it); the Python side gets
 //! widthlab's glibc allocator settings ([`widthlab::device::tune_allocator`]) through
 //! `MALLOC_*` variables.

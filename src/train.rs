@@ -1,5 +1,14 @@
-//! The training loop: a serde [`TrainConfig`], a [`Trainer`] that can be stepped by hand (from
-//! a notebook) or run to the end, and a JSON-serialisable [`TrainResult`].
+//! Training: one [`Trainer`] for every kind of run, stepped by hand (from a notebook) or run to
+//! the end, with a JSON-serialisable [`TrainResult`].
+//!
+//! A kind of run is its config ([`RunConfig`]): [`TrainConfig`] trains an MLP on images,
+//! [`gpt::GptTrainConfig`] a GPT on text. The config declares the model it builds, the data it
+//! trains on ([`Batches`]: batches, evaluation, probe and curvature batches) and the settings
+//! the trainer reads ([`Settings`]); how a model takes a step is its [`TrainStep`] (autograd by
+//! default; the MLP's hand-written backward and fused SGD, [`mlp_step`]). The trainer, its
+//! loop, the coordinate-check runner ([`crate::rcc::runner::monitored_run`]), the sharpness
+//! runner and the sweep runner ([`crate::sweep::runner::ConfigRunner`]) are written once
+//! against these traits, so a new model needs a config, its data and nothing else.
 //!
 //! Divergence is an outcome, not an error: a non-finite mini-batch loss (or, optionally, a
 //! loss above `max_loss`) stops the run and is recorded in [`Outcome::Diverged`]; so does an
@@ -14,9 +23,9 @@ use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
 use crate::data::{self, DataConfig, Dataset};
-use crate::device::DeviceChoice;
+use crate::device::{with_autocast, DeviceChoice};
 use crate::loss::{accuracy, Loss};
-use crate::model::{Mlp, MlpConfig, Model};
+use crate::model::{Mlp, MlpConfig, Model, Network};
 use crate::limits;
 use crate::optim::{gradients, LowRankStep, OptimConfig, Optimizer, StepStats};
 use crate::param::Parameterization;
@@ -255,10 +264,12 @@ pub struct EvalRecord {
     pub test_acc: Option<f64>,
 }
 
-/// The result of a run, serialisable to JSON.
+/// The result of a run of any kind ([`TrainConfig`]: an MLP, [`gpt::GptTrainConfig`]: a
+/// GPT), serialisable to JSON.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct TrainResult {
-    pub config: TrainConfig,
+#[serde(bound(serialize = "C: Serialize", deserialize = "C: serde::de::DeserializeOwned"))]
+pub struct TrainResult<C = TrainConfig> {
+    pub config: C,
     pub parameterization: String,
     pub width: i64,
     pub num_params: i64,
@@ -271,12 +282,21 @@ pub struct TrainResult {
     pub last: Option<EvalRecord>,
     pub seconds: f64,
     pub steps_per_second: f64,
+    /// Training tokens per second (`batch_size * seq_len * steps_per_second`), for runs on
+    /// token sequences (the GPT).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens_per_second: Option<f64>,
 }
 
-impl TrainResult {
+impl<C> TrainResult<C> {
     /// Whether the run diverged.
     pub fn diverged(&self) -> bool {
         matches!(self.outcome, Outcome::Diverged { .. })
+    }
+
+    /// Test (for the GPT: validation) loss of the last evaluation.
+    pub fn test_loss(&self) -> Option<f64> {
+        self.last.as_ref().and_then(|e| e.test_loss)
     }
 }
 
@@ -385,69 +405,137 @@ impl StepHook for Hooks<'_> {
     }
 }
 
-/// A model, its optimizer and its data, ready to be stepped.
-pub struct Trainer {
-    pub cfg: TrainConfig,
-    pub model: Mlp,
+/// What a kind of training run declares: the model it builds, the data it trains on, and the
+/// settings the one [`Trainer`] reads. [`TrainConfig`] (an MLP on images) and
+/// [`gpt::GptTrainConfig`] (a GPT on text) are the two built in; everything model-specific of a
+/// run lives in its config, its [`Batches`] and its [`TrainStep`].
+pub trait RunConfig: Clone + std::fmt::Debug + PartialEq + Serialize + serde::de::DeserializeOwned + Send + Sync + 'static {
+    type Model: TrainStep;
+    type Data: Batches;
+    /// The data as loaded, before it moves to the run's device (shareable between runs).
+    type Loaded;
+    /// The settings every run has.
+    fn settings(&self) -> Settings;
+    /// Checks the config, and that the run fits this machine's memory on the CPU.
+    fn check_fits(&self) -> Result<()>;
+    /// Loads (and, for text, tokenizes) the data.
+    fn load(&self) -> Result<Self::Loaded>;
+    /// Builds the run on `device` from loaded data: the model, its batches, and the config
+    /// completed with what the data fixes (input and output dimensions, vocabulary).
+    fn setup(&self, loaded: Self::Loaded, device: Device) -> Result<Setup<Self>>;
+    /// The name of the parameterization (with its overrides), for the result.
+    fn parameterization_name(&self) -> Result<String>;
+    /// The config with another width, seed or number of steps (for sweeps and checks).
+    fn set_width(&mut self, width: i64);
+    fn set_seed(&mut self, seed: u64);
+    fn set_steps(&mut self, steps: usize);
+}
+
+/// The settings of a run that the [`Trainer`] reads, whatever the model.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Settings {
+    pub seed: u64,
+    pub device: DeviceChoice,
+    /// libtorch threads (`None`: libtorch's default).
+    pub threads: Option<usize>,
+    /// Base learning rate `eta`.
+    pub lr: f64,
+    pub loss: Loss,
+    /// The optimizer, its schedule spanning the run.
+    pub optim: OptimConfig,
+    /// Evaluate every this many steps (0: only at the end).
+    pub eval_every: usize,
+    /// Stop as diverged above this training loss.
+    pub max_loss: Option<f64>,
+}
+
+/// A run as [`RunConfig::setup`] builds it.
+pub struct Setup<C: RunConfig> {
+    /// The config completed with what the data fixes.
+    pub cfg: C,
+    pub model: C::Model,
+    pub data: C::Data,
+    pub total_steps: usize,
+    /// Whether forward passes run in bf16 mixed precision.
+    pub mixed: bool,
+}
+
+/// A run's data as the trainer sees it: training batches, evaluation, probe batches.
+pub trait Batches {
+    /// The next training batch: inputs and targets as [`Loss::compute`] takes them (`[B]`
+    /// labels; for token sequences `[B, T]` inputs and `[B*T]` targets).
+    fn next_batch(&mut self) -> (Tensor, Tensor);
+    /// Training metrics (on a fixed subset) and test metrics of `model` after `step` steps.
+    fn evaluate(&self, model: &dyn Model, loss: &Loss, mixed: bool, step: usize) -> EvalRecord;
+    /// A fixed batch of `size` examples seeded by `seed`, on which the RCC monitor measures
+    /// (training points; for text, validation windows).
+    fn probe(&self, size: usize, seed: u64) -> (Tensor, Tensor);
+    /// A fixed batch of training examples seeded by `seed` for curvature measurements
+    /// ([`crate::sharpness`]); `size` defaults to the model's usual (1024 images, 8 windows).
+    fn curvature_batch(&self, size: Option<usize>, seed: u64) -> (Tensor, Tensor);
+    /// Training tokens per step, for runs on token sequences.
+    fn tokens_per_step(&self) -> Option<f64> {
+        None
+    }
+}
+
+/// How a model takes one optimisation step. The default computes gradients by autograd (in
+/// bf16 mixed precision if `mixed`) and applies the optimizer; a model with a faster path of
+/// its own (the MLP's hand-written backward, [`mlp_step`]) overrides it.
+pub trait TrainStep: Network + Sized {
+    /// One step on the batch `(x, y)`; keeps every gradient it applied for
+    /// [`Optimizer::last_gradients`] if `keep_gradients`.
+    fn train_step(&self, optimizer: &mut Optimizer, loss: &Loss, x: &Tensor, y: &Tensor, keep_gradients: bool, mixed: bool) -> Result<StepStats> {
+        let _ = keep_gradients; // (autograd's gradients are kept either way)
+        StepPath::Autograd.announce("the model has no hand-written backward pass");
+        optimizer.step(self.params(), &mut || with_autocast(mixed, || loss.compute(&self.forward(x), y)))
+    }
+}
+
+impl TrainStep for Mlp {
+    fn train_step(&self, optimizer: &mut Optimizer, loss: &Loss, x: &Tensor, y: &Tensor, keep_gradients: bool, _mixed: bool) -> Result<StepStats> {
+        mlp_step(self, optimizer, loss, x, y, keep_gradients)
+    }
+}
+
+/// A model, its optimizer and its data, ready to be stepped (by hand, from a notebook, or to
+/// the end by [`Trainer::run`]): the one trainer of every kind of run.
+pub struct Trainer<C: RunConfig = TrainConfig> {
+    /// The config, completed with what the data fixes.
+    pub cfg: C,
+    pub model: C::Model,
     pub optimizer: Optimizer,
-    pub train: Dataset,
-    pub test: Dataset,
+    pub data: C::Data,
     pub device: Device,
-    eval_idx: Option<Vec<usize>>,
-    order: Vec<usize>,
-    cursor: usize,
-    epoch: u64,
+    /// Whether forward passes run in bf16 mixed precision.
+    pub mixed: bool,
+    settings: Settings,
     total_steps: usize,
     keep_gradients: bool,
 }
 
-impl Trainer {
+impl<C: RunConfig> Trainer<C> {
     /// Loads the data, builds the model and the optimizer.
-    pub fn new(cfg: &TrainConfig) -> Result<Self> {
-        cfg.check_fits()?;
-        if let Some(t) = cfg.threads {
+    pub fn new(cfg: &C) -> Result<Self> {
+        cfg.check_fits()?; // before the data is loaded
+        if let Some(t) = cfg.settings().threads {
             crate::device::set_threads(t);
         }
-        let device = cfg.device.resolve()?;
-        let splits = data::load(&cfg.data, cfg.seed)?;
-        let (train, test) = (splits.train.to_device(device), splits.test.to_device(device));
-        if train.len() < cfg.batch_size {
-            return Err(Error::config(format!(
-                "batch_size {} exceeds the {} training points",
-                cfg.batch_size,
-                train.len()
-            )));
+        Self::with_data(cfg, cfg.load()?)
+    }
+
+    /// As [`Trainer::new`] with already loaded data (e.g. text shared by runs at several
+    /// widths).
+    pub fn with_data(cfg: &C, loaded: C::Loaded) -> Result<Self> {
+        cfg.check_fits()?;
+        let settings = cfg.settings();
+        if let Some(t) = settings.threads {
+            crate::device::set_threads(t);
         }
-        let mut model_cfg = cfg.model.clone();
-        model_cfg.d_in = train.input_dim();
-        model_cfg.d_out = train.num_classes;
-        let param = cfg.parameterization()?;
-        let model = Mlp::new(&model_cfg, &param, cfg.seed, device)?;
-        let optimizer = Optimizer::new(&cfg.optim, cfg.lr, model.params())?;
-        let total_steps = cfg.planned_steps(train.len())?;
-        let eval_idx = cfg.eval.train_subset.filter(|&k| k < train.len()).map(|k| {
-            let mut p = rng::permutation(train.len(), &mut rng::rng(cfg.seed, stream::SUBSET + 100));
-            p.truncate(k);
-            p
-        });
-        let mut cfg = cfg.clone();
-        cfg.model = model_cfg;
-        let mut t = Trainer {
-            cfg,
-            model,
-            optimizer,
-            train,
-            test,
-            device,
-            eval_idx,
-            order: vec![],
-            cursor: 0,
-            epoch: 0,
-            total_steps,
-            keep_gradients: true,
-        };
-        t.reshuffle();
-        Ok(t)
+        let device = settings.device.resolve()?;
+        let Setup { cfg, model, data, total_steps, mixed } = cfg.setup(loaded, device)?;
+        let optimizer = Optimizer::new(&settings.optim, settings.lr, model.params())?;
+        Ok(Trainer { cfg, model, optimizer, data, device, mixed, settings, total_steps, keep_gradients: true })
     }
 
     /// Total number of steps the run is configured for.
@@ -455,85 +543,49 @@ impl Trainer {
         self.total_steps
     }
 
-    fn reshuffle(&mut self) {
-        // One stream per epoch, so the order does not depend on how far earlier epochs got.
-        let mut r = rng::rng(self.cfg.seed ^ (self.epoch << 32), stream::SHUFFLE);
-        self.order = rng::permutation(self.train.len(), &mut r);
-        self.cursor = 0;
-        self.epoch += 1;
-    }
-
-    /// The next mini-batch (inputs `[B, d_in]`, labels `[B]`), reshuffling at epoch ends
-    /// (incomplete last batches are dropped).
+    /// The next training batch.
     pub fn next_batch(&mut self) -> (Tensor, Tensor) {
-        let b = self.cfg.batch_size;
-        if self.cursor + b > self.order.len() {
-            self.reshuffle();
-        }
-        let idx = &self.order[self.cursor..self.cursor + b];
-        self.cursor += b;
-        let it = rng::index_tensor(idx, self.device);
-        (self.train.x.index_select(0, &it), self.train.y.index_select(0, &it))
+        self.data.next_batch()
     }
 
-    /// One optimisation step on the next mini-batch ([`mlp_step`]).
+    /// One optimisation step on the next mini-batch ([`TrainStep::train_step`]).
     pub fn step(&mut self) -> Result<StepStats> {
-        let (x, y) = self.next_batch();
-        mlp_step(&self.model, &mut self.optimizer, &self.cfg.loss, &x, &y, self.keep_gradients)
+        let (x, y) = self.data.next_batch();
+        self.model.train_step(&mut self.optimizer, &self.settings.loss, &x, &y, self.keep_gradients, self.mixed)
     }
 
     /// Whether [`Trainer::step`] keeps the gradients it applied for
-    /// [`Optimizer::last_gradients`] (default: yes). Without, plain-SGD steps are fused into
-    /// the backward pass (the weights' steps then stay in [`Optimizer::last_low_rank`]);
-    /// [`run_loop`] turns this off unless a hook needs the gradients
-    /// ([`StepHook::needs_gradients`]).
+    /// [`Optimizer::last_gradients`] (default: yes). Without, plain-SGD steps of an MLP are
+    /// fused into its backward pass (the weights' steps then stay in
+    /// [`Optimizer::last_low_rank`]); [`Trainer::run`] turns this off unless a hook needs the
+    /// gradients ([`StepHook::needs_gradients`]).
     pub fn set_keep_gradients(&mut self, keep: bool) {
         self.keep_gradients = keep;
     }
 
-    /// Loss and accuracy of the current model on a dataset (in chunks, without gradients).
-    pub fn evaluate_on(&self, data: &Dataset, idx: Option<&[usize]>) -> (f64, f64) {
-        const CHUNK: usize = 8192;
-        let n = idx.map_or(data.len(), |i| i.len());
-        let (mut loss_sum, mut acc_sum) = (0.0, 0.0);
-        tch::no_grad(|| {
-            for start in (0..n).step_by(CHUNK) {
-                let end = (start + CHUNK).min(n);
-                let (x, y) = match idx {
-                    Some(i) => {
-                        let it = rng::index_tensor(&i[start..end], self.device);
-                        (data.x.index_select(0, &it), data.y.index_select(0, &it))
-                    }
-                    None => (data.x.narrow(0, start as i64, (end - start) as i64), data.y.narrow(0, start as i64, (end - start) as i64)),
-                };
-                let f = self.model.forward(&x);
-                let w = (end - start) as f64;
-                loss_sum += self.cfg.loss.compute(&f, &y).to_kind(Kind::Double).double_value(&[]) * w;
-                acc_sum += accuracy(&f, &y) * w;
-            }
-        });
-        (loss_sum / n as f64, acc_sum / n as f64)
+    /// Training and test metrics after `step` steps.
+    pub fn evaluate(&self, step: usize) -> EvalRecord {
+        self.data.evaluate(&self.model, &self.settings.loss, self.mixed, step)
     }
 
-    /// Train (on the fixed evaluation subset) and test metrics after `step` steps.
-    pub fn evaluate(&self, step: usize) -> EvalRecord {
-        let (train_loss, train_acc) = self.evaluate_on(&self.train, self.eval_idx.as_deref());
-        let (test_loss, test_acc) = if self.cfg.eval.test {
-            let (l, a) = self.evaluate_on(&self.test, None);
-            (Some(l), Some(a))
-        } else {
-            (None, None)
-        };
-        EvalRecord { step, train_loss, train_acc, test_loss, test_acc }
+    /// The RCC monitor's probe batch ([`Batches::probe`]).
+    pub fn probe(&self, size: usize, seed: u64) -> (Tensor, Tensor) {
+        self.data.probe(size, seed)
+    }
+
+    /// The run's settings.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
     }
 
     /// Runs all steps, evaluating as configured, with an optional progress bar and hook.
-    pub fn run(mut self, progress: bool, hook: Option<&mut dyn StepHook>) -> Result<TrainResult> {
-        let log = run_loop(&mut self, progress, hook)?;
+    pub fn run(mut self, progress: bool, hook: Option<&mut dyn StepHook>) -> Result<TrainResult<C>> {
+        let log = self.run_loop(progress, hook)?;
         Ok(TrainResult {
-            parameterization: self.cfg.parameterization()?.name,
+            parameterization: self.cfg.parameterization_name()?,
             width: self.model.width(),
             num_params: self.model.num_params(),
+            tokens_per_second: self.data.tokens_per_step().map(|t| t * log.steps_per_second),
             config: self.cfg,
             outcome: log.outcome,
             steps: log.steps,
@@ -544,71 +596,98 @@ impl Trainer {
             steps_per_second: log.steps_per_second,
         })
     }
+
+    /// The training loop (the only one in widthlab): steps until done or diverged, calls the
+    /// hook around every step, evaluates as configured, shows an optional progress bar.
+    pub fn run_loop(&mut self, progress: bool, mut hook: Option<&mut dyn StepHook>) -> Result<RunLog> {
+        let started = Instant::now();
+        let total = self.total_steps;
+        let bar = if progress {
+            let b = ProgressBar::new(total as u64);
+            b.set_style(
+                ProgressStyle::with_template(
+                    "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} steps ({per_sec}, eta {eta}) {msg}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            );
+            b
+        } else {
+            ProgressBar::hidden()
+        };
+        if let Some(h) = hook.as_deref_mut() {
+            h.start(&self.model)?;
+        }
+        self.set_keep_gradients(hook.as_deref().is_some_and(|h| h.needs_gradients()));
+        // (grown as needed: `total` is bounded by limits::MAX_STEPS, not by what is free)
+        let mut batch_losses = Vec::with_capacity(total.min(1 << 16));
+        let mut evals = vec![];
+        let mut outcome = Outcome::Completed;
+        let mut steps = 0;
+        let (every, max_loss) = (self.settings.eval_every, self.settings.max_loss);
+        while steps < total {
+            if let Some(h) = hook.as_deref_mut() {
+                h.before_step(steps + 1, &self.model)?;
+            }
+            let stats = self.step()?;
+            steps += 1;
+            batch_losses.push(stats.loss);
+            if let Some(h) = hook.as_deref_mut() {
+                h.after_step(steps, &self.model, &StepOutput::of(&stats, &self.optimizer))?;
+            }
+            let too_big = max_loss.is_some_and(|m| stats.loss > m);
+            if !stats.loss.is_finite() || too_big {
+                let reason = if too_big {
+                    format!("loss {:.3e} above max_loss", stats.loss)
+                } else {
+                    format!("non-finite loss ({})", stats.loss)
+                };
+                outcome = Outcome::Diverged { step: steps, reason };
+                break;
+            }
+            if every > 0 && steps % every == 0 && steps < total {
+                let e = self.evaluate(steps);
+                let bad = non_finite_eval(&e);
+                evals.push(e);
+                if let Some(reason) = bad {
+                    outcome = Outcome::Diverged { step: steps, reason };
+                    break;
+                }
+            }
+            bar.inc(1);
+            if steps % 50 == 0 || steps < 50 {
+                bar.set_message(format!("loss {:.4}", stats.loss));
+            }
+        }
+        bar.finish_and_clear();
+        // Evaluations stop the loop themselves; the final one is taken after every run that
+        // ended without diverging, so only the last step's update is left to check here.
+        let last = match evals.last() {
+            Some(e) if e.step == steps && matches!(outcome, Outcome::Diverged { .. }) => e.clone(),
+            _ => {
+                let e = self.evaluate(steps);
+                evals.push(e.clone());
+                e
+            }
+        };
+        if outcome == Outcome::Completed {
+            if let Some(reason) = non_finite_eval(&last) {
+                outcome = Outcome::Diverged { step: steps, reason };
+            }
+        }
+        let seconds = started.elapsed().as_secs_f64();
+        Ok(RunLog {
+            outcome,
+            steps,
+            batch_losses,
+            evals,
+            last: Some(last),
+            seconds,
+            steps_per_second: steps as f64 / seconds.max(1e-9),
+        })
+    }
 }
 
-impl Steppable for Trainer {
-    fn model(&self) -> &dyn Model {
-        &self.model
-    }
-    fn step(&mut self) -> Result<StepStats> {
-        Trainer::step(self)
-    }
-    fn last_gradients(&self) -> &[Option<Tensor>] {
-        self.optimizer.last_gradients()
-    }
-    fn last_low_rank(&self) -> &[Option<LowRankStep>] {
-        self.optimizer.last_low_rank()
-    }
-    fn optimizer(&self) -> Option<&Optimizer> {
-        Some(&self.optimizer)
-    }
-    fn set_keep_gradients(&mut self, keep: bool) {
-        Trainer::set_keep_gradients(self, keep)
-    }
-    fn evaluate(&self, step: usize) -> EvalRecord {
-        Trainer::evaluate(self, step)
-    }
-    fn total_steps(&self) -> usize {
-        self.total_steps
-    }
-    fn eval_every(&self) -> usize {
-        self.cfg.eval.every
-    }
-    fn max_loss(&self) -> Option<f64> {
-        self.cfg.max_loss
-    }
-}
-
-/// What the training loop drives: a model with its optimizer and data (the MLP's
-/// [`Trainer`], the GPT's [`gpt::GptTrainer`]).
-pub trait Steppable {
-    fn model(&self) -> &dyn Model;
-    /// One optimisation step on the next mini-batch.
-    fn step(&mut self) -> Result<StepStats>;
-    /// The gradients the last step applied.
-    fn last_gradients(&self) -> &[Option<Tensor>];
-    /// The weights' low-rank steps of the last step, if it was a fused plain-SGD step
-    /// ([`Optimizer::last_low_rank`]). Default: none.
-    fn last_low_rank(&self) -> &[Option<LowRankStep>] {
-        &[]
-    }
-    /// The optimizer, for hooks that read its learning rates or state. Default: none.
-    fn optimizer(&self) -> Option<&Optimizer> {
-        None
-    }
-    /// Whether steps must keep their gradients for [`Steppable::last_gradients`] (a hook
-    /// reads them); a model may skip materialising them otherwise. Default: ignored.
-    fn set_keep_gradients(&mut self, _keep: bool) {}
-    /// Metrics after `step` steps.
-    fn evaluate(&self, step: usize) -> EvalRecord;
-    fn total_steps(&self) -> usize;
-    /// Evaluate every this many steps (0: only at the end).
-    fn eval_every(&self) -> usize;
-    /// Stop as diverged above this training loss.
-    fn max_loss(&self) -> Option<f64>;
-}
-
-/// What [`run_loop`] returns: the model-independent part of a result.
+/// What [`Trainer::run_loop`] returns: the model-independent part of a result.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RunLog {
     pub outcome: Outcome,
@@ -618,96 +697,6 @@ pub struct RunLog {
     pub last: Option<EvalRecord>,
     pub seconds: f64,
     pub steps_per_second: f64,
-}
-
-/// The training loop (the only one in widthlab): steps until done or diverged, calls the
-/// hook around every step, evaluates as configured, shows an optional progress bar.
-pub fn run_loop(t: &mut dyn Steppable, progress: bool, mut hook: Option<&mut dyn StepHook>) -> Result<RunLog> {
-    let started = Instant::now();
-    let total = t.total_steps();
-    let bar = if progress {
-        let b = ProgressBar::new(total as u64);
-        b.set_style(
-            ProgressStyle::with_template(
-                "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} steps ({per_sec}, eta {eta}) {msg}",
-            )
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-        );
-        b
-    } else {
-        ProgressBar::hidden()
-    };
-    if let Some(h) = hook.as_deref_mut() {
-        h.start(t.model())?;
-    }
-    t.set_keep_gradients(hook.as_deref().is_some_and(|h| h.needs_gradients()));
-    // (grown as needed: `total` is bounded by limits::MAX_STEPS, not by what is free)
-    let mut batch_losses = Vec::with_capacity(total.min(1 << 16));
-    let mut evals = vec![];
-    let mut outcome = Outcome::Completed;
-    let mut steps = 0;
-    let every = t.eval_every();
-    while steps < total {
-        if let Some(h) = hook.as_deref_mut() {
-            h.before_step(steps + 1, t.model())?;
-        }
-        let stats = t.step()?;
-        steps += 1;
-        batch_losses.push(stats.loss);
-        if let Some(h) = hook.as_deref_mut() {
-            let out = StepOutput { stats: &stats, grads: t.last_gradients(), low_rank: t.last_low_rank(), optimizer: t.optimizer() };
-            h.after_step(steps, t.model(), &out)?;
-        }
-        let too_big = t.max_loss().is_some_and(|m| stats.loss > m);
-        if !stats.loss.is_finite() || too_big {
-            let reason = if too_big {
-                format!("loss {:.3e} above max_loss", stats.loss)
-            } else {
-                format!("non-finite loss ({})", stats.loss)
-            };
-            outcome = Outcome::Diverged { step: steps, reason };
-            break;
-        }
-        if every > 0 && steps % every == 0 && steps < total {
-            let e = t.evaluate(steps);
-            let bad = non_finite_eval(&e);
-            evals.push(e);
-            if let Some(reason) = bad {
-                outcome = Outcome::Diverged { step: steps, reason };
-                break;
-            }
-        }
-        bar.inc(1);
-        if steps % 50 == 0 || steps < 50 {
-            bar.set_message(format!("loss {:.4}", stats.loss));
-        }
-    }
-    bar.finish_and_clear();
-    // Evaluations stop the loop themselves; the final one is taken after every run that
-    // ended without diverging, so only the last step's update is left to check here.
-    let last = match evals.last() {
-        Some(e) if e.step == steps && matches!(outcome, Outcome::Diverged { .. }) => e.clone(),
-        _ => {
-            let e = t.evaluate(steps);
-            evals.push(e.clone());
-            e
-        }
-    };
-    if outcome == Outcome::Completed {
-        if let Some(reason) = non_finite_eval(&last) {
-            outcome = Outcome::Diverged { step: steps, reason };
-        }
-    }
-    let seconds = started.elapsed().as_secs_f64();
-    Ok(RunLog {
-        outcome,
-        steps,
-        batch_losses,
-        evals,
-        last: Some(last),
-        seconds,
-        steps_per_second: steps as f64 / seconds.max(1e-9),
-    })
 }
 
 /// Why an evaluation shows a diverged model (a non-finite training or test loss), if it does.
@@ -724,8 +713,8 @@ fn non_finite_eval(e: &EvalRecord) -> Option<String> {
 /// autograd otherwise (normalisation layers). Without `keep_gradients`, a plain-SGD update
 /// ([`Optimizer::is_plain_sgd`]) is fused into that backward pass ([`Mlp::manual_sgd_step`]):
 /// [`Optimizer::last_gradients`] then holds only the biases' gradients, and
-/// [`Optimizer::last_low_rank`] the weights' steps. What [`Trainer::step`], and so
-/// [`run_loop`], does every step; `benches/train_step.rs` times it.
+/// [`Optimizer::last_low_rank`] the weights' steps. The MLP's [`TrainStep`], so what
+/// [`Trainer::step`] does every step; `benches/train_step.rs` times it.
 /// Says which [`StepPath`] it takes (once per process).
 pub fn mlp_step(model: &Mlp, optimizer: &mut Optimizer, loss: &Loss, x: &Tensor, y: &Tensor, keep_gradients: bool) -> Result<StepStats> {
     let refusal = model.manual_backward_refusal();
@@ -747,9 +736,171 @@ pub fn mlp_step(model: &Mlp, optimizer: &mut Optimizer, loss: &Loss, x: &Tensor,
     })
 }
 
-/// Builds a [`Trainer`] and runs it.
-pub fn train(cfg: &TrainConfig, progress: bool) -> Result<TrainResult> {
+/// Builds a [`Trainer`] for any kind of run and runs it.
+pub fn train<C: RunConfig>(cfg: &C, progress: bool) -> Result<TrainResult<C>> {
     Trainer::new(cfg)?.run(progress, None)
+}
+
+/// An MLP's data: training and test images, shuffled each epoch.
+pub struct ImageBatches {
+    pub train: Dataset,
+    pub test: Dataset,
+    batch_size: usize,
+    seed: u64,
+    test_eval: bool,
+    /// The fixed training subset that evaluations measure on (`None`: all of it).
+    eval_idx: Option<Vec<usize>>,
+    order: Vec<usize>,
+    cursor: usize,
+    epoch: u64,
+}
+
+impl ImageBatches {
+    fn reshuffle(&mut self) {
+        // One stream per epoch, so the order does not depend on how far earlier epochs got.
+        let mut r = rng::rng(self.seed ^ (self.epoch << 32), stream::SHUFFLE);
+        self.order = rng::permutation(self.train.len(), &mut r);
+        self.cursor = 0;
+        self.epoch += 1;
+    }
+
+    /// Loss and accuracy of `model` on a dataset (in chunks, without gradients).
+    pub fn evaluate_on(model: &dyn Model, loss: &Loss, data: &Dataset, idx: Option<&[usize]>) -> (f64, f64) {
+        const CHUNK: usize = 8192;
+        let n = idx.map_or(data.len(), |i| i.len());
+        let (mut loss_sum, mut acc_sum) = (0.0, 0.0);
+        let device = data.x.device();
+        tch::no_grad(|| {
+            for start in (0..n).step_by(CHUNK) {
+                let end = (start + CHUNK).min(n);
+                let (x, y) = match idx {
+                    Some(i) => {
+                        let it = rng::index_tensor(&i[start..end], device);
+                        (data.x.index_select(0, &it), data.y.index_select(0, &it))
+                    }
+                    None => (data.x.narrow(0, start as i64, (end - start) as i64), data.y.narrow(0, start as i64, (end - start) as i64)),
+                };
+                let f = model.forward(&x);
+                let w = (end - start) as f64;
+                loss_sum += loss.compute(&f, &y).to_kind(Kind::Double).double_value(&[]) * w;
+                acc_sum += accuracy(&f, &y) * w;
+            }
+        });
+        (loss_sum / n as f64, acc_sum / n as f64)
+    }
+}
+
+impl Batches for ImageBatches {
+    /// The next mini-batch (inputs `[B, d_in]`, labels `[B]`), reshuffling at epoch ends
+    /// (incomplete last batches are dropped).
+    fn next_batch(&mut self) -> (Tensor, Tensor) {
+        let b = self.batch_size;
+        if self.cursor + b > self.order.len() {
+            self.reshuffle();
+        }
+        let idx = &self.order[self.cursor..self.cursor + b];
+        self.cursor += b;
+        let it = rng::index_tensor(idx, self.train.x.device());
+        (self.train.x.index_select(0, &it), self.train.y.index_select(0, &it))
+    }
+
+    /// Train (on the fixed evaluation subset) and test metrics.
+    fn evaluate(&self, model: &dyn Model, loss: &Loss, _mixed: bool, step: usize) -> EvalRecord {
+        let (train_loss, train_acc) = Self::evaluate_on(model, loss, &self.train, self.eval_idx.as_deref());
+        let (test_loss, test_acc) = if self.test_eval {
+            let (l, a) = Self::evaluate_on(model, loss, &self.test, None);
+            (Some(l), Some(a))
+        } else {
+            (None, None)
+        };
+        EvalRecord { step, train_loss, train_acc, test_loss, test_acc }
+    }
+
+    /// `size` training points (at most all), drawn by the seeded stream `(seed, PROBE)`.
+    fn probe(&self, size: usize, seed: u64) -> (Tensor, Tensor) {
+        let mut idx = rng::permutation(self.train.len(), &mut rng::rng(seed, stream::PROBE));
+        idx.truncate(size.min(self.train.len()));
+        self.train.batch(&idx)
+    }
+
+    fn curvature_batch(&self, size: Option<usize>, seed: u64) -> (Tensor, Tensor) {
+        crate::sharpness::mlp_batch(&self.train, size.unwrap_or(1024), seed)
+    }
+}
+
+impl RunConfig for TrainConfig {
+    type Model = Mlp;
+    type Data = ImageBatches;
+    type Loaded = data::Splits;
+
+    fn settings(&self) -> Settings {
+        Settings {
+            seed: self.seed,
+            device: self.device,
+            threads: self.threads,
+            lr: self.lr,
+            loss: self.loss,
+            optim: self.optim.clone(),
+            eval_every: self.eval.every,
+            max_loss: self.max_loss,
+        }
+    }
+
+    fn check_fits(&self) -> Result<()> {
+        TrainConfig::check_fits(self)
+    }
+
+    fn load(&self) -> Result<data::Splits> {
+        data::load(&self.data, self.seed)
+    }
+
+    fn setup(&self, splits: data::Splits, device: Device) -> Result<Setup<Self>> {
+        let (train, test) = (splits.train.to_device(device), splits.test.to_device(device));
+        if train.len() < self.batch_size {
+            return Err(Error::config(format!(
+                "batch_size {} exceeds the {} training points",
+                self.batch_size,
+                train.len()
+            )));
+        }
+        let mut cfg = self.clone();
+        cfg.model.d_in = train.input_dim();
+        cfg.model.d_out = train.num_classes;
+        let model = Mlp::new(&cfg.model, &cfg.parameterization()?, cfg.seed, device)?;
+        let total_steps = cfg.planned_steps(train.len())?;
+        let eval_idx = cfg.eval.train_subset.filter(|&k| k < train.len()).map(|k| {
+            let mut p = rng::permutation(train.len(), &mut rng::rng(cfg.seed, stream::SUBSET + 100));
+            p.truncate(k);
+            p
+        });
+        let mut data = ImageBatches {
+            train,
+            test,
+            batch_size: cfg.batch_size,
+            seed: cfg.seed,
+            test_eval: cfg.eval.test,
+            eval_idx,
+            order: vec![],
+            cursor: 0,
+            epoch: 0,
+        };
+        data.reshuffle();
+        Ok(Setup { cfg, model, data, total_steps, mixed: false })
+    }
+
+    fn parameterization_name(&self) -> Result<String> {
+        Ok(self.parameterization()?.name)
+    }
+
+    fn set_width(&mut self, width: i64) {
+        self.model.width = width;
+    }
+    fn set_seed(&mut self, seed: u64) {
+        self.seed = seed;
+    }
+    fn set_steps(&mut self, steps: usize) {
+        self.steps = Some(steps);
+    }
 }
 
 #[cfg(test)]

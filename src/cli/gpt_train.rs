@@ -2,7 +2,8 @@
 //! summary and a JSON result file.
 use std::path::PathBuf;
 
-use widthlab::train::gpt::{train_gpt, GptTrainConfig, GptTrainResult};
+use widthlab::train::gpt::GptTrainConfig;
+use widthlab::train::{train, TrainResult};
 use widthlab::device::Precision;
 use widthlab::train::Outcome;
 
@@ -56,14 +57,14 @@ pub fn run(args: &GptTrainArgs) -> anyhow::Result<()> {
     let cfg = args.config()?;
     cfg.check_fits()?;
     check_result_path(args.run.out.as_deref())?;
-    let result = train_gpt(&cfg, !args.run.quiet)?;
+    let result = train(&cfg, !args.run.quiet)?;
     print!("{}", summary(&result));
     write_result(args.run.out.as_deref(), &result)?;
     Ok(())
 }
 
 /// A short human-readable report of a run.
-pub fn summary(r: &GptTrainResult) -> String {
+pub fn summary(r: &TrainResult<GptTrainConfig>) -> String {
     let c = &r.config;
     let mut s = format!(
         "widthlab gpt-train: {}-block GPT, width {} ({} heads), {} parameters, {} (alpha {}), {:?}, lr {}, loss {}\n",
@@ -79,7 +80,7 @@ pub fn summary(r: &GptTrainResult) -> String {
     );
     s += &format!(
         "data: {:?} (vocab {}, seq {}, batch {}), {} steps in {:.1} s ({:.0} tokens/s)\n",
-        c.data.source, c.model.vocab_size, c.data.seq_len, c.batch_size, r.steps, r.seconds, r.tokens_per_second
+        c.data.source, c.model.vocab_size, c.data.seq_len, c.batch_size, r.steps, r.seconds, r.tokens_per_second.unwrap_or(0.0)
     );
     match &r.outcome {
         Outcome::Completed => s += "outcome: completed\n",

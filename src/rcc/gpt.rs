@@ -11,12 +11,12 @@
 //! residual width `n` (heads `n/32`).
 use serde::{Deserialize, Serialize};
 
-use super::runner::{CheckSpec, Row};
-use super::{CoordCheckResult, Monitor, MonitorConfig, Profile, Spectral, StepSchedule};
+use super::runner::{collect_rows, monitored_run, run_grid, CheckSpec};
+use super::{CoordCheckResult, MonitorConfig, Profile, Spectral, StepSchedule};
 use crate::data::text::TextData;
 use crate::model::GptConfig;
-use crate::train::gpt::{GptTrainConfig, GptTrainer};
-use crate::train::{Outcome, ParamSpec};
+use crate::train::gpt::GptTrainConfig;
+use crate::train::{ParamSpec, Trainer};
 use crate::{Error, Result};
 
 /// A coordinate check of the GPT: one training setup at several widths and seeds.
@@ -103,27 +103,12 @@ impl GptCheck {
         self.validate()?;
         let started = std::time::Instant::now();
         let data = TextData::load(&self.train.data, self.train.seed)?;
-        let mut rows = vec![];
-        let mut diverged = vec![];
-        for &width in &self.widths {
-            for &seed in &self.seeds {
-                let mut cfg = self.train.clone();
-                cfg.model.width = width;
-                cfg.seed = self.train.seed + seed;
-                cfg.steps = self.steps;
-                let trainer = GptTrainer::with_data(&cfg, data.shallow_clone())?;
-                let (px, py) = trainer.probe_batch(self.probe_size, cfg.seed);
-                let mut mon = Monitor::new(self.monitor.clone(), px, py, cfg.loss);
-                if progress {
-                    eprintln!("gpt check {}: width {width}, seed {seed}", self.name);
-                }
-                let r = trainer.run(progress, Some(&mut mon))?;
-                if let Outcome::Diverged { step, .. } = r.outcome {
-                    diverged.push((width, seed, step));
-                }
-                rows.extend(mon.records.into_iter().map(|m| Row { width, seed, step: m.step, layer: m.layer, metric: m.metric, value: m.value }));
-            }
-        }
+        let runs = run_grid(&format!("gpt check {}", self.name), &self.widths, &self.seeds, progress, |width, seed| {
+            let mut cfg = self.train.clone();
+            (cfg.model.width, cfg.seed, cfg.steps) = (width, self.train.seed + seed, self.steps);
+            monitored_run(Trainer::with_data(&cfg, data.shallow_clone())?, self.probe_size, self.monitor.clone(), None, false)
+        })?;
+        let (rows, diverged) = collect_rows(runs);
         Ok(CoordCheckResult { check: self.clone(), rows, diverged, seconds: started.elapsed().as_secs_f64() })
     }
 }

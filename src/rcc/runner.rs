@@ -22,8 +22,7 @@ use crate::model::MlpConfig;
 use crate::optim::OptimizerKind;
 use crate::plot::{gradient, Figure, Panels, Style};
 use crate::theory::predict::{predict, verdict, Setting, StepPhase, Verdict};
-use crate::rng::{self, stream};
-use crate::train::{ParamSpec, TrainConfig, Trainer};
+use crate::train::{ParamSpec, RunConfig, TrainConfig, Trainer};
 pub use crate::profile::Profile;
 use crate::{Error, Result};
 
@@ -212,24 +211,16 @@ pub struct CoordCheckResult<C = CoordCheck> {
     pub seconds: f64,
 }
 
-/// Runs one width and seed; returns its records and the divergence step if any.
-fn run_one(cc: &CoordCheck, width: i64, seed: u64) -> Result<(Vec<Record>, Option<usize>)> {
-    let mut cfg = cc.train.clone();
-    cfg.model.width = width;
-    cfg.seed = seed;
-    cfg.steps = Some(cc.steps);
-    let trainer = Trainer::new(&cfg)?;
-    let k = cc.probe_size.min(trainer.train.len());
-    let mut idx = rng::permutation(trainer.train.len(), &mut rng::rng(seed, stream::PROBE));
-    idx.truncate(k);
-    let (px, py) = trainer.train.batch(&idx);
-    let mut mcfg = cc.monitor.clone();
-    mcfg.dump_dir = mcfg.dump_dir.map(|d| d.join(format!("w{width}-s{seed}")));
-    let mut mon = Monitor::new(mcfg, px, py, cfg.loss);
-    let mut sharp = cc.sharpness.as_ref().map(|s| crate::sharpness::SharpnessHook::for_mlp(&trainer, s.config.clone(), s.schedule())).transpose()?;
+/// Trains one run of any kind under the RCC monitor (and the sharpness hook, if given) and
+/// returns its records and the step it diverged at, if it did. The monitor measures on the
+/// run's own probe batch ([`crate::train::Batches::probe`], seeded by the run's seed).
+pub fn monitored_run<C: RunConfig>(trainer: Trainer<C>, probe_size: usize, monitor: MonitorConfig, sharpness: Option<&crate::sharpness::SharpnessEvery>, progress: bool) -> Result<(Vec<Record>, Option<usize>)> {
+    let (px, py) = trainer.probe(probe_size, trainer.settings().seed);
+    let mut mon = Monitor::new(monitor, px, py, trainer.settings().loss);
+    let mut sharp = sharpness.map(|s| crate::sharpness::SharpnessHook::for_trainer(&trainer, s.config.clone(), s.schedule())).transpose()?;
     let result = match &mut sharp {
-        Some(h) => trainer.run(false, Some(&mut crate::train::Hooks(vec![&mut mon, h])))?,
-        None => trainer.run(false, Some(&mut mon))?,
+        Some(h) => trainer.run(progress, Some(&mut crate::train::Hooks(vec![&mut mon, h])))?,
+        None => trainer.run(progress, Some(&mut mon))?,
     };
     let div = match result.outcome {
         crate::train::Outcome::Diverged { step, .. } => Some(step),
@@ -240,48 +231,92 @@ fn run_one(cc: &CoordCheck, width: i64, seed: u64) -> Result<(Vec<Record>, Optio
     Ok((records, div))
 }
 
-/// Runs every width and seed. Runs execute in parallel on rayon's pool with one libtorch
-/// thread each (results do not depend on the schedule: every draw is seeded per run).
-pub fn run(cc: &CoordCheck, progress: bool) -> Result<CoordCheckResult> {
-    cc.validate()?;
-    let started = std::time::Instant::now();
-    let jobs: Vec<(i64, u64)> = cc.widths.iter().flat_map(|&w| cc.seeds.iter().map(move |&s| (w, s))).collect();
-    let bar = if progress {
-        let b = ProgressBar::new(jobs.len() as u64);
-        b.set_style(
-            ProgressStyle::with_template("{spinner} {msg} [{elapsed_precise}] {bar:30} {pos}/{len} runs (eta {eta})")
-                .unwrap_or_else(|_| ProgressStyle::default_bar()),
-        );
-        b.set_message(format!("coord-check {}", cc.name));
-        b
-    } else {
-        ProgressBar::hidden()
-    };
+/// Runs `run(width, seed)` for every width and seed of a check, largest widths first (so that
+/// the long runs do not end up last), with a progress bar counting the runs: in parallel on
+/// rayon's pool with one libtorch thread each (results do not depend on the schedule: every
+/// draw is seeded per run). Returns every run's output with its width and seed.
+pub fn run_grid_parallel<T: Send>(label: &str, widths: &[i64], seeds: &[u64], progress: bool, run: impl Fn(i64, u64) -> Result<T> + Sync) -> Result<Vec<(i64, u64, T)>> {
+    let jobs = grid_jobs(widths, seeds);
     if jobs.len() > 1 {
         crate::device::set_threads(1);
     }
-    // Largest widths first so that the long runs do not end up last.
-    let mut order = jobs.clone();
-    order.sort_by_key(|&(w, s)| (std::cmp::Reverse(w), s));
-    let outputs: Vec<Result<(i64, u64, Vec<Record>, Option<usize>)>> = order
+    let bar = runs_bar(label, jobs.len(), progress);
+    let outputs: Vec<Result<(i64, u64, T)>> = jobs
         .par_iter()
         .map(|&(w, s)| {
-            let r = run_one(cc, w, s).map(|(recs, div)| (w, s, recs, div));
+            let r = run(w, s).map(|out| (w, s, out));
             bar.inc(1);
             r
         })
         .collect();
     bar.finish_and_clear();
+    outputs.into_iter().collect()
+}
+
+/// As [`run_grid_parallel`], the runs in turn (each on all of libtorch's threads; `run` may
+/// hold what cannot be shared between threads, e.g. loaded text).
+pub fn run_grid<T>(label: &str, widths: &[i64], seeds: &[u64], progress: bool, run: impl Fn(i64, u64) -> Result<T>) -> Result<Vec<(i64, u64, T)>> {
+    let jobs = grid_jobs(widths, seeds);
+    let bar = runs_bar(label, jobs.len(), progress);
+    let outputs = jobs
+        .iter()
+        .map(|&(w, s)| {
+            let r = run(w, s).map(|out| (w, s, out));
+            bar.inc(1);
+            r
+        })
+        .collect();
+    bar.finish_and_clear();
+    outputs
+}
+
+/// Every (width, seed), largest widths first.
+fn grid_jobs(widths: &[i64], seeds: &[u64]) -> Vec<(i64, u64)> {
+    let mut jobs: Vec<(i64, u64)> = widths.iter().flat_map(|&w| seeds.iter().map(move |&s| (w, s))).collect();
+    jobs.sort_by_key(|&(w, s)| (std::cmp::Reverse(w), s));
+    jobs
+}
+
+/// A progress bar counting `n` runs (hidden unless `progress`).
+fn runs_bar(label: &str, n: usize, progress: bool) -> ProgressBar {
+    if !progress {
+        return ProgressBar::hidden();
+    }
+    let b = ProgressBar::new(n as u64);
+    b.set_style(
+        ProgressStyle::with_template("{spinner} {msg} [{elapsed_precise}] {bar:30} {pos}/{len} runs (eta {eta})").unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    b.set_message(label.to_string());
+    b
+}
+
+/// The rows and diverged runs of a check from its runs' records, rows sorted by width, seed
+/// and step.
+pub(crate) fn collect_rows(runs: Vec<(i64, u64, (Vec<Record>, Option<usize>))>) -> (Vec<Row>, Vec<(i64, u64, usize)>) {
     let mut rows = vec![];
     let mut diverged = vec![];
-    for out in outputs {
-        let (width, seed, recs, div) = out?;
+    for (width, seed, (recs, div)) in runs {
         if let Some(step) = div {
             diverged.push((width, seed, step));
         }
         rows.extend(recs.into_iter().map(|r| Row { width, seed, step: r.step, layer: r.layer, metric: r.metric, value: r.value }));
     }
     rows.sort_by(|a, b| (a.width, a.seed, a.step).cmp(&(b.width, b.seed, b.step)));
+    (rows, diverged)
+}
+
+/// Runs every width and seed, in parallel on rayon's pool with one libtorch thread each.
+pub fn run(cc: &CoordCheck, progress: bool) -> Result<CoordCheckResult> {
+    cc.validate()?;
+    let started = std::time::Instant::now();
+    let runs = run_grid_parallel(&format!("coord-check {}", cc.name), &cc.widths, &cc.seeds, progress, |width, seed| {
+        let mut cfg = cc.train.clone();
+        (cfg.model.width, cfg.seed, cfg.steps) = (width, seed, Some(cc.steps));
+        let mut monitor = cc.monitor.clone();
+        monitor.dump_dir = monitor.dump_dir.map(|d| d.join(format!("w{width}-s{seed}")));
+        monitored_run(Trainer::new(&cfg)?, cc.probe_size, monitor, cc.sharpness.as_ref(), false)
+    })?;
+    let (rows, diverged) = collect_rows(runs);
     Ok(CoordCheckResult { check: cc.clone(), rows, diverged, seconds: started.elapsed().as_secs_f64() })
 }
 

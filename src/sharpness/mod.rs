@@ -360,17 +360,14 @@ impl SharpnessHook {
         Ok(SharpnessHook { cfg, schedule, x, y, loss, optim, eta, seed, records: vec![], densities: vec![] })
     }
 
-    /// For an MLP [`crate::train::Trainer`]: its training set, loss, optimizer and seed.
-    pub fn for_mlp(t: &crate::train::Trainer, cfg: SharpnessConfig, schedule: StepSchedule) -> Result<Self> {
-        let (x, y) = mlp_batch(&t.train, cfg.batch_size.unwrap_or(1024), t.cfg.seed);
-        Self::new(cfg, schedule, x, y, t.cfg.loss, t.cfg.optim.clone(), t.cfg.lr, t.cfg.seed)
-    }
-
-    /// For a [`crate::train::gpt::GptTrainer`]: training windows, its loss, optimizer
-    /// (with the run's schedule) and seed.
-    pub fn for_gpt(t: &crate::train::gpt::GptTrainer, cfg: SharpnessConfig, schedule: StepSchedule) -> Result<Self> {
-        let (x, y) = gpt_batch(&t.data.train, t.data.seq_len, cfg.batch_size.unwrap_or(8), t.cfg.seed);
-        Self::new(cfg, schedule, x, y, t.cfg.loss, t.cfg.optim_config(), t.cfg.lr, t.cfg.seed)
+    /// For a run of any kind ([`crate::train::Trainer`]): a fixed batch of its training data
+    /// ([`crate::train::Batches::curvature_batch`]), its loss, optimizer (with the run's
+    /// schedule) and seed.
+    pub fn for_trainer<C: crate::train::RunConfig>(t: &crate::train::Trainer<C>, cfg: SharpnessConfig, schedule: StepSchedule) -> Result<Self> {
+        use crate::train::Batches;
+        let s = t.settings();
+        let (x, y) = t.data.curvature_batch(cfg.batch_size, s.seed);
+        Self::new(cfg, schedule, x, y, s.loss, s.optim.clone(), s.lr, s.seed)
     }
 
     /// Measures `model` after `step` steps now (whatever the schedule).

@@ -12,8 +12,6 @@
 //! is not saved, so Adam's preconditioned sharpness is not available there.
 use std::path::Path;
 
-use indicatif::{ProgressBar, ProgressStyle};
-use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::{SharpnessConfig, SharpnessHook};
@@ -23,10 +21,10 @@ use crate::loss::LossKind;
 use crate::model::Model;
 use crate::plot::{Figure, Style};
 use crate::profile::Profile;
-use crate::rcc::runner::{CheckSpec, Row};
+use crate::rcc::runner::{collect_rows, run_grid, run_grid_parallel, CheckSpec, Row};
 use crate::rcc::{CoordCheckResult, Record, StepSchedule};
-use crate::train::gpt::{GptTrainConfig, GptTrainer};
-use crate::train::{Outcome, StepHook, TrainConfig, Trainer};
+use crate::train::gpt::GptTrainConfig;
+use crate::train::{Outcome, RunConfig, StepHook, TrainConfig, Trainer};
 use crate::{Error, Result};
 
 /// The training setup: an MLP (`widthlab train`'s config) or a GPT (`widthlab gpt-train`'s).
@@ -107,29 +105,20 @@ impl SharpnessCheck {
         }
     }
 
-    /// Trains one width and seed with the hook (MLP).
-    fn run_mlp(&self, cfg: &TrainConfig, width: i64, seed: u64) -> Result<RunOutput> {
-        let mut cfg = cfg.clone();
-        cfg.model.width = width;
-        cfg.seed = seed;
-        cfg.steps = Some(self.steps);
-        cfg.eval.test = false;
-        let t = Trainer::new(&cfg)?;
-        let mut hook = SharpnessHook::for_mlp(&t, self.sharpness.clone(), self.schedule.clone())?;
+    /// Trains one run of any kind with the hook, width, seed and steps set.
+    fn run_one<C: RunConfig>(&self, t: Trainer<C>) -> Result<RunOutput> {
+        let mut hook = SharpnessHook::for_trainer(&t, self.sharpness.clone(), self.schedule.clone())?;
         let r = t.run(false, Some(&mut hook as &mut dyn StepHook))?;
         Ok((hook.records, hook.densities, diverged_at(&r.outcome)))
     }
 
-    /// Trains one width and seed with the hook (GPT, on already loaded text).
-    fn run_gpt(&self, cfg: &GptTrainConfig, data: &TextData, width: i64, seed: u64) -> Result<RunOutput> {
+    /// `cfg` at `width` and `seed`, training `steps` steps.
+    fn at<C: RunConfig>(cfg: &C, width: i64, seed: u64, steps: usize) -> C {
         let mut cfg = cfg.clone();
-        cfg.model.width = width;
-        cfg.seed = seed;
-        cfg.steps = self.steps.max(1);
-        let t = GptTrainer::with_data(&cfg, data.shallow_clone())?;
-        let mut hook = SharpnessHook::for_gpt(&t, self.sharpness.clone(), self.schedule.clone())?;
-        let r = t.run(false, Some(&mut hook as &mut dyn StepHook))?;
-        Ok((hook.records, hook.densities, diverged_at(&r.outcome)))
+        cfg.set_width(width);
+        cfg.set_seed(seed);
+        cfg.set_steps(steps);
+        cfg
     }
 
     /// Runs every width and seed: MLP runs in parallel on rayon's pool with one libtorch
@@ -138,48 +127,30 @@ impl SharpnessCheck {
     pub fn run(&self, progress: bool) -> Result<SharpnessResult> {
         self.validate()?;
         let started = std::time::Instant::now();
-        let mut jobs: Vec<(i64, u64)> = self.widths.iter().flat_map(|&w| self.seeds.iter().map(move |&s| (w, s))).collect();
-        // largest widths first, so that the long runs do not end up last
-        jobs.sort_by_key(|&(w, s)| (std::cmp::Reverse(w), s));
-        let bar = if progress {
-            let b = ProgressBar::new(jobs.len() as u64);
-            b.set_style(ProgressStyle::with_template("{spinner} {msg} [{elapsed_precise}] {bar:30} {pos}/{len} runs (eta {eta})").unwrap_or_else(|_| ProgressStyle::default_bar()));
-            b.set_message(format!("sharpness {}", self.name));
-            b
-        } else {
-            ProgressBar::hidden()
-        };
-        let done = |r: Result<RunOutput>, w: i64, s: u64| {
-            bar.inc(1);
-            r.map(|o| (w, s, o))
-        };
-        let outputs: Vec<Result<(i64, u64, RunOutput)>> = match &self.train {
-            TrainSpec::Mlp(cfg) => {
-                if jobs.len() > 1 {
-                    crate::device::set_threads(1);
-                }
-                jobs.par_iter().map(|&(w, s)| done(self.run_mlp(cfg, w, s), w, s)).collect()
-            }
+        let label = format!("sharpness {}", self.name);
+        let outputs = match &self.train {
+            TrainSpec::Mlp(cfg) => run_grid_parallel(&label, &self.widths, &self.seeds, progress, |w, s| {
+                let mut c = Self::at(cfg, w, s, self.steps);
+                c.eval.test = false;
+                self.run_one(Trainer::new(&c)?)
+            })?,
             TrainSpec::Gpt(cfg) => {
                 let data = TextData::load(&cfg.data, cfg.seed)?;
-                jobs.iter().map(|&(w, s)| done(self.run_gpt(cfg, &data, w, s), w, s)).collect()
+                // (a GPT run takes at least one step)
+                let steps = self.steps.max(1);
+                run_grid(&label, &self.widths, &self.seeds, progress, |w, s| self.run_one(Trainer::with_data(&Self::at(cfg, w, s, steps), data.shallow_clone())?))?
             }
         };
-        bar.finish_and_clear();
-        let (mut rows, mut densities, mut diverged) = (vec![], vec![], vec![]);
-        for out in outputs {
-            let (width, seed, (records, dens, div)) = out?;
-            if let Some(step) = div {
-                diverged.push((width, seed, step));
-            }
-            rows.extend(records.into_iter().map(|r| Row { width, seed, step: r.step, layer: r.layer, metric: r.metric, value: r.value }));
+        let (mut runs, mut densities) = (vec![], vec![]);
+        for (width, seed, (records, dens, div)) in outputs {
             for (step, d) in dens {
                 for (run, (nodes, weights)) in d.nodes.iter().zip(&d.weights).enumerate() {
                     densities.extend(nodes.iter().zip(weights).map(|(&node, &weight)| DensityRow { width, seed, step, run, node, weight }));
                 }
             }
+            runs.push((width, seed, (records, div)));
         }
-        rows.sort_by(|a, b| (a.width, a.seed, a.step).cmp(&(b.width, b.seed, b.step)));
+        let (rows, diverged) = collect_rows(runs);
         densities.sort_by(|a, b| (a.width, a.seed, a.step, a.run).cmp(&(b.width, b.seed, b.step, b.run)));
         let result = CoordCheckResult { check: self.clone(), rows, diverged, seconds: started.elapsed().as_secs_f64() };
         Ok(SharpnessResult { result, densities })
@@ -440,25 +411,20 @@ pub fn measure_weights(check: &SharpnessCheck, path: &Path, step: usize) -> Resu
     check.validate()?;
     let started = std::time::Instant::now();
     let (width, seed) = (check.widths[0], check.seeds[0]);
+    /// The model of `cfg` with the weights of `path`, measured.
+    fn measured<C: RunConfig>(check: &SharpnessCheck, cfg: &C, width: i64, seed: u64, path: &Path, step: usize) -> Result<(Vec<Record>, Vec<(usize, super::Density)>)> {
+        let mut cfg = cfg.clone();
+        cfg.set_width(width);
+        cfg.set_seed(seed);
+        let t = Trainer::new(&cfg)?;
+        load_weights(&t.model, path)?;
+        let mut hook = SharpnessHook::for_trainer(&t, check.sharpness.clone(), check.schedule.clone())?;
+        hook.measure(step, &t.model, None)?;
+        Ok((hook.records, hook.densities))
+    }
     let (records, densities) = match &check.train {
-        TrainSpec::Mlp(cfg) => {
-            let mut cfg = cfg.clone();
-            (cfg.model.width, cfg.seed) = (width, seed);
-            let t = Trainer::new(&cfg)?;
-            load_weights(&t.model, path)?;
-            let mut hook = SharpnessHook::for_mlp(&t, check.sharpness.clone(), check.schedule.clone())?;
-            hook.measure(step, &t.model, None)?;
-            (hook.records, hook.densities)
-        }
-        TrainSpec::Gpt(cfg) => {
-            let mut cfg = cfg.clone();
-            (cfg.model.width, cfg.seed) = (width, seed);
-            let t = GptTrainer::new(&cfg)?;
-            load_weights(&t.model, path)?;
-            let mut hook = SharpnessHook::for_gpt(&t, check.sharpness.clone(), check.schedule.clone())?;
-            hook.measure(step, &t.model, None)?;
-            (hook.records, hook.densities)
-        }
+        TrainSpec::Mlp(cfg) => measured(check, cfg, width, seed, path, step)?,
+        TrainSpec::Gpt(cfg) => measured(check, cfg, width, seed, path, step)?,
     };
     let rows = records.into_iter().map(|r| Row { width, seed, step: r.step, layer: r.layer, metric: r.metric, value: r.value }).collect();
     let densities = densities
@@ -516,10 +482,10 @@ mod tests {
         let mut cfg = cfg.clone();
         (cfg.model.width, cfg.seed, cfg.steps) = (16, 0, Some(3));
         let t = Trainer::new(&cfg).unwrap();
-        let (px, py) = crate::sharpness::mlp_batch(&t.train, 8, 0);
+        let (px, py) = crate::sharpness::mlp_batch(&t.data.train, 8, 0);
         let mcfg = crate::rcc::MonitorConfig { schedule: StepSchedule::List { steps: vec![3] }, dump_dir: Some(dir.path().into()), ..Default::default() };
         let mut mon = crate::rcc::Monitor::new(mcfg, px, py, cfg.loss);
-        let mut hook = SharpnessHook::for_mlp(&t, c.sharpness.clone(), c.schedule.clone()).unwrap();
+        let mut hook = SharpnessHook::for_trainer(&t, c.sharpness.clone(), c.schedule.clone()).unwrap();
         t.run(false, Some(&mut crate::train::Hooks(vec![&mut mon, &mut hook]))).unwrap();
         let from_file = measure_weights(&SharpnessCheck { seeds: vec![0], ..c.clone() }, &dir.path().join("step_3.safetensors"), 3).unwrap();
         let want: Vec<(String, String, f64)> = hook.records.iter().filter(|r| r.step == 3).map(|r| (r.layer.clone(), r.metric.clone(), r.value)).collect();

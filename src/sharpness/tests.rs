@@ -219,7 +219,7 @@ fn the_hook_is_deterministic_per_seed_and_leaves_training_alone() {
         let mut cfg = teacher_run(OptimizerKind::Sgd);
         cfg.seed = seed;
         let t = Trainer::new(&cfg).unwrap();
-        let mut hook = SharpnessHook::for_mlp(&t, hook_cfg(), schedule.clone()).unwrap();
+        let mut hook = SharpnessHook::for_trainer(&t, hook_cfg(), schedule.clone()).unwrap();
         let r = t.run(false, with_hook.then_some(&mut hook as &mut dyn StepHook)).unwrap();
         (r.batch_losses, hook.records)
     };
@@ -248,13 +248,13 @@ fn the_hook_composes_with_the_rcc_monitor() {
     let cfg = teacher_run(OptimizerKind::Adam);
     let schedule = StepSchedule::List { steps: vec![3] };
     let t = Trainer::new(&cfg).unwrap();
-    let (px, py) = mlp_batch(&t.train, 32, 9);
+    let (px, py) = mlp_batch(&t.data.train, 32, 9);
     let mut mon = Monitor::new(MonitorConfig { schedule: schedule.clone(), ..MonitorConfig::default() }, px, py, cfg.loss);
-    let mut sharp = SharpnessHook::for_mlp(&t, hook_cfg(), schedule.clone()).unwrap();
+    let mut sharp = SharpnessHook::for_trainer(&t, hook_cfg(), schedule.clone()).unwrap();
     t.run(false, Some(&mut Hooks(vec![&mut mon, &mut sharp]))).unwrap();
     // the same monitor rows as without the sharpness hook
     let t2 = Trainer::new(&cfg).unwrap();
-    let (px, py) = mlp_batch(&t2.train, 32, 9);
+    let (px, py) = mlp_batch(&t2.data.train, 32, 9);
     let mut alone = Monitor::new(MonitorConfig { schedule, ..MonitorConfig::default() }, px, py, cfg.loss);
     t2.run(false, Some(&mut alone)).unwrap();
     let bits = |r: &[Record]| r.iter().map(|x| (x.step, x.layer.clone(), x.metric.clone(), x.value.to_bits())).collect::<Vec<_>>();
@@ -269,8 +269,8 @@ fn the_hook_composes_with_the_rcc_monitor() {
 
 #[test]
 fn the_hook_measures_the_gpt_and_bad_settings_are_errors() {
-    let t = crate::train::gpt::GptTrainer::new(&tiny_gpt_run()).unwrap();
-    let mut hook = SharpnessHook::for_gpt(&t, SharpnessConfig { batch_size: Some(2), ..SharpnessConfig::default() }, StepSchedule::Every).unwrap();
+    let t = crate::train::Trainer::new(&tiny_gpt_run()).unwrap();
+    let mut hook = SharpnessHook::for_trainer(&t, SharpnessConfig { batch_size: Some(2), ..SharpnessConfig::default() }, StepSchedule::Every).unwrap();
     t.run(false, Some(&mut hook)).unwrap();
     // AdamW (the GPT's default): sharpness at 0, 1, 2; the preconditioned one after steps 1, 2
     assert_eq!(hook.series(MODEL, metric::SHARPNESS).len(), 3);

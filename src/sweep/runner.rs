@@ -1,6 +1,7 @@
 //! What a sweep trains: the [`Runner`] trait (resolve a config, estimate its cost, train it)
-//! and its implementations, [`MlpRunner`] over [`crate::train`] and [`GptRunner`] over
-//! [`crate::train::gpt`]. Both produce records with the same coordinates (`width`, `lr`,
+//! and its one implementation, [`ConfigRunner`], for every kind of run whose config is
+//! [`Sweepable`]: [`MlpRunner`] for [`TrainConfig`] and [`GptRunner`] for [`GptTrainConfig`],
+//! both trained by the one [`crate::train::Trainer`]. Both produce records with the same coordinates (`width`, `lr`,
 //! `seed`, `loss`, `optimizer`, ...) and metrics (`train_loss`, `test_loss`, ...), so the
 //! engine, store, export and analysis work unchanged. For the GPT, `test_*` is the final
 //! validation loss/accuracy and `train_*` the loss/accuracy on fixed training windows (the
@@ -11,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::train::gpt::GptTrainConfig;
-use crate::train::{EvalRecord, Outcome, TrainConfig};
+use crate::train::{EvalRecord, Outcome, RunConfig, TrainConfig};
 use crate::{Error, Result};
 
 /// The kind of run a sweep trains.
@@ -38,8 +39,8 @@ impl RunKind {
     /// The runner for this kind.
     pub fn runner(self) -> Box<dyn Runner> {
         match self {
-            RunKind::Mlp => Box::new(MlpRunner),
-            RunKind::Gpt => Box::new(GptRunner),
+            RunKind::Mlp => Box::new(ConfigRunner::<TrainConfig>::default()),
+            RunKind::Gpt => Box::new(ConfigRunner::<GptTrainConfig>::default()),
         }
     }
 }
@@ -194,90 +195,182 @@ fn apply_axes(base: &Value, axes: &BTreeMap<String, Value>, path: impl Fn(&str) 
 
 /// `common_coords!(config)`: the coordinates every run kind records, from a `TrainConfig`
 /// or a `GptTrainConfig` (both name these settings alike).
-macro_rules! common_coords {
-    ($c:expr) => {{
-        let c = &$c;
-        let mut m = BTreeMap::new();
-        m.insert("width".to_string(), Value::from(c.model.width));
-        m.insert("depth".into(), Value::from(c.model.depth));
-        m.insert("lr".into(), Value::from(c.lr));
-        m.insert("seed".into(), Value::from(c.seed));
-        m.insert("loss".into(), Value::from(c.loss.kind.to_string()));
-        m.insert("optimizer".into(), serde_json::to_value(c.optim.kind)?);
-        m.insert("param".into(), Value::from(c.param.name()));
-        m.insert("alpha".into(), c.alpha.map_or(Value::Null, Value::from));
-        m.insert("base_width".into(), c.base_width.map_or(Value::Null, Value::from));
-        m
-    }};
-}
-
-/// A resolved run config (JSON) as the run kind's typed config.
 fn typed<T: serde::de::DeserializeOwned>(config: &Value) -> Result<T> {
     serde_json::from_value(config.clone()).map_err(|e| Error::config(e.to_string()))
 }
 
-/// The MLP run kind: `base` and the resolved configs are [`TrainConfig`]s.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct MlpRunner;
+/// What a sweep needs of a kind of run beyond training it: its kind, the config paths of the
+/// axes it names, its coordinates and its cost. [`TrainConfig`] and [`GptTrainConfig`]; one
+/// [`ConfigRunner`] runs either.
+pub trait Sweepable: RunConfig {
+    const KIND: RunKind;
+    /// The config path an axis sets (`width` -> `model.width`); other names are paths.
+    fn axis_path(axis: &str) -> Option<&'static str>;
+    /// Completes a resolved config (e.g. the GPT's vocabulary from its tokenizer).
+    fn complete(&mut self) {}
+    /// Validates the config (without loading data).
+    fn validate_config(&self) -> Result<()>;
+    /// The record's coordinates (width, lr, seed, loss, ... and what this kind varies).
+    fn coords(&self) -> Result<BTreeMap<String, Value>>;
+    /// The size of the run, for scheduling.
+    fn cost(&self) -> Result<RunCost>;
+    fn set_threads(&mut self, threads: Option<usize>);
+}
 
-impl Runner for MlpRunner {
-    fn kind(&self) -> RunKind {
-        RunKind::Mlp
-    }
+/// The coordinates every kind of run has.
+fn common_coords(width: i64, depth: usize, s: &crate::train::Settings, param: &crate::train::ParamSpec, alpha: Option<f64>, base_width: Option<f64>) -> Result<BTreeMap<String, Value>> {
+    let mut m = BTreeMap::new();
+    m.insert("width".to_string(), Value::from(width));
+    m.insert("depth".into(), Value::from(depth));
+    m.insert("lr".into(), Value::from(s.lr));
+    m.insert("seed".into(), Value::from(s.seed));
+    m.insert("loss".into(), Value::from(s.loss.kind.to_string()));
+    m.insert("optimizer".into(), serde_json::to_value(s.optim.kind)?);
+    m.insert("param".into(), Value::from(param.name()));
+    m.insert("alpha".into(), alpha.map_or(Value::Null, Value::from));
+    m.insert("base_width".into(), base_width.map_or(Value::Null, Value::from));
+    Ok(m)
+}
 
-    fn axis_path(&self, axis: &str) -> String {
-        match axis {
+impl Sweepable for TrainConfig {
+    const KIND: RunKind = RunKind::Mlp;
+
+    fn axis_path(axis: &str) -> Option<&'static str> {
+        Some(match axis {
             "width" => "model.width",
             "depth" => "model.depth",
             "loss" => "loss.kind",
             "optimizer" => "optim.kind",
             "dataset" => "data.dataset",
             "train_subset" => "data.train_subset",
-            other => other,
-        }
-        .to_string()
+            _ => return None,
+        })
+    }
+
+    fn validate_config(&self) -> Result<()> {
+        self.validate()
+    }
+
+    fn coords(&self) -> Result<BTreeMap<String, Value>> {
+        let mut m = common_coords(self.model.width, self.model.depth, &self.settings(), &self.param, self.alpha, self.base_width)?;
+        m.insert("dataset".into(), Value::from(self.data.dataset.to_string()));
+        // Model switches that sweeps vary (Fig. F.17, F.19): coordinates too, so analysis
+        // groups and CSV columns carry them.
+        m.insert("logit_norm".into(), Value::from(self.model.logit_norm));
+        m.insert("freeze".into(), serde_json::to_value(self.model.freeze)?);
+        Ok(m)
+    }
+
+    fn cost(&self) -> Result<RunCost> {
+        self.validate()?;
+        let (_, _, n_data, _) = self.data.shape();
+        let steps = self.planned_steps(self.data.train_subset.unwrap_or(n_data).min(n_data))?;
+        Ok(RunCost { params: self.model_config().num_params_f64() as u64, steps: steps as u64 })
+    }
+
+    fn set_threads(&mut self, threads: Option<usize>) {
+        self.threads = threads;
+    }
+}
+
+impl Sweepable for GptTrainConfig {
+    const KIND: RunKind = RunKind::Gpt;
+
+    fn axis_path(axis: &str) -> Option<&'static str> {
+        Some(match axis {
+            "width" => "model.width",
+            "depth" => "model.depth",
+            "train_norms" => "model.train_norms",
+            "loss" => "loss.kind",
+            "optimizer" => "optim.kind",
+            "seq_len" => "data.seq_len",
+            _ => return None,
+        })
+    }
+
+    /// The model's vocabulary is the tokenizer's: one value in the key.
+    fn complete(&mut self) {
+        self.model.vocab_size = self.data.vocab_size as i64;
+    }
+
+    fn validate_config(&self) -> Result<()> {
+        self.validate()
+    }
+
+    fn coords(&self) -> Result<BTreeMap<String, Value>> {
+        let text = match self.data.source {
+            crate::data::text::TextSource::Shakespeare => "shakespeare",
+            crate::data::text::TextSource::Generated { .. } => "generated",
+        };
+        let mut m = common_coords(self.model.width, self.model.depth, &self.settings(), &self.param, self.alpha, self.base_width)?;
+        m.insert("train_norms".into(), Value::from(self.model.train_norms));
+        m.insert("text".into(), Value::from(text));
+        Ok(m)
+    }
+
+    fn cost(&self) -> Result<RunCost> {
+        self.validate()?;
+        Ok(RunCost { params: self.model_config().num_params_f64() as u64, steps: self.steps as u64 })
+    }
+
+    fn set_threads(&mut self, threads: Option<usize>) {
+        self.threads = threads;
+    }
+}
+
+/// The MLP's runner.
+pub type MlpRunner = ConfigRunner<TrainConfig>;
+/// The GPT's runner.
+pub type GptRunner = ConfigRunner<GptTrainConfig>;
+
+/// The sweep runner of every kind of run: resolves, prices and trains configs of type `C` by
+/// the one [`crate::train::Trainer`].
+pub struct ConfigRunner<C>(std::marker::PhantomData<fn() -> C>);
+
+impl<C> Default for ConfigRunner<C> {
+    fn default() -> Self {
+        ConfigRunner(std::marker::PhantomData)
+    }
+}
+
+impl<C: Sweepable> Runner for ConfigRunner<C> {
+    fn kind(&self) -> RunKind {
+        C::KIND
+    }
+
+    fn axis_path(&self, axis: &str) -> String {
+        C::axis_path(axis).unwrap_or(axis).to_string()
     }
 
     fn resolve(&self, base: &Value, axes: &BTreeMap<String, Value>) -> Result<Value> {
         let v = apply_axes(base, axes, |a| self.axis_path(a))?;
-        let mut cfg = typed::<TrainConfig>(&v)?;
-        cfg.threads = None;
-        cfg.validate()?;
+        let mut cfg = typed::<C>(&v)?;
+        cfg.set_threads(None);
+        cfg.complete();
+        cfg.validate_config()?;
         Ok(serde_json::to_value(&cfg)?)
     }
 
     fn coords(&self, config: &Value) -> Result<BTreeMap<String, Value>> {
-        let c = typed::<TrainConfig>(config)?;
-        let mut m = common_coords!(c);
-        m.insert("dataset".into(), Value::from(c.data.dataset.to_string()));
-        // Model switches that sweeps vary (Fig. F.17, F.19): coordinates too, so analysis
-        // groups and CSV columns carry them.
-        m.insert("logit_norm".into(), Value::from(c.model.logit_norm));
-        m.insert("freeze".into(), serde_json::to_value(c.model.freeze)?);
-        Ok(m)
+        typed::<C>(config)?.coords()
     }
 
     fn check_fits(&self, config: &Value) -> Result<()> {
-        typed::<TrainConfig>(config)?.check_fits()
+        RunConfig::check_fits(&typed::<C>(config)?)
     }
 
     fn cost(&self, config: &Value) -> Result<RunCost> {
-        let c = typed::<TrainConfig>(config)?;
-        c.validate()?;
-        let (_, _, n_data, _) = c.data.shape();
-        let steps = c.planned_steps(c.data.train_subset.unwrap_or(n_data).min(n_data))?;
-        Ok(RunCost { params: c.model_config().num_params_f64() as u64, steps: steps as u64 })
+        typed::<C>(config)?.cost()
     }
 
     fn run(&self, config: &Value, threads: usize) -> Result<RunOutput> {
-        let mut cfg = typed::<TrainConfig>(config)?;
-        cfg.threads = Some(threads.max(1));
+        let mut cfg = typed::<C>(config)?;
+        cfg.set_threads(Some(threads.max(1)));
         let r = crate::train::train(&cfg, false)?;
         Ok(output(r.outcome.clone(), r.steps, r.last.as_ref(), &r.batch_losses))
     }
 }
 
-/// The stored output of a run from its outcome, last evaluation and batch losses.
 fn output(outcome: Outcome, steps: usize, last: Option<&EvalRecord>, batch_losses: &[f64]) -> RunOutput {
     let fin = |x: f64| x.is_finite().then_some(x);
     RunOutput {
@@ -289,71 +382,6 @@ fn output(outcome: Outcome, steps: usize, last: Option<&EvalRecord>, batch_losse
         test_acc: last.and_then(|e| e.test_acc.and_then(fin)),
         final_batch_loss: batch_losses.last().copied().and_then(fin),
         loss_curve: thin_curve(batch_losses, CURVE_POINTS),
-    }
-}
-
-/// The GPT run kind: `base` and the resolved configs are [`GptTrainConfig`]s (defaults:
-/// AdamW, warmup-cosine, Shakespeare). Axes besides the MLP's names: `train_norms`
-/// (`model.train_norms`; `false` freezes the LayerNorm gains and biases, Fig. F.3),
-/// `seq_len`, `steps`. Coordinates add `train_norms` and `text` (the text source).
-#[derive(Clone, Copy, Debug, Default)]
-pub struct GptRunner;
-
-impl Runner for GptRunner {
-    fn kind(&self) -> RunKind {
-        RunKind::Gpt
-    }
-
-    fn axis_path(&self, axis: &str) -> String {
-        match axis {
-            "width" => "model.width",
-            "depth" => "model.depth",
-            "train_norms" => "model.train_norms",
-            "loss" => "loss.kind",
-            "optimizer" => "optim.kind",
-            "seq_len" => "data.seq_len",
-            other => other,
-        }
-        .to_string()
-    }
-
-    fn resolve(&self, base: &Value, axes: &BTreeMap<String, Value>) -> Result<Value> {
-        let v = apply_axes(base, axes, |a| self.axis_path(a))?;
-        let mut cfg = typed::<GptTrainConfig>(&v)?;
-        cfg.threads = None;
-        // The model's vocabulary is the tokenizer's: one value in the key.
-        cfg.model.vocab_size = cfg.data.vocab_size as i64;
-        cfg.validate()?;
-        Ok(serde_json::to_value(&cfg)?)
-    }
-
-    fn coords(&self, config: &Value) -> Result<BTreeMap<String, Value>> {
-        let c = typed::<GptTrainConfig>(config)?;
-        let text = match c.data.source {
-            crate::data::text::TextSource::Shakespeare => "shakespeare",
-            crate::data::text::TextSource::Generated { .. } => "generated",
-        };
-        let mut m = common_coords!(c);
-        m.insert("train_norms".into(), Value::from(c.model.train_norms));
-        m.insert("text".into(), Value::from(text));
-        Ok(m)
-    }
-
-    fn check_fits(&self, config: &Value) -> Result<()> {
-        typed::<GptTrainConfig>(config)?.check_fits()
-    }
-
-    fn cost(&self, config: &Value) -> Result<RunCost> {
-        let c = typed::<GptTrainConfig>(config)?;
-        c.validate()?;
-        Ok(RunCost { params: c.model_config().num_params_f64() as u64, steps: c.steps as u64 })
-    }
-
-    fn run(&self, config: &Value, threads: usize) -> Result<RunOutput> {
-        let mut cfg = typed::<GptTrainConfig>(config)?;
-        cfg.threads = Some(threads.max(1));
-        let r = crate::train::gpt::train_gpt(&cfg, false)?;
-        Ok(output(r.outcome.clone(), r.steps, r.last.as_ref(), &r.batch_losses))
     }
 }
 
@@ -396,7 +424,7 @@ mod tests {
 
     #[test]
     fn mlp_cost_and_coords() {
-        let r = MlpRunner;
+        let r = MlpRunner::default();
         let axes: BTreeMap<String, Value> = [("width".to_string(), Value::from(100)), ("depth".to_string(), Value::from(3)), ("loss".to_string(), Value::from("mse"))].into();
         let base = serde_json::json!({"data": {"train_subset": 640}, "batch_size": 64});
         let c = r.resolve(&base, &axes).unwrap();
@@ -432,7 +460,7 @@ mod tests {
 
     #[test]
     fn gpt_cost_coords_and_axes() {
-        let r = GptRunner;
+        let r = GptRunner::default();
         let axes: BTreeMap<String, Value> = [("width".to_string(), Value::from(64)), ("train_norms".to_string(), Value::from(false)), ("optimizer".to_string(), Value::from("sgd"))].into();
         let base = serde_json::json!({"model": {"depth": 2, "head_dim": 16}, "data": {"source": {"type": "generated", "chars": 1000}, "vocab_size": 400, "seq_len": 16}, "steps": 7});
         let c = r.resolve(&base, &axes).unwrap();

@@ -1,8 +1,8 @@
 //! Training the GPT on text: a serde [`GptTrainConfig`] whose defaults are the paper's
 //! language setting scaled to a CPU (appendix D.3: AdamW with betas (0.9, 0.95), eps 1e-12,
-//! weight decay 0.1, warmup then cosine decay to 10%, gradient clipping), a
-//! [`GptTrainer`] stepped by the one training loop of [`super::run_loop`], and a JSON
-//! [`GptTrainResult`].
+//! weight decay 0.1, warmup then cosine decay to 10%, gradient clipping) and the GPT's data
+//! ([`TextBatches`]); the run itself is the one [`Trainer`](super::Trainer) of every model,
+//! its result a [`TrainResult<GptTrainConfig>`](super::TrainResult).
 //!
 //! Losses are those of [`crate::loss`] on the flattened logits `[B*T, V]` and targets
 //! `[B*T]`: every predicted token counts as one example (CE averages over tokens; MSE over
@@ -11,12 +11,12 @@
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
-use super::{run_loop, EvalRecord, Outcome, ParamSpec, StepHook, Steppable};
+use super::{Batches, EvalRecord, ParamSpec, RunConfig, Settings, Setup, TrainStep};
 use crate::data::text::{random_starts, windows, TextConfig, TextData};
 use crate::device::{with_autocast, DeviceChoice, Precision};
 use crate::loss::{accuracy, Loss};
 use crate::model::{Gpt, GptConfig, Model};
-use crate::optim::{OptimConfig, Optimizer, OptimizerKind, Schedule, StepStats};
+use crate::optim::{OptimConfig, OptimizerKind, Schedule};
 use crate::param::Parameterization;
 use crate::rng::{self, stream};
 use crate::{Error, Result};
@@ -194,180 +194,141 @@ impl GptTrainConfig {
     }
 }
 
-/// The result of a GPT run. `evals` hold training-window loss/accuracy as `train_*` and
-/// validation as `test_*`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct GptTrainResult {
-    pub config: GptTrainConfig,
-    pub parameterization: String,
-    pub width: i64,
-    pub num_params: i64,
-    pub outcome: Outcome,
-    pub steps: usize,
-    pub batch_losses: Vec<f64>,
-    pub evals: Vec<EvalRecord>,
-    pub last: Option<EvalRecord>,
-    pub seconds: f64,
-    pub steps_per_second: f64,
-    /// Training tokens per second (`batch_size * seq_len * steps_per_second`).
-    pub tokens_per_second: f64,
-}
-
-impl GptTrainResult {
-    pub fn diverged(&self) -> bool {
-        matches!(self.outcome, Outcome::Diverged { .. })
-    }
-    /// Validation loss of the last evaluation.
-    pub fn val_loss(&self) -> Option<f64> {
-        self.last.as_ref().and_then(|e| e.test_loss)
-    }
-}
-
-/// A GPT, its optimizer and its text, ready to be stepped.
-pub struct GptTrainer {
-    pub cfg: GptTrainConfig,
-    pub model: Gpt,
-    pub optimizer: Optimizer,
-    pub data: TextData,
-    pub device: Device,
-    /// Whether forward passes run in bf16 mixed precision (from `cfg.precision`).
-    pub mixed: bool,
+/// The GPT's data: tokenized text, training windows at seeded random positions, and fixed
+/// windows of the training and validation text for evaluation.
+pub struct TextBatches {
+    pub text: TextData,
+    batch_size: usize,
     rng: rand_chacha::ChaCha8Rng,
     eval_train: Vec<i64>,
     eval_val: Vec<i64>,
 }
 
-impl GptTrainer {
-    /// Loads and tokenizes the text, builds the model and the optimizer.
-    pub fn new(cfg: &GptTrainConfig) -> Result<Self> {
-        cfg.check_fits()?; // before the text is read and tokenized
-        let data = TextData::load(&cfg.data, cfg.seed)?;
-        Self::with_data(cfg, data)
-    }
-
-    /// As [`GptTrainer::new`] with already loaded text (e.g. shared by runs at several widths).
-    pub fn with_data(cfg: &GptTrainConfig, data: TextData) -> Result<Self> {
-        cfg.check_fits()?;
-        if let Some(t) = cfg.threads {
-            crate::device::set_threads(t);
-        }
-        let device = cfg.device.resolve()?;
-        let mixed = cfg.precision.mixed_on(device)?;
-        let data = data.to_device(device);
-        let mut cfg = cfg.clone();
-        cfg.model.vocab_size = data.vocab_size;
-        cfg.data.seq_len = data.seq_len;
-        let param = cfg.parameterization()?;
-        let model = Gpt::new(&cfg.model, &param, cfg.seed, device)?;
-        let optimizer = Optimizer::new(&cfg.optim_config(), cfg.lr, model.params())?;
-        let k = cfg.eval.batches * cfg.batch_size;
-        let mut er = rng::rng(cfg.seed, stream::SUBSET + 100);
-        let eval_train = random_starts(data.train.size()[0], data.seq_len, k, &mut er);
-        let eval_val = random_starts(data.val.size()[0], data.seq_len, k, &mut er);
-        let rng = rng::rng(cfg.seed, stream::SHUFFLE);
-        Ok(GptTrainer { cfg, model, optimizer, data, device, mixed, rng, eval_train, eval_val })
-    }
-
-    /// The next training batch (`x, y: [B, T]`), at seeded random positions.
-    pub fn next_batch(&mut self) -> (Tensor, Tensor) {
-        let starts = random_starts(self.data.train.size()[0], self.data.seq_len, self.cfg.batch_size, &mut self.rng);
-        windows(&self.data.train, &starts, self.data.seq_len)
-    }
-
-    /// A fixed batch of `batch` validation windows (for probes), seeded by `seed`.
-    ///
-    /// # Shapes
-    /// -> (`[batch, T]`, targets flattened `[batch * T]`).
-    pub fn probe_batch(&self, batch: usize, seed: u64) -> (Tensor, Tensor) {
-        let starts = random_starts(self.data.val.size()[0], self.data.seq_len, batch, &mut rng::rng(seed, stream::PROBE));
-        let (x, y) = windows(&self.data.val, &starts, self.data.seq_len);
-        (x, y.reshape([-1]))
-    }
-
-    /// Loss and next-token accuracy on windows at `starts` of `tokens` (no gradients).
-    fn evaluate_on(&self, tokens: &Tensor, starts: &[i64]) -> (f64, f64) {
+impl TextBatches {
+    /// Loss and next-token accuracy of `model` on windows at `starts` of `tokens` (no gradients).
+    fn evaluate_on(&self, model: &dyn Model, loss: &Loss, mixed: bool, tokens: &Tensor, starts: &[i64]) -> (f64, f64) {
         let (mut loss_sum, mut acc_sum, mut n) = (0.0, 0.0, 0.0);
         tch::no_grad(|| {
-            for chunk in starts.chunks(self.cfg.batch_size.max(1)) {
-                let (x, y) = windows(tokens, chunk, self.data.seq_len);
+            for chunk in starts.chunks(self.batch_size.max(1)) {
+                let (x, y) = windows(tokens, chunk, self.text.seq_len);
                 let y = y.reshape([-1]); // [B*T]
-                let (f, loss) = with_autocast(self.mixed, || {
-                    let f = self.model.forward(&x); // [B*T, V]
-                    let loss = self.cfg.loss.compute(&f, &y);
-                    (f, loss)
+                let (f, l) = with_autocast(mixed, || {
+                    let f = model.forward(&x); // [B*T, V]
+                    let l = loss.compute(&f, &y);
+                    (f, l)
                 });
                 let w = chunk.len() as f64;
-                loss_sum += loss.to_kind(Kind::Double).double_value(&[]) * w;
+                loss_sum += l.to_kind(Kind::Double).double_value(&[]) * w;
                 acc_sum += accuracy(&f, &y) * w;
                 n += w;
             }
         });
         (loss_sum / n, acc_sum / n)
     }
-
-    /// Runs all steps with an optional progress bar and hook (e.g. the RCC monitor).
-    pub fn run(mut self, progress: bool, hook: Option<&mut dyn StepHook>) -> Result<GptTrainResult> {
-        let log = run_loop(&mut self, progress, hook)?;
-        let tokens = (self.cfg.batch_size as i64 * self.data.seq_len) as f64;
-        Ok(GptTrainResult {
-            parameterization: self.cfg.parameterization()?.name,
-            width: self.model.width(),
-            num_params: self.model.num_params(),
-            config: self.cfg,
-            outcome: log.outcome,
-            steps: log.steps,
-            batch_losses: log.batch_losses,
-            evals: log.evals,
-            last: log.last,
-            seconds: log.seconds,
-            steps_per_second: log.steps_per_second,
-            tokens_per_second: log.steps_per_second * tokens,
-        })
-    }
 }
 
-impl Steppable for GptTrainer {
-    fn model(&self) -> &dyn Model {
-        &self.model
+impl Batches for TextBatches {
+    /// `batch_size` training windows at seeded random positions.
+    ///
+    /// # Shapes
+    /// -> (`x: [B, T]`, targets flattened `[B*T]`).
+    fn next_batch(&mut self) -> (Tensor, Tensor) {
+        let starts = random_starts(self.text.train.size()[0], self.text.seq_len, self.batch_size, &mut self.rng);
+        let (x, y) = windows(&self.text.train, &starts, self.text.seq_len); // [B, T], [B, T]
+        (x, y.reshape([-1]))
     }
-    fn step(&mut self) -> Result<StepStats> {
-        let (x, y) = self.next_batch(); // [B, T], [B, T]
-        let y = y.reshape([-1]); // [B*T]
-        let model = &self.model;
-        let (loss, mixed) = (self.cfg.loss, self.mixed);
-        super::StepPath::Autograd.announce("the GPT has no hand-written backward pass");
-        self.optimizer.step(model.params(), &mut || with_autocast(mixed, || loss.compute(&model.forward(&x), &y)))
-    }
-    fn last_gradients(&self) -> &[Option<Tensor>] {
-        self.optimizer.last_gradients()
-    }
-    fn optimizer(&self) -> Option<&Optimizer> {
-        Some(&self.optimizer)
-    }
-    fn evaluate(&self, step: usize) -> EvalRecord {
-        let (train_loss, train_acc) = self.evaluate_on(&self.data.train, &self.eval_train);
-        let (val_loss, val_acc) = self.evaluate_on(&self.data.val, &self.eval_val);
+
+    /// Loss and accuracy on the fixed training windows as `train_*`, on the fixed validation
+    /// windows as `test_*`.
+    fn evaluate(&self, model: &dyn Model, loss: &Loss, mixed: bool, step: usize) -> EvalRecord {
+        let (train_loss, train_acc) = self.evaluate_on(model, loss, mixed, &self.text.train, &self.eval_train);
+        let (val_loss, val_acc) = self.evaluate_on(model, loss, mixed, &self.text.val, &self.eval_val);
         EvalRecord { step, train_loss, train_acc, test_loss: Some(val_loss), test_acc: Some(val_acc) }
     }
-    fn total_steps(&self) -> usize {
-        self.cfg.steps
+
+    /// A fixed batch of `size` validation windows, seeded by `seed`.
+    ///
+    /// # Shapes
+    /// -> (`[size, T]`, targets flattened `[size * T]`).
+    fn probe(&self, size: usize, seed: u64) -> (Tensor, Tensor) {
+        let starts = random_starts(self.text.val.size()[0], self.text.seq_len, size, &mut rng::rng(seed, stream::PROBE));
+        let (x, y) = windows(&self.text.val, &starts, self.text.seq_len);
+        (x, y.reshape([-1]))
     }
-    fn eval_every(&self) -> usize {
-        self.cfg.eval.every
+
+    fn curvature_batch(&self, size: Option<usize>, seed: u64) -> (Tensor, Tensor) {
+        crate::sharpness::gpt_batch(&self.text.train, self.text.seq_len, size.unwrap_or(8), seed)
     }
-    fn max_loss(&self) -> Option<f64> {
-        self.cfg.max_loss
+
+    fn tokens_per_step(&self) -> Option<f64> {
+        Some((self.batch_size as i64 * self.text.seq_len) as f64)
     }
 }
 
-/// Builds a [`GptTrainer`] and runs it.
-pub fn train_gpt(cfg: &GptTrainConfig, progress: bool) -> Result<GptTrainResult> {
-    GptTrainer::new(cfg)?.run(progress, None)
+impl TrainStep for Gpt {}
+
+impl RunConfig for GptTrainConfig {
+    type Model = Gpt;
+    type Data = TextBatches;
+    type Loaded = TextData;
+
+    fn settings(&self) -> Settings {
+        Settings {
+            seed: self.seed,
+            device: self.device,
+            threads: self.threads,
+            lr: self.lr,
+            loss: self.loss,
+            optim: self.optim_config(),
+            eval_every: self.eval.every,
+            max_loss: self.max_loss,
+        }
+    }
+
+    fn check_fits(&self) -> Result<()> {
+        GptTrainConfig::check_fits(self)
+    }
+
+    fn load(&self) -> Result<TextData> {
+        TextData::load(&self.data, self.seed)
+    }
+
+    fn setup(&self, data: TextData, device: Device) -> Result<Setup<Self>> {
+        let mixed = self.precision.mixed_on(device)?;
+        let text = data.to_device(device);
+        let mut cfg = self.clone();
+        cfg.model.vocab_size = text.vocab_size;
+        cfg.data.seq_len = text.seq_len;
+        let model = Gpt::new(&cfg.model, &cfg.parameterization()?, cfg.seed, device)?;
+        let k = cfg.eval.batches * cfg.batch_size;
+        let mut er = rng::rng(cfg.seed, stream::SUBSET + 100);
+        let eval_train = random_starts(text.train.size()[0], text.seq_len, k, &mut er);
+        let eval_val = random_starts(text.val.size()[0], text.seq_len, k, &mut er);
+        let rng = rng::rng(cfg.seed, stream::SHUFFLE);
+        let data = TextBatches { text, batch_size: cfg.batch_size, rng, eval_train, eval_val };
+        let total_steps = cfg.steps;
+        Ok(Setup { cfg, model, data, total_steps, mixed })
+    }
+
+    fn parameterization_name(&self) -> Result<String> {
+        Ok(self.parameterization()?.name)
+    }
+
+    fn set_width(&mut self, width: i64) {
+        self.model.width = width;
+    }
+    fn set_seed(&mut self, seed: u64) {
+        self.seed = seed;
+    }
+    fn set_steps(&mut self, steps: usize) {
+        self.steps = steps;
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::train::{train, Outcome, TrainResult, Trainer};
     use crate::data::text::TextSource;
     use crate::loss::LossKind;
 
@@ -387,16 +348,16 @@ mod tests {
     #[test]
     fn short_run_lowers_validation_loss() {
         let cfg = tiny_cfg();
-        let t = GptTrainer::new(&cfg).unwrap();
+        let t = Trainer::new(&cfg).unwrap();
         let before = t.evaluate(0).test_loss.unwrap();
         let r = t.run(false, None).unwrap();
         assert_eq!(r.outcome, Outcome::Completed);
-        let after = r.val_loss().unwrap();
+        let after = r.test_loss().unwrap();
         // at init the loss is near ln(V); training on the toy language must beat that clearly
         assert!(after < before - 1.0, "val loss {before} -> {after}");
-        assert!(r.tokens_per_second > 0.0 && r.steps == 60);
+        assert!(r.tokens_per_second.unwrap() > 0.0 && r.steps == 60);
         let json = serde_json::to_string(&r).unwrap();
-        let back: GptTrainResult = serde_json::from_str(&json).unwrap();
+        let back: TrainResult<GptTrainConfig> = serde_json::from_str(&json).unwrap();
         assert_eq!(back.steps, 60);
     }
 
@@ -405,9 +366,9 @@ mod tests {
         let mut cfg = tiny_cfg();
         cfg.steps = 3;
         let run = |c: &GptTrainConfig| {
-            let mut t = GptTrainer::new(c).unwrap();
+            let mut t = Trainer::new(c).unwrap();
             for _ in 0..3 {
-                Steppable::step(&mut t).unwrap();
+                t.step().unwrap();
             }
             t.model.snapshot()
         };
@@ -419,7 +380,7 @@ mod tests {
             let mut c = cfg.clone();
             c.optim.kind = kind;
             c.loss = Loss::new(loss);
-            let r = train_gpt(&c, false).unwrap();
+            let r = train(&c, false).unwrap();
             assert!(r.batch_losses.iter().all(|l| l.is_finite()), "{kind:?} {loss:?}");
         }
     }
@@ -433,7 +394,7 @@ mod tests {
         let bad = |f: &dyn Fn(&mut GptTrainConfig)| {
             let mut c = tiny_cfg();
             f(&mut c);
-            GptTrainer::new(&c).err().expect("should fail").to_string()
+            Trainer::new(&c).err().expect("should fail").to_string()
         };
         assert!(bad(&|c| c.model.width = 40).contains("head_dim"));
         assert!(bad(&|c| c.batch_size = 0).contains("batch_size"));
@@ -446,7 +407,7 @@ mod tests {
     fn precision_auto_is_fp32_on_cpu_and_absent_from_the_json() {
         let cfg = tiny_cfg();
         assert!(!serde_json::to_string(&cfg).unwrap().contains("precision"), "run keys must not change");
-        let t = GptTrainer::new(&cfg).unwrap();
+        let t = Trainer::new(&cfg).unwrap();
         assert!(!t.mixed);
         let back: GptTrainConfig = serde_json::from_str(r#"{"precision": "bf16"}"#).unwrap();
         assert_eq!(back.precision, Precision::Bf16);

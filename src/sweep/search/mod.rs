@@ -840,16 +840,16 @@ mod tests {
             RunKind::Mlp
         }
         fn axis_path(&self, axis: &str) -> String {
-            MlpRunner.axis_path(axis)
+            MlpRunner::default().axis_path(axis)
         }
         fn resolve(&self, base: &Value, axes: &BTreeMap<String, Value>) -> Result<Value> {
-            MlpRunner.resolve(base, axes)
+            MlpRunner::default().resolve(base, axes)
         }
         fn coords(&self, config: &Value) -> Result<BTreeMap<String, Value>> {
-            MlpRunner.coords(config)
+            MlpRunner::default().coords(config)
         }
         fn cost(&self, config: &Value) -> Result<RunCost> {
-            MlpRunner.cost(config)
+            MlpRunner::default().cost(config)
         }
         fn run(&self, config: &Value, _threads: usize) -> Result<RunOutput> {
             self.calls.fetch_add(1, Ordering::SeqCst);
@@ -1069,7 +1069,7 @@ mod tests {
         assert!(SearchSpec::from_file(&p).unwrap_err().to_string().contains("explicit per-run instability rule"));
         // A spec round-trips through TOML and JSON, and SpecFile tells searches from grids.
         let s = spec(Find::Optimal).with(SearchParams { instability: Some(Instability::AccBelow(0.3)), ..SearchParams::default() });
-        let ids = |s: &SearchSpec| s.groups(&MlpRunner).unwrap().into_iter().map(|g| g.id).collect::<Vec<_>>();
+        let ids = |s: &SearchSpec| s.groups(&MlpRunner::default()).unwrap().into_iter().map(|g| g.id).collect::<Vec<_>>();
         for name in ["s.toml", "s.json"] {
             let q = dir.path().join(name);
             s.save(&q).unwrap();
