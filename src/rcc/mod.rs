@@ -107,6 +107,8 @@ use crate::Result;
 
 pub use crate::kernels::ops::DenseChange;
 pub mod gpt;
+pub mod metric;
+pub use metric::{CurvatureEstimate, Metric, MetricId, Since, UnknownMetric};
 pub mod regime;
 pub mod runner;
 pub use runner::{CoordCheck, CoordCheckResult, Profile};
@@ -181,7 +183,7 @@ pub struct Record {
     pub step: usize,
     /// Site (parameter) name, `act.{l}` or `model`.
     pub layer: String,
-    pub metric: String,
+    pub metric: MetricId,
     pub value: f64,
 }
 
@@ -740,7 +742,7 @@ pub fn site_metrics(
     cache: &mut HashMap<String, Tensor>,
     key: &str,
     ref_is_init: bool,
-) -> Vec<(&'static str, f64)> {
+) -> Vec<(Metric, f64)> {
     let ref_tag = if ref_is_init { "W0" } else { "Wprev" };
     tch::no_grad(|| {
         let same_input = x_t.size() == x_ref.size() && x_t.equal(x_ref);
@@ -812,19 +814,19 @@ pub fn site_metrics(
         let eff_rms = rms(&eff);
         let c = if dense { fan_in } else { 1.0 };
         vec![
-            ("act", rms(out_t)),
-            ("act_update", rms_of_difference(&[out_t, out_ref])),
-            ("effective", eff_rms),
-            ("propagating", prop_rms),
-            ("input", x_rms),
-            ("input_update", dx_rms),
-            ("weight_update_rms", dw_rms),
-            ("weight_update_op", dw_op),
-            ("align_rms_eff", ratio(eff_rms, c * dw_rms * x_rms)),
-            ("align_op_eff", ratio(eff_rms, dw_op * x_rms)),
-            ("align_rms_prop", ratio(prop_rms, c * w_ref_rms * dx_rms)),
-            ("align_op_prop", ratio(prop_rms, w_ref_op * dx_rms)),
-            ("update_rank", ratio(fro, spec)),
+            (Metric::Act, rms(out_t)),
+            (Metric::ActUpdate, rms_of_difference(&[out_t, out_ref])),
+            (Metric::Effective, eff_rms),
+            (Metric::Propagating, prop_rms),
+            (Metric::Input, x_rms),
+            (Metric::InputUpdate, dx_rms),
+            (Metric::WeightUpdateRms, dw_rms),
+            (Metric::WeightUpdateOp, dw_op),
+            (Metric::AlignRmsEff, ratio(eff_rms, c * dw_rms * x_rms)),
+            (Metric::AlignOpEff, ratio(eff_rms, dw_op * x_rms)),
+            (Metric::AlignRmsProp, ratio(prop_rms, c * w_ref_rms * dx_rms)),
+            (Metric::AlignOpProp, ratio(prop_rms, w_ref_op * dx_rms)),
+            (Metric::UpdateRank, ratio(fro, spec)),
         ]
     })
 }
@@ -871,7 +873,7 @@ pub fn sparsity(a: &Tensor) -> f64 {
 }
 
 /// One measured value before it becomes a [`Record`]: `(layer, metric, value)`.
-type Row = (String, String, f64);
+type Row = (String, MetricId, f64);
 
 /// The metrics of every site of `now` against the reference `r` (the initial trace for
 /// `prefix = ""`, the previous step's for `"delta_"`), appended to `rows` as
@@ -883,7 +885,7 @@ type Row = (String, String, f64);
 fn sites_against(
     now: &ProbeState,
     r: &ProbeState,
-    prefix: &str,
+    since: Since,
     spectral: Spectral,
     cache: &mut HashMap<String, Tensor>,
     low_rank: &[Option<LowRankStep>],
@@ -893,7 +895,9 @@ fn sites_against(
     rows: &mut Vec<Row>,
     kept_norms: &mut Vec<(String, (f64, f64))>,
 ) {
-    let one_step = !prefix.is_empty();
+    let one_step = since == Since::Previous;
+    // (the warm starts' cache keys)
+    let prefix = if one_step { "delta_" } else { "" };
     for (i, (name, p, op, x, out)) in now.sites.iter().enumerate() {
         let (_, _, _, x_ref, out_ref) = &r.sites[i];
         let key = format!("{prefix}{name}");
@@ -918,10 +922,10 @@ fn sites_against(
         }
         for (m, v) in ms {
             // input/act norms do not depend on the reference: record them once
-            if one_step && (m == "act" || m == "input") {
+            if one_step && !m.compares() {
                 continue;
             }
-            rows.push((name.clone(), format!("{prefix}{m}"), v));
+            rows.push((name.clone(), m.since(since), v));
         }
     }
 }
@@ -1006,9 +1010,9 @@ impl Monitor {
             let mut rows = vec![];
             for (l, (a, a0)) in acts.iter().enumerate() {
                 let layer = format!("act.{l}");
-                rows.push((layer.clone(), "sparsity".into(), sparsity(a)));
-                rows.push((layer.clone(), "cos_init".into(), cosine_rows(a, a0)));
-                rows.push((layer, "cos_cross".into(), cosine_cross(a)));
+                rows.push((layer.clone(), Metric::Sparsity.into(), sparsity(a)));
+                rows.push((layer.clone(), Metric::CosInit.into(), cosine_rows(a, a0)));
+                rows.push((layer, Metric::CosCross.into(), cosine_cross(a)));
             }
             (norms, rows)
         };
@@ -1020,9 +1024,9 @@ impl Monitor {
         let this_task = move || -> Result<Measured> {
             let (mut delta_rows, mut kept_norms, mut rows) = (vec![], vec![], vec![]);
             if let Some(r) = init {
-                sites_against(now_ref, r, "", spectral, cache, low_rank, &[], &keep_norms, measured_ref, &mut delta_rows, &mut kept_norms);
+                sites_against(now_ref, r, Since::Init, spectral, cache, low_rank, &[], &keep_norms, measured_ref, &mut delta_rows, &mut kept_norms);
             }
-            rows.push(("model".into(), "logits".into(), rms(&now_ref.logits)));
+            rows.push(("model".into(), Metric::Logits.into(), rms(&now_ref.logits)));
             if gradients {
                 // chi = dl/df of the per-example loss, from the probe logits alone (no
                 // backward pass through the network): in closed form for [B, C] logits
@@ -1038,15 +1042,15 @@ impl Monitor {
                 };
                 // per-example loss: one example per logit row (a token, for the GPT)
                 let batch = logits.size()[0] as f64;
-                rows.push(("model".into(), "chi".into(), rms(&g) * batch));
-                rows.push(("model".into(), "loss".into(), l.double_value(&[])));
+                rows.push(("model".into(), Metric::Chi.into(), rms(&g) * batch));
+                rows.push(("model".into(), Metric::Loss.into(), l.double_value(&[])));
             }
             Ok((delta_rows, kept_norms, rows))
         };
         let (this, (lr_norms, act_rows)) = crate::kernels::threads::join(this_task, low_rank_task);
         let (mut all_rows, kept_norms, rows) = this?;
         if let Some(r) = self.prev.as_ref() {
-            sites_against(&now, r, "delta_", spectral, &mut self.cache, low_rank, &lr_norms, &keep_norms, &mut measured, &mut all_rows, &mut vec![]);
+            sites_against(&now, r, Since::Previous, spectral, &mut self.cache, low_rank, &lr_norms, &keep_norms, &mut measured, &mut all_rows, &mut vec![]);
         }
         all_rows.extend(act_rows);
         all_rows.extend(rows);
@@ -1060,7 +1064,7 @@ impl Monitor {
                     (None, Some((fro, _))) => fro / (p.tensor.numel() as f64).sqrt(),
                     (None, None) => continue,
                 };
-                rows.push((p.name.clone(), "grad".into(), value));
+                rows.push((p.name.clone(), Metric::Grad.into(), value));
             }
         }
         self.records.extend(rows.into_iter().map(|(layer, metric, value)| Record { step, layer, metric, value }));
@@ -1083,7 +1087,8 @@ impl Monitor {
     }
 
     /// All records of one layer and metric, as `(step, value)`.
-    pub fn series(&self, layer: &str, metric: &str) -> Vec<(usize, f64)> {
+    pub fn series(&self, layer: &str, metric: impl Into<MetricId>) -> Vec<(usize, f64)> {
+        let metric = metric.into();
         self.records.iter().filter(|r| r.layer == layer && r.metric == metric).map(|r| (r.step, r.value)).collect()
     }
 }
