@@ -1,5 +1,13 @@
 //! Tests of the RCC metrics against hand computations and of the monitor's bookkeeping.
+use std::collections::HashMap;
+
+use super::definitions::{apply_fast, eff_weight_rms, fans, one_hot_indices, op_norm_rms, ratio, tridiagonal_top};
+use super::monitor::probe;
 use super::*;
+use crate::loss::Loss;
+use crate::model::{LinearOp, Model};
+use crate::train::StepHook;
+use tch::{Kind, Tensor};
 use crate::loss::LossKind;
 use crate::model::{Mlp, MlpConfig, Norm};
 use crate::optim::{OptimConfig, Optimizer};
@@ -76,7 +84,7 @@ fn metrics_of_a_tiny_dense_layer_by_hand() {
     for spectral in [Spectral::Exact, Spectral::PowerIteration { tol: 1e-14, max_iter: 10_000 }] {
     let mut cache = HashMap::new();
     let norms_t = std::cell::Cell::new((f64::NAN, f64::NAN));
-    let ms: HashMap<_, _> = site_metrics(op, Change::Stored { w_t: &wt, w_ref: &w0, norms_t: Some(&norms_t), measured: None }, &xt, &x0, &outt, &out0, spectral, &mut cache, "k", true).into_iter().collect();
+    let ms: HashMap<_, _> = site_metrics(Traced { op, x_t: &xt, x_ref: &x0, out_t: &outt, out_ref: &out0 }, Change::Stored { w_t: &wt, w_ref: &w0, norms_t: Some(&norms_t), measured: None, fuse: true }, Since::Init, spectral, &mut cache, "k").into_iter().collect();
     // W_t = [[2,1,1],[0,1,0]]: ||W_t||_RMS = sqrt(7/6); W_t W_t^T = [[6,1],[1,1]], so
     // ||W_t||_2^2 = (7 + sqrt(29)) / 2
     let (w_rms, w_op) = norms_t.get();
@@ -106,19 +114,22 @@ fn diagonal_and_bias_sites() {
     let x = t(&[1., 1., 1., 1.], &[1, 4]);
     let op = LinearOp::Diagonal;
     let mut c = HashMap::new();
-    let ms: HashMap<_, _> = site_metrics(op, Change::Stored { w_t: &gt, w_ref: &g0, norms_t: None, measured: None }, &x, &x, &op.apply(&gt, &x), &op.apply(&g0, &x), Spectral::Exact, &mut c, "g", true).into_iter().collect();
+    // every site metric, in the order of Metric::SITE
+    let rows = site_metrics(Traced { op, x_t: &x, x_ref: &x, out_t: &op.apply(&gt, &x), out_ref: &op.apply(&g0, &x) }, Change::Stored { w_t: &gt, w_ref: &g0, norms_t: None, measured: None, fuse: true }, Since::Previous, Spectral::Exact, &mut c, "g0");
+    assert_eq!(rows.iter().map(|r| r.0).collect::<Vec<_>>(), Metric::SITE);
+    let ms: HashMap<_, _> = site_metrics(Traced { op, x_t: &x, x_ref: &x, out_t: &op.apply(&gt, &x), out_ref: &op.apply(&g0, &x) }, Change::Stored { w_t: &gt, w_ref: &g0, norms_t: None, measured: None, fuse: true }, Since::Init, Spectral::Exact, &mut c, "g").into_iter().collect();
     assert!(close(ms[&Metric::WeightUpdateOp], 1.0, 1e-12)); // max |dg|
     assert!(close(ms[&Metric::Effective], 0.5, 1e-12)); // [0,1,0,0] -> rms 1/2
     assert!(close(ms[&Metric::AlignRmsEff], 1.0, 1e-12)); // c = 1 for gains
     let b = LinearOp::Bias;
     let (b0, bt) = (t(&[0., 0.], &[2]), t(&[3., 4.], &[2]));
     let ones = t(&[1., 1.], &[1, 2]);
-    let ms: HashMap<_, _> = site_metrics(b, Change::Stored { w_t: &bt, w_ref: &b0, norms_t: None, measured: None }, &ones, &ones, &b.apply(&bt, &ones), &b.apply(&b0, &ones), Spectral::Exact, &mut c, "b", true).into_iter().collect();
+    let ms: HashMap<_, _> = site_metrics(Traced { op: b, x_t: &ones, x_ref: &ones, out_t: &b.apply(&bt, &ones), out_ref: &b.apply(&b0, &ones) }, Change::Stored { w_t: &bt, w_ref: &b0, norms_t: None, measured: None, fuse: true }, Since::Init, Spectral::Exact, &mut c, "b").into_iter().collect();
     assert!(close(ms[&Metric::Effective], 12.5f64.sqrt(), 1e-12));
     assert!(close(ms[&Metric::AlignOpEff], 1.0, 1e-12));
     assert_eq!(ms[&Metric::Propagating], 0.0);
     // a bias acts on the constant 1: no propagating update, whatever the reference bias
-    let ms: HashMap<_, _> = site_metrics(b, Change::Stored { w_t: &bt, w_ref: &bt.ones_like(), norms_t: None, measured: None }, &ones, &ones, &b.apply(&bt, &ones), &b.apply(&bt.ones_like(), &ones), Spectral::Exact, &mut c, "b2", false).into_iter().collect();
+    let ms: HashMap<_, _> = site_metrics(Traced { op: b, x_t: &ones, x_ref: &ones, out_t: &b.apply(&bt, &ones), out_ref: &b.apply(&bt.ones_like(), &ones) }, Change::Stored { w_t: &bt, w_ref: &bt.ones_like(), norms_t: None, measured: None, fuse: true }, Since::Previous, Spectral::Exact, &mut c, "b2").into_iter().collect();
     assert_eq!(ms[&Metric::Propagating], 0.0);
     assert!(close(ms[&Metric::Effective], 6.5f64.sqrt(), 1e-12)); // [2, 3]
 }
@@ -464,4 +475,44 @@ fn one_step_metrics_from_fused_sgd_factors(spectral: Spectral) {
     }
     // 3 dense sites x 7 metrics + 3 bias sites x 3, per step
     assert_eq!(checked, 2 * (3 * 7 + 3 * 3));
+}
+
+#[test]
+fn the_general_path_measures_what_the_fast_paths_measure() {
+    // A float32 MLP trained by fused plain SGD (one-step updates in low-rank form) under power
+    // iteration (Delta passes fused into the traced forward): a monitor on the general path
+    // (weight copies, differences formed), as a metric that needs the weight difference
+    // would put it on, records the same rows, the same values to float32 rounding.
+    let cfg = MlpConfig { d_in: 6, d_out: 4, width: 32, depth: 3, bias: true, ..MlpConfig::default() };
+    let m = Mlp::new(&cfg, &Parameterization::sp(), 3, Device::Cpu).unwrap();
+    let mut opt = Optimizer::new(&OptimConfig::default(), 0.3, m.params()).unwrap();
+    let loss = Loss::new(LossKind::Ce);
+    let (_, _, x, y) = setup(3);
+    let mcfg = MonitorConfig { schedule: StepSchedule::Every, spectral: Spectral::PowerIteration { tol: 1e-9, max_iter: 5000 }, ..MonitorConfig::default() };
+    let mut fast = Monitor::new(mcfg.clone(), x.shallow_clone(), y.shallow_clone(), loss);
+    let mut general = Monitor::new(mcfg, x.shallow_clone(), y.shallow_clone(), loss).on_the_general_path();
+    assert!(!fast.general && Metric::SITE.iter().all(|m| !m.needs_weight_difference()));
+    for mon in [&mut fast, &mut general] {
+        mon.start(&m).unwrap();
+    }
+    for s in 1..=3 {
+        for mon in [&mut fast, &mut general] {
+            mon.before_step(s, &m).unwrap();
+        }
+        let st = crate::train::mlp_step(&m, &mut opt, &loss, &x, &y, false).unwrap();
+        assert!(opt.last_low_rank().iter().any(Option::is_some), "the step was fused");
+        let out = StepOutput::of(&st, &opt);
+        for mon in [&mut fast, &mut general] {
+            mon.after_step(s, &m, &out).unwrap();
+        }
+    }
+    assert_eq!(fast.records.len(), general.records.len());
+    let mut one_step = 0;
+    for (a, b) in fast.records.iter().zip(&general.records) {
+        assert_eq!((a.step, &a.layer, a.metric), (b.step, &b.layer, b.metric));
+        let same = (a.value.is_nan() && b.value.is_nan()) || (a.value - b.value).abs() <= 1e-4 * a.value.abs().max(b.value.abs()) + 1e-12;
+        assert!(same, "step {}, {} {}: fast {} vs general {}", a.step, a.layer, a.metric, a.value, b.value);
+        one_step += usize::from(a.metric.since == Since::Previous);
+    }
+    assert!(one_step > 0);
 }
