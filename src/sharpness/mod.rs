@@ -52,9 +52,9 @@
 //!   config (MLP or GPT), as [`crate::rcc::CoordCheckResult`] rows, which `widthlab
 //!   sharpness` writes.
 //!
-//! Coupling to the rest of the crate (kept small, for the coming restructuring of
-//! `rcc/mod.rs` and the `Model` trait): [`Record`] and [`StepSchedule`] from `rcc`, the row
-//! type and result container of `rcc::runner`; [`crate::model::twice_differentiable`] (the
+//! Coupling to the rest of the crate (kept small): [`Record`], its [`Metric`] names (the
+//! curvature estimates are [`CurvatureEstimate`]s, each with a [`Metric::Residual`] row) and
+//! [`StepSchedule`] from `rcc`, the row type and result container of `rcc::runner`; [`crate::model::twice_differentiable`] (the
 //! GPT's attention kernel); [`crate::train::StepOutput::optimizer`] for Adam's state.
 //!
 //! Everything random (the batch, start and probe vectors) derives from the run's seed, so the
