@@ -163,6 +163,7 @@ fn absurd_sizes_are_refused_before_work() {
         (&["gpt-train", "--depth", "100000000"], "exceeds the limit of 10000"),
         (&["coord-check", "--profile", "smoke", "--widths", "16,1000000000000", "--out", &out], "needs at least"),
         (&["coord-check", "--profile", "smoke", "--steps", "1000000000000", "--out", &out], "steps exceed the limit"),
+        (&["coord-check", "--profile", "smoke", "--verdicts", "effective,efective", "--out", &out], "unknown metric `efective`; metrics: act, act_update, effective"),
         (&["uv", "dynamics", "--steps", "1000000000000", "--out", &out], "steps exceed the limit"),
         (&["uv", "dynamics", "--steps", "100000000", "--out", &out], "needs at least"),
         (&["uv", "convergence", "--times", "1000000000000", "--out", &out], "steps exceed the limit"),

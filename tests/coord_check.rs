@@ -3,6 +3,7 @@
 //! Proposition 4 predicts effective-update exponents -1 (input), 0 (hidden), +1/2 (output).
 use widthlab::data::DataConfig;
 use widthlab::rcc::runner::{run, CoordCheck, Profile};
+use widthlab::rcc::Metric;
 
 #[test]
 fn fig4_effective_update_exponents() {
@@ -15,7 +16,7 @@ fn fig4_effective_update_exponents() {
     let res = run(&cc, false).unwrap();
     assert!(res.diverged.is_empty());
     for (layer, want) in [("layers.0.weight", -1.0), ("layers.1.weight", 0.0), ("layers.2.weight", 0.5)] {
-        let fit = res.fit(layer, "effective", cc.steps).unwrap();
+        let fit = res.fit(layer, Metric::Effective, cc.steps).unwrap();
         assert!(
             (fit.exponent - want).abs() <= 0.15,
             "{layer}: measured {:.3} (CI {:.3}..{:.3}), predicted {want}",

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use widthlab::data::DatasetName;
 use widthlab::rcc::runner::{run, CoordCheck, Profile, PRESETS};
+use widthlab::rcc::{Metric, MetricId};
 
 #[derive(clap::Args, Debug)]
 pub struct CoordCheckArgs {
@@ -47,6 +48,11 @@ pub struct CoordCheckArgs {
     /// Tolerance on exponents for the verdicts.
     #[arg(long, default_value_t = 0.15)]
     pub tol: f64,
+    /// The metrics whose width exponents are compared with the theory's (verdicts.csv), comma
+    /// separated; `delta_` names for one step (the theory predicts the `act`, `input`, update
+    /// and `grad` metrics of weight layers).
+    #[arg(long, value_delimiter = ',', default_value = "effective,propagating,act_update")]
+    pub verdicts: Vec<MetricId>,
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
@@ -100,8 +106,7 @@ pub fn run_cli(args: &CoordCheckArgs) -> anyhow::Result<()> {
         res.seconds,
         res.diverged.len()
     );
-    let metrics = ["effective", "propagating", "act_update"];
-    let verdicts = res.verdicts(&metrics, args.tol)?;
+    let verdicts = res.verdicts(&args.verdicts, args.tol)?;
     println!("width exponents at step {} (tolerance {}): measured [95% CI] vs predicted after step 1 / after step 2 (infinite-width)", cc.steps, args.tol);
     let show = |v: &Option<widthlab::theory::predict::Verdict>| {
         v.as_ref().map_or("     n/a         ".to_string(), |v| format!("{:+.2} {:<8}", v.predicted, if v.holds { "holds" } else { "DEVIATES" }))
@@ -118,7 +123,7 @@ pub fn run_cli(args: &CoordCheckArgs) -> anyhow::Result<()> {
     }
     widthlab::files::write_atomic(&out.join("verdicts.csv"), csv.as_bytes())?;
     let later = widthlab::theory::predict::predict(&cc.setting(widthlab::theory::predict::StepPhase::Later)?)?;
-    for metric in ["effective", "propagating", "act_update", "weight_update_op"] {
+    for metric in [Metric::Effective, Metric::Propagating, Metric::ActUpdate, Metric::WeightUpdateOp] {
         res.panels_vs_width(metric, &|l| later.get(l, metric).filter(|e| e.is_finite()))
             .save_svg(&out.join(format!("{metric}.svg")))?;
     }

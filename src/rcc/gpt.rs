@@ -125,6 +125,7 @@ pub fn fig2_layers(depth: usize) -> [String; 3] {
 mod tests {
     use super::*;
     use crate::data::text::TextSource;
+    use crate::rcc::Metric;
 
     #[test]
     fn tiny_check_measures_every_layer_and_fits_exponents() {
@@ -141,13 +142,13 @@ mod tests {
             assert!(layers.contains(&p.name), "{} not measured", p.name);
         }
         for l in fig2_layers(2) {
-            for m in ["align_rms_eff", "align_op_eff", "align_op_prop", "effective", "propagating"] {
+            for m in [Metric::AlignRmsEff, Metric::AlignOpEff, Metric::AlignOpProp, Metric::Effective, Metric::Propagating] {
                 let fit = res.fit(&l, m, 1).unwrap();
                 assert!(fit.exponent.is_finite(), "{l} {m}");
             }
         }
         // alpha-op is a ratio bounded by 1 (operator norm inequality)
-        for (_, v) in res.points("lm_head.weight", "align_op_eff", 3) {
+        for (_, v) in res.points("lm_head.weight", Metric::AlignOpEff, 3) {
             assert!(v > 0.0 && v <= 1.0 + 1e-4, "{v}");
         }
         assert!(GptCheck::preset("nope", Profile::Smoke).is_err());

@@ -11,7 +11,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::runner::{run, CoordCheck, CoordCheckResult, Profile};
-use super::{MonitorConfig, StepSchedule};
+use super::{Metric, MonitorConfig, StepSchedule};
 use crate::fit::PowerLaw;
 use crate::theory::predict::{classify, predicted_regime, Regime, StepPhase};
 use crate::loss::LossKind;
@@ -114,10 +114,10 @@ impl RegimeScan {
 }
 
 /// Largest-exponent fit among `layers` and `metrics` at `step`.
-fn max_fit(res: &CoordCheckResult, layers: &[String], metrics: &[&str], step: usize) -> Option<PowerLaw> {
+fn max_fit(res: &CoordCheckResult, layers: &[String], metrics: &[Metric], step: usize) -> Option<PowerLaw> {
     layers
         .iter()
-        .flat_map(|l| metrics.iter().filter_map(move |m| res.fit(l, m, step).ok()))
+        .flat_map(|l| metrics.iter().filter_map(move |&m| res.fit(l, m, step).ok()))
         .filter(|f| f.exponent.is_finite())
         .max_by(|a, b| a.exponent.total_cmp(&b.exponent))
 }
@@ -134,9 +134,9 @@ pub fn cell_from(res: &CoordCheckResult, alpha: f64, loss: LossKind, depth: usiz
         alpha,
         loss,
         depth,
-        logits: weights.last().and_then(|l| max_fit(res, &[l.clone()], &["effective", "propagating"], step)),
-        activations: max_fit(res, &hidden, &["effective", "propagating"], step),
-        gradients: max_fit(res, &weights, &["grad"], step),
+        logits: weights.last().and_then(|l| max_fit(res, &[l.clone()], &[Metric::Effective, Metric::Propagating], step)),
+        activations: max_fit(res, &hidden, &[Metric::Effective, Metric::Propagating], step),
+        gradients: max_fit(res, &weights, &[Metric::Grad], step),
         diverged_widths: diverged,
     }
 }

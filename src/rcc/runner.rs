@@ -14,7 +14,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::{Monitor, MonitorConfig, Record, StepSchedule};
+use super::{Metric, MetricId, Monitor, MonitorConfig, Record, Since, StepSchedule};
 use crate::data::DatasetName;
 use crate::fit::{fit_power_law, PowerLaw};
 use crate::loss::LossKind;
@@ -161,7 +161,7 @@ pub struct Row {
     pub seed: u64,
     pub step: usize,
     pub layer: String,
-    pub metric: String,
+    pub metric: MetricId,
     pub value: f64,
 }
 
@@ -169,7 +169,7 @@ pub struct Row {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ExponentFit {
     pub layer: String,
-    pub metric: String,
+    pub metric: MetricId,
     pub step: usize,
     pub fit: PowerLaw,
 }
@@ -178,7 +178,7 @@ pub struct ExponentFit {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct VerdictRow {
     pub layer: String,
-    pub metric: String,
+    pub metric: MetricId,
     pub step: usize,
     /// Against the first-step prediction (initial weights dominate the backward pass);
     /// `None` where that prediction is "exactly zero" (e.g. no backward signal through a
@@ -209,6 +209,22 @@ pub struct CoordCheckResult<C = CoordCheck> {
     /// Runs that diverged: (width, seed, step).
     pub diverged: Vec<(i64, u64, usize)>,
     pub seconds: f64,
+}
+
+/// Whether `metric` is an update, zero at initialisation (nothing to draw at step 0 on log
+/// axes).
+fn is_update(metric: Metric) -> bool {
+    matches!(
+        metric,
+        Metric::Effective
+            | Metric::Propagating
+            | Metric::ActUpdate
+            | Metric::InputUpdate
+            | Metric::WeightUpdateRms
+            | Metric::WeightUpdateOp
+            | Metric::UpdateRank
+            | Metric::LogitUpdate
+    )
 }
 
 /// Trains one run of any kind under the RCC monitor (and the sharpness hook, if given) and
@@ -327,16 +343,18 @@ pub fn phase_transition(
     a: &CoordCheckResult,
     b: &CoordCheckResult,
     layer: &str,
-    metric: &str,
+    metric: impl Into<MetricId>,
     step: usize,
 ) -> Result<(Option<f64>, PowerLaw, PowerLaw)> {
+    let metric = metric.into();
     let (fa, fb) = (a.fit(layer, metric, step)?, b.fit(layer, metric, step)?);
     Ok((crate::fit::crossing_width(&fa, &fb), fa, fb))
 }
 
 impl<C: CheckSpec + Serialize> CoordCheckResult<C> {
     /// Values of one (layer, metric, step) as `(width, value)` over all seeds.
-    pub fn points(&self, layer: &str, metric: &str, step: usize) -> Vec<(f64, f64)> {
+    pub fn points(&self, layer: &str, metric: impl Into<MetricId>, step: usize) -> Vec<(f64, f64)> {
+        let metric = metric.into();
         self.rows
             .iter()
             .filter(|r| r.step == step && r.layer == layer && r.metric == metric)
@@ -345,7 +363,8 @@ impl<C: CheckSpec + Serialize> CoordCheckResult<C> {
     }
 
     /// The width exponent of one (layer, metric, step) fitted across widths and seeds.
-    pub fn fit(&self, layer: &str, metric: &str, step: usize) -> Result<PowerLaw> {
+    pub fn fit(&self, layer: &str, metric: impl Into<MetricId>, step: usize) -> Result<PowerLaw> {
+        let metric = metric.into();
         let pts = self.points(layer, metric, step);
         if pts.is_empty() {
             return Err(Error::config(format!("no measurements of {layer}/{metric} at step {step}")));
@@ -356,19 +375,19 @@ impl<C: CheckSpec + Serialize> CoordCheckResult<C> {
 
     /// Fits of every (layer, metric, step) that has positive values at two or more widths.
     pub fn fits(&self) -> Vec<ExponentFit> {
-        let mut keys: Vec<(String, String, usize)> =
-            self.rows.iter().map(|r| (r.layer.clone(), r.metric.clone(), r.step)).collect();
-        keys.sort();
+        let mut keys: Vec<(String, MetricId, usize)> = self.rows.iter().map(|r| (r.layer.clone(), r.metric, r.step)).collect();
+        // (in the order of the metrics' names)
+        keys.sort_by_cached_key(|(layer, metric, step)| (layer.clone(), metric.to_string(), *step));
         keys.dedup();
         keys.into_iter()
             .filter_map(|(layer, metric, step)| {
-                self.fit(&layer, &metric, step).ok().map(|fit| ExponentFit { layer, metric, step, fit })
+                self.fit(&layer, metric, step).ok().map(|fit| ExponentFit { layer, metric, step, fit })
             })
             .collect()
     }
 
     /// Mean, min and max over seeds of one (layer, metric, step), per width (sorted).
-    pub fn seed_summary(&self, layer: &str, metric: &str, step: usize) -> Vec<(f64, f64, f64, f64)> {
+    pub fn seed_summary(&self, layer: &str, metric: impl Into<MetricId>, step: usize) -> Vec<(f64, f64, f64, f64)> {
         let pts = self.points(layer, metric, step);
         let mut widths: Vec<f64> = pts.iter().map(|p| p.0).collect();
         widths.sort_by(f64::total_cmp);
@@ -390,12 +409,14 @@ impl<C: CheckSpec + Serialize> CoordCheckResult<C> {
     /// Log-log plot of `metric` of `layer` against width: one line per measured step (dark
     /// = early, yellow = late), the seed range as a band, and, if given, the predicted slope
     /// as a dashed line through the last step's value at the smallest width.
-    pub fn figure_vs_width(&self, layer: &str, metric: &str, predicted: Option<f64>) -> Figure {
+    pub fn figure_vs_width(&self, layer: &str, metric: impl Into<MetricId>, predicted: Option<f64>) -> Figure {
+        let metric = metric.into();
         let mut steps: Vec<usize> = self.rows.iter().filter(|r| r.layer == layer && r.metric == metric).map(|r| r.step).collect();
         steps.sort();
         steps.dedup();
-        steps.retain(|&t| t > 0 || !metric.contains("update") && metric != "effective" && metric != "propagating");
-        let mut fig = Figure::new(format!("{layer}: {metric}")).x_label("width n").y_label(metric).log_x().log_y();
+        // (updates are zero at initialisation: nothing to draw at step 0)
+        steps.retain(|&t| t > 0 || !is_update(metric.metric));
+        let mut fig = Figure::new(format!("{layer}: {metric}")).x_label("width n").y_label(metric.to_string()).log_x().log_y();
         let n = steps.len();
         for (i, &t) in steps.iter().enumerate() {
             let sm = self.seed_summary(layer, metric, t);
@@ -416,8 +437,9 @@ impl<C: CheckSpec + Serialize> CoordCheckResult<C> {
     }
 
     /// `metric` of `layer` against the step, one line per width (seed mean).
-    pub fn figure_vs_step(&self, layer: &str, metric: &str) -> Figure {
-        let mut fig = Figure::new(format!("{layer}: {metric} over training")).x_label("step").y_label(metric).log_y();
+    pub fn figure_vs_step(&self, layer: &str, metric: impl Into<MetricId>) -> Figure {
+        let metric = metric.into();
+        let mut fig = Figure::new(format!("{layer}: {metric} over training")).x_label("step").y_label(metric.to_string()).log_y();
         let n = self.check.widths().len();
         for (i, &w) in self.check.widths().iter().enumerate() {
             let mut by_step: std::collections::BTreeMap<usize, Vec<f64>> = Default::default();
@@ -432,7 +454,8 @@ impl<C: CheckSpec + Serialize> CoordCheckResult<C> {
 
     /// One panel per weight layer of `metric` against width (see [`Self::figure_vs_width`]);
     /// `predicted(layer)` gives the slope to draw.
-    pub fn panels_vs_width(&self, metric: &str, predicted: &dyn Fn(&str) -> Option<f64>) -> Panels {
+    pub fn panels_vs_width(&self, metric: impl Into<MetricId>, predicted: &dyn Fn(&str) -> Option<f64>) -> Panels {
+        let metric = metric.into();
         let layers: Vec<String> = self.layers().into_iter().filter(|l| l.ends_with(".weight")).collect();
         // layers whose metric is identically zero (e.g. the input layer's propagating update)
         // have nothing to draw on log axes
@@ -445,14 +468,14 @@ impl<C: CheckSpec + Serialize> CoordCheckResult<C> {
     /// `||Delta(W x)||` next to its two parts, the effective and the propagating update.
     pub fn figure_decomposition(&self, layer: &str, width: i64) -> Figure {
         let mut fig = Figure::new(format!("{layer}, n = {width}: RCC decomposition")).x_label("step").y_label("RMS norm").log_y();
-        for (i, metric) in ["act_update", "effective", "propagating"].iter().enumerate() {
+        for (i, metric) in [Metric::ActUpdate, Metric::Effective, Metric::Propagating].into_iter().enumerate() {
             let mut by_step: std::collections::BTreeMap<usize, Vec<f64>> = Default::default();
-            for r in self.rows.iter().filter(|r| r.width == width && r.layer == layer && r.metric == *metric && r.value.is_finite()) {
+            for r in self.rows.iter().filter(|r| r.width == width && r.layer == layer && r.metric == metric && r.value.is_finite()) {
                 by_step.entry(r.step).or_default().push(r.value);
             }
             let (xs, ys): (Vec<f64>, Vec<f64>) = by_step.into_iter().map(|(t, v)| (t as f64, v.iter().sum::<f64>() / v.len() as f64)).unzip();
             let style = if i == 0 { Style::Dashed } else { Style::Solid };
-            fig = fig.series_with(*metric, xs, ys, style, crate::plot::PALETTE[i]);
+            fig = fig.series_with(metric.to_string(), xs, ys, style, crate::plot::PALETTE[i]);
         }
         fig
     }
@@ -467,11 +490,11 @@ impl<C: CheckSpec + Serialize> CoordCheckResult<C> {
         use std::collections::HashMap;
         let mut m: HashMap<(i64, u64, usize, &str), [f64; 4]> = HashMap::new();
         for r in &self.rows {
-            let k = match r.metric.as_str() {
-                "act_update" => 0,
-                "effective" => 1,
-                "propagating" => 2,
-                "act" => 3,
+            let k = match (r.metric.since, r.metric.metric) {
+                (Since::Init, Metric::ActUpdate) => 0,
+                (Since::Init, Metric::Effective) => 1,
+                (Since::Init, Metric::Propagating) => 2,
+                (Since::Init, Metric::Act) => 3,
                 _ => continue,
             };
             m.entry((r.width, r.seed, r.step, r.layer.as_str())).or_insert([f64::NAN; 4])[k] = r.value;
@@ -534,7 +557,7 @@ impl<C: CheckSpec + Serialize> CoordCheckResult<C> {
 impl CoordCheckResult {
     /// Verdicts for `metrics` of every weight layer at the last step: measured exponent
     /// (with CI) against both predictions, within `tol`.
-    pub fn verdicts(&self, metrics: &[&str], tol: f64) -> Result<Vec<VerdictRow>> {
+    pub fn verdicts(&self, metrics: &[MetricId], tol: f64) -> Result<Vec<VerdictRow>> {
         let first = predict(&self.check.setting(StepPhase::First)?)?;
         let later = predict(&self.check.setting(StepPhase::Later)?)?;
         let step = self.check.steps;
@@ -549,7 +572,7 @@ impl CoordCheckResult {
                 let Ok(fit) = self.fit(layer, metric, step) else { continue };
                 out.push(VerdictRow {
                     layer: layer.clone(),
-                    metric: metric.to_string(),
+                    metric,
                     step,
                     first: pf.map(|p| verdict(p, &fit, tol)),
                     later: pl.map(|p| verdict(p, &fit, tol)),
@@ -583,21 +606,21 @@ mod tests {
         let a = run(&cc, false).unwrap();
         let b = run(&cc, false).unwrap();
         // bitwise equal (NaN alignment ratios at step 0 included)
-        let bits = |r: &CoordCheckResult| r.rows.iter().map(|x| (x.width, x.step, x.layer.clone(), x.metric.clone(), x.value.to_bits())).collect::<Vec<_>>();
+        let bits = |r: &CoordCheckResult| r.rows.iter().map(|x| (x.width, x.step, x.layer.clone(), x.metric, x.value.to_bits())).collect::<Vec<_>>();
         assert_eq!(bits(&a), bits(&b));
         assert!(a.diverged.is_empty());
         let fits = a.fits();
-        assert!(fits.iter().any(|f| f.metric == "effective" && f.layer == "layers.1.weight" && f.step == 3));
+        assert!(fits.iter().any(|f| f.metric == Metric::Effective && f.layer == "layers.1.weight" && f.step == 3));
         // 3 widths x 2 seeds of each (layer, metric, step)
-        assert_eq!(a.points("layers.0.weight", "effective", 2).len(), 6);
+        assert_eq!(a.points("layers.0.weight", Metric::Effective, 2).len(), 6);
         let dir = tempfile::tempdir().unwrap();
         a.write_csv(&dir.path().join("rows.csv")).unwrap();
         a.write_fits_csv(&dir.path().join("fits.csv")).unwrap();
         let text = std::fs::read_to_string(dir.path().join("rows.csv")).unwrap();
         assert!(text.starts_with("width,seed,step,layer,metric,value"));
-        let svg = a.panels_vs_width("effective", &|l| (l == "layers.0.weight").then_some(-1.0)).to_svg().unwrap();
+        let svg = a.panels_vs_width(Metric::Effective, &|l| (l == "layers.0.weight").then_some(-1.0)).to_svg().unwrap();
         assert!(svg.contains("layers.1.weight: effective") && svg.contains("predicted n^-1"));
-        assert!(a.figure_vs_step("layers.1.weight", "act").to_svg().unwrap().contains("n = 64"));
+        assert!(a.figure_vs_step("layers.1.weight", Metric::Act).to_svg().unwrap().contains("n = 64"));
         assert!(a.figure_decomposition("layers.1.weight", 32).to_svg().unwrap().contains("propagating"));
         let (checked, bad) = a.decomposition_consistency(1e-3);
         assert!(checked > 50 && bad == 0, "{checked} {bad}");
@@ -611,26 +634,26 @@ mod tests {
         cc.sharpness = Some(crate::sharpness::SharpnessEvery { every: 2, config });
         let a = run(&cc, false).unwrap();
         let b = run(&cc, false).unwrap();
-        let bits = |r: &[Row]| r.iter().map(|x| (x.width, x.seed, x.step, x.layer.clone(), x.metric.clone(), x.value.to_bits())).collect::<Vec<_>>();
+        let bits = |r: &[Row]| r.iter().map(|x| (x.width, x.seed, x.step, x.layer.clone(), x.metric, x.value.to_bits())).collect::<Vec<_>>();
         assert_eq!(bits(&a.rows), bits(&b.rows), "same seeds, same rows");
         // the monitor's rows are those of the check without sharpness
-        let sharp = |r: &Row| r.metric.contains("sharpness") || r.metric == "hessian_loss";
+        let sharp = |r: &Row| matches!(r.metric.metric, Metric::Curvature(_) | Metric::Residual(_) | Metric::HessianLoss);
         let monitor: Vec<Row> = a.rows.iter().filter(|r| !sharp(r)).cloned().collect();
         assert_eq!(bits(&monitor), bits(&plain.rows));
         // every run at steps 0 and 2 (3 steps): model-level and per-layer rows
         for (w, s) in [(16, 0), (16, 1), (32, 0), (32, 1)] {
-            let steps: Vec<usize> = a.rows.iter().filter(|r| r.width == w && r.seed == s && r.layer == "model" && r.metric == "sharpness").map(|r| r.step).collect();
+            let steps: Vec<usize> = a.rows.iter().filter(|r| r.width == w && r.seed == s && r.layer == "model" && r.metric == crate::sharpness::metric::SHARPNESS).map(|r| r.step).collect();
             assert_eq!(steps, [0, 2]);
-            for m in ["sharpness_gn", "eta_sharpness"] {
+            for m in [crate::sharpness::metric::SHARPNESS_GN, crate::sharpness::metric::ETA_SHARPNESS] {
                 assert!(a.rows.iter().any(|r| r.width == w && r.seed == s && r.metric == m && r.value > 0.0), "{m}");
             }
-            assert!(a.rows.iter().any(|r| r.width == w && r.seed == s && r.layer == "layers.1.weight" && r.metric == "sharpness_layer"));
+            assert!(a.rows.iter().any(|r| r.width == w && r.seed == s && r.layer == "layers.1.weight" && r.metric == crate::sharpness::metric::SHARPNESS_LAYER));
         }
         // different seeds, different batches and weights
-        let at = |s: u64| a.rows.iter().find(|r| r.width == 16 && r.seed == s && r.step == 0 && r.metric == "sharpness").unwrap().value;
+        let at = |s: u64| a.rows.iter().find(|r| r.width == 16 && r.seed == s && r.step == 0 && r.metric == crate::sharpness::metric::SHARPNESS).unwrap().value;
         assert_ne!(at(0), at(1));
         // and it fits like every metric
-        assert!(a.fit("model", "sharpness", 2).unwrap().exponent.is_finite());
+        assert!(a.fit("model", crate::sharpness::metric::SHARPNESS, 2).unwrap().exponent.is_finite());
         cc.sharpness = Some(crate::sharpness::SharpnessEvery { every: 0, config: Default::default() });
         assert!(cc.validate().unwrap_err().to_string().contains("every"));
     }

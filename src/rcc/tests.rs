@@ -1,5 +1,13 @@
 //! Tests of the RCC metrics against hand computations and of the monitor's bookkeeping.
+use std::collections::HashMap;
+
+use super::definitions::{apply_fast, eff_weight_rms, fans, one_hot_indices, op_norm_rms, ratio, tridiagonal_top};
+use super::monitor::probe;
 use super::*;
+use crate::loss::Loss;
+use crate::model::{LinearOp, Model};
+use crate::train::StepHook;
+use tch::{Kind, Tensor};
 use crate::loss::LossKind;
 use crate::model::{Mlp, MlpConfig, Norm};
 use crate::optim::{OptimConfig, Optimizer};
@@ -76,27 +84,27 @@ fn metrics_of_a_tiny_dense_layer_by_hand() {
     for spectral in [Spectral::Exact, Spectral::PowerIteration { tol: 1e-14, max_iter: 10_000 }] {
     let mut cache = HashMap::new();
     let norms_t = std::cell::Cell::new((f64::NAN, f64::NAN));
-    let ms: HashMap<_, _> = site_metrics(op, Change::Stored { w_t: &wt, w_ref: &w0, norms_t: Some(&norms_t), measured: None }, &xt, &x0, &outt, &out0, spectral, &mut cache, "k", true).into_iter().collect();
+    let ms: HashMap<_, _> = site_metrics(Traced { op, x_t: &xt, x_ref: &x0, out_t: &outt, out_ref: &out0 }, Change::Stored { w_t: &wt, w_ref: &w0, norms_t: Some(&norms_t), measured: None, fuse: true }, Since::Init, spectral, &mut cache, "k").into_iter().collect();
     // W_t = [[2,1,1],[0,1,0]]: ||W_t||_RMS = sqrt(7/6); W_t W_t^T = [[6,1],[1,1]], so
     // ||W_t||_2^2 = (7 + sqrt(29)) / 2
     let (w_rms, w_op) = norms_t.get();
     assert!(close(w_rms, (7f64 / 6.).sqrt(), 1e-12), "{spectral:?}: {w_rms}");
     assert!(close(w_op, 1.5f64.sqrt() * ((7. + 29f64.sqrt()) / 2.).sqrt(), 1e-9), "{spectral:?}: {w_op}");
     // dW x_t = [6, 0] -> RMS sqrt(18); W0 dx = [0, 0] since dx = [0,0,1]
-    assert!(close(ms["effective"], 18f64.sqrt(), 1e-12));
-    assert_eq!(ms["propagating"], 0.0);
+    assert!(close(ms[&Metric::Effective], 18f64.sqrt(), 1e-12));
+    assert_eq!(ms[&Metric::Propagating], 0.0);
     // W_t x_t = [7, 2], W_0 x_0 = [1, 2]
-    assert!(close(ms["act"], ((49. + 4.) / 2f64).sqrt(), 1e-12));
-    assert!(close(ms["act_update"], 18f64.sqrt(), 1e-12));
-    assert!(close(ms["input"], (14f64 / 3.).sqrt(), 1e-12));
-    assert!(close(ms["input_update"], (1f64 / 3.).sqrt(), 1e-12));
+    assert!(close(ms[&Metric::Act], ((49. + 4.) / 2f64).sqrt(), 1e-12));
+    assert!(close(ms[&Metric::ActUpdate], 18f64.sqrt(), 1e-12));
+    assert!(close(ms[&Metric::Input], (14f64 / 3.).sqrt(), 1e-12));
+    assert!(close(ms[&Metric::InputUpdate], (1f64 / 3.).sqrt(), 1e-12));
     // ||dW||_RMS = sqrt(3/6); ||dW||_2 = sqrt(3); op RMS->RMS = sqrt(3/2) sqrt(3)
-    assert!(close(ms["weight_update_rms"], 0.5f64.sqrt(), 1e-12));
-    assert!(close(ms["weight_update_op"], 1.5f64.sqrt() * 3f64.sqrt(), 1e-9));
-    assert!(close(ms["update_rank"], 1.0, 1e-9));
+    assert!(close(ms[&Metric::WeightUpdateRms], 0.5f64.sqrt(), 1e-12));
+    assert!(close(ms[&Metric::WeightUpdateOp], 1.5f64.sqrt() * 3f64.sqrt(), 1e-9));
+    assert!(close(ms[&Metric::UpdateRank], 1.0, 1e-9));
     let x_rms = (14f64 / 3.).sqrt();
-    assert!(close(ms["align_rms_eff"], 18f64.sqrt() / (3.0 * 0.5f64.sqrt() * x_rms), 1e-9));
-    assert!(close(ms["align_op_eff"], 18f64.sqrt() / (4.5f64.sqrt() * x_rms), 1e-9));
+    assert!(close(ms[&Metric::AlignRmsEff], 18f64.sqrt() / (3.0 * 0.5f64.sqrt() * x_rms), 1e-9));
+    assert!(close(ms[&Metric::AlignOpEff], 18f64.sqrt() / (4.5f64.sqrt() * x_rms), 1e-9));
     }
 }
 
@@ -106,21 +114,24 @@ fn diagonal_and_bias_sites() {
     let x = t(&[1., 1., 1., 1.], &[1, 4]);
     let op = LinearOp::Diagonal;
     let mut c = HashMap::new();
-    let ms: HashMap<_, _> = site_metrics(op, Change::Stored { w_t: &gt, w_ref: &g0, norms_t: None, measured: None }, &x, &x, &op.apply(&gt, &x), &op.apply(&g0, &x), Spectral::Exact, &mut c, "g", true).into_iter().collect();
-    assert!(close(ms["weight_update_op"], 1.0, 1e-12)); // max |dg|
-    assert!(close(ms["effective"], 0.5, 1e-12)); // [0,1,0,0] -> rms 1/2
-    assert!(close(ms["align_rms_eff"], 1.0, 1e-12)); // c = 1 for gains
+    // every site metric, in the order of Metric::SITE
+    let rows = site_metrics(Traced { op, x_t: &x, x_ref: &x, out_t: &op.apply(&gt, &x), out_ref: &op.apply(&g0, &x) }, Change::Stored { w_t: &gt, w_ref: &g0, norms_t: None, measured: None, fuse: true }, Since::Previous, Spectral::Exact, &mut c, "g0");
+    assert_eq!(rows.iter().map(|r| r.0).collect::<Vec<_>>(), Metric::SITE);
+    let ms: HashMap<_, _> = site_metrics(Traced { op, x_t: &x, x_ref: &x, out_t: &op.apply(&gt, &x), out_ref: &op.apply(&g0, &x) }, Change::Stored { w_t: &gt, w_ref: &g0, norms_t: None, measured: None, fuse: true }, Since::Init, Spectral::Exact, &mut c, "g").into_iter().collect();
+    assert!(close(ms[&Metric::WeightUpdateOp], 1.0, 1e-12)); // max |dg|
+    assert!(close(ms[&Metric::Effective], 0.5, 1e-12)); // [0,1,0,0] -> rms 1/2
+    assert!(close(ms[&Metric::AlignRmsEff], 1.0, 1e-12)); // c = 1 for gains
     let b = LinearOp::Bias;
     let (b0, bt) = (t(&[0., 0.], &[2]), t(&[3., 4.], &[2]));
     let ones = t(&[1., 1.], &[1, 2]);
-    let ms: HashMap<_, _> = site_metrics(b, Change::Stored { w_t: &bt, w_ref: &b0, norms_t: None, measured: None }, &ones, &ones, &b.apply(&bt, &ones), &b.apply(&b0, &ones), Spectral::Exact, &mut c, "b", true).into_iter().collect();
-    assert!(close(ms["effective"], 12.5f64.sqrt(), 1e-12));
-    assert!(close(ms["align_op_eff"], 1.0, 1e-12));
-    assert_eq!(ms["propagating"], 0.0);
+    let ms: HashMap<_, _> = site_metrics(Traced { op: b, x_t: &ones, x_ref: &ones, out_t: &b.apply(&bt, &ones), out_ref: &b.apply(&b0, &ones) }, Change::Stored { w_t: &bt, w_ref: &b0, norms_t: None, measured: None, fuse: true }, Since::Init, Spectral::Exact, &mut c, "b").into_iter().collect();
+    assert!(close(ms[&Metric::Effective], 12.5f64.sqrt(), 1e-12));
+    assert!(close(ms[&Metric::AlignOpEff], 1.0, 1e-12));
+    assert_eq!(ms[&Metric::Propagating], 0.0);
     // a bias acts on the constant 1: no propagating update, whatever the reference bias
-    let ms: HashMap<_, _> = site_metrics(b, Change::Stored { w_t: &bt, w_ref: &bt.ones_like(), norms_t: None, measured: None }, &ones, &ones, &b.apply(&bt, &ones), &b.apply(&bt.ones_like(), &ones), Spectral::Exact, &mut c, "b2", false).into_iter().collect();
-    assert_eq!(ms["propagating"], 0.0);
-    assert!(close(ms["effective"], 6.5f64.sqrt(), 1e-12)); // [2, 3]
+    let ms: HashMap<_, _> = site_metrics(Traced { op: b, x_t: &ones, x_ref: &ones, out_t: &b.apply(&bt, &ones), out_ref: &b.apply(&bt.ones_like(), &ones) }, Change::Stored { w_t: &bt, w_ref: &bt.ones_like(), norms_t: None, measured: None, fuse: true }, Since::Previous, Spectral::Exact, &mut c, "b2").into_iter().collect();
+    assert_eq!(ms[&Metric::Propagating], 0.0);
+    assert!(close(ms[&Metric::Effective], 6.5f64.sqrt(), 1e-12)); // [2, 3]
 }
 
 #[test]
@@ -162,8 +173,8 @@ fn delta_and_one_step_bookkeeping_over_three_steps() {
         snaps.push(m.snapshot());
     }
     let name = "layers.1.weight";
-    let big = mon.series(name, "weight_update_rms");
-    let small = mon.series(name, "delta_weight_update_rms");
+    let big = mon.series(name, Metric::WeightUpdateRms);
+    let small = mon.series(name, Metric::WeightUpdateRms.one_step());
     assert_eq!(big.iter().map(|r| r.0).collect::<Vec<_>>(), [0, 1, 2, 3]);
     assert_eq!(small.iter().map(|r| r.0).collect::<Vec<_>>(), [1, 2, 3]);
     let i = m.params().iter().position(|p| p.name == name).unwrap();
@@ -176,13 +187,13 @@ fn delta_and_one_step_bookkeeping_over_three_steps() {
     // after one step, Delta and delta coincide
     assert!(close(big[1].1, small[0].1, 1e-12));
     // the model-level and activation metrics exist
-    assert_eq!(mon.series("model", "logits").len(), 4);
-    let cos = mon.series("act.0", "cos_init");
+    assert_eq!(mon.series("model", Metric::Logits).len(), 4);
+    let cos = mon.series("act.0", Metric::CosInit);
     assert_eq!(cos.len(), 4);
     assert!(close(cos[0].1, 1.0, 1e-9), "same weights, same input: cosine 1");
     assert!(cos[3].1 < 1.0 - 1e-6 && cos[3].1 > 0.0, "{cos:?}");
     // gradients are those of the training steps (none at initialisation)
-    assert_eq!(mon.series(name, "grad").len(), 3);
+    assert_eq!(mon.series(name, Metric::Grad).len(), 3);
 }
 
 #[test]
@@ -191,9 +202,9 @@ fn sparse_schedule_measures_only_scheduled_steps() {
     let cfg = MonitorConfig { schedule: StepSchedule::List { steps: vec![2, 5] }, ..MonitorConfig::default() };
     let mut mon = Monitor::new(cfg, x.shallow_clone(), y.shallow_clone(), Loss::new(LossKind::Ce));
     train_steps(&m, &mut opt, &x, &y, 6, Some(&mut mon));
-    let steps: Vec<usize> = mon.series("layers.0.weight", "effective").iter().map(|r| r.0).collect();
+    let steps: Vec<usize> = mon.series("layers.0.weight", Metric::Effective).iter().map(|r| r.0).collect();
     assert_eq!(steps, [0, 2, 5]);
-    assert_eq!(mon.series("layers.0.weight", "delta_effective").len(), 2);
+    assert_eq!(mon.series("layers.0.weight", Metric::Effective.one_step()).len(), 2);
 }
 
 #[test]
@@ -208,7 +219,7 @@ fn dump_writes_safetensors_that_reproduce_the_metrics() {
     assert!(init["probe.x"].equal(&x) && init["probe.y"].equal(&y));
     // recompute the weight-update RMS of the readout from the files
     let name = "layers.2.weight";
-    let want = mon.series(name, "weight_update_rms").last().unwrap().1;
+    let want = mon.series(name, Metric::WeightUpdateRms).last().unwrap().1;
     // (the squares summed in float64, as the monitor does)
     let got = rms(&(&now[name] - &init[name]).to_kind(Kind::Double));
     assert!(close(got, want, 1e-9), "{got} vs {want}");
@@ -237,7 +248,7 @@ fn check_fast_path_against_definitions(m: &dyn Model, opt: &mut Optimizer, x: &T
     for s in 1..=3 {
         let now = &states[s];
         assert_eq!(now.sites.len(), want_sites);
-        for (prefix, r) in [("", &states[0]), ("delta_", &states[s - 1])] {
+        for (since, r) in [(Since::Init, &states[0]), (Since::Previous, &states[s - 1])] {
             for ((name, p, op, x_t, out_t), (_, _, _, x_r, out_r)) in now.sites.iter().zip(&r.sites) {
                 let (w_t, w_r) = (now.weights[*p].as_ref().unwrap(), r.weights[*p].as_ref().unwrap());
                 let eff = rms(&op.apply(&(w_t - w_r), x_t));
@@ -251,23 +262,24 @@ fn check_fast_path_against_definitions(m: &dyn Model, opt: &mut Optimizer, x: &T
                     _ => f64::NAN,
                 };
                 let mut want = vec![
-                    ("effective", eff),
-                    ("propagating", prop),
-                    ("input_update", dx),
-                    ("act_update", rms(&(out_t - out_r))),
-                    ("weight_update_rms", eff_weight_rms(*op, &(w_t - w_r))),
-                    ("align_rms_prop", ratio(prop, c * eff_weight_rms(*op, w_r) * dx)),
+                    (Metric::Effective, eff),
+                    (Metric::Propagating, prop),
+                    (Metric::InputUpdate, dx),
+                    (Metric::ActUpdate, rms(&(out_t - out_r))),
+                    (Metric::WeightUpdateRms, eff_weight_rms(*op, &(w_t - w_r))),
+                    (Metric::AlignRmsProp, ratio(prop, c * eff_weight_rms(*op, w_r) * dx)),
                 ];
-                if prefix.is_empty() {
-                    want.push(("act", rms(out_t)));
+                if since == Since::Init {
+                    want.push((Metric::Act, rms(out_t)));
                 }
                 if matches!(op, LinearOp::Dense { .. }) {
-                    want.push(("weight_update_op", to_op(&(w_t - w_r))));
+                    want.push((Metric::WeightUpdateOp, to_op(&(w_t - w_r))));
                 }
                 for (metric, v) in want {
-                    let got = mon.series(name, &format!("{prefix}{metric}"));
-                    let got = got.iter().find(|r| r.0 == s).unwrap_or_else(|| panic!("{name} {prefix}{metric} at {s}")).1;
-                    assert!(same(got, v), "step {s}, {name}, {prefix}{metric}: fast {got} vs definition {v}");
+                    let metric = metric.since(since);
+                    let got = mon.series(name, metric);
+                    let got = got.iter().find(|r| r.0 == s).unwrap_or_else(|| panic!("{name} {metric} at {s}")).1;
+                    assert!(same(got, v), "step {s}, {name}, {metric}: fast {got} vs definition {v}");
                     checked += 1;
                 }
             }
@@ -440,16 +452,16 @@ fn one_step_metrics_from_fused_sgd_factors(spectral: Spectral) {
             let eff = rms(&op.apply(&dw, x_t));
             let prop = if x_t.equal(x_r) { 0.0 } else { rms(&(out_t - out_r - op.apply(&dw, x_t))) };
             let dx = rms(&(x_t - x_r));
-            let mut want = vec![("effective", eff), ("propagating", prop), ("weight_update_rms", eff_weight_rms(*op, &dw))];
+            let mut want = vec![(Metric::Effective, eff), (Metric::Propagating, prop), (Metric::WeightUpdateRms, eff_weight_rms(*op, &dw))];
             if matches!(op, LinearOp::Dense { .. }) {
                 let (dw_op, wr_op) = (to_op * norm2(&dw), to_op * norm2(w_r));
-                want.push(("weight_update_op", dw_op));
-                want.push(("align_op_eff", ratio(eff, dw_op * rms(x_t))));
-                want.push(("align_op_prop", ratio(prop, wr_op * dx)));
-                want.push(("align_rms_prop", ratio(prop, fan_in * eff_weight_rms(*op, w_r) * dx)));
+                want.push((Metric::WeightUpdateOp, dw_op));
+                want.push((Metric::AlignOpEff, ratio(eff, dw_op * rms(x_t))));
+                want.push((Metric::AlignOpProp, ratio(prop, wr_op * dx)));
+                want.push((Metric::AlignRmsProp, ratio(prop, fan_in * eff_weight_rms(*op, w_r) * dx)));
             }
             for (metric, v) in want {
-                let got = mon.series(name, &format!("delta_{metric}")).iter().find(|r| r.0 == s).unwrap().1;
+                let got = mon.series(name, metric.one_step()).iter().find(|r| r.0 == s).unwrap().1;
                 assert!((got.is_nan() && v.is_nan()) || close(got, v, 1e-9), "step {s}, {name}, delta_{metric}: {got} vs definition {v}");
                 checked += 1;
             }
@@ -457,10 +469,50 @@ fn one_step_metrics_from_fused_sgd_factors(spectral: Spectral) {
         // gradient norms: of g^T x for the fused weights, of the kept gradient for biases
         for (k, param) in m.params().iter().enumerate() {
             let want = rms(grads[s - 1][k].as_ref().unwrap());
-            let got = mon.series(&param.name, "grad").iter().find(|r| r.0 == s).unwrap().1;
+            let got = mon.series(&param.name, Metric::Grad).iter().find(|r| r.0 == s).unwrap().1;
             assert!(close(got, want, 1e-9), "step {s}, {}: grad {got} vs {want}", param.name);
         }
     }
     // 3 dense sites x 7 metrics + 3 bias sites x 3, per step
     assert_eq!(checked, 2 * (3 * 7 + 3 * 3));
+}
+
+#[test]
+fn the_general_path_measures_what_the_fast_paths_measure() {
+    // A float32 MLP trained by fused plain SGD (one-step updates in low-rank form) under power
+    // iteration (Delta passes fused into the traced forward): a monitor on the general path
+    // (weight copies, differences formed), as a metric that needs the weight difference
+    // would put it on, records the same rows, the same values to float32 rounding.
+    let cfg = MlpConfig { d_in: 6, d_out: 4, width: 32, depth: 3, bias: true, ..MlpConfig::default() };
+    let m = Mlp::new(&cfg, &Parameterization::sp(), 3, Device::Cpu).unwrap();
+    let mut opt = Optimizer::new(&OptimConfig::default(), 0.3, m.params()).unwrap();
+    let loss = Loss::new(LossKind::Ce);
+    let (_, _, x, y) = setup(3);
+    let mcfg = MonitorConfig { schedule: StepSchedule::Every, spectral: Spectral::PowerIteration { tol: 1e-9, max_iter: 5000 }, ..MonitorConfig::default() };
+    let mut fast = Monitor::new(mcfg.clone(), x.shallow_clone(), y.shallow_clone(), loss);
+    let mut general = Monitor::new(mcfg, x.shallow_clone(), y.shallow_clone(), loss).on_the_general_path();
+    assert!(!fast.general && Metric::SITE.iter().all(|m| !m.needs_weight_difference()));
+    for mon in [&mut fast, &mut general] {
+        mon.start(&m).unwrap();
+    }
+    for s in 1..=3 {
+        for mon in [&mut fast, &mut general] {
+            mon.before_step(s, &m).unwrap();
+        }
+        let st = crate::train::mlp_step(&m, &mut opt, &loss, &x, &y, false).unwrap();
+        assert!(opt.last_low_rank().iter().any(Option::is_some), "the step was fused");
+        let out = StepOutput::of(&st, &opt);
+        for mon in [&mut fast, &mut general] {
+            mon.after_step(s, &m, &out).unwrap();
+        }
+    }
+    assert_eq!(fast.records.len(), general.records.len());
+    let mut one_step = 0;
+    for (a, b) in fast.records.iter().zip(&general.records) {
+        assert_eq!((a.step, &a.layer, a.metric), (b.step, &b.layer, b.metric));
+        let same = (a.value.is_nan() && b.value.is_nan()) || (a.value - b.value).abs() <= 1e-4 * a.value.abs().max(b.value.abs()) + 1e-12;
+        assert!(same, "step {}, {} {}: fast {} vs general {}", a.step, a.layer, a.metric, a.value, b.value);
+        one_step += usize::from(a.metric.since == Since::Previous);
+    }
+    assert!(one_step > 0);
 }

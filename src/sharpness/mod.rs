@@ -52,9 +52,9 @@
 //!   config (MLP or GPT), as [`crate::rcc::CoordCheckResult`] rows, which `widthlab
 //!   sharpness` writes.
 //!
-//! Coupling to the rest of the crate (kept small, for the coming restructuring of
-//! `rcc/mod.rs` and the `Model` trait): [`Record`] and [`StepSchedule`] from `rcc`, the row
-//! type and result container of `rcc::runner`; [`crate::model::twice_differentiable`] (the
+//! Coupling to the rest of the crate (kept small): [`Record`], its [`Metric`] names (the
+//! curvature estimates are [`CurvatureEstimate`]s, each with a [`Metric::Residual`] row) and
+//! [`StepSchedule`] from `rcc`, the row type and result container of `rcc::runner`; [`crate::model::twice_differentiable`] (the
 //! GPT's attention kernel); [`crate::train::StepOutput::optimizer`] for Adam's state.
 //!
 //! Everything random (the batch, start and probe vectors) derives from the run's seed, so the
@@ -70,7 +70,7 @@ use crate::model::Model;
 use crate::optim::{OptimConfig, Optimizer};
 use crate::param::OptimizerFamily;
 use crate::param::ParamKind;
-use crate::rcc::{Record, StepSchedule};
+use crate::rcc::{CurvatureEstimate, Metric, MetricId, Record, StepSchedule};
 use crate::rng::{self, stream};
 use crate::train::{StepHook, StepOutput};
 use crate::{Error, Result};
@@ -83,24 +83,25 @@ pub mod uv;
 use curvature::{Curvature, Part};
 use lanczos::{hutchinson, lanczos, slq, Density, LanczosConfig, LanczosResult};
 
-/// Metric names of the rows (see the module docs).
+/// The metrics of the rows (see the module docs), as [`Metric`]s.
 pub mod metric {
-    pub const SHARPNESS: &str = "sharpness";
-    pub const SHARPNESS_GN: &str = "sharpness_gn";
-    pub const ETA_SHARPNESS: &str = "eta_sharpness";
-    pub const ETA_SHARPNESS_GN: &str = "eta_sharpness_gn";
-    pub const SHARPNESS_PRECOND: &str = "sharpness_precond";
-    pub const SHARPNESS_LAYER: &str = "sharpness_layer";
-    pub const TRACE: &str = "trace";
-    pub const TRACE_STDERR: &str = "trace_stderr";
-    pub const HESSIAN_LOSS: &str = "hessian_loss";
-    /// The residual row of an estimate `metric`.
-    pub fn residual(metric: &str) -> String {
-        format!("{metric}_residual")
+    use crate::rcc::{CurvatureEstimate, Metric};
+    pub const SHARPNESS: Metric = Metric::Curvature(CurvatureEstimate::Sharpness);
+    pub const SHARPNESS_GN: Metric = Metric::Curvature(CurvatureEstimate::SharpnessGn);
+    pub const ETA_SHARPNESS: Metric = Metric::Curvature(CurvatureEstimate::EtaSharpness);
+    pub const ETA_SHARPNESS_GN: Metric = Metric::Curvature(CurvatureEstimate::EtaSharpnessGn);
+    pub const SHARPNESS_PRECOND: Metric = Metric::Curvature(CurvatureEstimate::SharpnessPrecond);
+    pub const SHARPNESS_LAYER: Metric = Metric::Curvature(CurvatureEstimate::SharpnessLayer);
+    pub const TRACE: Metric = Metric::Trace;
+    pub const TRACE_STDERR: Metric = Metric::TraceStderr;
+    pub const HESSIAN_LOSS: Metric = Metric::HessianLoss;
+    /// The residual row of the estimate `c` (`{c}_residual`).
+    pub fn residual(c: CurvatureEstimate) -> Metric {
+        Metric::Residual(c)
     }
     /// The `i`-th largest eigenvalue (`i >= 2`; the first is [`SHARPNESS`]).
-    pub fn eigenvalue(i: usize) -> String {
-        format!("eigenvalue_{i}")
+    pub fn eigenvalue(i: usize) -> Metric {
+        Metric::Curvature(CurvatureEstimate::Eigenvalue(i as u32))
     }
 }
 
@@ -211,23 +212,24 @@ impl Rates {
 /// What one measurement gives: rows `(layer, metric, value)` and the density if asked for.
 #[derive(Debug, Default)]
 pub struct Measurement {
-    pub rows: Vec<(String, String, f64)>,
+    pub rows: Vec<(String, Metric, f64)>,
     pub density: Option<Density>,
 }
 
 impl Measurement {
-    fn push(&mut self, layer: &str, metric: &str, value: f64) {
-        self.rows.push((layer.to_string(), metric.to_string(), value));
+    fn push(&mut self, layer: &str, metric: impl Into<Metric>, value: f64) {
+        self.rows.push((layer.to_string(), metric.into(), value));
     }
 
     /// The value of one row (`None` if absent).
-    pub fn get(&self, layer: &str, metric: &str) -> Option<f64> {
+    pub fn get(&self, layer: &str, metric: impl Into<Metric>) -> Option<f64> {
+        let metric = metric.into();
         self.rows.iter().find(|r| r.0 == layer && r.1 == metric).map(|r| r.2)
     }
 
     /// The rows as monitor [`Record`]s of step `step`.
     pub fn records(&self, step: usize) -> Vec<Record> {
-        self.rows.iter().map(|(layer, metric, value)| Record { step, layer: layer.clone(), metric: metric.clone(), value: *value }).collect()
+        self.rows.iter().map(|(layer, metric, value)| Record { step, layer: layer.clone(), metric: (*metric).into(), value: *value }).collect()
     }
 }
 
@@ -245,7 +247,7 @@ pub fn measure(model: &dyn Model, x: &Tensor, objective: &dyn Fn(&Tensor) -> Ten
     cfg.validate()?;
     let curv = Curvature::new(model, x, objective)?;
     let mut out = Measurement::default();
-    out.push(MODEL, metric::HESSIAN_LOSS, curv.loss);
+    out.push(MODEL, Metric::HessianLoss, curv.loss);
     if !curv.loss.is_finite() {
         return Ok(out);
     }
@@ -254,19 +256,20 @@ pub fn measure(model: &dyn Model, x: &Tensor, objective: &dyn Fn(&Tensor) -> Ten
         let op = curv.block(part, sel, precond)?;
         lanczos(&op, &LanczosConfig { k, ..cfg.lanczos.clone() }, seed)
     };
-    let record = |out: &mut Measurement, layer: &str, name: &str, r: &LanczosResult| {
-        out.push(layer, name, r.top());
-        out.push(layer, &metric::residual(name), r.top_residual());
+    let record = |out: &mut Measurement, layer: &str, c: CurvatureEstimate, r: &LanczosResult| {
+        out.push(layer, c, r.top());
+        out.push(layer, Metric::Residual(c), r.top_residual());
     };
     let h = run(Part::Hessian, all.clone(), None, cfg.lanczos.k)?;
-    record(&mut out, MODEL, metric::SHARPNESS, &h);
+    record(&mut out, MODEL, CurvatureEstimate::Sharpness, &h);
     for (i, p) in h.pairs.iter().enumerate().skip(1) {
-        out.push(MODEL, &metric::eigenvalue(i + 1), p.value);
-        out.push(MODEL, &metric::residual(&metric::eigenvalue(i + 1)), p.residual);
+        let c = CurvatureEstimate::Eigenvalue(i as u32 + 1);
+        out.push(MODEL, c, p.value);
+        out.push(MODEL, Metric::Residual(c), p.residual);
     }
     let g = cfg.gauss_newton.then(|| run(Part::GaussNewton, all.clone(), None, 1)).transpose()?;
     if let Some(g) = &g {
-        record(&mut out, MODEL, metric::SHARPNESS_GN, g);
+        record(&mut out, MODEL, CurvatureEstimate::SharpnessGn, g);
     }
     if let Some(lrs) = &rates.sgd {
         if lrs.len() != model.params().len() {
@@ -275,18 +278,18 @@ pub fn measure(model: &dyn Model, x: &Tensor, objective: &dyn Fn(&Tensor) -> Ten
         match uniform(lrs, &curv) {
             Some(lr) => {
                 // eta lambda_max(H): the same Ritz pair, scaled
-                out.push(MODEL, metric::ETA_SHARPNESS, lr * h.top());
-                out.push(MODEL, &metric::residual(metric::ETA_SHARPNESS), h.top_residual());
+                out.push(MODEL, CurvatureEstimate::EtaSharpness, lr * h.top());
+                out.push(MODEL, Metric::Residual(CurvatureEstimate::EtaSharpness), h.top_residual());
                 if let Some(g) = &g {
-                    out.push(MODEL, metric::ETA_SHARPNESS_GN, lr * g.top());
-                    out.push(MODEL, &metric::residual(metric::ETA_SHARPNESS_GN), g.top_residual());
+                    out.push(MODEL, CurvatureEstimate::EtaSharpnessGn, lr * g.top());
+                    out.push(MODEL, Metric::Residual(CurvatureEstimate::EtaSharpnessGn), g.top_residual());
                 }
             }
             None => {
                 let d: Vec<Tensor> = (0..curv.len()).map(|i| Tensor::from(lrs[curv.model_index(i)])).collect();
-                record(&mut out, MODEL, metric::ETA_SHARPNESS, &run(Part::Hessian, all.clone(), Some(&d), 1)?);
+                record(&mut out, MODEL, CurvatureEstimate::EtaSharpness, &run(Part::Hessian, all.clone(), Some(&d), 1)?);
                 if cfg.gauss_newton {
-                    record(&mut out, MODEL, metric::ETA_SHARPNESS_GN, &run(Part::GaussNewton, all.clone(), Some(&d), 1)?);
+                    record(&mut out, MODEL, CurvatureEstimate::EtaSharpnessGn, &run(Part::GaussNewton, all.clone(), Some(&d), 1)?);
                 }
             }
         }
@@ -294,21 +297,21 @@ pub fn measure(model: &dyn Model, x: &Tensor, objective: &dyn Fn(&Tensor) -> Ten
     if let Some(pinv) = &rates.adam {
         let d: Option<Vec<Tensor>> = (0..curv.len()).map(|i| pinv.get(curv.model_index(i)).and_then(|t| t.as_ref()).map(|t| t.shallow_clone())).collect();
         let d = d.ok_or_else(|| Error::config("sharpness: Adam's preconditioner lacks a trainable parameter"))?;
-        record(&mut out, MODEL, metric::SHARPNESS_PRECOND, &run(Part::Hessian, all.clone(), Some(&d), 1)?);
+        record(&mut out, MODEL, CurvatureEstimate::SharpnessPrecond, &run(Part::Hessian, all.clone(), Some(&d), 1)?);
     }
     if cfg.layers {
         for i in 0..curv.len() {
             if model.params()[curv.model_index(i)].kind == ParamKind::Weight {
                 let name = curv.name(i).to_string();
-                record(&mut out, &name, metric::SHARPNESS_LAYER, &run(Part::Hessian, vec![i], None, 1)?);
+                record(&mut out, &name, CurvatureEstimate::SharpnessLayer, &run(Part::Hessian, vec![i], None, 1)?);
             }
         }
     }
     let whole = curv.block(Part::Hessian, all, None)?;
     if cfg.trace_samples > 0 {
         let t = hutchinson(&whole, cfg.trace_samples, seed)?;
-        out.push(MODEL, metric::TRACE, t.value);
-        out.push(MODEL, metric::TRACE_STDERR, t.stderr);
+        out.push(MODEL, Metric::Trace, t.value);
+        out.push(MODEL, Metric::TraceStderr, t.stderr);
     }
     if let Some(d) = &cfg.density {
         out.density = Some(slq(&whole, d.runs, d.steps, seed)?);
@@ -386,7 +389,8 @@ impl SharpnessHook {
     }
 
     /// All records of one layer and metric, as `(step, value)`.
-    pub fn series(&self, layer: &str, metric: &str) -> Vec<(usize, f64)> {
+    pub fn series(&self, layer: &str, metric: impl Into<MetricId>) -> Vec<(usize, f64)> {
+        let metric = metric.into();
         self.records.iter().filter(|r| r.layer == layer && r.metric == metric).map(|r| (r.step, r.value)).collect()
     }
 }

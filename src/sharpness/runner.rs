@@ -22,7 +22,7 @@ use crate::model::Model;
 use crate::plot::{Figure, Style};
 use crate::profile::Profile;
 use crate::rcc::runner::{collect_rows, run_grid, run_grid_parallel, CheckSpec, Row};
-use crate::rcc::{CoordCheckResult, Record, StepSchedule};
+use crate::rcc::{CoordCheckResult, MetricId, Record, StepSchedule};
 use crate::train::gpt::GptTrainConfig;
 use crate::train::{Outcome, RunConfig, StepHook, TrainConfig, Trainer};
 use crate::{Error, Result};
@@ -330,7 +330,8 @@ pub mod summary {
 
 impl SharpnessResult {
     /// The steps and values of a model-level metric in the run `(width, seed)`.
-    pub fn series(&self, metric: &str, width: i64, seed: u64) -> Vec<(usize, f64)> {
+    pub fn series(&self, metric: impl Into<MetricId>, width: i64, seed: u64) -> Vec<(usize, f64)> {
+        let metric = metric.into();
         self.result.rows.iter().filter(|r| r.width == width && r.seed == seed && r.layer == super::MODEL && r.metric == metric).map(|r| (r.step, r.value)).collect()
     }
 
@@ -357,7 +358,8 @@ impl SharpnessResult {
 
     /// `f` of every run's series of a model-level metric, per width (runs that diverged are
     /// left out, see [`CoordCheckResult::diverged`]): `(width, values over seeds)`.
-    pub fn per_run(&self, metric: &str, f: &dyn Fn(&[(usize, f64)]) -> f64) -> Vec<(i64, Vec<f64>)> {
+    pub fn per_run(&self, metric: impl Into<MetricId>, f: &dyn Fn(&[(usize, f64)]) -> f64) -> Vec<(i64, Vec<f64>)> {
+        let metric = metric.into();
         let c = &self.result.check;
         c.widths
             .iter()
@@ -370,7 +372,7 @@ impl SharpnessResult {
 
     /// `metric` over training, one line per width (seed mean, log scale) and the stability
     /// threshold `edge` dashed (2 for `eta_sharpness` under SGD).
-    pub fn trajectory_figure(&self, metric: &str, edge: f64) -> Figure {
+    pub fn trajectory_figure(&self, metric: impl Into<MetricId>, edge: f64) -> Figure {
         let last = self.result.rows.iter().map(|r| r.step).max().unwrap_or(0) as f64;
         self.result.figure_vs_step(super::MODEL, metric).series_with("edge of stability", vec![0.0, last], vec![edge, edge], Style::Dashed, (0, 0, 0))
     }
@@ -488,8 +490,8 @@ mod tests {
         let mut hook = SharpnessHook::for_trainer(&t, c.sharpness.clone(), c.schedule.clone()).unwrap();
         t.run(false, Some(&mut crate::train::Hooks(vec![&mut mon, &mut hook]))).unwrap();
         let from_file = measure_weights(&SharpnessCheck { seeds: vec![0], ..c.clone() }, &dir.path().join("step_3.safetensors"), 3).unwrap();
-        let want: Vec<(String, String, f64)> = hook.records.iter().filter(|r| r.step == 3).map(|r| (r.layer.clone(), r.metric.clone(), r.value)).collect();
-        let got: Vec<(String, String, f64)> = from_file.result.rows.iter().map(|r| (r.layer.clone(), r.metric.clone(), r.value)).collect();
+        let want: Vec<(String, MetricId, f64)> = hook.records.iter().filter(|r| r.step == 3).map(|r| (r.layer.clone(), r.metric, r.value)).collect();
+        let got: Vec<(String, MetricId, f64)> = from_file.result.rows.iter().map(|r| (r.layer.clone(), r.metric, r.value)).collect();
         assert_eq!(got, want);
         // a width that does not match the file is a clear error
         let e = measure_weights(&SharpnessCheck { widths: vec![32], ..c.clone() }, &dir.path().join("step_3.safetensors"), 3).unwrap_err().to_string();

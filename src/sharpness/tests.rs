@@ -58,9 +58,9 @@ fn top_eigenvalues_of_tiny_mlps_match_the_diagonalised_hessian() {
         let got = measure(&m, &x, &obj, &tight(), &rates, 5).unwrap();
         let what = format!("{param} {norm:?} {kind}");
         assert!(rel(got.get(MODEL, metric::SHARPNESS).unwrap(), want[0]) < 1e-6, "{what}: {:?} vs {}", got.get(MODEL, metric::SHARPNESS), want[0]);
-        assert!(rel(got.get(MODEL, &metric::eigenvalue(2)).unwrap(), want[1]) < 1e-6, "{what}");
-        assert!(rel(got.get(MODEL, &metric::eigenvalue(3)).unwrap(), want[2]) < 1e-6, "{what}");
-        assert!(got.get(MODEL, &metric::residual(metric::SHARPNESS)).unwrap() < 1e-8, "{what}");
+        assert!(rel(got.get(MODEL, metric::eigenvalue(2)).unwrap(), want[1]) < 1e-6, "{what}");
+        assert!(rel(got.get(MODEL, metric::eigenvalue(3)).unwrap(), want[2]) < 1e-6, "{what}");
+        assert!(got.get(MODEL, metric::residual(crate::rcc::CurvatureEstimate::Sharpness)).unwrap() < 1e-8, "{what}");
         // eta lambda_max(D H) from the congruence D^1/2 H D^1/2 (per-layer rates differ in muP
         // and NTP; frozen parameters have none)
         let d = Tensor::cat(&m.params().iter().zip(&lrs).map(|(p, lr)| Tensor::full([p.tensor.numel() as i64], *lr, (Kind::Double, Device::Cpu))).collect::<Vec<_>>(), 0);
@@ -227,7 +227,7 @@ fn the_hook_is_deterministic_per_seed_and_leaves_training_alone() {
     let (_, b) = run(0, true);
     let (_, c) = run(1, true);
     let (losses_plain, _) = run(0, false);
-    let bits = |r: &[Record]| r.iter().map(|x| (x.step, x.layer.clone(), x.metric.clone(), x.value.to_bits())).collect::<Vec<_>>();
+    let bits = |r: &[Record]| r.iter().map(|x| (x.step, x.layer.clone(), x.metric, x.value.to_bits())).collect::<Vec<_>>();
     assert_eq!(bits(&a), bits(&b), "same seed, same rows");
     assert_ne!(bits(&a), bits(&c));
     assert_eq!(losses_a, losses_plain, "measuring does not change training");
@@ -235,9 +235,9 @@ fn the_hook_is_deterministic_per_seed_and_leaves_training_alone() {
     assert_eq!(steps, [0, 2, 5]);
     // SP, SGD, constant schedule: eta_sharpness = lr * sharpness at every step
     for s in [0, 2, 5] {
-        let get = |m: &str| a.iter().find(|r| r.step == s && r.layer == MODEL && r.metric == m).unwrap().value;
+        let get = |m: crate::rcc::Metric| a.iter().find(|r| r.step == s && r.layer == MODEL && r.metric == m).unwrap().value;
         assert!((get(metric::ETA_SHARPNESS) - 0.2 * get(metric::SHARPNESS)).abs() < 1e-12 * get(metric::SHARPNESS));
-        assert!(get(metric::SHARPNESS) > 0.0 && get(&metric::residual(metric::SHARPNESS)) < 1e-2);
+        assert!(get(metric::SHARPNESS) > 0.0 && get(metric::residual(crate::rcc::CurvatureEstimate::Sharpness)) < 1e-2);
     }
     assert!(a.iter().any(|r| r.layer == "layers.2.weight" && r.metric == metric::SHARPNESS_LAYER));
 }
@@ -257,7 +257,7 @@ fn the_hook_composes_with_the_rcc_monitor() {
     let (px, py) = mlp_batch(&t2.data.train, 32, 9);
     let mut alone = Monitor::new(MonitorConfig { schedule, ..MonitorConfig::default() }, px, py, cfg.loss);
     t2.run(false, Some(&mut alone)).unwrap();
-    let bits = |r: &[Record]| r.iter().map(|x| (x.step, x.layer.clone(), x.metric.clone(), x.value.to_bits())).collect::<Vec<_>>();
+    let bits = |r: &[Record]| r.iter().map(|x| (x.step, x.layer.clone(), x.metric, x.value.to_bits())).collect::<Vec<_>>();
     assert_eq!(bits(&mon.records), bits(&alone.records));
     // Adam: the preconditioned sharpness after the first step, never eta_sharpness
     assert!(sharp.series(MODEL, metric::SHARPNESS_PRECOND).iter().map(|p| p.0).eq([3]));

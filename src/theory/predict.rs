@@ -77,6 +77,7 @@
 //!   `n^{1-alpha}` for every `alpha < 1`).
 use serde::{Deserialize, Serialize};
 
+use crate::rcc::{Metric, MetricId, Since};
 use crate::fit::PowerLaw;
 use crate::loss::LossKind;
 use crate::param::{Fans, OptimizerFamily, ParamKind, Parameterization, Role};
@@ -335,36 +336,37 @@ pub struct Exponents {
 
 impl Exponents {
     /// The prediction for a monitor metric of a layer named `layers.{l}.weight` (0-based) or
-    /// of `model` (`logits`, `logit_update`, `chi`); `None` for names the engine does not
-    /// predict. Metric names follow the RCC monitor (`effective`, `propagating`,
-    /// `act_update`, `act`, `input`, `input_update`, `weight_update_rms`,
-    /// `weight_update_op`, `grad`, and the `delta_` variants of the update metrics).
-    pub fn get(&self, layer: &str, metric: &str) -> Option<f64> {
+    /// of `model` (`logits`, `logit_update`, `chi`); `None` for metrics the engine does not
+    /// predict. Per layer: `effective`, `propagating`, `act_update`, `act`, `input`,
+    /// `input_update`, `weight_update_rms`, `weight_update_op`, `grad`, and the one-step
+    /// ([`Since::Previous`]) versions of the update metrics.
+    pub fn get(&self, layer: &str, metric: impl Into<MetricId>) -> Option<f64> {
+        let MetricId { metric, since } = metric.into();
         if layer == "model" {
-            return match metric {
-                "logits" => Some(self.logits),
-                "logit_update" => Some(self.logit_update),
-                "chi" => Some(self.chi),
+            return match (since, metric) {
+                (Since::Init, Metric::Logits) => Some(self.logits),
+                (Since::Init, Metric::LogitUpdate) => Some(self.logit_update),
+                (Since::Init, Metric::Chi) => Some(self.chi),
                 _ => None,
             };
         }
         let l: usize = layer.strip_prefix("layers.")?.strip_suffix(".weight")?.parse().ok()?;
-        let v = match metric {
-            "effective" => &self.effective,
-            "propagating" => &self.propagating,
-            "act_update" => &self.act_update,
-            "act" => &self.act,
-            "input" => &self.input,
-            "input_update" => &self.input_update,
-            "weight_update_rms" => &self.weight_update,
-            "weight_update_op" => &self.weight_update_op,
-            "grad" => &self.grad,
-            "delta_effective" => &self.delta_effective,
-            "delta_propagating" => &self.delta_propagating,
-            "delta_act_update" => &self.delta_act_update,
-            "delta_input_update" => &self.delta_input_update,
-            "delta_weight_update_rms" => &self.delta_weight_update,
-            "delta_weight_update_op" => &self.delta_weight_update_op,
+        let v = match (since, metric) {
+            (Since::Init, Metric::Effective) => &self.effective,
+            (Since::Init, Metric::Propagating) => &self.propagating,
+            (Since::Init, Metric::ActUpdate) => &self.act_update,
+            (Since::Init, Metric::Act) => &self.act,
+            (Since::Init, Metric::Input) => &self.input,
+            (Since::Init, Metric::InputUpdate) => &self.input_update,
+            (Since::Init, Metric::WeightUpdateRms) => &self.weight_update,
+            (Since::Init, Metric::WeightUpdateOp) => &self.weight_update_op,
+            (Since::Init, Metric::Grad) => &self.grad,
+            (Since::Previous, Metric::Effective) => &self.delta_effective,
+            (Since::Previous, Metric::Propagating) => &self.delta_propagating,
+            (Since::Previous, Metric::ActUpdate) => &self.delta_act_update,
+            (Since::Previous, Metric::InputUpdate) => &self.delta_input_update,
+            (Since::Previous, Metric::WeightUpdateRms) => &self.delta_weight_update,
+            (Since::Previous, Metric::WeightUpdateOp) => &self.delta_weight_update_op,
             _ => return None,
         };
         v.get(l).copied()
@@ -941,17 +943,20 @@ mod tests {
     #[test]
     fn lookup_by_monitor_names() {
         let e = run(sp(0.5), Sgd, Ce, 3, Later);
-        assert_eq!(e.get("layers.0.weight", "effective"), Some(-1.0));
-        assert_eq!(e.get("layers.2.weight", "propagating"), Some(0.5));
-        assert_eq!(e.get("layers.1.weight", "act"), Some(0.0));
-        assert_eq!(e.get("layers.1.weight", "weight_update_op"), Some(0.0));
-        assert_eq!(e.get("layers.1.weight", "weight_update_rms"), Some(-1.0));
-        assert_eq!(e.get("layers.2.weight", "grad"), Some(0.0));
-        assert_eq!(e.get("model", "logits"), Some(0.5));
-        assert_eq!(e.get("model", "chi"), Some(0.0));
-        assert_eq!(e.get("layers.3.weight", "effective"), None);
-        assert_eq!(e.get("layers.0.bias", "effective"), None);
-        assert_eq!(e.get("layers.0.weight", "sparsity"), None);
+        assert_eq!(e.get("layers.0.weight", Metric::Effective), Some(-1.0));
+        assert_eq!(e.get("layers.2.weight", Metric::Propagating), Some(0.5));
+        assert_eq!(e.get("layers.1.weight", Metric::Act), Some(0.0));
+        assert_eq!(e.get("layers.1.weight", Metric::WeightUpdateOp), Some(0.0));
+        assert_eq!(e.get("layers.1.weight", Metric::WeightUpdateRms), Some(-1.0));
+        assert_eq!(e.get("layers.2.weight", Metric::Grad), Some(0.0));
+        assert_eq!(e.get("layers.1.weight", Metric::Effective.one_step()), Some(e.delta_effective[1]));
+        assert_eq!(e.get("model", Metric::Logits), Some(0.5));
+        assert_eq!(e.get("model", Metric::Chi), Some(0.0));
+        assert_eq!(e.get("model", Metric::Chi.one_step()), None);
+        assert_eq!(e.get("layers.3.weight", Metric::Effective), None);
+        assert_eq!(e.get("layers.0.bias", Metric::Effective), None);
+        assert_eq!(e.get("layers.0.weight", Metric::Sparsity), None);
+        assert_eq!(e.get("layers.0.weight", Metric::Act.one_step()), None);
         assert!(e.table().contains("layers.2.weight"));
     }
 
