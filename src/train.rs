@@ -485,8 +485,8 @@ pub trait Batches {
 pub trait TrainStep: Network + Sized {
     /// One step on the batch `(x, y)`; keeps every gradient it applied for
     /// [`Optimizer::last_gradients`] if `keep_gradients`.
-    fn train_step(&self, optimizer: &mut Optimizer, loss: &Loss, x: &Tensor, y: &Tensor, keep_gradients: bool, mixed: bool) -> Result<StepStats> {
-        let _ = keep_gradients; // (autograd's gradients are kept either way)
+    /// (Autograd's gradients are kept either way.)
+    fn train_step(&self, optimizer: &mut Optimizer, loss: &Loss, x: &Tensor, y: &Tensor, _keep_gradients: bool, mixed: bool) -> Result<StepStats> {
         StepPath::Autograd.announce("the model has no hand-written backward pass");
         optimizer.step(self.params(), &mut || with_autocast(mixed, || loss.compute(&self.forward(x), y)))
     }
@@ -517,21 +517,29 @@ pub struct Trainer<C: RunConfig = TrainConfig> {
 impl<C: RunConfig> Trainer<C> {
     /// Loads the data, builds the model and the optimizer.
     pub fn new(cfg: &C) -> Result<Self> {
-        cfg.check_fits()?; // before the data is loaded
-        if let Some(t) = cfg.settings().threads {
-            crate::device::set_threads(t);
-        }
-        Self::with_data(cfg, cfg.load()?)
+        let settings = Self::prepare(cfg)?; // before the data is loaded
+        Self::build(cfg, settings, cfg.load()?)
     }
 
     /// As [`Trainer::new`] with already loaded data (e.g. text shared by runs at several
     /// widths).
     pub fn with_data(cfg: &C, loaded: C::Loaded) -> Result<Self> {
+        let settings = Self::prepare(cfg)?;
+        Self::build(cfg, settings, loaded)
+    }
+
+    /// Checks that the run fits and sets libtorch's threads; the run's settings.
+    fn prepare(cfg: &C) -> Result<Settings> {
         cfg.check_fits()?;
         let settings = cfg.settings();
         if let Some(t) = settings.threads {
             crate::device::set_threads(t);
         }
+        Ok(settings)
+    }
+
+    /// The run on loaded data.
+    fn build(cfg: &C, settings: Settings, loaded: C::Loaded) -> Result<Self> {
         let device = settings.device.resolve()?;
         let Setup { cfg, model, data, total_steps, mixed } = cfg.setup(loaded, device)?;
         let optimizer = Optimizer::new(&settings.optim, settings.lr, model.params())?;
@@ -800,8 +808,7 @@ impl Batches for ImageBatches {
         }
         let idx = &self.order[self.cursor..self.cursor + b];
         self.cursor += b;
-        let it = rng::index_tensor(idx, self.train.x.device());
-        (self.train.x.index_select(0, &it), self.train.y.index_select(0, &it))
+        self.train.batch(idx)
     }
 
     /// Train (on the fixed evaluation subset) and test metrics.
@@ -818,9 +825,7 @@ impl Batches for ImageBatches {
 
     /// `size` training points (at most all), drawn by the seeded stream `(seed, PROBE)`.
     fn probe(&self, size: usize, seed: u64) -> (Tensor, Tensor) {
-        let mut idx = rng::permutation(self.train.len(), &mut rng::rng(seed, stream::PROBE));
-        idx.truncate(size.min(self.train.len()));
-        self.train.batch(&idx)
+        self.train.sample(size, &mut rng::rng(seed, stream::PROBE))
     }
 
     fn curvature_batch(&self, size: Option<usize>, seed: u64) -> (Tensor, Tensor) {

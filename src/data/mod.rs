@@ -59,14 +59,19 @@ impl Dataset {
         let it = rng::index_tensor(idx, self.x.device());
         (self.x.index_select(0, &it), self.y.index_select(0, &it))
     }
+    /// `n` examples (at most all) drawn without replacement by `rng`: the first `n` of a
+    /// random permutation.
+    pub fn sample(&self, n: usize, rng: &mut impl rand::Rng) -> (Tensor, Tensor) {
+        let mut p = rng::permutation(self.len(), rng);
+        p.truncate(n.min(self.len()));
+        self.batch(&p)
+    }
     /// A seeded random subset of `n` examples.
     pub fn subset(&self, n: usize, seed: u64) -> Result<Dataset> {
         if n == 0 || n > self.len() {
             return Err(Error::config(format!("subset of {n} requested from {} examples of {}", self.len(), self.name)));
         }
-        let mut p = rng::permutation(self.len(), &mut rng::rng(seed, stream::SUBSET));
-        p.truncate(n);
-        let (x, y) = self.batch(&p);
+        let (x, y) = self.sample(n, &mut rng::rng(seed, stream::SUBSET));
         Ok(Dataset { x, y, num_classes: self.num_classes, name: self.name.clone() })
     }
 }

@@ -394,6 +394,17 @@ pub fn random_starts(n_tokens: i64, seq_len: i64, batch: usize, rng: &mut impl r
     (0..batch).map(|_| rng.random_range(0..=hi)).collect()
 }
 
+/// `n` input windows at random positions drawn by `rng`, with their next-token targets
+/// flattened as the losses take them.
+///
+/// # Shapes
+/// `tokens: [N]` -> (`x: [n, T]`, `y: [n * T]`).
+pub fn sample_windows(tokens: &Tensor, seq_len: i64, n: usize, rng: &mut impl rand::Rng) -> (Tensor, Tensor) {
+    let starts = random_starts(tokens.size()[0], seq_len, n, rng);
+    let (x, y) = windows(tokens, &starts, seq_len);
+    (x, y.reshape([-1]))
+}
+
 /// Input and target windows at `starts`.
 ///
 /// # Shapes

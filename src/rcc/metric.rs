@@ -151,6 +151,22 @@ impl Metric {
         !matches!(self, Metric::Act | Metric::Input)
     }
 
+    /// Whether the metric is an update (zero at initialisation, so nothing to draw at step 0
+    /// on log axes).
+    pub fn is_update(self) -> bool {
+        matches!(
+            self,
+            Metric::Effective
+                | Metric::Propagating
+                | Metric::ActUpdate
+                | Metric::InputUpdate
+                | Metric::WeightUpdateRms
+                | Metric::WeightUpdateOp
+                | Metric::UpdateRank
+                | Metric::LogitUpdate
+        )
+    }
+
     /// Whether the metric needs the weight difference `W_t - W_ref` itself, as a tensor. The
     /// monitor's fast paths never form it: a dense weight's `Delta` pass is fused into the
     /// traced forward (it yields the effective update and the difference's Frobenius and

@@ -211,22 +211,6 @@ pub struct CoordCheckResult<C = CoordCheck> {
     pub seconds: f64,
 }
 
-/// Whether `metric` is an update, zero at initialisation (nothing to draw at step 0 on log
-/// axes).
-fn is_update(metric: Metric) -> bool {
-    matches!(
-        metric,
-        Metric::Effective
-            | Metric::Propagating
-            | Metric::ActUpdate
-            | Metric::InputUpdate
-            | Metric::WeightUpdateRms
-            | Metric::WeightUpdateOp
-            | Metric::UpdateRank
-            | Metric::LogitUpdate
-    )
-}
-
 /// Trains one run of any kind under the RCC monitor (and the sharpness hook, if given) and
 /// returns its records and the step it diverged at, if it did. The monitor measures on the
 /// run's own probe batch ([`crate::train::Batches::probe`], seeded by the run's seed).
@@ -415,7 +399,7 @@ impl<C: CheckSpec + Serialize> CoordCheckResult<C> {
         steps.sort();
         steps.dedup();
         // (updates are zero at initialisation: nothing to draw at step 0)
-        steps.retain(|&t| t > 0 || !is_update(metric.metric));
+        steps.retain(|&t| t > 0 || !metric.metric.is_update());
         let mut fig = Figure::new(format!("{layer}: {metric}")).x_label("width n").y_label(metric.to_string()).log_x().log_y();
         let n = steps.len();
         for (i, &t) in steps.iter().enumerate() {

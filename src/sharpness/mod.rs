@@ -322,17 +322,13 @@ pub fn measure(model: &dyn Model, x: &Tensor, objective: &dyn Fn(&Tensor) -> Ten
 /// A fixed, seeded batch of `size` examples (at most the dataset) for curvature estimates
 /// of an MLP: `(x: [B, d], y: [B])`, drawn from the stream `(seed, CURVATURE + 3)`.
 pub fn mlp_batch(train: &Dataset, size: usize, seed: u64) -> (Tensor, Tensor) {
-    let mut idx = rng::permutation(train.len(), &mut rng::rng(seed, stream::CURVATURE + 3));
-    idx.truncate(size.min(train.len()));
-    train.batch(&idx)
+    train.sample(size, &mut rng::rng(seed, stream::CURVATURE + 3))
 }
 
 /// A fixed, seeded batch of `size` training windows for curvature estimates of the GPT:
 /// `(x: [B, T], y: [B*T])`.
 pub fn gpt_batch(tokens: &Tensor, seq_len: i64, size: usize, seed: u64) -> (Tensor, Tensor) {
-    let starts = crate::data::text::random_starts(tokens.size()[0], seq_len, size, &mut rng::rng(seed, stream::CURVATURE + 3));
-    let (x, y) = crate::data::text::windows(tokens, &starts, seq_len);
-    (x, y.reshape([-1]))
+    crate::data::text::sample_windows(tokens, seq_len, size, &mut rng::rng(seed, stream::CURVATURE + 3))
 }
 
 /// Sharpness measurements at scheduled steps of a training run, as a [`StepHook`] (step 0,

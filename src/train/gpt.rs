@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
 use super::{Batches, EvalRecord, ParamSpec, RunConfig, Settings, Setup, TrainStep};
-use crate::data::text::{random_starts, windows, TextConfig, TextData};
+use crate::data::text::{random_starts, sample_windows, windows, TextConfig, TextData};
 use crate::device::{with_autocast, DeviceChoice, Precision};
 use crate::loss::{accuracy, Loss};
 use crate::model::{Gpt, GptConfig, Model};
@@ -233,9 +233,7 @@ impl Batches for TextBatches {
     /// # Shapes
     /// -> (`x: [B, T]`, targets flattened `[B*T]`).
     fn next_batch(&mut self) -> (Tensor, Tensor) {
-        let starts = random_starts(self.text.train.size()[0], self.text.seq_len, self.batch_size, &mut self.rng);
-        let (x, y) = windows(&self.text.train, &starts, self.text.seq_len); // [B, T], [B, T]
-        (x, y.reshape([-1]))
+        sample_windows(&self.text.train, self.text.seq_len, self.batch_size, &mut self.rng)
     }
 
     /// Loss and accuracy on the fixed training windows as `train_*`, on the fixed validation
@@ -251,9 +249,7 @@ impl Batches for TextBatches {
     /// # Shapes
     /// -> (`[size, T]`, targets flattened `[size * T]`).
     fn probe(&self, size: usize, seed: u64) -> (Tensor, Tensor) {
-        let starts = random_starts(self.text.val.size()[0], self.text.seq_len, size, &mut rng::rng(seed, stream::PROBE));
-        let (x, y) = windows(&self.text.val, &starts, self.text.seq_len);
-        (x, y.reshape([-1]))
+        sample_windows(&self.text.val, self.text.seq_len, size, &mut rng::rng(seed, stream::PROBE))
     }
 
     fn curvature_batch(&self, size: Option<usize>, seed: u64) -> (Tensor, Tensor) {
