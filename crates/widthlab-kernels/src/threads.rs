@@ -229,9 +229,16 @@ pub(crate) fn init() {
     INIT.call_once(|| set_openblas_threads(tch::get_num_threads().max(1) as usize));
 }
 
-/// Sets libtorch's intra-op thread count and OpenBLAS's (process-wide). Runs executed in
-/// parallel threads should use 1 each, or they oversubscribe the cores.
+/// Sets libtorch's intra-op thread count for the calling thread and OpenBLAS's (process-wide).
+/// Runs executed in parallel threads should use 1 each, or they oversubscribe the cores.
+///
+/// libtorch gives each OS thread its OpenMP count lazily, at the thread's first parallel op,
+/// from the count last set by *any* thread. Were that first op to come after this call, a
+/// concurrent `set_threads` in another thread (a parallel sweep worker, another test) could
+/// change this thread's count mid-run, and with it the rounding of its reductions. So the
+/// lazy initialisation runs first (`get_num_threads` triggers it), and the count set here stays.
 pub fn set_threads(n: usize) {
+    let _ = tch::get_num_threads();
     tch::set_num_threads(n.max(1) as i32);
     init(); // so that a later first product does not reset the count below
     set_openblas_threads(n);
@@ -263,5 +270,29 @@ mod tests {
         if tch::get_num_threads() >= 2 {
             assert!(openmp().is_some(), "libgomp is loaded with libtorch");
         }
+    }
+
+    #[test]
+    fn a_threads_count_is_not_changed_by_another_threads_later_call() {
+        use std::sync::mpsc::channel;
+        // thread A sets 1 before any parallel op of its own; thread B then sets 2; A's first
+        // parallel op must still run on 1 (libtorch's lazy per-thread initialisation would
+        // otherwise take B's count)
+        init(); // as after an earlier product: `set_threads` below does not run it
+        let (a_set, b_wait) = channel();
+        let (b_done, a_wait) = channel();
+        let a = std::thread::spawn(move || {
+            set_threads(1);
+            a_set.send(()).unwrap();
+            a_wait.recv().unwrap();
+            tch::get_num_threads()
+        });
+        let b = std::thread::spawn(move || {
+            b_wait.recv().unwrap();
+            set_threads(2);
+            b_done.send(()).unwrap();
+        });
+        b.join().unwrap();
+        assert_eq!(a.join().unwrap(), 1);
     }
 }
