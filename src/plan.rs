@@ -507,22 +507,14 @@ fn from_search(spec: &SearchSpec) -> Result<Workload> {
     Ok(Workload { name: spec.name.clone(), model: mlp_model(&c, &widths), design, on: Runs::Gpu, work: search(spec)? })
 }
 
-/// 01_background. Cell "RCC decomposition" adjusts `e1` inline (teacher data with `d_in = 20`,
-/// 2048 points, `lr = 0.05`, probe 128): repeated here; keep in step with the notebook.
+/// 01_background: the RCC decomposition and the initialisation exponents (the checks the
+/// notebook runs, [`CoordCheck::background`] and [`CoordCheck::one_step`]).
 fn notebook_01(profile: Profile) -> Result<Vec<Workload>> {
-    let mut cc = CoordCheck::preset("e1", profile)?;
-    cc.train.data.dataset = DatasetName::Teacher;
-    cc.train.data.teacher = crate::data::TeacherConfig { d_in: 20, n_train: 2048, n_test: 256 };
-    cc.train.data.train_subset = None;
-    cc.train.lr = 0.05;
-    cc.probe_size = 128;
-    let one_step = |param: &str| -> Result<CoordCheck> {
-        let mut c = CoordCheck::preset("e1", profile)?;
-        c.steps = 1;
-        c.train.param = crate::train::ParamSpec::Name(param.into());
-        Ok(c)
-    };
-    Ok(vec![from_check("e1 on teacher data", &cc)?, from_check("e1 one step, SP", &one_step("sp")?)?, from_check("e1 one step, muP", &one_step("mup")?)?])
+    Ok(vec![
+        from_check("e1 on teacher data", &CoordCheck::background(profile)?)?,
+        from_check("e1 one step, SP", &CoordCheck::one_step(profile, "sp")?)?,
+        from_check("e1 one step, muP", &CoordCheck::one_step(profile, "mup")?)?,
+    ])
 }
 
 fn notebook_02(profile: Profile) -> Result<Vec<Workload>> {

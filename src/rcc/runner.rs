@@ -104,6 +104,28 @@ impl CoordCheck {
         })
     }
 
+    /// Notebook 01's RCC decomposition (section 2): [`Self::preset`] `e1` on the teacher data
+    /// of appendix D.2 with `d_in = 20` and 2048 training points, at `lr = 0.05` (so that a
+    /// few steps move the weights measurably) and a probe of 128 points.
+    pub fn background(profile: Profile) -> Result<Self> {
+        let mut cc = Self::preset("e1", profile)?;
+        cc.train.data.dataset = DatasetName::Teacher;
+        cc.train.data.teacher = crate::data::TeacherConfig { d_in: 20, n_train: 2048, n_test: 256 };
+        cc.train.data.train_subset = None;
+        cc.train.lr = 0.05;
+        cc.probe_size = 128;
+        Ok(cc)
+    }
+
+    /// Notebook 01's initialisation exponents (Table C.1): [`Self::preset`] `e1` for one step
+    /// under the named parameterization (step 0 is the initialisation).
+    pub fn one_step(profile: Profile, param: &str) -> Result<Self> {
+        let mut cc = Self::preset("e1", profile)?;
+        cc.steps = 1;
+        cc.train.param = ParamSpec::Name(param.into());
+        Ok(cc)
+    }
+
     /// Switches the check to another dataset. The presets train on a random subset of the
     /// real data (`data.train_subset`; all of it at `paper`); the generated teacher data
     /// (appendix D.2) is generated at that size instead (`data.teacher.n_train`, 60000 for
