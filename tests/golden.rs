@@ -1,7 +1,10 @@
 //! Golden values: same-seed CPU results of a few small runs, recorded in
 //! `tests/golden/results.json` by the code before the kernels moved into
 //! `crates/widthlab-kernels` (commit cde86f5; the muP case re-recorded by main at b88cb64,
-//! whose per-layer rules in absolute width changed it): training losses of MLP runs (plain SGD fused
+//! whose per-layer rules in absolute width changed it; all cases re-recorded on an AVX2 CPU
+//! when the initial weights' spectral norms came to be converged by Lanczos, which moved the
+//! `align_op_prop` rows by up to 8.2e-3 relative; every other value moved by at most 9.1e-5,
+//! the AVX-512 -> AVX2 rounding): training losses of MLP runs (plain SGD fused
 //! into the hand-written backward, at one and two threads; SGD with biases and muP
 //! multipliers; Adam, whose weight gradients are products of their own), every RCC row of two
 //! small coordinate checks (a probe larger than the thin kernel's 64 rows and one below it;

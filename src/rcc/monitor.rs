@@ -356,7 +356,15 @@ impl Monitor {
 
 impl StepHook for Monitor {
     fn start(&mut self, model: &dyn Model) -> Result<()> {
-        self.init = Some(probe(model, &self.probe_x, true, None));
+        let init = probe(model, &self.probe_x, true, None);
+        // the initial weights' spectral norms, converged once (op_norm_2), before the first
+        // measurement: their singular vectors warm-start the power iterations of W_t
+        for (name, p, op, _, _) in &init.sites {
+            if let (LinearOp::Dense { .. }, Some(w0)) = (op, &init.weights[*p]) {
+                op_norm_rms(*op, w0, self.cfg.spectral, &mut self.cache, &format!("{name}/W0"));
+            }
+        }
+        self.init = Some(init);
         self.prev = None;
         self.dump("init.safetensors", model, true)?;
         self.measure(0, model, None).map(|_| ())
