@@ -369,7 +369,9 @@ pub(super) fn op_norm_2(op: LinearOp, w: &Tensor, spectral: Spectral, cache: &mu
         LinearOp::Bias => w.norm().double_value(&[]),
         LinearOp::Dense { multiplier } => {
             // The initial weights never change: their norm is computed once.
-            let fixed = key.ends_with("/W0");
+            // (a key `reference_key(site, Since::Init)`)
+            let site = key.strip_suffix("/W0");
+            let fixed = site.is_some();
             if fixed {
                 if let Some(v) = cache.get(key) {
                     if v.numel() == 1 {
@@ -386,8 +388,10 @@ pub(super) fn op_norm_2(op: LinearOp, w: &Tensor, spectral: Spectral, cache: &mu
                 Spectral::PowerIteration { tol, max_iter } if fixed => {
                     let start = warm_start(cache, key, w);
                     let (s, v) = lanczos_norm(w, &start, tol.min(FIXED_WEIGHT_TOL), max_iter.max(FIXED_WEIGHT_MAX_ITER));
-                    if let Some(site) = key.strip_suffix("/W0") {
-                        for near in [format!("{site}/Wt"), format!("delta_{site}/Wprev")] {
+                    if let Some(site) = site {
+                        let current = warm_start_keys(site).1;
+                        let previous = reference_key(&site_key(site, Since::Previous), Since::Previous);
+                        for near in [current, previous] {
                             cache.entry(near).or_insert_with(|| v.shallow_clone());
                         }
                     }
@@ -406,6 +410,25 @@ pub(super) fn op_norm_2(op: LinearOp, w: &Tensor, spectral: Spectral, cache: &mu
             }
             s
         }
+    }
+}
+
+/// The cache key of a site measured against `since`: its name, or `delta_name` for the
+/// one-step metrics (norms and warm starts are kept per site key).
+pub(super) fn site_key(name: &str, since: Since) -> String {
+    match since {
+        Since::Init => name.to_string(),
+        Since::Previous => format!("delta_{name}"),
+    }
+}
+
+/// The cache key of the reference weight of a site key: `{key}/W0` for the initial weights
+/// (fixed: their norms are computed once per run, see [`op_norm_2`]), `{key}/Wprev` for the
+/// previous step's.
+pub(super) fn reference_key(key: &str, since: Since) -> String {
+    match since {
+        Since::Init => format!("{key}/W0"),
+        Since::Previous => format!("{key}/Wprev"),
     }
 }
 
@@ -560,7 +583,7 @@ pub struct Traced<'a> {
 pub fn site_metrics(site: Traced, change: Change, since: Since, spectral: Spectral, cache: &mut HashMap<String, Tensor>, key: &str) -> Vec<(Metric, f64)> {
     let Traced { op, x_t, x_ref, out_t, out_ref } = site;
     let ref_is_init = since == Since::Init;
-    let ref_tag = if ref_is_init { "W0" } else { "Wprev" };
+    let ref_key = reference_key(key, since);
     tch::no_grad(|| {
         let same_input = x_t.size() == x_ref.size() && x_t.equal(x_ref);
         let dense = matches!(op, LinearOp::Dense { .. });
@@ -597,8 +620,8 @@ pub fn site_metrics(site: Traced, change: Change, since: Since, spectral: Spectr
                         (eff, fro, spec)
                     }
                 };
-                let w_ref_rms = cached_scalar(cache, format!("{key}/{ref_tag}/rms"), ref_is_init, || eff_weight_rms(op, w_ref));
-                let w_ref_op = op_norm_rms(op, w_ref, spectral, cache, &format!("{key}/{ref_tag}"));
+                let w_ref_rms = cached_scalar(cache, format!("{ref_key}/rms"), ref_is_init, || eff_weight_rms(op, w_ref));
+                let w_ref_op = op_norm_rms(op, w_ref, spectral, cache, &ref_key);
                 (eff, fan_in, fan_out, fro, spec, w_ref_rms, w_ref_op, Some(w_ref))
             }
             Change::LowRank { step, norms: (fro, spec), ref_norms: (w_ref_rms, w_ref_op) } => {

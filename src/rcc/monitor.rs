@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use serde::{Deserialize, Serialize};
 use tch::Tensor;
 
-use super::definitions::{cosine_cross, cosine_rows, eff_weight_rms, low_rank_grams, low_rank_norms_from, op_norm_rms, rms, site_metrics, sparsity, Change, Spectral, Traced};
+use super::definitions::{cosine_cross, cosine_rows, eff_weight_rms, low_rank_grams, low_rank_norms_from, op_norm_rms, reference_key, rms, site_key, site_metrics, sparsity, warm_start_keys, Change, Spectral, Traced};
 use super::fast::{DenseChange, FusedForward};
 use super::{Metric, MetricId, Since};
 use crate::loss::Loss;
@@ -139,11 +139,9 @@ fn sites_against(
     kept_norms: &mut Vec<(String, (f64, f64))>,
 ) {
     let one_step = since == Since::Previous;
-    // (the warm starts' cache keys)
-    let prefix = if one_step { "delta_" } else { "" };
     for (i, (name, p, op, x, out)) in now.sites.iter().enumerate() {
         let (_, _, _, x_ref, out_ref) = &r.sites[i];
-        let key = format!("{prefix}{name}");
+        let key = site_key(name, since);
         let dense = matches!(op, LinearOp::Dense { .. });
         let factored = match (one_step && dense, low_rank.get(*p).and_then(Option::as_ref), r.ref_norms.get(name)) {
             (true, Some(step), Some(&ref_norms)) => lr_norms.get(*p).copied().flatten().map(|norms| Change::LowRank { step, norms, ref_norms }),
@@ -361,7 +359,7 @@ impl StepHook for Monitor {
         // measurement: their singular vectors warm-start the power iterations of W_t
         for (name, p, op, _, _) in &init.sites {
             if let (LinearOp::Dense { .. }, Some(w0)) = (op, &init.weights[*p]) {
-                op_norm_rms(*op, w0, self.cfg.spectral, &mut self.cache, &format!("{name}/W0"));
+                op_norm_rms(*op, w0, self.cfg.spectral, &mut self.cache, &reference_key(name, Since::Init));
             }
         }
         self.init = Some(init);
@@ -396,7 +394,7 @@ impl StepHook for Monitor {
                         continue; // measured in the Delta pass (see measure)
                     }
                     if let (LinearOp::Dense { .. }, true, Some(w)) = (op, low_rank(*p), &now.weights[*p]) {
-                        let w_op = op_norm_rms(*op, w, spectral, &mut self.cache, &format!("{name}/Wt"));
+                        let w_op = op_norm_rms(*op, w, spectral, &mut self.cache, &warm_start_keys(name).1);
                         now.ref_norms.insert(name.clone(), (eff_weight_rms(*op, w), w_op));
                     }
                 }
