@@ -39,10 +39,6 @@ impl PowerLaw {
     pub fn predict(&self, n: f64) -> f64 {
         (self.intercept + self.exponent * n.ln()).exp()
     }
-    /// Whether `value` lies in the 95% confidence interval widened by `tol` on each side.
-    pub fn agrees_with(&self, value: f64, tol: f64) -> bool {
-        value >= self.ci_low - tol && value <= self.ci_high + tol
-    }
 }
 
 /// Fits `y ~ n^b` to `(n_i, y_i)` pairs (repeated widths = seeds).

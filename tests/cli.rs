@@ -227,6 +227,13 @@ fn issue_18_cases_behave() {
     // coord-check on the teacher data runs
     let o = widthlab(&["coord-check", "--profile", "smoke", "--dataset", "teacher", "--quiet", "--out", &p("cc")]);
     assert!(o.status.success(), "{}", stderr(&o));
+    // ... and decides its verdicts as the report's claims: holds, deviates or inconclusive
+    let verdicts = std::fs::read_to_string(dir.path().join("cc/verdicts.csv")).unwrap();
+    let mut lines = verdicts.lines();
+    assert!(lines.next().unwrap().ends_with("predicted_first,verdict_first,predicted_later,verdict_later"));
+    let cells: Vec<&str> = lines.flat_map(|l| l.split(',').skip(6).skip(1).step_by(2).collect::<Vec<_>>()).collect();
+    assert!(!cells.is_empty() && cells.iter().all(|c| ["holds", "deviates", "inconclusive", ""].contains(c)), "{verdicts}");
+    assert!(stdout(&o).contains("against the infinite-width prediction:"), "{}", stdout(&o));
     // an empty config is refused, not run with every default
     std::fs::write(p("empty.toml"), "").unwrap();
     assert_clean_error(&widthlab(&["train", "--config", &p("empty.toml")]), "sets nothing");

@@ -45,8 +45,12 @@ pub struct CoordCheckArgs {
     /// With --sharpness-every: also each weight matrix's block (`sharpness_layer`).
     #[arg(long, requires = "sharpness_every")]
     pub sharpness_layers: bool,
-    /// Tolerance on exponents for the verdicts.
-    #[arg(long, default_value_t = 0.15)]
+    /// Tolerance of the verdicts: a measured exponent `holds` when its 95% interval lies
+    /// inside `predicted +- TOL`, `deviates` when it lies outside, and is `inconclusive`
+    /// otherwise (the report's claim model). The default, half the distance between the
+    /// half-integer exponents the theory predicts, makes `holds` exclude the neighbours
+    /// `predicted +- 1/2`.
+    #[arg(long, default_value_t = 0.25)]
     pub tol: f64,
     /// The metrics whose width exponents are compared with the theory's (verdicts.csv), comma
     /// separated; `delta_` names for one step (the theory predicts the `act`, `input`, update
@@ -107,12 +111,16 @@ pub fn run_cli(args: &CoordCheckArgs) -> anyhow::Result<()> {
         res.diverged.len()
     );
     let verdicts = res.verdicts(&args.verdicts, args.tol)?;
-    println!("width exponents at step {} (tolerance {}): measured [95% CI] vs predicted after step 1 / after step 2 (infinite-width)", cc.steps, args.tol);
+    println!(
+        "width exponents at step {}: measured [95% CI] vs predicted after step 1 / after step 2 (infinite width); holds: CI inside predicted +- {}, deviates: CI outside, else inconclusive",
+        cc.steps, args.tol
+    );
     let show = |v: &Option<widthlab::theory::predict::Verdict>| {
-        v.as_ref().map_or("     n/a         ".to_string(), |v| format!("{:+.2} {:<8}", v.predicted, if v.holds { "holds" } else { "DEVIATES" }))
+        v.as_ref().map_or("     n/a            ".to_string(), |v| format!("{:+.2} {:<12}", v.predicted, v.verdict.to_string()))
     };
-    let cell = |v: &Option<widthlab::theory::predict::Verdict>| v.as_ref().map_or(",".to_string(), |v| format!("{},{}", v.predicted, v.holds));
-    let mut csv = String::from("layer,metric,step,measured,ci_low,ci_high,predicted_first,holds_first,predicted_later,holds_later\n");
+    let cell = |v: &Option<widthlab::theory::predict::Verdict>| v.as_ref().map_or(",".to_string(), |v| format!("{},{}", v.predicted, v.verdict));
+    let mut csv = String::from("layer,metric,step,measured,ci_low,ci_high,predicted_first,verdict_first,predicted_later,verdict_later\n");
+    let mut counts = std::collections::BTreeMap::new();
     for v in &verdicts {
         let m = v.first.as_ref().or(v.later.as_ref()).expect("a verdict has one prediction");
         println!(
@@ -120,7 +128,12 @@ pub fn run_cli(args: &CoordCheckArgs) -> anyhow::Result<()> {
             v.layer, v.metric, m.measured, m.ci_low, m.ci_high, show(&v.first), show(&v.later)
         );
         csv += &format!("{},{},{},{},{},{},{},{}\n", v.layer, v.metric, v.step, m.measured, m.ci_low, m.ci_high, cell(&v.first), cell(&v.later));
+        if let Some(l) = &v.later {
+            *counts.entry(l.verdict).or_insert(0usize) += 1;
+        }
     }
+    let counts: Vec<String> = counts.iter().map(|(v, k)| format!("{k} {v}")).collect();
+    println!("against the infinite-width prediction: {}", if counts.is_empty() { "none".to_string() } else { counts.join(", ") });
     widthlab::files::write_atomic(&out.join("verdicts.csv"), csv.as_bytes())?;
     let later = widthlab::theory::predict::predict(&cc.setting(widthlab::theory::predict::StepPhase::Later)?)?;
     for metric in [Metric::Effective, Metric::Propagating, Metric::ActUpdate, Metric::WeightUpdateOp] {

@@ -562,7 +562,8 @@ impl<C: CheckSpec + Serialize> CoordCheckResult<C> {
 
 impl CoordCheckResult {
     /// Verdicts for `metrics` of every weight layer at the last step: measured exponent
-    /// (with CI) against both predictions, within `tol`.
+    /// (with CI) against both predictions, decided within `tol` ([`verdict`]: holds, deviates
+    /// or inconclusive).
     pub fn verdicts(&self, metrics: &[MetricId], tol: f64) -> Result<Vec<VerdictRow>> {
         let first = predict(&self.check.setting(StepPhase::First)?)?;
         let later = predict(&self.check.setting(StepPhase::Later)?)?;

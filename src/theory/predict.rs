@@ -655,7 +655,12 @@ pub fn predicted_regime(setting: &Setting) -> Result<Regime> {
     Ok(classify(e.logits, e.max_activation, grad, 1e-9))
 }
 
-/// A measured exponent against a prediction.
+/// A measured exponent against a prediction, decided by the claim model of the report
+/// ([`crate::claims::Expectation::judge`]): `holds` when the exponent's 95% interval lies inside
+/// `predicted +- tol`, `deviates` when it lies outside, `inconclusive` otherwise. With
+/// `tol = 1/4`, half the distance between the exponents of the half-integer lattice the
+/// engine predicts for SP, NTP and muP, a claim holds only when its interval excludes the
+/// neighbouring exponents `predicted +- 1/2` (as [`crate::claims::Claim::exponent`]).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Verdict {
     pub predicted: f64,
@@ -663,8 +668,9 @@ pub struct Verdict {
     /// 95% confidence interval of the measured exponent.
     pub ci_low: f64,
     pub ci_high: f64,
-    /// `|measured - predicted| <= tol`, or the prediction inside the CI widened by `tol`.
-    pub holds: bool,
+    pub verdict: crate::claims::Verdict,
+    /// Why, in one sentence (`CI [-0.92, -0.61] lies outside [-0.25, +0.25], ...`).
+    pub reason: String,
 }
 
 impl Verdict {
@@ -674,10 +680,11 @@ impl Verdict {
     }
 }
 
-/// Compares a fitted exponent with a prediction.
+/// Compares a fitted exponent with a prediction within `tol` (see [`Verdict`]).
 pub fn verdict(predicted: f64, fit: &PowerLaw, tol: f64) -> Verdict {
-    let holds = (fit.exponent - predicted).abs() <= tol || fit.agrees_with(predicted, tol);
-    Verdict { predicted, measured: fit.exponent, ci_low: fit.ci_low, ci_high: fit.ci_high, holds }
+    let expectation = crate::claims::Expectation::Near { value: predicted, tolerance: tol, alternatives: vec![] };
+    let (verdict, reason) = expectation.judge(&crate::claims::Estimate::exponent(fit));
+    Verdict { predicted, measured: fit.exponent, ci_low: fit.ci_low, ci_high: fit.ci_high, verdict, reason }
 }
 
 #[cfg(test)]
@@ -968,10 +975,18 @@ mod tests {
         assert_eq!(classify(0.05, -0.2, 0.0, 0.1), Regime::Stable);
         assert_eq!(Regime::ControlledDivergence.to_string(), "controlled divergence");
         assert_eq!(serde_json::to_string(&Regime::ControlledDivergence).unwrap(), "\"controlled-divergence\"");
-        let fit = crate::fit::fit_power_law(&[64.0, 128.0, 256.0], &[1.0, 1.45, 2.0]).unwrap();
-        let v = verdict(0.5, &fit, 0.1);
-        assert!(v.holds && v.ci().0 <= v.measured && v.measured <= v.ci().1);
-        assert!(!verdict(-1.0, &fit, 0.1).holds);
+        // four widths, slope about 0.5 with a little noise: a CI of about +-0.07
+        let fit = crate::fit::fit_power_law(&[64.0, 128.0, 256.0, 512.0], &[1.0, 1.45, 2.0, 2.85]).unwrap();
+        let v = verdict(0.5, &fit, 0.25);
+        assert_eq!(v.verdict, crate::claims::Verdict::Holds, "{v:?}");
+        assert!(v.ci().0 <= v.measured && v.measured <= v.ci().1 && v.ci().1 - v.ci().0 < 0.3);
+        assert_eq!(verdict(-1.0, &fit, 0.25).verdict, crate::claims::Verdict::Deviates);
+        // a prediction inside a CI that reaches beyond the tolerance is not a "holds"
+        let wide = crate::fit::fit_power_law(&[64.0, 128.0, 256.0], &[1.0, 2.0, 1.6]).unwrap();
+        assert!(wide.ci_low <= 0.5 && 0.5 <= wide.ci_high && wide.ci_high - wide.ci_low > 1.0, "{wide:?}");
+        let w = verdict(0.5, &wide, 0.25);
+        assert_eq!(w.verdict, crate::claims::Verdict::Inconclusive, "{w:?}");
+        assert!(w.reason.contains("reaches outside"), "{}", w.reason);
         assert!(predict(&setting(sp(0.5), Sgd, Ce, 1, First)).is_err());
         let mut bad = sp(0.5);
         bad.lr_sgd.hidden.coef = -1.0;
