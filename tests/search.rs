@@ -165,3 +165,21 @@ fn two_processes_share_one_search_without_training_a_run_twice() {
     assert_eq!(trained_of(&c), n);
     assert_eq!(table(&c), table(&a));
 }
+
+/// The searches shipped under `configs/searches/` parse, resolve into groups and pass the
+/// search's checks (they are documented commands; a renamed field must not break them).
+#[test]
+fn the_shipped_search_configs_are_valid() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/searches");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let spec = SearchSpec::from_file(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            spec.validate().unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            assert_eq!(spec.name, path.file_stem().unwrap().to_str().unwrap(), "a search's name is its file's");
+            n += 1;
+        }
+    }
+    assert!(n >= 3, "{n} search configs in {}", dir.display());
+}
