@@ -89,7 +89,7 @@ pub fn lr_exponents(profile: Profile, loss: LossKind) -> Result<SweepSpec> {
 ///   Fashion-MNIST subset at batch 64 (64 SGD steps) instead of the paper's 938 steps on all
 ///   60k images. At these widths the exponents are pre-asymptotic (the input layer's fan-in,
 ///   784, exceeds every width): the same max-stable searches at widths 256..4096
-///   (`configs/searches/table-f1-{ce,mse}-wide.toml`, about 10 minutes each on 2 cores, more
+///   (`configs/searches/table-f1-{ce,mse}-wide.toml`, minutes each on 2 cores but more
 ///   than the notebooks' budget leaves) move both exponents toward the paper's, and so does a
 ///   full epoch instead of 64 steps for CE. Notebook 05's claims are therefore often
 ///   inconclusive at `quick`; its caveat names the widths and steps.
